@@ -1,0 +1,4 @@
+//! The graph driver trait and the vfs, overlay and btrfs drivers
+//!
+//! (Under construction.)
+#![deny(missing_docs)]

@@ -1,0 +1,4 @@
+//! Durable atomic file writes shared by every record store
+//!
+//! (Under construction.)
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! Filesystem change detection between a layer and its parent (Go's `ChangesDirs`).

@@ -1,1 +1,179 @@
-//! Shared helpers for the cross-crate tests.
+//! Shared helpers for the cross-crate tests of containers-storage-rs.
+//!
+//! The tests in `tests/tests/` drive our `containers-storage` binary and the reference peers
+//! (Debian's Go `containers-storage`, `podman`, `skopeo`, `umoci`) on scratch stores in
+//! temporary directories.
+//!
+//! * [`ours`] builds (once per test process) and returns the path of our binary, so a test never
+//!   runs a stale one.
+//! * [`peer`] finds a peer program; when it is missing the test fails if `CI=true` and is skipped
+//!   (loudly, on stderr) otherwise — see [`require`].
+//! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
+#![deny(missing_docs)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Returns true when running in CI (`CI=true`), where a missing peer or privilege is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// Skips the current test (returns `false`) with a loud message, or panics in CI.
+///
+/// Use as `if !require(cond, "why") { return; }`.
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("required for this test in CI: {why}");
+    }
+    eprintln!("SKIPPED (not in CI): {why}");
+    false
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The workspace root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of our `containers-storage` binary, built with cargo the first time it is asked for.
+pub fn ours() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "storage-cli", "--bin", "containers-storage"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for containers-storage");
+        assert!(status.success(), "cargo build of containers-storage failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let bin = target.join("debug").join("containers-storage");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// Finds a peer program on `PATH` (e.g. Debian's Go `containers-storage` is `/usr/bin/containers-storage`).
+pub fn peer(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Debian's Go `containers-storage` (1.43), if installed.
+pub fn go_cs() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/containers-storage");
+    p.is_file().then_some(p)
+}
+
+/// A scratch store: graph root, run root and driver, in a temporary directory.
+pub struct Cs {
+    /// Keeps the temporary directory alive.
+    pub dir: tempfile::TempDir,
+    /// Graph root.
+    pub graph: PathBuf,
+    /// Run root.
+    pub run: PathBuf,
+    /// Driver name.
+    pub driver: String,
+}
+
+impl Cs {
+    /// A new empty store using `driver`.
+    pub fn new(driver: &str) -> Cs {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let graph = dir.path().join("root");
+        let run = dir.path().join("run");
+        Cs {
+            dir,
+            graph,
+            run,
+            driver: driver.to_string(),
+        }
+    }
+
+    fn command(&self, bin: &Path, args: &[&OsStr]) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--graph")
+            .arg(&self.graph)
+            .arg("--run")
+            .arg(&self.run)
+            .arg("--storage-driver")
+            .arg(&self.driver)
+            .args(args)
+            .env_remove("STORAGE_OPTS")
+            .env_remove("STORAGE_DRIVER")
+            .env_remove("CONTAINERS_STORAGE_CONF")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs our binary with `args` on this store.
+    pub fn ours<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        self.command(ours(), &args).output().expect("run ours")
+    }
+
+    /// Runs Debian's Go binary with `args` on this store.
+    pub fn go<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let go = go_cs().expect("Go containers-storage");
+        self.command(&go, &args).output().expect("run go")
+    }
+
+    /// Runs our binary with a file as standard input.
+    pub fn ours_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: &Path) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let f = std::fs::File::open(stdin).expect("open stdin file");
+        self.command(ours(), &args)
+            .stdin(f)
+            .output()
+            .expect("run ours")
+    }
+}
+
+/// Asserts success and returns stdout as a string.
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// sha256 of a byte slice as `sha256:<hex>`, computed by the system's `sha256sum`.
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let s = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", s.split_whitespace().next().unwrap_or(""))
+}

@@ -1,1 +1,136 @@
-fn main() {}
+//! Project automation for containers-storage-rs, run as `cargo xtask <task>`.
+//!
+//! * `cargo xtask demo` — the main job on a built-in default: a throwaway store under
+//!   `target/demo`, a generated multi-layer image applied, a container created and mounted, its
+//!   files listed.
+//! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
+//!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Debian packages the tests use as peers or tools.
+const PACKAGES: &[&str] = &[
+    "containers-storage",
+    "podman",
+    "skopeo",
+    "umoci",
+    "bats",
+    "btrfs-progs",
+    "xfsprogs",
+    "fuse-overlayfs",
+    "pigz",
+    "zstd",
+    "xz-utils",
+    "bzip2",
+    "strace",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(&workspace_root()),
+        Some("ci") => ci(&args[1..]),
+        Some("install-deps") => install_deps(true),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  demo          run the demo on a throwaway store under target/demo\n  \
+                 ci            install test dependencies (root) and run every test\n  \
+                 install-deps  install the Debian packages the tests use (root)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command, failing with a message that names it when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    eprintln!("+ {shown}");
+    let status = cmd.status().map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed: {status}"))
+    }
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn install_deps(force: bool) -> Result<(), String> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        eprintln!("xtask: all test packages are installed");
+        return Ok(());
+    }
+    if !is_root() {
+        let msg = format!("missing Debian packages (run as root to install): {}", missing.join(" "));
+        if force || std::env::var("CI").as_deref() == Ok("true") {
+            return Err(msg);
+        }
+        eprintln!("xtask: WARNING: {msg}; tests that need them will skip");
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn ci(_args: &[String]) -> Result<(), String> {
+    install_deps(false)?;
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .args(["fmt", "--all", "--check"])
+        .current_dir(&root))?;
+    run(Command::new(&cargo)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(&root))?;
+    run(Command::new(&cargo)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(&root))?;
+    Ok(())
+}

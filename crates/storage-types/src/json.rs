@@ -1,0 +1,178 @@
+//! Go-compatible JSON encoding and records-file loading (§2.1 of the store spec).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::ser::{CharEscape, Formatter};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A compact serde_json formatter escaping strings the way Go does
+/// (json-iterator "compatible" mode and `encoding/json` with HTML escaping):
+/// `<` `>` `&` U+2028 U+2029 as `\u003c` … `\u2029`; control characters other
+/// than `\n` `\r` `\t` as `\u00XX`; other non-ASCII as raw UTF-8.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GoFormatter;
+
+impl Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let esc: &[u8] = match c {
+                '<' => b"\\u003c",
+                '>' => b"\\u003e",
+                '&' => b"\\u0026",
+                '\u{2028}' => b"\\u2028",
+                '\u{2029}' => b"\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(esc)?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: CharEscape,
+    ) -> io::Result<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let s: &[u8] = match char_escape {
+            CharEscape::Quote => b"\\\"",
+            CharEscape::ReverseSolidus => b"\\\\",
+            CharEscape::Solidus => b"/",
+            CharEscape::LineFeed => b"\\n",
+            CharEscape::CarriageReturn => b"\\r",
+            CharEscape::Tab => b"\\t",
+            CharEscape::Backspace => b"\\u0008",
+            CharEscape::FormFeed => b"\\u000c",
+            CharEscape::AsciiControl(b) => {
+                let buf = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ];
+                return writer.write_all(&buf);
+            }
+        };
+        writer.write_all(s)
+    }
+}
+
+/// Serializes `v` as Go would (compact, Go string escaping, map keys sorted when
+/// the map type is sorted — use `BTreeMap`s). Errors only for values serde_json
+/// cannot represent at all (e.g. maps with non-string keys).
+pub fn try_to_go_json<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    v.serialize(&mut ser)
+        .map_err(|e| Error::msg(ErrorKind::InvalidInput, format!("encoding JSON: {e}")))?;
+    Ok(out)
+}
+
+/// Like [`try_to_go_json`] for values that cannot fail to serialize (all the
+/// record types of this crate). Should serialization fail anyway, the result is
+/// `null`.
+pub fn to_go_json<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    try_to_go_json(v).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// [`to_go_json`] plus a newline: what Go's `json.Encoder` prints (CLI `--json`).
+pub fn to_go_json_line<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    let mut out = to_go_json(v);
+    out.push(b'\n');
+    out
+}
+
+/// Parses the contents of a records file (a JSON array). Empty data (or `null`)
+/// is an empty list. Errors read `loading <path>: <what> at line L column C`.
+pub fn parse_records<T: DeserializeOwned>(data: &[u8], path: &Path) -> Result<Vec<T>> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed = match serde_json::from_slice::<Option<Vec<T>>>(data) {
+        Err(e) if std::str::from_utf8(data).is_err() => {
+            // Go replaces invalid UTF-8 by U+FFFD instead of failing.
+            let lossy = String::from_utf8_lossy(data);
+            serde_json::from_str::<Option<Vec<T>>>(&lossy).map_err(|_| e)
+        }
+        other => other,
+    };
+    parsed.map(Option::unwrap_or_default).map_err(|e| {
+        Error::msg(
+            ErrorKind::Corrupt,
+            format!("loading {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Reads and parses a records file; an absent or 0-byte file is an empty list.
+pub fn load_records<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    match std::fs::read(path) {
+        Ok(data) => parse_records(&data, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("open", path, e).context(format!("loading {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn escapes_like_go() {
+        let s = "a<b>&c \"q\" é\u{2028}\u{2029}\u{8}\u{c}\u{7f}\u{1}\n\t\r\\/";
+        let got = String::from_utf8(to_go_json(s)).expect("utf8");
+        assert_eq!(
+            got,
+            r#""a\u003cb\u003e\u0026c \"q\" é\u2028\u2029\u0008\u000c"#.to_owned()
+                + "\u{7f}"
+                + r#"\u0001\n\t\r\\/""#
+        );
+        let mut m = BTreeMap::new();
+        m.insert("b".to_owned(), 1);
+        m.insert("B".to_owned(), 2);
+        m.insert("a".to_owned(), 3);
+        assert_eq!(to_go_json(&m), br#"{"B":2,"a":3,"b":1}"#);
+        assert_eq!(to_go_json_line(&vec![1, 2]), b"[1,2]\n");
+        let bad: BTreeMap<Vec<u8>, i32> = [(vec![1u8], 1)].into_iter().collect();
+        assert!(try_to_go_json(&bad).is_err());
+    }
+
+    #[test]
+    fn loading_records_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.json");
+        assert!(load_records::<i32>(&p).expect("absent").is_empty());
+        std::fs::write(&p, b"").expect("write");
+        assert!(load_records::<i32>(&p).expect("empty").is_empty());
+        std::fs::write(&p, b"null").expect("write");
+        assert!(load_records::<i32>(&p).expect("null").is_empty());
+        std::fs::write(&p, b"[1,\n2,]").expect("write");
+        let e = load_records::<i32>(&p).expect_err("bad json");
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("loading {}: ", p.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2 column"), "{msg}");
+        std::fs::write(&p, b"[\"a\xffb\"]").expect("write");
+        assert_eq!(
+            load_records::<String>(&p).expect("lossy"),
+            vec!["a\u{fffd}b".to_owned()]
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! `Timestamp`: Go `time.Time` as it appears in the JSON records.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Seconds from 0001-01-01T00:00:00Z (Go's zero time) to the Unix epoch.
+const ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+/// A point in time with a UTC offset, serialized exactly like Go's
+/// `time.Time.MarshalJSON`: RFC 3339 with nanoseconds, trailing zeros of the
+/// fraction trimmed, `Z` for a zero offset, `±hh:mm` otherwise.
+///
+/// The offset read from a file is kept and written back unchanged. The
+/// [`Default`] value is Go's zero time, written as `0001-01-01T00:00:00Z`.
+/// Ordering and equality consider the instant first, then the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timestamp {
+    secs: i64,
+    nanos: u32,
+    offset: i32,
+}
+
+impl Default for Timestamp {
+    fn default() -> Self {
+        Timestamp {
+            secs: ZERO_TIME_UNIX,
+            nanos: 0,
+            offset: 0,
+        }
+    }
+}
+
+impl Timestamp {
+    /// The current time in UTC.
+    pub fn now() -> Self {
+        Self::from_system_time(SystemTime::now())
+    }
+
+    /// Go's zero time (`0001-01-01T00:00:00Z`).
+    pub fn zero() -> Self {
+        Self::default()
+    }
+
+    /// Whether this is Go's zero time (`time.Time.IsZero`).
+    pub fn is_zero(&self) -> bool {
+        self.secs == ZERO_TIME_UNIX && self.nanos == 0
+    }
+
+    /// From Unix seconds + nanoseconds (UTC); `nanos` above 999 999 999 carry over.
+    pub fn from_unix(secs: i64, nanos: u32) -> Self {
+        let secs = secs.saturating_add(i64::from(nanos / 1_000_000_000));
+        Timestamp {
+            secs,
+            nanos: nanos % 1_000_000_000,
+            offset: 0,
+        }
+    }
+
+    /// From nanoseconds since the Unix epoch (UTC).
+    pub fn from_unix_nanos(n: i128) -> Self {
+        let secs = n.div_euclid(1_000_000_000);
+        let nanos = n.rem_euclid(1_000_000_000) as u32;
+        Timestamp {
+            secs: secs.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+            nanos,
+            offset: 0,
+        }
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub fn unix_nanos(&self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> i64 {
+        self.secs
+    }
+
+    /// Sub-second nanoseconds.
+    pub fn subsec_nanos(&self) -> u32 {
+        self.nanos
+    }
+
+    /// The UTC offset in seconds this timestamp is displayed with.
+    pub fn offset_seconds(&self) -> i32 {
+        self.offset
+    }
+
+    /// The same instant displayed with another UTC offset (seconds east of UTC).
+    #[must_use]
+    pub fn with_offset(self, offset_seconds: i32) -> Self {
+        Timestamp {
+            offset: offset_seconds,
+            ..self
+        }
+    }
+
+    /// From a `SystemTime` (UTC).
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self::from_unix_nanos(d.as_nanos() as i128),
+            Err(e) => Self::from_unix_nanos(-(e.duration().as_nanos() as i128)),
+        }
+    }
+
+    /// To a `SystemTime` (the offset is irrelevant).
+    pub fn to_system_time(&self) -> SystemTime {
+        if self.secs >= 0 {
+            UNIX_EPOCH + Duration::new(self.secs as u64, self.nanos)
+        } else {
+            let back = Duration::new(self.secs.unsigned_abs(), 0);
+            UNIX_EPOCH
+                .checked_sub(back)
+                .map(|t| t + Duration::from_nanos(u64::from(self.nanos)))
+                .unwrap_or(UNIX_EPOCH)
+        }
+    }
+
+    /// Parses RFC 3339 (`2006-01-02T15:04:05.999999999Z07:00`, any number of
+    /// fraction digits, `Z` or `±hh:mm`), like Go's JSON decoding of `time.Time`.
+    pub fn parse(s: &str) -> Result<Self> {
+        parse_rfc3339(s.as_bytes()).ok_or_else(|| {
+            Error::msg(
+                ErrorKind::InvalidInput,
+                format!("parsing time {}: not an RFC 3339 time", crate::go_quote(s)),
+            )
+        })
+    }
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+fn parse_rfc3339(b: &[u8]) -> Option<Timestamp> {
+    fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+        let s = b.get(at..at + n)?;
+        s.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    }
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let min = digits(b, 14, 2)?;
+    let sec = digits(b, 17, 2)?;
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let year = i64::from(year);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || min > 59
+        || sec > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 9 {
+                nanos = nanos * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..9 {
+            nanos *= 10;
+        }
+    }
+    let offset: i32 = match b.get(i) {
+        Some(b'Z' | b'z') if b.len() == i + 1 => 0,
+        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
+            let h = digits(b, i + 1, 2)?;
+            let m = digits(b, i + 4, 2)?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let off = (h * 3600 + m * 60) as i32;
+            if sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let local = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour) * 3600
+        + i64::from(min) * 60
+        + i64::from(sec);
+    Some(Timestamp {
+        secs: local - i64::from(offset),
+        nanos,
+        offset,
+    })
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let local = self.secs.saturating_add(i64::from(self.offset));
+        let days = local.div_euclid(86_400);
+        let rem = local.rem_euclid(86_400);
+        let (y, mo, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )?;
+        if self.nanos != 0 {
+            let frac = format!("{:09}", self.nanos);
+            write!(f, ".{}", frac.trim_end_matches('0'))?;
+        }
+        if self.offset == 0 {
+            f.write_str("Z")
+        } else {
+            let sign = if self.offset < 0 { '-' } else { '+' };
+            let a = self.offset.unsigned_abs();
+            write!(f, "{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+        }
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Timestamp::parse(s)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        Timestamp::from_system_time(t)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // Go: a JSON null leaves the zero time.
+        match Option::<String>::deserialize(d)? {
+            None => Ok(Timestamp::default()),
+            Some(s) => Timestamp::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_go_strings() {
+        for s in [
+            "2026-11-27T19:58:10.9766284Z",
+            "2026-11-27T19:51:24.608657069Z",
+            "2024-01-01T00:00:00+02:00",
+            "2024-01-01T00:00:00.5-07:30",
+            "0001-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2000-02-29T12:00:00Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let t = Timestamp::parse(s).expect(s);
+            assert_eq!(t.to_string(), s);
+        }
+        assert!(
+            Timestamp::parse("0001-01-01T00:00:00Z")
+                .expect("zero")
+                .is_zero()
+        );
+        assert_eq!(Timestamp::default().to_string(), "0001-01-01T00:00:00Z");
+        // +00:00 is written as Z, fraction zeros trimmed, long fractions truncated.
+        let t = Timestamp::parse("2024-01-01T00:00:00.1234567891+00:00").expect("parse");
+        assert_eq!(t.to_string(), "2024-01-01T00:00:00.123456789Z");
+        assert_eq!(
+            Timestamp::parse("2024-01-01T00:00:00.500Z")
+                .expect("parse")
+                .to_string(),
+            "2024-01-01T00:00:00.5Z"
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "",
+            "2024-01-01",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00+0200",
+            "2024-01-01T00:00:00Zjunk",
+        ] {
+            assert!(Timestamp::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn conversions_and_order() {
+        let a = Timestamp::parse("2024-01-01T02:00:00+02:00").expect("a");
+        let b = Timestamp::parse("2024-01-01T00:00:00.000000001Z").expect("b");
+        assert_eq!(a.unix_secs(), 1_704_067_200);
+        assert_eq!(a.offset_seconds(), 7200);
+        assert!(a < b);
+        assert_eq!(b.unix_nanos(), 1_704_067_200_000_000_001);
+        assert_eq!(Timestamp::from_unix_nanos(b.unix_nanos()), b);
+        let st = b.to_system_time();
+        assert_eq!(Timestamp::from_system_time(st), b);
+        assert_eq!(Timestamp::from_unix(-1, 5).unix_nanos(), -999_999_995);
+        let zero = Timestamp::zero();
+        assert_eq!(Timestamp::from_unix_nanos(zero.unix_nanos()), zero);
+        assert_eq!(a.with_offset(0).to_string(), "2024-01-01T00:00:00Z");
+        let now = Timestamp::now();
+        assert!(now > b && now.offset_seconds() == 0);
+        let j: Timestamp = serde_json::from_str("null").expect("null");
+        assert!(j.is_zero());
+        assert_eq!(
+            serde_json::to_string(&a).expect("ser"),
+            "\"2024-01-01T02:00:00+02:00\""
+        );
+    }
+}

@@ -1,4 +1,878 @@
-//! The image store: images.json, names, digests and image big data
+//! The image store of containers/storage: `images.json` under `images.lock`.
 //!
-//! (Under construction.)
+//! This crate mirrors Go's `images.go`. An [`ImageStore`] manages one
+//! `<root>/<driver>-images/` directory:
+//!
+//! * `images.json` — every image record (see [`storage_types::Image`]), written
+//!   atomically (temp file + `fdatasync` + rename, mode 0600);
+//! * `images.lock` — the fcntl lock file whose 64-byte token is rewritten
+//!   **before** every save so other processes (Go or Rust) notice the change;
+//! * `<id>/<item>` — image big data, one file per item, named with Go's
+//!   big-data file-name encoding.
+//!
+//! Access goes through guards so a caller can hold several store locks in Go's
+//! order: [`ImageStore::read`] takes the lock shared and yields an
+//! [`ImagesRead`]; [`ImageStore::write`] takes it exclusively and yields an
+//! [`ImagesWrite`]. Both dereference to [`ImageSet`], the read API (lookup by ID,
+//! name or unique ID prefix, by digest, big data…). The in-memory copy is
+//! reloaded only when the lock's token shows that somebody else wrote.
+//!
+//! Limits: the store knows nothing about layers — the top layer and mapped
+//! layers are opaque strings resolved by the caller (the `Store`). Read-only
+//! (additional) stores are opened with read-only locks and refuse every write
+//! with [`ErrorKind::StoreIsReadOnly`]. With several different manifest digests
+//! Go picks the automatic `digest` in random map order; this crate uses the
+//! order of `big-data-names`.
+//!
+//! ```
+//! use storage_images::{ImageStore, NewImage};
+//! # fn main() -> storage_types::Result<()> {
+//! let tmp = tempfile::tempdir()?;
+//! let store = ImageStore::open(&tmp.path().join("vfs-images"), &tmp.path().join("run/vfs-images"))?;
+//! let mut images = store.write()?;
+//! let image = images.create(NewImage { names: vec!["busybox:latest".into()], ..NewImage::default() })?;
+//! images.set_big_data(&image.id, "config.json", b"{}", None)?;
+//! drop(images);
+//!
+//! let images = store.read()?;
+//! assert_eq!(images.get("busybox:latest")?.id, image.id);
+//! assert_eq!(images.big_data(&image.id, "config.json")?, b"{}");
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
+
+mod tindex;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
+use storage_types::{Digest, Error, ErrorKind, Image, Result, Timestamp, go_quote};
+
+use crate::tindex::TruncIndex;
+
+/// File name of the records file.
+pub const IMAGES_JSON: &str = "images.json";
+/// File name of the lock file.
+pub const IMAGES_LOCK: &str = "images.lock";
+
+/// Go's `ErrDuplicateImageNames` text (a read-only store assigns one name twice).
+const DUPLICATE_IMAGE_NAMES: &str =
+    "read-only image store assigns the same name to multiple images";
+
+/// What to create with [`ImagesWrite::create`].
+#[derive(Debug, Clone, Default)]
+pub struct NewImage {
+    /// The ID; `None` (or empty) generates a fresh, unused one.
+    pub id: Option<String>,
+    /// Names (de-duplicated; each must be free in this store).
+    pub names: Vec<String>,
+    /// The top layer ID (already resolved by the caller), or `""` for none.
+    pub layer: String,
+    /// Opaque metadata.
+    pub metadata: String,
+    /// Creation time; `None` means now.
+    pub created: Option<Timestamp>,
+    /// "The" digest of the image (validated like go-digest), if any.
+    pub digest: Option<String>,
+    /// Initial names history (used when pulling up a read-only image).
+    pub names_history: Vec<String>,
+    /// Initial flags.
+    pub flags: BTreeMap<String, serde_json::Value>,
+    /// Initial big-data items, stored after the record.
+    pub big_data: Vec<BigDataItem>,
+}
+
+/// A big-data item for [`NewImage::big_data`].
+#[derive(Debug, Clone)]
+pub struct BigDataItem {
+    /// The key (any non-empty string).
+    pub key: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The digest to record; `None` records the sha256 of the bytes.
+    pub digest: Option<Digest>,
+}
+
+/// How [`ImagesWrite::update_names`] changes the names of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamesOp {
+    /// Replace the names.
+    Set,
+    /// Put the given names first, then the old ones.
+    Add,
+    /// Remove the given names.
+    Remove,
+}
+
+/// The image store of one `<root>/<driver>-images` directory.
+pub struct ImageStore {
+    dir: PathBuf,
+    run_dir: PathBuf,
+    lock: Arc<LockFile>,
+    read_only: bool,
+    state: RwLock<ImageSet>,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("dir", &self.dir)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageStore {
+    /// Opens (creating `dir` 0700 and the lock file if needed) the read-write
+    /// image store in `dir`, loads it under the exclusive lock and repairs
+    /// duplicate names. `run_dir` (`<runroot>/<driver>-images`) is where
+    /// [`ImageStore::image_run_dir`] puts per-image run-time directories.
+    pub fn open(dir: &Path, run_dir: &Path) -> Result<ImageStore> {
+        storage_io::mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))?;
+        let lock_path = dir.join(IMAGES_LOCK);
+        let lock = LockFile::open(&lock_path).map_err(lock_error)?;
+        let store = ImageStore {
+            dir: dir.to_owned(),
+            run_dir: run_dir.to_owned(),
+            lock,
+            read_only: false,
+            state: RwLock::new(ImageSet::default()),
+        };
+        drop(store.write()?);
+        Ok(store)
+    }
+
+    /// Opens a read-only (additional) image store: its lock is opened read-only
+    /// and only ever taken shared; nothing is ever written. Returns `Ok(None)`
+    /// when the lock file cannot be opened because the file system is read-only
+    /// (`EROFS`): Go skips such stores.
+    pub fn open_read_only(dir: &Path, run_dir: &Path) -> Result<Option<ImageStore>> {
+        let lock_path = dir.join(IMAGES_LOCK);
+        let lock = match LockFile::open_read_only(&lock_path) {
+            Ok(lock) => lock,
+            Err(e) if lock_error_errno(&e) == Some(libc_erofs()) => return Ok(None),
+            Err(e) => return Err(lock_error(e)),
+        };
+        let store = ImageStore {
+            dir: dir.to_owned(),
+            run_dir: run_dir.to_owned(),
+            lock,
+            read_only: true,
+            state: RwLock::new(ImageSet::default()),
+        };
+        drop(store.read()?);
+        Ok(Some(store))
+    }
+
+    /// The store directory (`<root>/<driver>-images`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `images.json`.
+    pub fn json_path(&self) -> PathBuf {
+        self.dir.join(IMAGES_JSON)
+    }
+
+    /// Whether this is a read-only store.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// `<dir>/<id>/userdata`, created (0700) on demand. Like Go 1.60 the ID is
+    /// used verbatim (not resolved); IDs that are not a single path component
+    /// are refused.
+    pub fn image_dir(&self, id: &str) -> Result<PathBuf> {
+        userdata_dir(&self.dir, id)
+    }
+
+    /// `<run_dir>/<id>/userdata`, created (0700) on demand (ID used verbatim).
+    pub fn image_run_dir(&self, id: &str) -> Result<PathBuf> {
+        userdata_dir(&self.run_dir, id)
+    }
+
+    /// Takes the lock shared and returns the (fresh) records. If another
+    /// process changed the store since the last look it is reloaded; when the
+    /// reload needs a repair (duplicate names) a read-write store briefly takes
+    /// the exclusive lock to save it, a read-only store fails.
+    pub fn read(&self) -> Result<ImagesRead<'_>> {
+        let mut repaired = false;
+        loop {
+            let file = self.lock.rlock().map_err(lock_error)?;
+            let current = file.token().map_err(lock_error)?;
+            {
+                let state = read_state(&self.state);
+                if state.token.as_ref() == Some(&current) {
+                    return Ok(ImagesRead { _file: file, state });
+                }
+            }
+            let mut state = write_state(&self.state);
+            if state.token.as_ref() != Some(&current) {
+                let loaded = load(&self.dir, self.read_only)?;
+                if loaded.needs_save {
+                    if self.read_only {
+                        return Err(Error::msg(ErrorKind::Corrupt, DUPLICATE_IMAGE_NAMES));
+                    }
+                    if repaired {
+                        return Err(Error::msg(
+                            ErrorKind::Corrupt,
+                            "image store is inconsistent and the current caller does not hold a write lock",
+                        ));
+                    }
+                    // Repair under the exclusive lock, then look again.
+                    drop(state);
+                    drop(file);
+                    drop(self.write()?);
+                    repaired = true;
+                    continue;
+                }
+                *state = loaded.state;
+                state.token = Some(current);
+            }
+            drop(state);
+            let state = read_state(&self.state);
+            return Ok(ImagesRead { _file: file, state });
+        }
+    }
+
+    /// Takes the lock exclusively and returns the (fresh) records for
+    /// modification. Read-only stores refuse with
+    /// [`ErrorKind::StoreIsReadOnly`].
+    pub fn write(&self) -> Result<ImagesWrite<'_>> {
+        if self.read_only {
+            return Err(Error::new(ErrorKind::StoreIsReadOnly).context(format!(
+                "not allowed to modify the image store at {}",
+                go_quote(&self.json_path().to_string_lossy())
+            )));
+        }
+        let file = self.lock.lock().map_err(lock_error)?;
+        let current = file.token().map_err(lock_error)?;
+        let mut state = write_state(&self.state);
+        let mut guard_needs_save = false;
+        if state.token.as_ref() != Some(&current) {
+            let loaded = load(&self.dir, false)?;
+            *state = loaded.state;
+            state.token = Some(current);
+            guard_needs_save = loaded.needs_save;
+        }
+        let mut guard = ImagesWrite {
+            store: self,
+            file,
+            state,
+        };
+        if guard_needs_save {
+            guard.save()?;
+        }
+        Ok(guard)
+    }
+}
+
+fn read_state(lock: &RwLock<ImageSet>) -> RwLockReadGuard<'_, ImageSet> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_state(lock: &RwLock<ImageSet>) -> RwLockWriteGuard<'_, ImageSet> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The records of an image store and their indexes: the read API, reached
+/// through [`ImagesRead`] or [`ImagesWrite`].
+#[derive(Default)]
+pub struct ImageSet {
+    dir: PathBuf,
+    images: Vec<Image>,
+    by_id: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    index: TruncIndex,
+    /// Token seen at the last load or save; `None` before the first load.
+    token: Option<Token>,
+}
+
+struct Loaded {
+    state: ImageSet,
+    needs_save: bool,
+}
+
+fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
+    let path = dir.join(IMAGES_JSON);
+    let data = match std::fs::read(&path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let mut images: Vec<Image> = if data.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&data).map_err(|e| {
+            Error::msg(
+                ErrorKind::Corrupt,
+                format!("loading {}: {e}", go_quote(&path.to_string_lossy())),
+            )
+        })?
+    };
+    // Later records win duplicate names (Go's load-time repair).
+    let mut needs_save = false;
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for n in 0..images.len() {
+        let names = images[n].names.clone();
+        for name in names {
+            if let Some(&other) = owner.get(&name)
+                && other != n
+            {
+                images[other].names.retain(|x| *x != name);
+                needs_save = true;
+            }
+            owner.insert(name, n);
+        }
+    }
+    for image in &mut images {
+        image.recompute_digests().map_err(|e| {
+            Error::msg(ErrorKind::Corrupt, e.to_string()).context(format!(
+                "loading {}: computing digests for image with ID {} ({})",
+                go_quote(&path.to_string_lossy()),
+                go_quote(&image.id),
+                go_list(&image.names)
+            ))
+        })?;
+        image.read_only = read_only;
+    }
+    let mut state = ImageSet {
+        dir: dir.to_owned(),
+        images,
+        ..ImageSet::default()
+    };
+    state.reindex();
+    Ok(Loaded { state, needs_save })
+}
+
+impl ImageSet {
+    fn reindex(&mut self) {
+        self.by_id.clear();
+        self.by_name.clear();
+        for (n, image) in self.images.iter().enumerate() {
+            // First occurrence of an ID wins.
+            self.by_id.entry(image.id.clone()).or_insert(n);
+            for name in &image.names {
+                self.by_name.insert(name.clone(), n);
+            }
+        }
+        self.index = TruncIndex::new(self.images.iter().map(|i| i.id.as_str()));
+    }
+
+    fn lookup(&self, id: &str) -> Option<usize> {
+        if let Some(&n) = self.by_id.get(id) {
+            return Some(n);
+        }
+        if let Some(&n) = self.by_name.get(id) {
+            return Some(n);
+        }
+        let full = self.index.get(id)?;
+        self.by_id.get(full).copied()
+    }
+
+    fn lookup_or_err(&self, id: &str) -> Result<usize> {
+        self.lookup(id).ok_or_else(|| unknown_image(id))
+    }
+
+    fn data_dir(&self, id: &str) -> Result<PathBuf> {
+        if !is_path_component(id) {
+            return Err(Error::msg(
+                ErrorKind::InvalidInput,
+                format!(
+                    "image ID {} cannot be used as a directory name",
+                    go_quote(id)
+                ),
+            ));
+        }
+        Ok(self.dir.join(id))
+    }
+
+    fn data_path(&self, id: &str, key: &str) -> Result<PathBuf> {
+        let name = storage_types::big_data_file_name(key)?;
+        // `big_data_file_name` drops a trailing '/' of the encoding like Go's
+        // path joining, and refuses keys Go could not store either.
+        Ok(self.data_dir(id)?.join(name))
+    }
+}
+
+impl ImageSet {
+    /// All image records, in file order.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// The image with this ID, name or unique ID prefix (§5.2 of the spec).
+    pub fn get(&self, id: &str) -> Result<&Image> {
+        Ok(&self.images[self.lookup_or_err(id)?])
+    }
+
+    /// Like [`ImageSet::get`], but `None` when not found.
+    pub fn lookup_image(&self, id: &str) -> Option<&Image> {
+        self.lookup(id).map(|n| &self.images[n])
+    }
+
+    /// Whether an image with this ID, name or unique ID prefix exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.lookup(id).is_some()
+    }
+
+    /// The derived digest list of an image: its `digest`, then the digests of
+    /// its manifest big-data items, without duplicates.
+    pub fn digests(&self, id: &str) -> Result<&[Digest]> {
+        Ok(&self.images[self.lookup_or_err(id)?].digests)
+    }
+
+    /// Every image whose derived digest list contains `digest`.
+    pub fn by_digest(&self, digest: &Digest) -> Vec<&Image> {
+        self.images
+            .iter()
+            .filter(|image| image.digests.contains(digest))
+            .collect()
+    }
+
+    /// The keys of an image's big-data items, in insertion order.
+    pub fn big_data_names(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self.images[self.lookup_or_err(id)?].big_data_names.clone())
+    }
+
+    /// The bytes of a big-data item.
+    pub fn big_data(&self, id: &str, key: &str) -> Result<Vec<u8>> {
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidBigDataName)
+                .context("can't retrieve image big data value for empty name"));
+        }
+        let n = self.lookup_or_err(id)?;
+        let path = self.data_path(&self.images[n].id, key)?;
+        match std::fs::read(&path) {
+            Ok(data) => Ok(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::msg(
+                ErrorKind::Io,
+                format!(
+                    "locating item named {} for image with ID {} (consider removing the image to resolve the issue): file does not exist",
+                    go_quote(key),
+                    go_quote(id)
+                ),
+            )),
+            Err(e) => Err(Error::io("open", &path, e)),
+        }
+    }
+
+    /// The size of a big-data item: the recorded size, else the file length.
+    pub fn big_data_size(&self, id: &str, key: &str) -> Result<i64> {
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidBigDataName)
+                .context("can't retrieve size of image big data with empty name"));
+        }
+        let n = self.lookup_or_err(id)?;
+        if let Some(size) = self.images[n].big_data_sizes.get(key) {
+            return Ok(*size);
+        }
+        match self.big_data(id, key) {
+            Ok(data) => Ok(i64::try_from(data.len()).unwrap_or(i64::MAX)),
+            Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
+        }
+    }
+
+    /// The recorded digest of a big-data item.
+    pub fn big_data_digest(&self, id: &str, key: &str) -> Result<Digest> {
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidBigDataName)
+                .context("can't retrieve digest of image big data value with empty name"));
+        }
+        let n = self.lookup_or_err(id)?;
+        match self.images[n].big_data_digests.get(key) {
+            Some(text) => text.parse(),
+            None => Err(Error::new(ErrorKind::DigestUnknown)),
+        }
+    }
+
+    /// Everything needed to copy ("pull up") an image of this (read-only)
+    /// store into a read-write store with [`ImagesWrite::create`]: ID, names,
+    /// top layer, metadata, created time, digest, names history, flags and
+    /// every big-data item with its recorded digest.
+    pub fn pull_up_options(&self, id: &str) -> Result<NewImage> {
+        let n = self.lookup_or_err(id)?;
+        let image = &self.images[n];
+        let mut big_data = Vec::with_capacity(image.big_data_names.len());
+        for key in &image.big_data_names {
+            let data = self.big_data(&image.id, key)?;
+            let digest = image.big_data_digests.get(key).and_then(|d| d.parse().ok());
+            big_data.push(BigDataItem {
+                key: key.clone(),
+                data,
+                digest,
+            });
+        }
+        Ok(NewImage {
+            id: Some(image.id.clone()),
+            names: image.names.clone(),
+            layer: image.layer.clone(),
+            metadata: image.metadata.clone(),
+            created: Some(image.created),
+            digest: Some(image.digest.clone()),
+            names_history: image.names_history.clone(),
+            flags: image.flags.clone(),
+            big_data,
+        })
+    }
+}
+
+/// Shared access to an image store (the lock is held shared until dropped).
+pub struct ImagesRead<'a> {
+    state: RwLockReadGuard<'a, ImageSet>,
+    _file: ReadGuard,
+}
+
+impl Deref for ImagesRead<'_> {
+    type Target = ImageSet;
+    fn deref(&self) -> &ImageSet {
+        &self.state
+    }
+}
+
+/// Exclusive access to a read-write image store (the lock is held
+/// exclusively until dropped). Every modification is saved before the method
+/// returns, the lock token being rewritten first.
+pub struct ImagesWrite<'a> {
+    state: RwLockWriteGuard<'a, ImageSet>,
+    file: WriteGuard,
+    store: &'a ImageStore,
+}
+
+impl Deref for ImagesWrite<'_> {
+    type Target = ImageSet;
+    fn deref(&self) -> &ImageSet {
+        &self.state
+    }
+}
+
+impl ImagesWrite<'_> {
+    /// Writes the token, then `images.json`.
+    fn save(&mut self) -> Result<()> {
+        let dir = &self.store.dir;
+        storage_io::mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))?;
+        let path = self.store.json_path();
+        let data = storage_types::to_go_json(&self.state.images);
+        // Until the save completed, the in-memory copy must not be trusted.
+        self.state.token = None;
+        let token = self.file.record_write().map_err(lock_error)?;
+        storage_io::atomic_write(
+            &path,
+            &data,
+            storage_io::WriteOptions {
+                mode: 0o600,
+                sync: true,
+            },
+        )
+        .map_err(|e| Error::io("write", &path, e))?;
+        self.state.token = Some(token);
+        Ok(())
+    }
+
+    /// Creates an image record (and its initial big data) and saves it.
+    ///
+    /// Errors: [`ErrorKind::DuplicateId`], [`ErrorKind::DuplicateName`]
+    /// (`image name "X" is already associated with image "ID": that name is
+    /// already in use`), [`ErrorKind::InvalidInput`] for an invalid digest
+    /// (`validating digests for new image: validating image digest "bogus":
+    /// invalid checksum digest format`).
+    pub fn create(&mut self, new: NewImage) -> Result<Image> {
+        let id = match new.id {
+            Some(id) if !id.is_empty() => {
+                if self.state.by_id.contains_key(&id) {
+                    return Err(Error::new(ErrorKind::DuplicateId));
+                }
+                id
+            }
+            _ => storage_types::generate_unique_id(|id| self.state.by_id.contains_key(id)),
+        };
+        if !is_path_component(&id) {
+            return Err(Error::msg(
+                ErrorKind::InvalidInput,
+                format!(
+                    "image ID {} cannot be used as a directory name",
+                    go_quote(&id)
+                ),
+            ));
+        }
+        let names = dedupe(&new.names);
+        for name in &names {
+            if let Some(&n) = self.state.by_name.get(name) {
+                return Err(Error::new(ErrorKind::DuplicateName).context(format!(
+                    "image name {} is already associated with image {}",
+                    go_quote(name),
+                    go_quote(&self.state.images[n].id)
+                )));
+            }
+        }
+        let mut image = Image {
+            id: id.clone(),
+            digest: new.digest.clone().unwrap_or_default(),
+            names,
+            names_history: new.names_history.clone(),
+            layer: new.layer.clone(),
+            metadata: new.metadata.clone(),
+            created: new.created.unwrap_or_else(Timestamp::now),
+            flags: new.flags.clone(),
+            ..Image::default()
+        };
+        image
+            .recompute_digests()
+            .map_err(|e| e.context("validating digests for new image"))?;
+        self.state.images.push(image);
+        self.state.reindex();
+        let result = self.create_rest(&id, new.big_data);
+        if let Err(err) = result {
+            // The in-memory state knows the record: remove it the regular way.
+            let _ = self.delete(&id);
+            return Err(err);
+        }
+        self.get(&id).cloned()
+    }
+
+    fn create_rest(&mut self, id: &str, items: Vec<BigDataItem>) -> Result<()> {
+        for item in items {
+            let digest = item.digest.unwrap_or_else(|| Digest::sha256(&item.data));
+            self.store_big_data(id, &item.key, &item.data, digest, false)?;
+        }
+        self.save()
+    }
+
+    /// Changes the names of an image (§5.3): names taken by other images are
+    /// silently removed from them, every resulting name is pushed to the front
+    /// of `names-history`, and the record is saved even if nothing changed.
+    /// Returns the new names.
+    pub fn update_names(&mut self, id: &str, names: &[String], op: NamesOp) -> Result<Vec<String>> {
+        let n = self.state.lookup_or_err(id)?;
+        let old = &self.state.images[n].names;
+        let new_names = apply_names_op(old, names, op);
+        for (m, other) in self.state.images.iter_mut().enumerate() {
+            if m != n {
+                other.names.retain(|x| !new_names.contains(x));
+            }
+        }
+        let image = &mut self.state.images[n];
+        image.names = new_names.clone();
+        for name in &new_names {
+            let mut history = Vec::with_capacity(image.names_history.len() + 1);
+            history.push(name.clone());
+            history.extend(image.names_history.iter().filter(|x| *x != name).cloned());
+            image.names_history = dedupe(&history);
+        }
+        self.state.reindex();
+        self.save()?;
+        Ok(new_names)
+    }
+
+    /// Sets the metadata of an image and saves.
+    pub fn set_metadata(&mut self, id: &str, metadata: &str) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        self.state.images[n].metadata = metadata.to_owned();
+        self.save()
+    }
+
+    /// Sets a flag of an image and saves.
+    pub fn set_flag(&mut self, id: &str, flag: &str, value: serde_json::Value) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        self.state.images[n].flags.insert(flag.to_owned(), value);
+        self.save()
+    }
+
+    /// Removes a flag of an image and saves.
+    pub fn clear_flag(&mut self, id: &str, flag: &str) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        self.state.images[n].flags.remove(flag);
+        self.save()
+    }
+
+    /// Records an ID-mapped copy of the image's top layer and saves.
+    pub fn add_mapped_layer(&mut self, id: &str, layer: &str) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        self.state.images[n].mapped_layers.push(layer.to_owned());
+        self.save()
+    }
+
+    /// Forgets an ID-mapped copy of the top layer (saves only if it was listed).
+    pub fn remove_mapped_layer(&mut self, id: &str, layer: &str) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        let list = &mut self.state.images[n].mapped_layers;
+        let before = list.len();
+        list.retain(|x| x != layer);
+        if list.len() == before {
+            return Ok(());
+        }
+        self.save()
+    }
+
+    /// Stores a big-data item (`<dir>/<id>/<file name>`, 0600, directory 0700)
+    /// and records its size and digest; saves only if something changed.
+    ///
+    /// Keys starting with `manifest` need `manifest_digest` (Go's digest
+    /// callback; the CLI passes the sha256 of the bytes), else the error is
+    /// [`ErrorKind::DigestUnknown`]; their digests feed the image's digest
+    /// list and fill in its `digest` if it had none. Other keys always record
+    /// the sha256 of the bytes.
+    pub fn set_big_data(
+        &mut self,
+        id: &str,
+        key: &str,
+        data: &[u8],
+        manifest_digest: Option<Digest>,
+    ) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidBigDataName)
+                .context("can't set empty name for image big data item"));
+        }
+        let n = self.state.lookup_or_err(id)?;
+        let digest = if is_manifest_key(key) {
+            manifest_digest.ok_or_else(|| {
+                Error::new(ErrorKind::DigestUnknown)
+                    .context("digesting manifest: no manifest digest callback provided")
+            })?
+        } else {
+            Digest::sha256(data)
+        };
+        let full_id = self.state.images[n].id.clone();
+        self.store_big_data(&full_id, key, data, digest, true)
+    }
+
+    fn store_big_data(
+        &mut self,
+        id: &str,
+        key: &str,
+        data: &[u8],
+        digest: Digest,
+        save: bool,
+    ) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        let dir = self.state.data_dir(id)?;
+        let path = self.state.data_path(id, key)?;
+        storage_io::mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+        storage_io::atomic_write(
+            &path,
+            data,
+            storage_io::WriteOptions {
+                mode: 0o600,
+                sync: true,
+            },
+        )
+        .map_err(|e| Error::io("open", &path, e))?;
+        let size = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let image = &mut self.state.images[n];
+        let mut changed = image.big_data_sizes.insert(key.to_owned(), size) != Some(size);
+        let digest = digest.to_string();
+        changed |= image
+            .big_data_digests
+            .insert(key.to_owned(), digest.clone())
+            != Some(digest);
+        if !image.big_data_names.iter().any(|k| k == key) {
+            image.big_data_names.push(key.to_owned());
+            changed = true;
+        }
+        image.recompute_digests().map_err(|e| {
+            e.context(format!(
+                "loading recomputed image digest information for {id}"
+            ))
+        })?;
+        if save && changed {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an image record (saved), then its data directory `<dir>/<id>`.
+    pub fn delete(&mut self, id: &str) -> Result<()> {
+        let n = self.state.lookup_or_err(id)?;
+        let full_id = self.state.images[n].id.clone();
+        self.state.images.remove(n);
+        self.state.reindex();
+        self.save()?;
+        if is_path_component(&full_id) {
+            let dir = self.state.dir.join(&full_id);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("unlinkat", &dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every image (records and data directories).
+    pub fn wipe(&mut self) -> Result<()> {
+        let ids: Vec<String> = self.state.images.iter().map(|i| i.id.clone()).collect();
+        for id in ids {
+            if self.state.by_id.contains_key(&id) {
+                self.delete(&id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub use storage_types::is_manifest_key;
+
+fn apply_names_op(old: &[String], given: &[String], op: NamesOp) -> Vec<String> {
+    let result: Vec<String> = match op {
+        NamesOp::Set => given.to_vec(),
+        NamesOp::Add => given.iter().chain(old).cloned().collect(),
+        NamesOp::Remove => old.iter().filter(|n| !given.contains(n)).cloned().collect(),
+    };
+    dedupe(&result)
+}
+
+/// De-duplicates keeping the first occurrence.
+fn dedupe(list: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    list.iter()
+        .filter(|x| seen.insert(x.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn unknown_image(id: &str) -> Error {
+    Error::new(ErrorKind::ImageUnknown).context(format!("locating image with ID {}", go_quote(id)))
+}
+
+/// Whether `id` can be used as one path component under the store directory.
+fn is_path_component(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0')
+}
+
+fn userdata_dir(base: &Path, id: &str) -> Result<PathBuf> {
+    if !is_path_component(id) {
+        return Err(Error::msg(
+            ErrorKind::InvalidInput,
+            format!(
+                "image ID {} cannot be used as a directory name",
+                go_quote(id)
+            ),
+        ));
+    }
+    let dir = base.join(id).join("userdata");
+    storage_io::mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+    Ok(dir)
+}
+
+/// Go's `%v` formatting of a string slice: `[a b]`.
+fn go_list(list: &[String]) -> String {
+    format!("[{}]", list.join(" "))
+}
+
+fn lock_error(err: storage_lock::LockError) -> Error {
+    Error::msg(ErrorKind::Io, err.to_string())
+}
+
+fn lock_error_errno(err: &storage_lock::LockError) -> Option<i32> {
+    err.os_error().and_then(std::io::Error::raw_os_error)
+}
+
+const fn libc_erofs() -> i32 {
+    30
+}

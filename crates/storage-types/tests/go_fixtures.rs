@@ -195,3 +195,154 @@ fn html_sensitive_names_are_escaped() {
             .as_bytes()
     );
 }
+
+/// Records we encode are accepted by Go, and Go's re-encoding of them (after a
+/// no-op metadata update) is byte-identical to ours.
+#[test]
+fn go_rewrites_our_records_identically() {
+    use std::collections::BTreeMap;
+    use storage_types::{IdMap, generate_id};
+
+    let bin = Path::new("/usr/bin/containers-storage");
+    if !bin.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: Go's containers-storage is required at {}",
+            bin.display()
+        );
+        eprintln!(
+            "SKIPPED go_rewrites_our_records_identically: {} not installed",
+            bin.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = dir.path().join("g");
+    let r = dir.path().join("r");
+    let cs = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("--graph")
+            .arg(&g)
+            .arg("--run")
+            .arg(&r)
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("run containers-storage");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    cs(&["layers"]);
+
+    let weird = "w <>&\"\\ \u{1}\u{7f}\u{8}\u{c}\r\n\t \u{2028}\u{2029} é 中 😀";
+    let map = vec![IdMap {
+        container_id: 0,
+        host_id: 100000,
+        size: 65536,
+    }];
+    let mut flags = BTreeMap::new();
+    flags.insert(
+        "b".to_owned(),
+        serde_json::json!({"z": [1, "x<"], "a": null}),
+    );
+    flags.insert("a".to_owned(), serde_json::json!(true));
+    let lid = generate_id();
+    let layer = Layer {
+        id: lid.clone(),
+        names: vec![weird.to_owned(), "n2".to_owned()],
+        metadata: "m".to_owned(),
+        mount_label: "label".to_owned(),
+        created: Timestamp::now(),
+        diff_digest: dg('a'),
+        compressed_diff_digest: dg('b'),
+        compressed_size: 12,
+        diff_size: 1024,
+        compression: 3,
+        uidset: vec![0, 5],
+        gidset: vec![0],
+        flags: flags.clone(),
+        uidmap: map.clone(),
+        gidmap: map.clone(),
+        big_data_names: vec!["k1".to_owned(), "K2".to_owned()],
+        ..Default::default()
+    };
+    let iid = generate_id();
+    let mut sizes = BTreeMap::new();
+    sizes.insert("manifest".to_owned(), 3);
+    sizes.insert("Z".to_owned(), 4);
+    let mut digests = BTreeMap::new();
+    digests.insert("manifest".to_owned(), dg('c'));
+    digests.insert("Z".to_owned(), dg('e'));
+    let image = Image {
+        id: iid.clone(),
+        digest: dg('f'),
+        names: vec![weird.to_owned()],
+        names_history: vec![weird.to_owned(), "old".to_owned()],
+        layer: lid.clone(),
+        mapped_layers: vec!["m1".to_owned()],
+        metadata: weird.to_owned(),
+        big_data_names: vec!["manifest".to_owned(), "Z".to_owned()],
+        big_data_sizes: sizes.clone(),
+        big_data_digests: digests.clone(),
+        created: Timestamp::parse("2024-01-01T00:00:00.123+02:00").expect("ts"),
+        flags: flags.clone(),
+        ..Default::default()
+    };
+    let cid = generate_id();
+    let container = Container {
+        id: cid.clone(),
+        names: vec![weird.to_owned()],
+        image: iid.clone(),
+        layer: lid.clone(),
+        metadata: "cm".to_owned(),
+        big_data_names: vec!["Z".to_owned()],
+        big_data_sizes: [("Z".to_owned(), 4)].into_iter().collect(),
+        big_data_digests: [("Z".to_owned(), dg('e'))].into_iter().collect(),
+        created: Timestamp::now(),
+        uidmap: map.clone(),
+        gidmap: map,
+        flags,
+        ..Default::default()
+    };
+    let files = [
+        (g.join("vfs-layers/layers.json"), to_go_json(&[layer]), lid),
+        (g.join("vfs-images/images.json"), to_go_json(&[image]), iid),
+        (
+            g.join("vfs-containers/containers.json"),
+            to_go_json(&[container]),
+            cid,
+        ),
+    ];
+    for (path, data, _) in &files {
+        std::fs::write(path, data).expect("write records");
+    }
+    for (path, data, id) in &files {
+        let meta = if path.ends_with("layers.json") {
+            "m"
+        } else if path.ends_with("images.json") {
+            weird
+        } else {
+            "cm"
+        };
+        use std::os::unix::fs::MetadataExt;
+        let before = std::fs::metadata(path).expect("stat").ino();
+        cs(&["set-metadata", "-m", meta, id]);
+        let after = std::fs::metadata(path).expect("stat").ino();
+        assert_ne!(before, after, "Go did not rewrite {}", path.display());
+        let rewritten = std::fs::read(path).expect("read rewritten");
+        assert_eq!(
+            String::from_utf8_lossy(&rewritten),
+            String::from_utf8_lossy(data),
+            "Go re-encoded {} differently",
+            path.display()
+        );
+    }
+}
+
+fn dg(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}

@@ -1,4 +1,548 @@
-//! The Store: wires the driver, layer, image and container stores together with Go's locking rules
+//! The `Store`: wires the graph driver, the layer, image and container stores together
+//! with Go's locking rules.
 //!
-//! (Under construction.)
+//! [`Store::open`] does what Go's `storage.GetStore` does (store.md §4.5 "Store
+//! construction"): it resolves the options (missing roots from `storage.conf`, relative
+//! paths made absolute), creates the graph and run roots (0700), the lock files
+//! (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`, `<drv>-images/images.lock`,
+//! `<drv>-containers/containers.lock` — in the run root in transient mode — and
+//! `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and `<R>/<drv>-locks/`
+//! directories, and initialises the driver (auto-selected when no name is given).
+//!
+//! Locks are always taken in Go's order: `storage.lock`, layers, images, containers.
+//!
+//! Limits: layer records are not managed yet by this crate's public API (until the layer
+//! store is wired in, [`Store::wipe`] refuses to run when `layers.json` holds records and
+//! [`Store::shutdown`] refuses when `mountpoints.json` lists mounted layers, instead of
+//! silently doing half the job); split image stores (`--image-store`) put the image records
+//! under the image store root but are otherwise not special-cased.
+//!
+//! ```
+//! use containers_storage::Store;
+//! use storage_config::StoreOptions;
+//! let tmp = tempfile::tempdir().unwrap();
+//! let opts = StoreOptions {
+//!     graph_root: tmp.path().join("root"),
+//!     run_root: tmp.path().join("run"),
+//!     driver: "vfs".into(),
+//!     ..StoreOptions::default()
+//! };
+//! let store = Store::open(&opts).unwrap();
+//! assert_eq!(store.driver_name(), "vfs");
+//! assert!(store.status().unwrap().is_empty()); // vfs reports no status pairs
+//! assert!(tmp.path().join("root/vfs-images/images.lock").exists());
+//! store.wipe().unwrap();
+//! store.shutdown(false).unwrap();
+//! // A successful shutdown writes a last-writer token into storage.lock.
+//! assert_eq!(std::fs::metadata(tmp.path().join("root/storage.lock")).unwrap().len(), 64);
+//! ```
 #![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use storage_config::StoreOptions;
+use storage_containers::ContainerStore;
+use storage_drivers::{Driver, DriverOptions, open_driver};
+use storage_images::ImageStore;
+use storage_lock::{LockFile, Token};
+use storage_types::{Error, ErrorKind, Result};
+
+/// The default auto-selection order (Go's `drivers.Priority`).
+const DEFAULT_PRIORITY: &[&str] = &["overlay", "aufs", "btrfs", "zfs", "vfs"];
+
+/// An open store.
+pub struct Store {
+    graph_root: PathBuf,
+    run_root: PathBuf,
+    image_store_root: Option<PathBuf>,
+    driver_name: String,
+    driver_options: Vec<String>,
+    transient: bool,
+    graph_lock: Arc<LockFile>,
+    userns_lock: Arc<LockFile>,
+    layers_lock: Arc<LockFile>,
+    mounts_lock: Arc<LockFile>,
+    driver: Mutex<DriverState>,
+    images: ImageStore,
+    ro_images: Vec<ImageStore>,
+    containers: ContainerStore,
+}
+
+struct DriverState {
+    driver: Box<dyn Driver>,
+    /// The `storage.lock` token seen when the driver was (re)initialised.
+    token: Token,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("graph_root", &self.graph_root)
+            .field("run_root", &self.run_root)
+            .field("driver_name", &self.driver_name)
+            .field("driver_options", &self.driver_options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_err(e: storage_lock::LockError) -> Error {
+    Error::msg(ErrorKind::Io, e.to_string())
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    storage_io::mkdir_all(path, 0o700).map_err(|e| Error::io("mkdir", path, e))
+}
+
+/// Opens the lock object for `path` and makes sure the file exists (Go opens lock files
+/// with `O_CREAT` when it gets them; our lock crate creates them on first use only).
+fn open_lock(path: &Path) -> Result<Arc<LockFile>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock = LockFile::open(path).map_err(lock_err)?;
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+    }
+    Ok(lock)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(storage_config::clean_path(&path.to_string_lossy()));
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::io("getwd", Path::new("."), e))?;
+    Ok(storage_config::clean_path(
+        &cwd.join(path).to_string_lossy(),
+    ))
+}
+
+/// Go's `GetStore` option resolution (cli.md §3.1): returns the options to open with.
+///
+/// `defaults` is called only when values must come from `storage.conf`.
+pub fn resolve_options(
+    opts: &StoreOptions,
+    defaults: impl FnOnce() -> Result<StoreOptions>,
+) -> Result<StoreOptions> {
+    let no_roots = opts.run_root.as_os_str().is_empty() && opts.graph_root.as_os_str().is_empty();
+    if no_roots && opts.driver.is_empty() && opts.driver_options.is_empty() {
+        return defaults();
+    }
+    if no_roots {
+        return Err(Error::msg(
+            ErrorKind::InvalidInput,
+            "no storage runroot or graphroot specified: missing necessary StoreOptions",
+        ));
+    }
+    let mut out = opts.clone();
+    if out.run_root.as_os_str().is_empty() || out.graph_root.as_os_str().is_empty() {
+        let d = defaults()?;
+        if out.run_root.as_os_str().is_empty() {
+            out.run_root = d.run_root;
+        }
+        if out.graph_root.as_os_str().is_empty() {
+            out.graph_root = d.graph_root;
+        }
+    }
+    Ok(out)
+}
+
+fn load_defaults() -> Result<StoreOptions> {
+    storage_config::load_default_options()
+        .map(|(o, _)| o)
+        .map_err(|e| Error::msg(ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// The driver options that name additional read-only image stores
+/// (`<driver>.imagestore=PATH[,PATH]` or `.imagestore=…`).
+fn additional_image_stores(driver: &str, options: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for opt in options {
+        let Some((key, value)) = opt.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_lowercase();
+        let matches = match key.split_once('.') {
+            Some((d, k)) => (d.is_empty() || d == driver) && k == "imagestore",
+            None => false,
+        };
+        if matches {
+            out.extend(
+                value
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+            );
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Opens (creating as needed) the store described by `opts` (Go's `GetStore`).
+    pub fn open(opts: &StoreOptions) -> Result<Store> {
+        let opts = resolve_options(opts, load_defaults)?;
+        let graph_root = absolute(&opts.graph_root)?;
+        let run_root = absolute(&opts.run_root)?;
+        let image_store_root = match &opts.image_store {
+            Some(p) => {
+                let p = absolute(p)?;
+                if p == graph_root {
+                    return Err(Error::msg(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "imagestore {} must either be not set or be a different than graphroot",
+                            p.display()
+                        ),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        mkdir(&run_root)?;
+        mkdir(&graph_root)?;
+        if let Some(is) = &image_store_root {
+            mkdir(is)?;
+        }
+        let graph_lock = open_lock(&graph_root.join("storage.lock"))?;
+        let userns_lock = open_lock(&graph_root.join("userns.lock"))?;
+
+        // Driver initialisation under the graph lock.
+        let guard = graph_lock.lock().map_err(lock_err)?;
+        let driver = init_driver(&opts, &graph_root, &run_root, image_store_root.as_deref())?;
+        let token = guard.token().map_err(lock_err)?;
+        drop(guard);
+        let name = driver.name().to_string();
+
+        let layers_dir = graph_root.join(format!("{name}-layers"));
+        mkdir(&layers_dir)?;
+        let layers_lock = open_lock(&layers_dir.join("layers.lock"))?;
+        let run_layers_dir = run_root.join(format!("{name}-layers"));
+        mkdir(&run_layers_dir)?;
+        let mounts_lock = open_lock(&run_layers_dir.join("mountpoints.lock"))?;
+
+        let images_root = image_store_root.as_deref().unwrap_or(&graph_root);
+        let images = ImageStore::open(
+            &images_root.join(format!("{name}-images")),
+            &run_root.join(format!("{name}-images")),
+        )?;
+        let mut ro_images = Vec::new();
+        for extra in additional_image_stores(&name, &opts.driver_options) {
+            if let Some(s) = ImageStore::open_read_only(
+                &extra.join(format!("{name}-images")),
+                &run_root.join(format!("{name}-images")),
+            )? {
+                ro_images.push(s);
+            }
+        }
+        let run_containers = run_root.join(format!("{name}-containers"));
+        mkdir(&run_containers)?;
+        let containers = ContainerStore::open(
+            &graph_root.join(format!("{name}-containers")),
+            &run_containers,
+            opts.transient_store,
+        )?;
+        mkdir(&run_root.join(format!("{name}-locks")))?;
+
+        Ok(Store {
+            graph_root,
+            run_root,
+            image_store_root,
+            driver_name: name,
+            driver_options: opts.driver_options.clone(),
+            transient: opts.transient_store,
+            graph_lock,
+            userns_lock,
+            layers_lock,
+            mounts_lock,
+            driver: Mutex::new(DriverState { driver, token }),
+            images,
+            ro_images,
+            containers,
+        })
+    }
+
+    /// The graph root.
+    pub fn graph_root(&self) -> &Path {
+        &self.graph_root
+    }
+
+    /// The run root.
+    pub fn run_root(&self) -> &Path {
+        &self.run_root
+    }
+
+    /// The separate image store root, if configured.
+    pub fn image_store(&self) -> Option<&Path> {
+        self.image_store_root.as_deref()
+    }
+
+    /// The canonical name of the driver in use.
+    pub fn driver_name(&self) -> &str {
+        &self.driver_name
+    }
+
+    /// The driver options the store was opened with.
+    pub fn driver_options(&self) -> &[String] {
+        &self.driver_options
+    }
+
+    /// Whether the store runs in transient mode.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The read-write image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// The read-only additional image stores, in configuration order.
+    pub fn read_only_images(&self) -> &[ImageStore] {
+        &self.ro_images
+    }
+
+    /// The container store.
+    pub fn containers(&self) -> &ContainerStore {
+        &self.containers
+    }
+
+    /// The `userns.lock` file (taken around container creation with ID mappings).
+    pub fn userns_lock(&self) -> &Arc<LockFile> {
+        &self.userns_lock
+    }
+
+    fn driver_state(&self) -> Result<MutexGuard<'_, DriverState>> {
+        self.driver
+            .lock()
+            .map_err(|_| Error::msg(ErrorKind::Other, "driver state poisoned"))
+    }
+
+    /// Runs `f` with the driver while holding `storage.lock` exclusively, re-initialising
+    /// the driver first if another process shut it down meanwhile (Go's
+    /// `startUsingGraphDriver`).
+    pub fn with_driver<T>(&self, f: impl FnOnce(&dyn Driver) -> Result<T>) -> Result<T> {
+        let guard = self.graph_lock.lock().map_err(lock_err)?;
+        let mut state = self.driver_state()?;
+        if guard.modified_since(&state.token).map_err(lock_err)? {
+            let opts = DriverOptions {
+                home: self.graph_root.join(&self.driver_name),
+                run_home: self.run_root.join(&self.driver_name),
+                graph_root: self.graph_root.clone(),
+                run_root: self.run_root.clone(),
+                image_store: self.image_store_root.clone(),
+                options: self.driver_options.clone(),
+            };
+            state.driver = open_driver(&self.driver_name, &opts)?;
+            state.token = guard.token().map_err(lock_err)?;
+        }
+        f(state.driver.as_ref())
+    }
+
+    /// The driver's status pairs (Go's `Store.Status`).
+    pub fn status(&self) -> Result<Vec<(String, String)>> {
+        self.with_driver(|d| Ok(d.status()))
+    }
+
+    /// Layers recorded as mounted in `mountpoints.json` (ID, count).
+    fn mounted_layers(&self) -> Result<Vec<(String, i64)>> {
+        let path = self
+            .run_root
+            .join(format!("{}-layers", self.driver_name))
+            .join("mountpoints.json");
+        let _guard = self.mounts_lock.rlock().map_err(lock_err)?;
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&data)
+            .map_err(|e| Error::msg(ErrorKind::Corrupt, format!("{}: {e}", path.display())))?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| {
+                let id = e.get("id")?.as_str()?.to_string();
+                let count = e.get("count").and_then(|c| c.as_i64()).unwrap_or(0);
+                (count != 0).then_some((id, count))
+            })
+            .collect())
+    }
+
+    /// Number of records in the read-write `layers.json` (and `volatile-layers.json`).
+    fn layer_record_count(&self) -> Result<usize> {
+        let mut n = 0;
+        let stable = self
+            .graph_root
+            .join(format!("{}-layers", self.driver_name))
+            .join("layers.json");
+        let volatile_dir = if self.transient {
+            self.run_root.join(format!("{}-layers", self.driver_name))
+        } else {
+            self.graph_root.join(format!("{}-layers", self.driver_name))
+        };
+        for path in [stable, volatile_dir.join("volatile-layers.json")] {
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("open", &path, e)),
+            };
+            if data.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&data)
+                .map_err(|e| Error::msg(ErrorKind::Corrupt, format!("{}: {e}", path.display())))?;
+            n += v.len();
+        }
+        Ok(n)
+    }
+
+    /// Go's `Store.Shutdown(force)` (store.md §6.8).
+    ///
+    /// Returns the IDs of layers that were unmounted. If any layer is mounted the call fails
+    /// with "a layer is mounted: layer is in use by a container" and the driver is not
+    /// cleaned up; otherwise a new `storage.lock` token is written and the driver cleaned up.
+    pub fn shutdown(&self, force: bool) -> Result<Vec<String>> {
+        let guard = self.graph_lock.lock().map_err(lock_err)?;
+        let _layers = self.layers_lock.lock().map_err(lock_err)?;
+        let mounted = self.mounted_layers()?;
+        if !mounted.is_empty() {
+            let _ = force;
+            return Err(Error::msg(
+                ErrorKind::LayerUsedByContainer,
+                "a layer is mounted: layer is in use by a container",
+            ));
+        }
+        let token = guard.record_write().map_err(lock_err)?;
+        let mut state = self.driver_state()?;
+        state.driver.cleanup()?;
+        state.token = token;
+        Ok(Vec::new())
+    }
+
+    /// Go's `Store.Wipe()` (store.md §6.7): deletes every container, image and layer of
+    /// the read-write stores.
+    pub fn wipe(&self) -> Result<()> {
+        let _graph = self.graph_lock.lock().map_err(lock_err)?;
+        let _layers = self.layers_lock.lock().map_err(lock_err)?;
+        let records = self.layer_record_count()?;
+        if records > 0 {
+            return Err(Error::msg(
+                ErrorKind::NotSupported,
+                format!("{records} layer records exist and deleting layers is not supported yet"),
+            ));
+        }
+        {
+            let mut images = self.images.write()?;
+            let mut containers = self.containers.write()?;
+            containers.wipe()?;
+            images.wipe()?;
+        }
+        let state = self.driver_state()?;
+        for id in state.driver.list_layers()? {
+            state.driver.remove(&id)?;
+        }
+        Ok(())
+    }
+}
+
+fn driver_options_for(
+    name: &str,
+    opts: &StoreOptions,
+    graph_root: &Path,
+    run_root: &Path,
+    image_store: Option<&Path>,
+) -> DriverOptions {
+    DriverOptions {
+        home: graph_root.join(name),
+        run_home: run_root.join(name),
+        graph_root: graph_root.to_path_buf(),
+        run_root: run_root.to_path_buf(),
+        image_store: image_store.map(Path::to_path_buf),
+        options: opts.driver_options.clone(),
+    }
+}
+
+/// Go's `drivers.New`: the named driver, or auto-selection (store.md §7.5).
+fn init_driver(
+    opts: &StoreOptions,
+    graph_root: &Path,
+    run_root: &Path,
+    image_store: Option<&Path>,
+) -> Result<Box<dyn Driver>> {
+    let wrap = |name: &str, e: Error| {
+        let text = format!(
+            "failed to GetDriver graph {name} {}: {}",
+            graph_root.display(),
+            e
+        );
+        tracing::error!(
+            "{}",
+            format!("Failed to GetDriver graph {name} {}", graph_root.display())
+        );
+        Error::msg(e.kind(), text)
+    };
+    if !opts.driver.is_empty() {
+        tracing::debug!("[graphdriver] trying provided driver {:?}", opts.driver);
+        let o = driver_options_for(&opts.driver, opts, graph_root, run_root, image_store);
+        return open_driver(&opts.driver, &o).map_err(|e| wrap(&opts.driver, e));
+    }
+    let explicit = !opts.driver_priority.is_empty();
+    let priority: Vec<String> = if explicit {
+        opts.driver_priority.clone()
+    } else {
+        DEFAULT_PRIORITY.iter().map(|s| s.to_string()).collect()
+    };
+    // Prior state.
+    let prior: Vec<&String> = priority
+        .iter()
+        .filter(|n| explicit || n.as_str() != "vfs")
+        .filter(|n| {
+            std::fs::read_dir(graph_root.join(n.as_str()))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        })
+        .collect();
+    if prior.len() > 1 {
+        let names: Vec<&str> = prior.iter().map(|s| s.as_str()).collect();
+        return Err(Error::msg(
+            ErrorKind::InvalidInput,
+            format!(
+                "{:?} contains several valid graphdrivers: {}; cleanup or explicitly choose storage driver (-s <DRIVER>)",
+                graph_root.display().to_string(),
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(name) = prior.first() {
+        let o = driver_options_for(name, opts, graph_root, run_root, image_store);
+        return open_driver(name, &o).map_err(|e| wrap(name, e));
+    }
+    let mut candidates = priority.clone();
+    for n in DEFAULT_PRIORITY {
+        if !candidates.iter().any(|c| c == n) {
+            candidates.push(n.to_string());
+        }
+    }
+    let mut last = Error::new(ErrorKind::NotSupported);
+    for name in &candidates {
+        let o = driver_options_for(name, opts, graph_root, run_root, image_store);
+        match open_driver(name, &o) {
+            Ok(d) => return Ok(d),
+            Err(e) => {
+                tracing::debug!("[graphdriver] driver {name} unavailable: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(Error::msg(
+        last.kind(),
+        format!("no supported storage backend found: {last}"),
+    ))
+}

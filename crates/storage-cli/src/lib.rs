@@ -1,9 +1,321 @@
-//! The `containers-storage` command-line tool.
+//! The `containers-storage` command-line tool: a drop-in for Go's `cmd/containers-storage`.
 //!
-//! (Under construction.)
+//! The crate parses the command line with a port of Go's `pkg/mflag` rules ([`flags`]),
+//! reproduces the Go tool's usage texts, messages and exit codes, opens the
+//! [`containers_storage::Store`] and dispatches to one handler per command. Commands are
+//! declared in one table ([`commands::COMMANDS`]): adding a command is one entry plus one
+//! handler function.
+//!
+//! Limits: only the commands whose library support exists are registered (see the global
+//! `--help`); `--unshare` is accepted but never re-executes (as root it is a no-op in Go too).
+//!
+//! ```
+//! let tmp = tempfile::tempdir().unwrap();
+//! let g = tmp.path().join("root");
+//! let r = tmp.path().join("run");
+//! let args: Vec<std::ffi::OsString> = vec![
+//!     "containers-storage".into(), "--graph".into(), g.clone().into(),
+//!     "--run".into(), r.into(), "--storage-driver".into(), "vfs".into(), "wipe".into(),
+//! ];
+//! assert_eq!(storage_cli::run(args), 0);
+//! assert!(g.join("storage.lock").exists());
+//! ```
 #![deny(missing_docs)]
 
+pub mod commands;
+pub mod flags;
+pub mod log;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use containers_storage::Store;
+use storage_config::StoreOptions;
+
+use crate::commands::{COMMANDS, Command, Ctx};
+use crate::flags::{FlagSet, FlagSpec, Kind, ParseError, Value};
+
+const GRAPH: FlagSpec = FlagSpec {
+    names: &["-graph", "g"],
+    kind: Kind::Str,
+    usage: "Root of the storage tree",
+};
+const RUN: FlagSpec = FlagSpec {
+    names: &["-run", "R"],
+    kind: Kind::Str,
+    usage: "Root of the runtime state tree",
+};
+const IMAGE_STORE: FlagSpec = FlagSpec {
+    names: &["-image-store"],
+    kind: Kind::Str,
+    usage: "Root of the separate image store",
+};
+const TRANSIENT: FlagSpec = FlagSpec {
+    names: &["-transient-store"],
+    kind: Kind::Bool,
+    usage: "Transient store",
+};
+const DRIVER: FlagSpec = FlagSpec {
+    names: &["-storage-driver", "s"],
+    kind: Kind::Str,
+    usage: "Storage driver to use ($STORAGE_DRIVER)",
+};
+const STORAGE_OPT: FlagSpec = FlagSpec {
+    names: &["-storage-opt"],
+    kind: Kind::List,
+    usage: "Set storage driver options ($STORAGE_OPTS)",
+};
+const DEBUG: FlagSpec = FlagSpec {
+    names: &["-debug", "D"],
+    kind: Kind::Bool,
+    usage: "Print debugging information",
+};
+const UNSHARE: FlagSpec = FlagSpec {
+    names: &["-unshare", "U"],
+    kind: Kind::Bool,
+    usage: "Run in a user namespace (default false)",
+};
+const HELP: FlagSpec = FlagSpec {
+    names: &["#help", "-help"],
+    kind: Kind::Bool,
+    usage: "Print usage",
+};
+
+/// The global option values between the passes.
+#[derive(Debug, Clone, Default)]
+struct Globals {
+    opts: StoreOptions,
+    debug: bool,
+    unshare: bool,
+}
+
+fn add_globals(fs: &mut FlagSet, g: &Globals) {
+    let o = &g.opts;
+    fs.add(RUN, Value::Str(o.run_root.to_string_lossy().into_owned()));
+    fs.add(
+        GRAPH,
+        Value::Str(o.graph_root.to_string_lossy().into_owned()),
+    );
+    fs.add(
+        IMAGE_STORE,
+        Value::Str(
+            o.image_store
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+    );
+    fs.add(TRANSIENT, Value::Bool(o.transient_store));
+    fs.add(DRIVER, Value::Str(o.driver.clone()));
+    fs.add(STORAGE_OPT, Value::List(o.driver_options.clone()));
+    fs.add(DEBUG, Value::Bool(g.debug));
+    fs.add(UNSHARE, Value::Bool(g.unshare));
+}
+
+fn read_globals(fs: &FlagSet, g: &mut Globals) {
+    g.opts.run_root = PathBuf::from(fs.str("-run"));
+    g.opts.graph_root = PathBuf::from(fs.str("-graph"));
+    let is = fs.str("-image-store");
+    g.opts.image_store = if is.is_empty() {
+        None
+    } else {
+        Some(PathBuf::from(is))
+    };
+    g.opts.transient_store = fs.bool("-transient-store");
+    g.opts.driver = fs.str("-storage-driver");
+    g.opts.driver_options = fs.list("-storage-opt");
+    g.debug = fs.bool("-debug");
+    g.unshare = fs.bool("-unshare");
+}
+
+fn home() -> Option<String> {
+    std::env::var("HOME").ok()
+}
+
+fn global_usage_header() -> String {
+    let mut s = String::from("Usage: containers-storage command [options [...]]\n\nCommands:\n\n");
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<30}{}\n", c.names[0], c.description));
+    }
+    s.push_str("\nOptions:\n");
+    s
+}
+
+fn print_global_usage(fs: &FlagSet, defaults_to_stdout: bool) {
+    let header = global_usage_header();
+    let defaults = fs.defaults_text(home().as_deref());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(header.as_bytes());
+    if defaults_to_stdout {
+        let _ = out.write_all(defaults.as_bytes());
+        let _ = out.flush();
+    } else {
+        let _ = out.flush();
+        let _ = std::io::stderr().lock().write_all(defaults.as_bytes());
+    }
+}
+
+fn print_command_usage(cmd: &Command, fs: &FlagSet) {
+    let header = format!(
+        "Usage: containers-storage {} {}\n\n{}\n\nOptions:\n",
+        cmd.names[0], cmd.options_help, cmd.usage
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(header.as_bytes());
+    let _ = out.flush();
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(fs.defaults_text(home().as_deref()).as_bytes());
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+pub fn go_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
 /// Runs the tool with the given argv and returns the exit status.
-pub fn run(_args: Vec<std::ffi::OsString>) -> i32 {
-    1
+pub fn run(args: Vec<OsString>) -> i32 {
+    log::install();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "containers-storage".into());
+    let rest = args.get(1..).unwrap_or(&[]).to_vec();
+
+    // 1. Global pass.
+    let mut globals = Globals {
+        unshare: false,
+        ..Globals::default()
+    };
+    let mut gfs = FlagSet::new("containers-storage", &argv0);
+    add_globals(&mut gfs, &globals);
+    gfs.add(HELP, Value::Bool(false));
+    let mut stderr = std::io::stderr();
+    let parsed = gfs.parse(&rest, &mut stderr, &mut |fs| print_global_usage(fs, false));
+    if let Err(e) = parsed {
+        let msg = match e {
+            ParseError::Help => "flag: help requested".to_string(),
+            ParseError::Failed(m) => m,
+        };
+        println!("{msg} while parsing arguments (1)");
+        print_global_usage(&gfs, false);
+        return 1;
+    }
+    if gfs.bool("-help") {
+        print_global_usage(&gfs, true);
+        return 0;
+    }
+    read_globals(&gfs, &mut globals);
+    let cmd_args = gfs.args.clone();
+    let Some(name) = cmd_args.first().cloned() else {
+        print_global_usage(&gfs, false);
+        return 1;
+    };
+
+    // 2. Defaults when no store option was given.
+    let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
+        .iter()
+        .any(|f| gfs.was_set(f));
+    let mut init_error: Option<String> = None;
+    if !explicit {
+        match storage_config::load_default_options() {
+            Ok((opts, warnings)) => {
+                globals.opts = opts;
+                for w in warnings {
+                    log::warn(&w);
+                }
+            }
+            Err(e) => init_error = Some(e.to_string()),
+        }
+    }
+
+    // 3. Command lookup.
+    let Some(cmd) = COMMANDS.iter().find(|c| c.names.contains(&name.as_str())) else {
+        println!("{name}: unrecognized command.");
+        return 1;
+    };
+
+    // 4. Command pass.
+    let mut cfs = FlagSet::new(cmd.names[0], &argv0);
+    for spec in cmd.flags {
+        let v = match spec.kind {
+            Kind::Bool => Value::Bool(false),
+            Kind::Str => Value::Str(String::new()),
+            Kind::List => Value::List(Vec::new()),
+        };
+        cfs.add(*spec, v);
+    }
+    add_globals(&mut cfs, &globals);
+    let parsed = cfs.parse(&cmd_args[1..], &mut stderr, &mut |fs| {
+        print_command_usage(cmd, fs)
+    });
+    if parsed.is_err() {
+        return 125;
+    }
+    read_globals(&cfs, &mut globals);
+    let positional = cfs.args.clone();
+
+    // 5. Argument count.
+    if positional.len() < cmd.min_args {
+        println!("{}: more arguments required.", cmd.names[0]);
+        print_command_usage(cmd, &cfs);
+        return 1;
+    }
+    if let Some(max) = cmd.max_args
+        && positional.len() > max
+    {
+        println!(
+            "{}: too many arguments ({}).",
+            cmd.names[0],
+            go_list(&positional)
+        );
+        print_command_usage(cmd, &cfs);
+        return 1;
+    }
+
+    // 7. Logging.
+    log::set_debug(globals.debug);
+    log::debug(&format!("Root: {}", globals.opts.graph_root.display()));
+    log::debug(&format!("Run Root: {}", globals.opts.run_root.display()));
+    log::debug(&format!("Driver Name: {}", globals.opts.driver));
+    log::debug(&format!(
+        "Driver Options: {}",
+        go_list(&globals.opts.driver_options)
+    ));
+
+    // 8. Open the store.
+    if let Some(e) = init_error {
+        println!("error initializing: {e}");
+        return 1;
+    }
+    let store = match Store::open(&globals.opts) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("error initializing: {e}");
+            return 1;
+        }
+    };
+
+    // 9. Run the action.
+    let mut ctx = Ctx {
+        flags: &cfs,
+        store: &store,
+        args: &positional,
+        options: &globals.opts,
+    };
+    let code = match (cmd.handler)(&mut ctx) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            let _ = writeln!(std::io::stderr(), "{e}");
+            1
+        }
+    };
+    let _ = std::io::stdout().flush();
+    code
 }

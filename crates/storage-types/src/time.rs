@@ -108,17 +108,16 @@ impl Timestamp {
         }
     }
 
-    /// To a `SystemTime` (the offset is irrelevant).
+    /// To a `SystemTime` (the offset is irrelevant); the Unix epoch for instants
+    /// `SystemTime` cannot represent.
     pub fn to_system_time(&self) -> SystemTime {
-        if self.secs >= 0 {
-            UNIX_EPOCH + Duration::new(self.secs as u64, self.nanos)
+        let nanos = Duration::from_nanos(u64::from(self.nanos));
+        let t = if self.secs >= 0 {
+            UNIX_EPOCH.checked_add(Duration::from_secs(self.secs.unsigned_abs()))
         } else {
-            let back = Duration::new(self.secs.unsigned_abs(), 0);
-            UNIX_EPOCH
-                .checked_sub(back)
-                .map(|t| t + Duration::from_nanos(u64::from(self.nanos)))
-                .unwrap_or(UNIX_EPOCH)
-        }
+            UNIX_EPOCH.checked_sub(Duration::from_secs(self.secs.unsigned_abs()))
+        };
+        t.and_then(|t| t.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
     }
 
     /// Parses RFC 3339 (`2006-01-02T15:04:05.999999999Z07:00`, any number of
@@ -363,6 +362,10 @@ mod tests {
         let zero = Timestamp::zero();
         assert_eq!(Timestamp::from_unix_nanos(zero.unix_nanos()), zero);
         assert_eq!(a.with_offset(0).to_string(), "2024-01-01T00:00:00Z");
+        let huge = Timestamp::from_unix(i64::MAX, 0);
+        let _ = huge.to_system_time();
+        let _ = huge.to_string();
+        let _ = Timestamp::from_unix(i64::MIN, 0).to_string();
         let now = Timestamp::now();
         assert!(now > b && now.offset_seconds() == 0);
         let j: Timestamp = serde_json::from_str("null").expect("null");

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::io::Read;
-//! use storage_tarsplit::TarReader;
+//! use storage_tarsplit::{Disassembler, FileGetter, TarReader, gzip_writer, reassemble};
 //!
 //! // A one-file tar, built by hand.
 //! let mut hdr = [0u8; 512];
@@ -31,6 +31,7 @@
 //! tar.extend_from_slice(b"hi\n");
 //! tar.resize(512 * 4, 0);
 //!
+//! // Parse it.
 //! let mut tr = TarReader::new(&tar[..]);
 //! let h = tr.next_header().unwrap().unwrap();
 //! assert_eq!(h.name, b"hello");
@@ -38,16 +39,40 @@
 //! tr.read_to_end(&mut content).unwrap();
 //! assert_eq!(content, b"hi\n");
 //! assert!(tr.next_header().unwrap().is_none());
+//!
+//! // Disassemble while "extracting" (here: just reading everything through).
+//! let mut d = Disassembler::new(&tar[..], gzip_writer(Vec::new()));
+//! let mut passed = Vec::new();
+//! d.read_to_end(&mut passed).unwrap();
+//! let tar_split_gz = d.finish().unwrap().finish().unwrap();
+//! assert_eq!(passed, tar);
+//!
+//! // Reassemble from the recorded metadata and the file contents.
+//! struct Files;
+//! impl FileGetter for Files {
+//!     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
+//!         assert_eq!(name, b"hello");
+//!         Ok(Box::new(&b"hi\n"[..]))
+//!     }
+//! }
+//! let mut out = Vec::new();
+//! let n = reassemble(&tar_split_gz[..], &mut Files, &mut out).unwrap();
+//! assert_eq!(out, tar);
+//! assert_eq!(n, tar.len() as u64);
 //! ```
 #![deny(missing_docs)]
 
+mod asm;
 mod crc;
+mod disasm;
 mod error;
-#[allow(dead_code)] // used by the tar-split modules (in progress)
 mod gostr;
-#[allow(dead_code)]
 mod reader;
 
+pub use asm::{
+    DirFileGetter, Entries, Entry, EntryKind, FileGetter, reassemble, reassemble_entries,
+};
 pub use crc::{crc64_iso, crc64_update};
+pub use disasm::{Disassembler, Packer, gzip_writer};
 pub use error::Error;
 pub use reader::{Header, TarReader, TarTime};

@@ -1,0 +1,492 @@
+//! Disassemble → reassemble round trips, tar-split JSON format, and error cases.
+mod common;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+use common::{Fmt, H, TarBuilder, prng_bytes};
+use sha2::{Digest as _, Sha256};
+use storage_tarsplit::{
+    DirFileGetter, Disassembler, Entries, EntryKind, Error, FileGetter, TarReader, crc64_iso,
+    gzip_writer, reassemble,
+};
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Reads everything through a disassembler with the given read size; returns (passed, json).
+fn disassemble(tar: &[u8], chunk: usize) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let mut d = Disassembler::new(tar, Vec::new());
+    let mut passed = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        match d.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => passed.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    let json = d.finish()?;
+    Ok((passed, json))
+}
+
+/// Writes every regular member's content under `root` (like a minimal extractor).
+fn extract(tar: &[u8], root: &std::path::Path) {
+    let getter = DirFileGetter::new(root);
+    let mut tr = TarReader::new(tar);
+    while let Some(h) = tr.next_header().unwrap() {
+        let mut content = Vec::new();
+        tr.read_to_end(&mut content).unwrap();
+        if h.typeflag == b'0' && h.size > 0 {
+            let p = getter.path_of(&h.name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+    }
+}
+
+fn gz(json: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = gzip_writer(Vec::new());
+    w.write_all(json).unwrap();
+    w.finish().unwrap()
+}
+
+fn check_round_trip(label: &str, tar: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    extract(tar, dir.path());
+    let mut reference: Option<Vec<u8>> = None;
+    for chunk in [1, 7, 512, 4096, 1 << 20] {
+        if chunk == 1 && tar.len() > 200_000 {
+            continue;
+        }
+        let (passed, json) = disassemble(tar, chunk).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(
+            sha(&passed),
+            sha(tar),
+            "{label}: pass-through differs (chunk {chunk})"
+        );
+        match &reference {
+            None => reference = Some(json.clone()),
+            Some(r) => assert_eq!(r, &json, "{label}: JSON depends on the read size"),
+        }
+        // Positions are 0,1,2…, lines are JSON objects.
+        let entries: Vec<_> = Entries::from_json(&json[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.position, i as i64, "{label}");
+        }
+        let mut out = Vec::new();
+        let n = reassemble(
+            &gz(&json)[..],
+            &mut DirFileGetter::new(dir.path()),
+            &mut out,
+        )
+        .unwrap_or_else(|e| panic!("{label}: reassemble: {e}"));
+        assert_eq!(n, tar.len() as u64, "{label}");
+        assert_eq!(sha(&out), sha(tar), "{label}: reassembled stream differs");
+    }
+}
+
+fn gnu_tar() -> Vec<u8> {
+    let long100: Vec<u8> = std::iter::repeat_n(b'n', 150).collect();
+    let long255: Vec<u8> = (0..300)
+        .map(|i| {
+            if i % 50 == 49 {
+                b'/'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    let mut b = TarBuilder::new();
+    let mut d = H::new(b"d/", b'5', 0).fmt(Fmt::Gnu);
+    d.mode = 0o755;
+    b.entry(&d, b"");
+    for (i, size) in [0usize, 1, 511, 512, 513, (1 << 20) + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("d/f{i}");
+        b.entry(
+            &H::new(name.as_bytes(), b'0', size as u64).fmt(Fmt::Gnu),
+            &prng_bytes(i as u64, size),
+        );
+    }
+    let mut long_path = b"d/".to_vec();
+    long_path.extend_from_slice(&long100);
+    b.gnu_long(
+        b'L',
+        &long_path,
+        &H::new(&long_path[..100], b'0', 5).fmt(Fmt::Gnu),
+        b"long1",
+    );
+    let mut lp = b"d/".to_vec();
+    lp.extend_from_slice(&long255);
+    b.gnu_long(b'L', &lp, &H::new(b"x", b'0', 3).fmt(Fmt::Gnu), b"abc");
+    b.gnu_long(b'K', &lp, &H::new(b"hardlink", b'1', 0).fmt(Fmt::Gnu), b"");
+    b.entry(
+        &H::new(b"sym", b'2', 0)
+            .fmt(Fmt::Gnu)
+            .link(b"../../etc/passwd"),
+        b"",
+    );
+    b.entry(
+        &H::new(b"d/\xff\xfe-latin1-\xe9", b'0', 4).fmt(Fmt::Gnu),
+        b"\x00\x01\x02\x03",
+    );
+    let mut c = H::new(b"chr", b'3', 0).fmt(Fmt::Gnu);
+    c.devmajor = 1;
+    c.devminor = 5;
+    b.entry(&c, b"")
+        .entry(&H::new(b"blk", b'4', 0).fmt(Fmt::Gnu), b"");
+    b.entry(&H::new(b"fifo", b'6', 0).fmt(Fmt::Gnu), b"");
+    b.entry(&H::new(b".wh.gone", b'0', 0).fmt(Fmt::Gnu), b"");
+    b.entry(
+        &H::new("d/<&>\"\\\n\u{2028}".as_bytes(), b'0', 1).fmt(Fmt::Gnu),
+        b"q",
+    );
+    b.end().record_pad(10240);
+    b.bytes()
+}
+
+fn pax_tar() -> Vec<u8> {
+    let long: Vec<u8> = (0..280)
+        .map(|i| if i % 60 == 59 { b'/' } else { b'p' })
+        .collect();
+    let mut b = TarBuilder::new();
+    b.pax(b'g', &[(b"comment", b"global")], None, b"");
+    b.dir(b"./").dir(b"./etc/");
+    b.pax(
+        b'x',
+        &[
+            (b"SCHILY.xattr.user.a", b"1"),
+            (b"SCHILY.xattr.security.capability", b"\x01\x00\x00\x02\xff"),
+            (b"path", &long),
+        ],
+        Some(&H::new(b"./etc/short", b'0', 600)),
+        &prng_bytes(9, 600),
+    );
+    b.pax(
+        b'x',
+        &[(b"mtime", b"1700000000.5"), (b"linkpath", &long)],
+        Some(&H::new(b"./etc/sl", b'2', 0)),
+        b"",
+    );
+    b.pax(
+        b'x',
+        &[(b"path", "./etc/ünïcødé".as_bytes())],
+        Some(&H::new(b"./etc/u", b'0', 2)),
+        b"uu",
+    );
+    b.pax(
+        b'x',
+        &[(b"path", b"./etc/\xc3\x28bad")],
+        Some(&H::new(b"./etc/b", b'0', 2)),
+        b"bb",
+    );
+    b.file(b"./etc/hello.txt", b"hello\n");
+    b.end();
+    b.bytes()
+}
+
+fn ustar_tar() -> Vec<u8> {
+    let mut b = TarBuilder::new();
+    let mut h = H::new(b"name-in-prefix", b'0', 10);
+    h.prefix = std::iter::repeat_n(b'q', 150).collect();
+    b.entry(&h, b"0123456789");
+    b.file(b"empty", b"").file(b"one", b"1");
+    b.entry(&H::new(b"hl", b'1', 0).link(b"one"), b"");
+    b.end().record_pad(10240);
+    b.bytes()
+}
+
+#[test]
+fn round_trip_gnu() {
+    check_round_trip("gnu", &gnu_tar());
+}
+
+#[test]
+fn round_trip_pax() {
+    check_round_trip("pax", &pax_tar());
+}
+
+#[test]
+fn round_trip_ustar_record_padding() {
+    let t = ustar_tar();
+    assert_eq!(t.len() % 10240, 0);
+    check_round_trip("ustar", &t);
+}
+
+#[test]
+fn round_trip_trailing_junk_and_odd_endings() {
+    let mut t = ustar_tar();
+    t.extend_from_slice(&prng_bytes(77, 2 * 1024 * 1024 + 333));
+    check_round_trip("junk", &t);
+    // Trailing junk is recorded in 1 MiB segments.
+    let (_, json) = disassemble(&t, 65536).unwrap();
+    let entries: Vec<_> = Entries::from_json(&json[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let sizes: Vec<usize> = entries
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e.payload.as_ref().unwrap().len())
+        .collect();
+    assert_eq!(sizes[1..], [1 << 20, 1 << 20]);
+    assert!(sizes[0] >= 333 && sizes[0] < 333 + 10240, "{sizes:?}");
+
+    let mut b = TarBuilder::new();
+    b.file(b"f", b"abc");
+    let no_end = b.bytes();
+    check_round_trip("no end marker", &no_end);
+    let mut one_zero = no_end.clone();
+    one_zero.extend_from_slice(&[0; 512]);
+    check_round_trip("one zero block", &one_zero);
+    let mut nopad = no_end.clone();
+    nopad.truncate(515);
+    check_round_trip("missing padding", &nopad);
+    check_round_trip("empty input", b"");
+    check_round_trip("only end blocks", &[0u8; 1024]);
+}
+
+#[test]
+fn json_lines_are_byte_exact() {
+    let mut b = TarBuilder::new();
+    b.file(b"c", b"c").dir(b"d&<>/").end();
+    let tar = b.bytes();
+    let (_, json) = disassemble(&tar, 4096).unwrap();
+    use base64::Engine as _;
+    let b64 = |x: &[u8]| base64::engine::general_purpose::STANDARD.encode(x);
+    let expected = format!(
+        "{{\"type\":2,\"payload\":\"{}\",\"position\":0}}\n\
+         {{\"type\":1,\"name\":\"c\",\"size\":1,\"payload\":\"N0AAAAAAAAA=\",\"position\":1}}\n\
+         {{\"type\":2,\"payload\":\"{}\",\"position\":2}}\n\
+         {{\"type\":1,\"name\":\"d\\u0026\\u003c\\u003e/\",\"payload\":null,\"position\":3}}\n\
+         {{\"type\":2,\"payload\":\"{}\",\"position\":4}}\n",
+        b64(&tar[..512]),
+        b64(&tar[513..1536]),
+        b64(&tar[1536..]),
+    );
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+
+    let mut b = TarBuilder::new();
+    b.file(b"\xff", b"").end();
+    let (_, json) = disassemble(&b.bytes(), 4096).unwrap();
+    let line = String::from_utf8(json)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        line,
+        "{\"type\":1,\"name_raw\":\"/w==\",\"payload\":null,\"position\":1}"
+    );
+    assert_eq!(
+        crc64_iso(b"c").to_be_bytes(),
+        [0x37, 0x40, 0, 0, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn accepts_tar_split_0_11_output_and_multi_member_gzip() {
+    let mut b = TarBuilder::new();
+    b.file(b"f", b"abc").end();
+    let tar = b.bytes();
+    let (_, mut json) = disassemble(&tar, 4096).unwrap();
+    let n = Entries::from_json(&json[..]).count();
+    json.extend_from_slice(
+        format!("{{\"type\":2,\"payload\":\"\",\"position\":{n}}}\n").as_bytes(),
+    );
+    // Split the JSON into two gzip members.
+    let mut file = gz(&json[..100]);
+    file.extend_from_slice(&gz(&json[100..]));
+    let mut files = MemFiles(HashMap::from([(b"f".to_vec(), b"abc".to_vec())]));
+    let mut out = Vec::new();
+    reassemble(&file[..], &mut files, &mut out).unwrap();
+    assert_eq!(out, tar);
+}
+
+struct MemFiles(HashMap<Vec<u8>, Vec<u8>>);
+
+impl FileGetter for MemFiles {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+        match self.0.get(name) {
+            Some(v) => Ok(Box::new(&v[..])),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+}
+
+#[test]
+fn duplicate_paths_are_rejected() {
+    for pair in [
+        (&b"f"[..], &b"./f"[..]),
+        (b"d/", b"d/"),
+        (b"a/b/../c", b"a/c"),
+    ] {
+        let mut b = TarBuilder::new();
+        b.file(pair.0, b"")
+            .file(b"other", b"x")
+            .file(pair.1, b"")
+            .end();
+        let tar = b.bytes();
+        let mut d = Disassembler::new(&tar[..], Vec::new());
+        let mut passed = Vec::new();
+        let e = d.read_to_end(&mut passed).unwrap_err();
+        assert_eq!(e.to_string(), "duplicates of file paths not supported");
+        // The duplicate member's header was handed out before the error, as in Go.
+        assert_eq!(passed.len(), 512 * 4);
+        let e = d.finish().unwrap_err();
+        assert!(matches!(e, Error::DuplicatePath), "{e}");
+    }
+    // Same for a member with content: the error comes after its content.
+    let mut b = TarBuilder::new();
+    b.file(b"f", b"1").file(b"./f", b"22").end();
+    let tar = b.bytes();
+    let mut d = Disassembler::new(&tar[..], Vec::new());
+    let mut passed = Vec::new();
+    assert!(d.read_to_end(&mut passed).is_err());
+    assert_eq!(passed.len(), 512 * 3 + 2);
+    // The unpacking side rejects duplicates too.
+    let json = b"{\"type\":1,\"name\":\"f\",\"payload\":null,\"position\":0}\n{\"type\":1,\"name\":\"./f/\",\"payload\":null,\"position\":1}\n";
+    let r: Vec<_> = Entries::from_json(&json[..]).collect();
+    assert!(matches!(r[1], Err(Error::DuplicatePath)));
+}
+
+#[test]
+fn malformed_input_errors_through_the_disassembler() {
+    let mut b = TarBuilder::new();
+    b.file(b"f", b"hello").end();
+    let tar = b.bytes();
+    let e = disassemble(&tar[..200], 512).unwrap_err();
+    assert_eq!(e.to_string(), "unexpected EOF");
+    let e = disassemble(&tar[..514], 512).unwrap_err();
+    assert_eq!(e.to_string(), "unexpected EOF");
+    let mut bad = tar.clone();
+    bad[10] ^= 1;
+    let e = disassemble(&bad, 512).unwrap_err();
+    assert_eq!(e.to_string(), "archive/tar: invalid tar header");
+    let e = disassemble(&prng_bytes(5, 5000), 512).unwrap_err();
+    assert_eq!(e.to_string(), "archive/tar: invalid tar header");
+    // finish() reports the sticky error too.
+    let mut d = Disassembler::new(&bad[..], Vec::new());
+    assert!(d.read(&mut [0u8; 10]).is_err());
+    assert_eq!(
+        d.finish().unwrap_err().to_string(),
+        "archive/tar: invalid tar header"
+    );
+}
+
+#[test]
+fn finish_consumes_what_the_consumer_did_not_read() {
+    let mut t = ustar_tar();
+    t.extend_from_slice(b"junk");
+    let mut d = Disassembler::new(&t[..], Vec::new());
+    let mut first = [0u8; 700];
+    d.read_exact(&mut first).unwrap();
+    let json = d.finish().unwrap();
+    let total: usize = Entries::from_json(&json[..])
+        .map(|e| {
+            let e = e.unwrap();
+            match e.kind {
+                EntryKind::Segment => e.payload.unwrap().len(),
+                _ => e.size as usize,
+            }
+        })
+        .sum();
+    assert_eq!(total, t.len());
+}
+
+#[test]
+fn checksum_mismatch_and_missing_file() {
+    let mut b = TarBuilder::new();
+    b.file(b"./f", b"abc").end();
+    let tar = b.bytes();
+    let (_, json) = disassemble(&tar, 4096).unwrap();
+    let file = gz(&json);
+    let mut files = MemFiles(HashMap::from([(b"./f".to_vec(), b"abd".to_vec())]));
+    let mut out = Vec::new();
+    let e = reassemble(&file[..], &mut files, &mut out).unwrap_err();
+    assert_eq!(e.to_string(), "file integrity checksum failed for \"./f\"");
+    assert!(out.ends_with(b"abd"), "partial output holds the new bytes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = reassemble(
+        &file[..],
+        &mut DirFileGetter::new(dir.path()),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("open {}/f: no such file or directory", dir.path().display())
+    );
+    let e = reassemble(&b"not gzip"[..], &mut files, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, Error::Io(_)), "{e:?}");
+    let e = reassemble(
+        &gz(b"{\"type\":2,\"payload\":\"!!\"}\n")[..],
+        &mut files,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Json(_)), "{e:?}");
+}
+
+#[test]
+fn never_panics_on_damaged_input() {
+    let bases = [gnu_tar(), pax_tar(), ustar_tar()];
+    let mut seed = 1u64;
+    for base in &bases {
+        let base = &base[..base.len().min(40_000)];
+        for _ in 0..150 {
+            seed += 1;
+            let r = prng_bytes(seed, 16);
+            let mut t = base.to_vec();
+            match r[0] % 3 {
+                0 => t.truncate(usize::from(u16::from_le_bytes([r[1], r[2]])) % (t.len() + 1)),
+                1 => {
+                    for k in 0..(r[3] % 8 + 1) as usize {
+                        let pos =
+                            (usize::from(u16::from_le_bytes([r[4 + k], r[5 + k]])) * 7) % t.len();
+                        t[pos] ^= 1 << (r[12] % 8);
+                    }
+                }
+                _ => {
+                    let pos = usize::from(u16::from_le_bytes([r[1], r[2]])) % t.len();
+                    let junk = prng_bytes(seed ^ 0xabc, usize::from(r[3]) * 4);
+                    t.splice(pos..pos, junk);
+                }
+            }
+            // Reader: Ok or Err, never a panic.
+            let mut tr = TarReader::new(&t[..]);
+            for _ in 0..1000 {
+                match tr.next_header() {
+                    Ok(Some(_)) => {
+                        if tr.read_to_end(&mut Vec::new()).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            // Disassembler + reassembly against memory files.
+            if let Ok((passed, json)) = disassemble(&t, 4096) {
+                assert_eq!(passed, t);
+                let mut files = MemFiles(HashMap::new());
+                let _ = reassemble(&gz(&json)[..], &mut files, &mut Vec::new());
+            }
+        }
+    }
+    // Random junk gzip / JSON.
+    for s in 0..50 {
+        let junk = prng_bytes(s, 300);
+        let mut files = MemFiles(HashMap::new());
+        let _ = reassemble(&junk[..], &mut files, &mut Vec::new());
+        let _ = reassemble(&gz(&junk)[..], &mut files, &mut Vec::new());
+    }
+}

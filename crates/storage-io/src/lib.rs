@@ -101,14 +101,22 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut prefix = std::ffi::OsString::from(".tmp-");
-        prefix.push(base);
-        // Like Go's os.CreateTemp: retry on collisions, up to 10000 times.
+        // Go's os.CreateTemp(dir, ".tmp-"+base): the random digits replace the
+        // last `*` of the pattern, or are appended when there is none.
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let mut pattern = b".tmp-".to_vec();
+        pattern.extend_from_slice(base.as_bytes());
+        let (prefix, suffix) = match pattern.iter().rposition(|&b| b == b'*') {
+            Some(pos) => (pattern[..pos].to_vec(), pattern[pos + 1..].to_vec()),
+            None => (pattern, Vec::new()),
+        };
+        // Retry on collisions, up to 10000 times, like Go.
         let mut tries = 0;
         loop {
             let mut name = prefix.clone();
-            name.push(random_u32().to_string());
-            let tmp = dir.join(name);
+            name.extend_from_slice(random_u32().to_string().as_bytes());
+            name.extend_from_slice(&suffix);
+            let tmp = dir.join(std::ffi::OsString::from_vec(name));
             match OpenOptions::new()
                 .read(true)
                 .write(true)

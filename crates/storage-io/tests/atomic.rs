@@ -76,6 +76,22 @@ fn temp_file_follows_go_naming_and_is_invisible_until_commit() {
         & 0o777;
     assert_eq!(tmp_mode & !0o600, 0, "temp file created with at most 0600");
     f.write_all(b"[1]").expect("write");
+    let star = AtomicFile::create(&dir.path().join("a*b"), WriteOptions::default()).expect("star");
+    let sname = star
+        .temp_path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mid = sname
+        .strip_prefix(".tmp-a")
+        .and_then(|s| s.strip_suffix('b'))
+        .expect("star name");
+    assert!(
+        !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit()),
+        "{sname}"
+    );
+    drop(star);
     assert_eq!(std::fs::read(&p).expect("read"), b"[]");
     f.commit().expect("commit");
     assert_eq!(std::fs::read(&p).expect("read"), b"[1]");

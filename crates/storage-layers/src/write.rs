@@ -1,0 +1,847 @@
+//! Everything that modifies a layer store, under the exclusive lock.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLockWriteGuard};
+
+use serde_json::Value;
+use storage_drivers::{ApplyDiffOpts, CreateOpts, MountOpts};
+use storage_io::{AtomicFile, WriteOptions};
+use storage_lock::{LockFile, WriteGuard};
+use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
+
+use crate::view::{Layers, layer_parent, tarsplit_error};
+use crate::{Entry, Location, lock_error, mountinfo};
+
+const INCOMPLETE: &str = "incomplete";
+
+/// What to create with [`LayersWrite::create`] (Go's `CreateLayer`/`PutLayer` arguments and
+/// `LayerOptions`).
+#[derive(Clone, Debug, Default)]
+pub struct CreateLayerOptions {
+    /// The new layer's ID; `None` generates a random one.
+    pub id: Option<String>,
+    /// Parent layer (ID, name or unique prefix, resolved in this store); `None` for a base
+    /// layer. For a parent in another store use [`LayersWrite::create_with_parent`].
+    pub parent: Option<String>,
+    /// Names (de-duplicated; each must be unused among this store's layers).
+    pub names: Vec<String>,
+    /// SELinux mount label.
+    pub mount_label: String,
+    /// Driver storage options (`--storage-opt`).
+    pub storage_opt: BTreeMap<String, String>,
+    /// A writeable (container) layer: created with the driver's `create_read_write` and kept in
+    /// the graph root even with a split image store.
+    pub writeable: bool,
+    /// Record the layer in `volatile-layers.json`.
+    pub volatile: bool,
+    /// Explicit UID map; empty = inherit (parent's maps, or the store default without parent).
+    pub uid_map: Vec<IdMap>,
+    /// Explicit GID map; empty = inherit.
+    pub gid_map: Vec<IdMap>,
+    /// Force "no UID map" regardless of parent and defaults.
+    pub host_uid_mapping: bool,
+    /// Force "no GID map".
+    pub host_gid_mapping: bool,
+    /// Initial flags.
+    pub flags: BTreeMap<String, Value>,
+    /// Caller-known digest of the compressed blob (stored instead of the computed one when it
+    /// is a sha256 digest).
+    pub original_digest: Option<Digest>,
+    /// Caller-known size of the compressed blob (used with `original_digest`).
+    pub original_size: Option<i64>,
+    /// Caller-known digest of the uncompressed tar (stored instead of the computed one when it
+    /// is a sha256 digest).
+    pub uncompressed_digest: Option<Digest>,
+}
+
+/// Digests a caller already knows (see [`CreateLayerOptions`]).
+#[derive(Default)]
+struct KnownDigests {
+    original_digest: Option<Digest>,
+    original_size: Option<i64>,
+    uncompressed_digest: Option<Digest>,
+}
+
+/// Name update operations (Go's `updateNameOperation`).
+#[derive(Clone, Copy)]
+enum NameOp {
+    Set,
+    Add,
+    Remove,
+}
+
+/// An exclusively locked, fresh, writable view of a layer store; dereferences to [`Layers`]
+/// for reading. Every change is saved before the method returns (token first, then the JSON
+/// file of the changed record's location and `mountpoints.json`). Dropping it releases the
+/// locks.
+pub struct LayersWrite<'a> {
+    // Field order = drop order: in-process state first, then the file locks.
+    state: RwLockWriteGuard<'a, Layers>,
+    is_guard: Option<WriteGuard>,
+    guard: WriteGuard,
+    mounts_lock: Option<Arc<LockFile>>,
+}
+
+impl std::ops::Deref for LayersWrite<'_> {
+    type Target = Layers;
+    fn deref(&self) -> &Layers {
+        &self.state
+    }
+}
+
+/// Removes a file or directory tree, ignoring "not found".
+fn remove_quietly(path: &Path, dir: bool) -> Result<()> {
+    let r = if dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// `filepath.Clean` for absolute paths returned by drivers.
+fn clean_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Deletes abandoned deferred-deletion staging dirs of Go 1.59+ (`tmp/temp-dir-X` whose
+/// `tmp/lock-X` nobody holds). Failures only warn: they never block loading.
+pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
+    if let Err(e) = storage_lock::recover_stale_dirs(&layer_dir.join("tmp")) {
+        tracing::warn!("cleaning up deferred-deletion staging directories: {e}");
+    }
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::from(e)
+}
+
+fn archive_error(e: storage_archive::Error) -> Error {
+    Error::msg(ErrorKind::Other, e.to_string())
+}
+
+/// One `syncfs(2)` of the file system holding `dir`.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    rustix::fs::syncfs(&f).map_err(|e| Error::io("syncfs", dir, e.into()))
+}
+
+impl<'a> LayersWrite<'a> {
+    pub(crate) fn new(
+        state: RwLockWriteGuard<'a, Layers>,
+        guard: WriteGuard,
+        is_guard: Option<WriteGuard>,
+        mounts_lock: Option<Arc<LockFile>>,
+    ) -> Self {
+        LayersWrite {
+            state,
+            is_guard,
+            guard,
+            mounts_lock,
+        }
+    }
+
+    // ---------------------------------------------------------------- saving
+
+    /// Writes the token(s) and the JSON files of the locations in `locs` (a bit mask).
+    fn save_layers(&mut self, locs: u8) -> Result<()> {
+        let token = self.guard.record_write().map_err(lock_error)?;
+        if let Some(g) = &self.is_guard {
+            g.record_write().map_err(lock_error)?;
+        }
+        self.state.last_write = token;
+        for loc in Location::ALL {
+            if locs & loc.bit() == 0 {
+                continue;
+            }
+            let Some(path) = self.state.ctx.json_paths[loc as usize].clone() else {
+                continue;
+            };
+            let subset: Vec<&Layer> = self
+                .state
+                .entries
+                .iter()
+                .filter(|e| e.location == loc)
+                .map(|e| &e.layer)
+                .collect();
+            let data = storage_types::try_to_go_json(&subset)?;
+            if let Some(dir) = path.parent() {
+                storage_io::mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))?;
+            }
+            let opts = WriteOptions {
+                mode: 0o600,
+                sync: loc != Location::Volatile,
+            };
+            let written = storage_io::atomic_write_mtime(&path, &data, opts)
+                .map_err(|e| Error::io("write", &path, e))?;
+            self.state.mtimes[loc as usize] = Some(written);
+        }
+        Ok(())
+    }
+
+    /// Writes the mountpoints token and `mountpoints.json` (count > 0 entries only).
+    fn save_mounts(&mut self, mguard: &WriteGuard) -> Result<()> {
+        let token = mguard.record_write().map_err(lock_error)?;
+        self.state.mounts_last_write = token;
+        let records: Vec<MountPoint> = self
+            .state
+            .entries
+            .iter()
+            .filter(|e| e.mount_count > 0)
+            .filter_map(|e| {
+                let path = e.mount_point.as_ref()?;
+                Some(MountPoint {
+                    id: e.layer.id.clone(),
+                    path: path.to_string_lossy().into_owned(),
+                    count: i32::try_from(e.mount_count).unwrap_or(i32::MAX),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let data = storage_types::try_to_go_json(&records)?;
+        let path = self.state.ctx.mounts_path();
+        storage_io::atomic_write(
+            &path,
+            &data,
+            WriteOptions {
+                mode: 0o600,
+                sync: true,
+            },
+        )
+        .map_err(|e| Error::io("write", &path, e))
+    }
+
+    /// Go's `save`: layers token + files of `locs`, then (under mountpoints.lock) the
+    /// mountpoints token + file.
+    fn save(&mut self, locs: u8) -> Result<()> {
+        let mguard = match &self.mounts_lock {
+            Some(l) => Some(l.lock().map_err(lock_error)?),
+            None => None,
+        };
+        self.save_layers(locs)?;
+        if let Some(g) = mguard {
+            self.save_mounts(&g)?;
+        }
+        Ok(())
+    }
+
+    /// Takes mountpoints.lock exclusively and reloads mount data if another process changed it.
+    fn lock_mounts(&mut self) -> Result<Option<WriteGuard>> {
+        let Some(l) = self.mounts_lock.clone() else {
+            return Ok(None);
+        };
+        let g = l.lock().map_err(lock_error)?;
+        if g.modified_since(&self.state.mounts_last_write)
+            .map_err(lock_error)?
+        {
+            let token = g.token().map_err(lock_error)?;
+            self.state.load_mounts(token)?;
+        }
+        Ok(Some(g))
+    }
+
+    /// Finishes a load that found something to repair: deletes incomplete layers (with a
+    /// warning) and saves name fixes.
+    pub(crate) fn repair(&mut self) -> Result<()> {
+        let mut locs = self.state.dirty;
+        let incomplete: Vec<(String, Location)> = self
+            .state
+            .entries
+            .iter()
+            .filter(|e| e.layer.is_incomplete())
+            .map(|e| (e.layer.id.clone(), e.location))
+            .collect();
+        let mut first_err = None;
+        for (id, loc) in incomplete {
+            tracing::warn!("Found incomplete layer {id:?}, deleting it");
+            locs |= loc.bit();
+            if let Err(e) = self.delete_internal(&id) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.state.dirty = 0;
+        if locs != 0 {
+            self.save(locs)?;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    // ---------------------------------------------------------------- creation
+
+    /// Creates a layer (Go's `CreateLayer`, or `PutLayer` when `diff` is given), resolving
+    /// `opts.parent` in this store. Returns the new record and the size the driver reported for
+    /// the applied diff (-1 without diff).
+    ///
+    /// The record is saved with `flags.incomplete = true` before any driver work, and the flag
+    /// is cleared (and saved) only when everything succeeded; on failure the half-made layer is
+    /// deleted again (record, driver data, tar-split file).
+    pub fn create(
+        &mut self,
+        opts: &CreateLayerOptions,
+        diff: Option<Box<dyn Read + Send>>,
+    ) -> Result<(Layer, i64)> {
+        let parent = match opts.parent.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Some(self.state.get(p)?),
+            None => None,
+        };
+        self.create_with_parent(parent.as_ref(), opts, diff)
+    }
+
+    /// Like [`create`](Self::create) with an already resolved parent record, which may live in
+    /// another (e.g. read-only) layer store. `opts.parent` is ignored.
+    pub fn create_with_parent(
+        &mut self,
+        parent: Option<&Layer>,
+        opts: &CreateLayerOptions,
+        diff: Option<Box<dyn Read + Send>>,
+    ) -> Result<(Layer, i64)> {
+        let ctx = self.state.ctx.clone();
+        storage_io::mkdir_all(&ctx.run_dir, 0o700)
+            .map_err(|e| Error::io("mkdir", &ctx.run_dir, e))?;
+        storage_io::mkdir_all(&ctx.layer_dir, 0o700)
+            .map_err(|e| Error::io("mkdir", &ctx.layer_dir, e))?;
+        let id = match opts.id.as_deref().filter(|i| !i.is_empty()) {
+            Some(id) => id.to_string(),
+            None => storage_types::generate_unique_id(|c| self.state.by_id.contains_key(c)),
+        };
+        if self.state.by_id.contains_key(&id) {
+            return Err(Error::new(ErrorKind::DuplicateId));
+        }
+        let names = storage_types::dedup_names(&opts.names);
+        if names.iter().any(|n| self.state.by_name.contains_key(n)) {
+            return Err(Error::new(ErrorKind::DuplicateName));
+        }
+        let (parent_uid, parent_gid) = match parent {
+            Some(p) => (p.uidmap.clone(), p.gidmap.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        let pick =
+            |host: bool, explicit: &Vec<IdMap>, inherited: &Vec<IdMap>, default: &Vec<IdMap>| {
+                if host {
+                    Vec::new()
+                } else if !explicit.is_empty() {
+                    explicit.clone()
+                } else if parent.is_some() {
+                    inherited.clone()
+                } else {
+                    default.clone()
+                }
+            };
+        let uidmap = pick(
+            opts.host_uid_mapping,
+            &opts.uid_map,
+            &parent_uid,
+            &ctx.uid_map,
+        );
+        let gidmap = pick(
+            opts.host_gid_mapping,
+            &opts.gid_map,
+            &parent_gid,
+            &ctx.gid_map,
+        );
+        let location = if opts.volatile {
+            Location::Volatile
+        } else if !opts.writeable && ctx.has_image_store {
+            Location::ImageStore
+        } else {
+            Location::Stable
+        };
+        let mut flags = opts.flags.clone();
+        flags.insert(INCOMPLETE.to_string(), Value::Bool(true));
+        let layer = Layer {
+            id: id.clone(),
+            names,
+            parent: parent.map(|p| p.id.clone()).unwrap_or_default(),
+            mount_label: opts.mount_label.clone(),
+            created: Timestamp::now(),
+            uidmap: uidmap.clone(),
+            gidmap: gidmap.clone(),
+            flags,
+            ..Default::default()
+        };
+        self.state.entries.push(Entry {
+            layer,
+            location,
+            mount_point: None,
+            mount_count: 0,
+        });
+        self.state.reindex(false)?;
+
+        let known = KnownDigests {
+            original_digest: opts.original_digest.clone(),
+            original_size: opts.original_size,
+            uncompressed_digest: opts.uncompressed_digest.clone(),
+        };
+        let result = self.finish_create(&id, parent, opts, &parent_uid, &parent_gid, diff, &known);
+        match result {
+            Ok(size) => {
+                let layer = self.state.get(&id)?;
+                Ok((layer, size))
+            }
+            Err(e) => {
+                match self.delete_internal(&id) {
+                    Ok(()) => {
+                        if let Err(e3) = self.save(location.bit()) {
+                            tracing::error!(
+                                "While recovering from a failure, error saving layers after deleting layer {id:?}: {e3}"
+                            );
+                        }
+                    }
+                    Err(e2) => tracing::error!(
+                        "While recovering from a failure, error deleting layer {id:?}: {e2}"
+                    ),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_create(
+        &mut self,
+        id: &str,
+        parent: Option<&Layer>,
+        opts: &CreateLayerOptions,
+        parent_uid: &[IdMap],
+        parent_gid: &[IdMap],
+        diff: Option<Box<dyn Read + Send>>,
+        known: &KnownDigests,
+    ) -> Result<i64> {
+        let i = self.state.index_or_unknown(id)?;
+        let location = self.state.entries[i].location;
+        self.save(location.bit())?;
+        let (uidmap, gidmap) = {
+            let l = &self.state.entries[i].layer;
+            (l.uidmap.clone(), l.gidmap.clone())
+        };
+        let copts = CreateOpts {
+            mount_label: opts.mount_label.clone(),
+            storage_opt: opts.storage_opt.clone(),
+            uid_map: uidmap.clone(),
+            gid_map: gidmap.clone(),
+        };
+        let driver = self.state.ctx.driver.clone();
+        let parent_id = parent.map(|p| p.id.as_str());
+        if opts.writeable {
+            driver.create_read_write(id, parent_id, &copts)?;
+        } else {
+            driver.create(id, parent_id, &copts)?;
+        }
+        if parent_uid != uidmap.as_slice() || parent_gid != gidmap.as_slice() {
+            driver.update_layer_id_map(id, parent_uid, parent_gid, &uidmap, &gidmap)?;
+        }
+        let mut size = -1;
+        if let Some(diff) = diff {
+            size = self.apply_diff_inner(id, diff, known)?;
+        }
+        let i = self.state.index_or_unknown(id)?;
+        self.state.entries[i].layer.flags.remove(INCOMPLETE);
+        self.save(location.bit())?;
+        Ok(size)
+    }
+
+    /// Applies a (possibly compressed) layer tar on top of layer `key` (Go's `ApplyDiff`):
+    /// decompresses and digests it, records tar-split data, lets the driver extract it, then
+    /// records digests, sizes, compression and the UID/GID sets. Returns the driver's size.
+    pub fn apply_diff(&mut self, key: &str, diff: Box<dyn Read + Send>) -> Result<i64> {
+        let id = self.state.get(key)?.id;
+        self.apply_diff_inner(&id, diff, &KnownDigests::default())
+    }
+
+    fn apply_diff_inner(
+        &mut self,
+        id: &str,
+        input: Box<dyn Read + Send>,
+        known: &KnownDigests,
+    ) -> Result<i64> {
+        let ctx = self.state.ctx.clone();
+        let i = self.state.index_or_unknown(id)?;
+        let (parent, aopts) = {
+            let l = &self.state.entries[i].layer;
+            (
+                layer_parent(l).map(str::to_string),
+                ApplyDiffOpts {
+                    uid_map: l.uidmap.clone(),
+                    gid_map: l.gidmap.clone(),
+                    mount_label: l.mount_label.clone(),
+                    ignore_chown_errors: false,
+                    force_mask: None,
+                },
+            )
+        };
+        let mut reader = storage_archive::open_diff(input).map_err(archive_error)?;
+        let ts_path = ctx.tar_split_path(id);
+        let ts_file = AtomicFile::create(
+            &ts_path,
+            WriteOptions {
+                mode: 0o600,
+                sync: false,
+            },
+        )
+        .map_err(|e| Error::io("open", &ts_path, e))?;
+        let gz = flate2::write::GzEncoder::new(ts_file, flate2::Compression::fast());
+        let mut disassembler = storage_tarsplit::Disassembler::new(&mut reader, gz);
+        let size = ctx
+            .driver
+            .apply_diff(id, parent.as_deref(), &mut disassembler, &aopts)?;
+        let gz = disassembler.finish().map_err(tarsplit_error)?;
+        let stats = reader.finish().map_err(archive_error)?;
+        // One syncfs makes the extracted files durable before the record says they are there.
+        sync_filesystem(&ctx.layer_dir)?;
+        let mut ts_file = gz.finish().map_err(io_err)?;
+        ts_file.flush().map_err(io_err)?;
+        ts_file
+            .commit()
+            .map_err(|e| Error::io("write", &ts_path, e))?;
+
+        let l = &mut self.state.entries[i].layer;
+        match &known.original_digest {
+            Some(d) if d.algorithm() == "sha256" => {
+                l.compressed_diff_digest = d.to_string();
+                l.compressed_size = known.original_size.unwrap_or(stats.compressed_size);
+            }
+            _ => {
+                l.compressed_diff_digest = stats.compressed_digest.to_string();
+                l.compressed_size = stats.compressed_size;
+            }
+        }
+        l.diff_digest = match &known.uncompressed_digest {
+            Some(d) if d.algorithm() == "sha256" => d.to_string(),
+            _ => stats.uncompressed_digest.to_string(),
+        };
+        l.diff_size = stats.uncompressed_size;
+        l.compression = stats.compression as i32;
+        l.uidset = stats.uidset.clone();
+        l.gidset = stats.gidset.clone();
+        let loc = self.state.entries[i].location;
+        self.save(loc.bit())?;
+        Ok(size)
+    }
+
+    // ---------------------------------------------------------------- deletion
+
+    /// Go's `deleteInternal`: flag incomplete (saved), driver data, tar-split, big data, record.
+    /// The caller saves the record's file afterwards.
+    fn delete_internal(&mut self, id: &str) -> Result<()> {
+        let i = self.state.index_or_unknown(id)?;
+        let id = self.state.entries[i].layer.id.clone();
+        if !self.state.entries[i].layer.is_incomplete() {
+            self.state.entries[i]
+                .layer
+                .flags
+                .insert(INCOMPLETE.to_string(), Value::Bool(true));
+            let loc = self.state.entries[i].location;
+            self.save(loc.bit())?;
+        }
+        let ctx = self.state.ctx.clone();
+        match ctx.driver.remove(&id) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        remove_quietly(&ctx.tar_split_path(&id), false)?;
+        remove_quietly(&ctx.data_dir(&id), true)?;
+        let i = self.state.index_or_unknown(&id)?;
+        self.state.entries.remove(i);
+        self.state.reindex(false)?;
+        Ok(())
+    }
+
+    /// Deletes layer `key` without asking whether other layers, images or containers use it
+    /// (Go's layer-store `Delete`): unmount until not mounted, mark incomplete, remove the
+    /// driver data, tar-split file and big data, drop the record and save.
+    pub fn delete_unchecked(&mut self, key: &str) -> Result<()> {
+        let i = self.state.index_or_unknown(key)?;
+        let id = self.state.entries[i].layer.id.clone();
+        let loc = self.state.entries[i].location;
+        loop {
+            match self.unmount_impl(&id, false, true) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::LayerNotMounted => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.delete_internal(&id)?;
+        self.save(loc.bit())
+    }
+
+    /// Deletes layer `key` after the layer-side safety check: it fails with `layer has
+    /// children` if a layer of this store has it as parent. The ID is resolved first (unlike
+    /// Go, whose checks compare the string as given). Checks against images and containers
+    /// are the caller's.
+    pub fn delete(&mut self, key: &str) -> Result<()> {
+        let id = self.state.get(key)?.id;
+        if self.state.has_children(&id) {
+            return Err(Error::new(ErrorKind::LayerHasChildren));
+        }
+        self.delete_unchecked(&id)
+    }
+
+    /// Deletes every layer, newest first, then every driver layer without record (Go's
+    /// layer-store `Wipe`).
+    pub fn wipe(&mut self) -> Result<()> {
+        let mut ids: Vec<(Timestamp, String)> = self
+            .state
+            .iter()
+            .map(|l| (l.created, l.id.clone()))
+            .collect();
+        ids.sort_by_key(|b| std::cmp::Reverse(b.0.unix_nanos()));
+        for (_, id) in ids {
+            self.delete_unchecked(&id)?;
+        }
+        let driver = self.state.ctx.driver.clone();
+        let leftovers = match driver.list_layers() {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::NotSupported => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for id in leftovers {
+            driver.remove(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes driver layers that have no record, with their tar-split files and big data
+    /// (Go's layer-store `GarbageCollect`).
+    pub fn garbage_collect(&mut self) -> Result<()> {
+        let ctx = self.state.ctx.clone();
+        for id in ctx.driver.list_layers()? {
+            if self.state.by_id.contains_key(&id) {
+                continue;
+            }
+            match ctx.driver.remove(&id) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            remove_quietly(&ctx.tar_split_path(&id), false)?;
+            remove_quietly(&ctx.data_dir(&id), true)?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- mounting
+
+    /// Mounts layer `key` through the driver and bumps its count in `mountpoints.json`
+    /// (Go's layer-store `Mount`). A layer already mounted at its recorded path only gets its
+    /// count bumped; a stale count is incremented, not reset.
+    pub fn mount(&mut self, key: &str, opts: &MountOpts) -> Result<PathBuf> {
+        let mguard = self.lock_mounts()?;
+        let i = self.state.index_or_unknown(key)?;
+        let e = &self.state.entries[i];
+        if e.mount_count > 0
+            && let Some(mp) = e.mount_point.clone()
+            && mountinfo::is_mounted(&mp)
+        {
+            self.state.entries[i].mount_count += 1;
+            if let Some(g) = &mguard {
+                self.save_mounts(g)?;
+            }
+            return Ok(mp);
+        }
+        let layer = &self.state.entries[i].layer;
+        let mut o = opts.clone();
+        if o.mount_label.is_empty() {
+            o.mount_label = layer.mount_label.clone();
+        }
+        if (!o.uid_map.is_empty() || !o.gid_map.is_empty())
+            && (o.uid_map != layer.uidmap || o.gid_map != layer.gidmap)
+        {
+            return Err(Error::msg(
+                ErrorKind::InvalidInput,
+                format!("cannot mount layer {}: shifting not enabled", layer.id),
+            ));
+        }
+        let id = layer.id.clone();
+        let path = clean_path(&self.state.ctx.driver.get(&id, &o)?);
+        let e = &mut self.state.entries[i];
+        e.mount_point = Some(path.clone());
+        e.mount_count += 1;
+        if let Some(g) = &mguard {
+            self.save_mounts(g)?;
+        }
+        Ok(path)
+    }
+
+    /// Unmounts layer `key` (or the layer mounted at path `key`): with a count above 1 and no
+    /// `force` only the count drops; otherwise the driver unmounts. Returns whether the layer
+    /// is still mounted (Go's layer-store `Unmount`).
+    pub fn unmount(&mut self, key: &str, force: bool) -> Result<bool> {
+        self.unmount_impl(key, force, false)
+    }
+
+    fn unmount_impl(&mut self, key: &str, force: bool, conditional: bool) -> Result<bool> {
+        let mguard = self.lock_mounts()?;
+        let i = match self.state.lookup_index(key) {
+            Some(i) => i,
+            None => {
+                let p = clean_path(Path::new(key));
+                self.state
+                    .entries
+                    .iter()
+                    .position(|e| e.mount_point.as_deref() == Some(p.as_path()))
+                    .ok_or_else(|| Error::new(ErrorKind::LayerUnknown))?
+            }
+        };
+        if conditional && self.state.entries[i].mount_count == 0 {
+            return Err(Error::new(ErrorKind::LayerNotMounted));
+        }
+        if force {
+            self.state.entries[i].mount_count = 1;
+        }
+        if self.state.entries[i].mount_count > 1 {
+            self.state.entries[i].mount_count -= 1;
+            if let Some(g) = &mguard {
+                self.save_mounts(g)?;
+            }
+            return Ok(true);
+        }
+        let id = self.state.entries[i].layer.id.clone();
+        match self.state.ctx.driver.put(&id) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let e = &mut self.state.entries[i];
+        if e.mount_count > 0 {
+            e.mount_count -= 1;
+        }
+        e.mount_point = None;
+        if let Some(g) = &mguard {
+            self.save_mounts(g)?;
+        }
+        Ok(false)
+    }
+
+    // ---------------------------------------------------------------- names, metadata, flags
+
+    fn update_names(&mut self, key: &str, given: &[String], op: NameOp) -> Result<()> {
+        let i = self.state.index_or_unknown(key)?;
+        let old = self.state.entries[i].layer.names.clone();
+        let new = match op {
+            NameOp::Set => storage_types::dedup_names(given),
+            NameOp::Add => {
+                let all: Vec<String> = given.iter().chain(old.iter()).cloned().collect();
+                storage_types::dedup_names(&all)
+            }
+            NameOp::Remove => {
+                let kept: Vec<String> =
+                    old.iter().filter(|n| !given.contains(n)).cloned().collect();
+                storage_types::dedup_names(&kept)
+            }
+        };
+        let mut locs = self.state.entries[i].location.bit();
+        for name in &new {
+            if let Some(&other) = self.state.by_name.get(name)
+                && other != i
+            {
+                self.state.entries[other].layer.names.retain(|n| n != name);
+                locs |= self.state.entries[other].location.bit();
+            }
+        }
+        self.state.entries[i].layer.names = new;
+        self.state.reindex(false)?;
+        self.save(locs)
+    }
+
+    /// Replaces a layer's names; names held by other layers are taken away from them.
+    pub fn set_names(&mut self, key: &str, names: &[String]) -> Result<()> {
+        self.update_names(key, names, NameOp::Set)
+    }
+
+    /// Adds names: the given names first, then the old ones (de-duplicated).
+    pub fn add_names(&mut self, key: &str, names: &[String]) -> Result<()> {
+        self.update_names(key, names, NameOp::Add)
+    }
+
+    /// Removes names from a layer.
+    pub fn remove_names(&mut self, key: &str, names: &[String]) -> Result<()> {
+        self.update_names(key, names, NameOp::Remove)
+    }
+
+    /// Replaces a layer's opaque metadata string.
+    pub fn set_metadata(&mut self, key: &str, metadata: &str) -> Result<()> {
+        let i = self.state.index_or_unknown(key)?;
+        self.state.entries[i].layer.metadata = metadata.to_string();
+        let loc = self.state.entries[i].location;
+        self.save(loc.bit())
+    }
+
+    /// Sets a flag on a layer.
+    pub fn set_flag(&mut self, key: &str, flag: &str, value: Value) -> Result<()> {
+        let i = self.state.index_or_unknown(key)?;
+        self.state.entries[i]
+            .layer
+            .flags
+            .insert(flag.to_string(), value);
+        let loc = self.state.entries[i].location;
+        self.save(loc.bit())
+    }
+
+    /// Removes a flag from a layer.
+    pub fn clear_flag(&mut self, key: &str, flag: &str) -> Result<()> {
+        let i = self.state.index_or_unknown(key)?;
+        self.state.entries[i].layer.flags.remove(flag);
+        let loc = self.state.entries[i].location;
+        self.save(loc.bit())
+    }
+
+    /// Stores a big-data item of a layer (streamed into `<layerdir>/<id>/<file name>`
+    /// atomically); the name is recorded (and the record saved) when new.
+    pub fn set_big_data(&mut self, key: &str, name: &str, data: &mut dyn Read) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidBigDataName)
+                .context("can't set empty name for layer big data item"));
+        }
+        let i = self.state.lookup_index(key).ok_or_else(|| {
+            Error::new(ErrorKind::LayerUnknown)
+                .context(format!("locating layer with ID {key:?} to write bigdata"))
+        })?;
+        let id = self.state.entries[i].layer.id.clone();
+        let dir = self.state.ctx.data_dir(&id);
+        storage_io::mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+        let path = dir.join(storage_types::big_data_file_name(name)?);
+        let mut f = AtomicFile::create(
+            &path,
+            WriteOptions {
+                mode: 0o600,
+                sync: true,
+            },
+        )
+        .map_err(|e| Error::io("open", &path, e))?;
+        std::io::copy(data, &mut f)
+            .map_err(|e| Error::from(e).context("copying contents of bigdata item"))?;
+        f.commit()
+            .map_err(|e| Error::from(e).context("closing bigdata file for the layer"))?;
+        if !self.state.entries[i]
+            .layer
+            .big_data_names
+            .iter()
+            .any(|n| n == name)
+        {
+            self.state.entries[i]
+                .layer
+                .big_data_names
+                .push(name.to_string());
+            let loc = self.state.entries[i].location;
+            self.save(loc.bit())?;
+        }
+        Ok(())
+    }
+}

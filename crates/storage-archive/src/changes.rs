@@ -1,1 +1,460 @@
 //! Filesystem change detection between a layer and its parent (Go's `ChangesDirs`).
+//!
+//! [`changes_dirs`] walks two full trees in parallel (names sorted byte-wise), prunes
+//! names whose inode is the same on the same device, and reports, like Go's
+//! `FileInfo.addChanges`:
+//!
+//! * a path only in the new tree as [`ChangeKind::Add`] (and each descendant too);
+//! * a path only in the old tree as [`ChangeKind::Delete`] (descendants not reported);
+//! * a path in both whose mode, owner, rdev, mtime (`sameFsTimeSpec`), size (non-dirs),
+//!   `security.capability`, symlink target or `user.*` xattrs differ as
+//!   [`ChangeKind::Modify`];
+//! * a directory with any change below it as `Modify`, inserted before its children.
+//!
+//! Go emits siblings in map order (random); here they come sorted by name. Consumers
+//! sort anyway. [`changes_size`] is Go's `ChangesSize`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use storage_types::IdMap;
+
+/// Kind of a change, with Go's numeric values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum ChangeKind {
+    /// Changed in place (`C`).
+    Modify = 0,
+    /// Added (`A`).
+    Add = 1,
+    /// Deleted (`D`).
+    Delete = 2,
+}
+
+impl ChangeKind {
+    /// Go's one-letter form: `C`, `A` or `D`.
+    pub fn letter(self) -> &'static str {
+        match self {
+            ChangeKind::Modify => "C",
+            ChangeKind::Add => "A",
+            ChangeKind::Delete => "D",
+        }
+    }
+}
+
+/// One change: an absolute path inside the layer (`/etc/passwd`) and its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Change {
+    /// Absolute path inside the layer, starting with `/`.
+    pub path: String,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+/// One node of a collected tree.
+struct Node {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    size: u64,
+    mtime: (i64, i64),
+    capability: Option<Vec<u8>>,
+    target: Option<Vec<u8>>,
+    xattrs: BTreeMap<OsString, Vec<u8>>,
+    children: BTreeMap<OsString, Node>,
+}
+
+impl Node {
+    fn from_meta(path: &Path, md: &std::fs::Metadata) -> Node {
+        let is_link = md.file_type().is_symlink();
+        let is_dir = md.is_dir();
+        let is_reg = md.file_type().is_file();
+        // Only regular files and directories can carry user.* xattrs or capabilities;
+        // skipping the syscalls for the rest is both faster and equivalent.
+        let (capability, xattrs) = if is_dir || is_reg {
+            (lgetxattr(path, "security.capability"), user_xattrs(path))
+        } else {
+            (None, BTreeMap::new())
+        };
+        let target = if is_link {
+            std::fs::read_link(path)
+                .ok()
+                .map(|t| t.as_os_str().as_bytes().to_vec())
+        } else {
+            None
+        };
+        Node {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            rdev: md.rdev(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            capability,
+            target,
+            xattrs,
+            children: BTreeMap::new(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
+                let len = buf.len() * 4;
+                buf.resize(len, 0);
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn user_xattrs(path: &Path) -> BTreeMap<OsString, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                let len = names.len() * 4;
+                names.resize(len, 0);
+            }
+            Err(_) => return out,
+        }
+    };
+    for name in names[..n]
+        .split(|b| *b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let name = OsStr::from_bytes(name);
+        if let Some(v) = lgetxattr_os(path, name) {
+            out.insert(name.to_owned(), v);
+        }
+    }
+    out
+}
+
+fn lgetxattr_os(path: &Path, name: &OsStr) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
+                let len = buf.len() * 4;
+                buf.resize(len, 0);
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sorted `(name, d_ino)` pairs of a directory.
+fn read_names(dir: &Path) -> io::Result<Vec<(OsString, u64)>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        names.push((
+            entry.file_name(),
+            std::os::unix::fs::DirEntryExt::ino(&entry),
+        ));
+    }
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(names)
+}
+
+fn lstat_opt(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => Ok(Some(md)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Go's parallel `walker.walk`: fills the children of `n1`/`n2` (either may be absent).
+fn walk(
+    p1: &Path,
+    p2: &Path,
+    m1: Option<&std::fs::Metadata>,
+    m2: Option<&std::fs::Metadata>,
+    n1: Option<&mut Node>,
+    n2: Option<&mut Node>,
+) -> io::Result<()> {
+    let is1 = m1.is_some_and(|m| m.is_dir());
+    let is2 = m2.is_some_and(|m| m.is_dir());
+    if !is1 && !is2 {
+        return Ok(());
+    }
+    let same_dev = matches!((m1, m2), (Some(a), Some(b)) if a.dev() == b.dev());
+    let names1 = if is1 { read_names(p1)? } else { Vec::new() };
+    let names2 = if is2 { read_names(p2)? } else { Vec::new() };
+    let mut names: Vec<OsString> = Vec::with_capacity(names1.len().max(names2.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < names1.len() && j < names2.len() {
+        let (a, b) = (&names1[i], &names2[j]);
+        match a.0.as_bytes().cmp(b.0.as_bytes()) {
+            std::cmp::Ordering::Less => {
+                names.push(a.0.clone());
+                i += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if a.1 != b.1 || !same_dev {
+                    names.push(a.0.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                names.push(b.0.clone());
+                j += 1;
+            }
+        }
+    }
+    names.extend(names1[i..].iter().map(|n| n.0.clone()));
+    names.extend(names2[j..].iter().map(|n| n.0.clone()));
+
+    let (mut n1, mut n2) = (n1, n2);
+    for name in names {
+        let c1 = p1.join(&name);
+        let c2 = p2.join(&name);
+        let cm1 = if is1 { lstat_opt(&c1)? } else { None };
+        let cm2 = if is2 { lstat_opt(&c2)? } else { None };
+        let mut child1 = cm1.as_ref().map(|m| Node::from_meta(&c1, m));
+        let mut child2 = cm2.as_ref().map(|m| Node::from_meta(&c2, m));
+        walk(
+            &c1,
+            &c2,
+            cm1.as_ref(),
+            cm2.as_ref(),
+            child1.as_mut(),
+            child2.as_mut(),
+        )?;
+        if let (Some(c), Some(parent)) = (child1, n1.as_deref_mut()) {
+            parent.children.insert(name.clone(), c);
+        }
+        if let (Some(c), Some(parent)) = (child2, n2.as_deref_mut()) {
+            parent.children.insert(name, c);
+        }
+    }
+    Ok(())
+}
+
+fn map_pair(maps: (&[IdMap], &[IdMap]), uid: u32, gid: u32) -> (Option<u32>, Option<u32>) {
+    let to = |m: &[IdMap], id: u32| {
+        if m.is_empty() {
+            return Some(id);
+        }
+        m.iter().find_map(|r| {
+            let off = id.checked_sub(r.host_id)?;
+            (off < r.size)
+                .then(|| r.container_id.checked_add(off))
+                .flatten()
+        })
+    };
+    (to(maps.0, uid), to(maps.1, gid))
+}
+
+struct Ctx<'a> {
+    new_maps: (&'a [IdMap], &'a [IdMap]),
+    old_maps: (&'a [IdMap], &'a [IdMap]),
+}
+
+/// Go's `statDifferent`.
+fn stat_different(ctx: &Ctx<'_>, old: &Node, new: &Node) -> bool {
+    if old.mode != new.mode {
+        return true;
+    }
+    // Go maps each side to container IDs; a mapping failure counts as a change.
+    let (ou, og) = map_pair(ctx.old_maps, old.uid, old.gid);
+    let (nu, ng) = map_pair(ctx.new_maps, new.uid, new.gid);
+    if ou.is_none() || og.is_none() || nu.is_none() || ng.is_none() {
+        return true;
+    }
+    let same_time = old.mtime.0 == new.mtime.0
+        && (old.mtime.1 == new.mtime.1 || old.mtime.1 == 0 || new.mtime.1 == 0);
+    ou != nu
+        || og != ng
+        || old.rdev != new.rdev
+        || !same_time
+        || ((old.mode & libc::S_IFDIR != libc::S_IFDIR) && old.size != new.size)
+}
+
+fn join(parent: &str, name: &OsStr) -> String {
+    let name = String::from_utf8_lossy(name.as_bytes());
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Go's `FileInfo.addChanges`. Returns whether anything was appended.
+fn add_changes(
+    ctx: &Ctx<'_>,
+    path: &str,
+    new: &Node,
+    old: Option<&Node>,
+    added_self: bool,
+    out: &mut Vec<Change>,
+) {
+    let at_entry = out.len();
+    let mut added = added_self;
+    if old.is_none() {
+        out.push(Change {
+            path: path.to_owned(),
+            kind: ChangeKind::Add,
+        });
+        added = true;
+    }
+    let old_children: Option<&BTreeMap<OsString, Node>> =
+        old.filter(|_| new.is_dir()).map(|o| &o.children);
+    for (name, new_child) in &new.children {
+        let child_path = join(path, name);
+        let old_child = old_children.and_then(|c| c.get(name));
+        let mut child_added = false;
+        if let Some(oc) = old_child
+            && (stat_different(ctx, oc, new_child)
+                || oc.capability != new_child.capability
+                || oc.target != new_child.target
+                || oc.xattrs != new_child.xattrs)
+        {
+            out.push(Change {
+                path: child_path.clone(),
+                kind: ChangeKind::Modify,
+            });
+            child_added = true;
+        }
+        add_changes(ctx, &child_path, new_child, old_child, child_added, out);
+    }
+    if let Some(oc) = old_children {
+        for name in oc.keys().filter(|n| !new.children.contains_key(*n)) {
+            out.push(Change {
+                path: join(path, name),
+                kind: ChangeKind::Delete,
+            });
+        }
+    }
+    if out.len() > at_entry && new.is_dir() && !added && path != "/" {
+        out.insert(
+            at_entry,
+            Change {
+                path: path.to_owned(),
+                kind: ChangeKind::Modify,
+            },
+        );
+    }
+}
+
+/// Go's `ChangesDirs(layer, parent)` without ID mappings: the changes that turn
+/// `parent` (an empty tree when `None`) into `layer`.
+pub fn changes_dirs(layer: &Path, parent: Option<&Path>) -> io::Result<Vec<Change>> {
+    changes_dirs_mapped(layer, (&[], &[]), parent, (&[], &[]))
+}
+
+/// [`changes_dirs`] with the `(uid_map, gid_map)` of each side: owners are compared
+/// after mapping each side's host IDs to container IDs, like Go.
+pub fn changes_dirs_mapped(
+    layer: &Path,
+    layer_maps: (&[IdMap], &[IdMap]),
+    parent: Option<&Path>,
+    parent_maps: (&[IdMap], &[IdMap]),
+) -> io::Result<Vec<Change>> {
+    let empty;
+    let old_root: PathBuf = match parent {
+        Some(p) => p.to_path_buf(),
+        None => {
+            empty = tempfile_dir()?;
+            empty.0.clone()
+        }
+    };
+    let m_new = std::fs::symlink_metadata(layer)?;
+    let m_old = std::fs::symlink_metadata(&old_root)?;
+    let mut new_root = Node::from_meta(layer, &m_new);
+    let mut old_node = Node::from_meta(&old_root, &m_old);
+    walk(
+        &old_root,
+        layer,
+        Some(&m_old),
+        Some(&m_new),
+        Some(&mut old_node),
+        Some(&mut new_root),
+    )?;
+    let ctx = Ctx {
+        new_maps: layer_maps,
+        old_maps: parent_maps,
+    };
+    let mut out = Vec::new();
+    add_changes(&ctx, "/", &new_root, Some(&old_node), false, &mut out);
+    Ok(out)
+}
+
+/// A temporary empty directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn tempfile_dir() -> io::Result<TempDir> {
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let name = format!("empty-{}-{}-{attempt}", std::process::id(), nanos());
+        let p = base.join(name);
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(TempDir(p)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("cannot create a temporary directory"))
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+/// Go's `ChangesSize(newDir, changes)`: the sum of the `lstat` sizes of the non-directory
+/// `Add`/`Modify` entries, hard links counted once; deletes and unreadable entries count 0.
+pub fn changes_size(root: &Path, changes: &[Change]) -> i64 {
+    let mut seen = HashSet::new();
+    let mut size: i64 = 0;
+    for c in changes {
+        if c.kind == ChangeKind::Delete {
+            continue;
+        }
+        let path = root.join(c.path.trim_start_matches('/'));
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.is_dir() {
+            continue;
+        }
+        if md.nlink() > 1 && !seen.insert(md.ino()) {
+            continue;
+        }
+        size = size.saturating_add(i64::try_from(md.size()).unwrap_or(i64::MAX));
+    }
+    size
+}

@@ -1,4 +1,192 @@
-//! The graph driver trait and the vfs, overlay and btrfs drivers
+//! Graph drivers: the per-layer file system storage under `<graphroot>/<driver>/`.
 //!
-//! (Under construction.)
+//! A [`Driver`] creates, mounts (`get`/`put`), diffs and removes layers by ID; the
+//! layer store above it keeps the records. [`open_driver`] selects a driver by name
+//! and parses its `"<driver>.<key>=<value>"` options the way Go does.
+//!
+//! Implemented: `vfs` (`<home>/dir/<id>` holds a full copy of each layer, created by a
+//! fast copy of the parent that keeps owners, modes, times, xattrs, hard links, special
+//! files and holes, with reflinks where the file system has them). Its diff side is
+//! Go's NaiveDiffDriver (`storage_archive::changes` + `storage_archive::export`).
+//!
+//! Limits: `overlay`/`overlay2`, `btrfs`, `zfs`, `aufs` and `devicemapper` are known
+//! names that currently give a "not supported" error; SELinux labels are not set.
+//!
+//! ```
+//! use storage_drivers::{open_driver, CreateOpts, DriverOptions, MountOpts};
+//! let tmp = tempfile::tempdir().unwrap();
+//! let opts = DriverOptions {
+//!     home: tmp.path().join("graph/vfs"),
+//!     run_home: tmp.path().join("run/vfs"),
+//!     graph_root: tmp.path().join("graph"),
+//!     run_root: tmp.path().join("run"),
+//!     image_store: None,
+//!     options: vec![],
+//! };
+//! let driver = open_driver("vfs", &opts).unwrap();
+//! driver.create("base", None, &CreateOpts::default()).unwrap();
+//! let path = driver.get("base", &MountOpts::default()).unwrap();
+//! assert_eq!(path, tmp.path().join("graph/vfs/dir/base"));
+//! std::fs::write(path.join("hello"), b"hi").unwrap();
+//! driver.put("base").unwrap();
+//! driver.create("child", Some("base"), &CreateOpts::default()).unwrap();
+//! let child = driver.get("child", &MountOpts::default()).unwrap();
+//! assert_eq!(std::fs::read(child.join("hello")).unwrap(), b"hi");
+//! assert_eq!(driver.list_layers().unwrap().len(), 2);
+//! ```
 #![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+pub use storage_archive::changes::{Change, ChangeKind};
+use storage_types::{Error, ErrorKind, IdMap, Result};
+
+mod copy;
+mod idmap;
+mod naive;
+mod vfs;
+
+/// Where a driver lives and the options it was given.
+#[derive(Debug, Clone, Default)]
+pub struct DriverOptions {
+    /// `<graphroot>/<name>`: the driver's home.
+    pub home: PathBuf,
+    /// `<runroot>/<name>`: run-time state (feature probes).
+    pub run_home: PathBuf,
+    /// The store's graph root.
+    pub graph_root: PathBuf,
+    /// The store's run root.
+    pub run_root: PathBuf,
+    /// The top-level split image store (`[storage] imagestore`), if configured.
+    pub image_store: Option<PathBuf>,
+    /// Driver options as `"<driver>.<key>=<value>"` (or `".<key>=<value>"`).
+    pub options: Vec<String>,
+}
+
+/// Options of [`Driver::create`] and [`Driver::create_read_write`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// SELinux mount label.
+    pub mount_label: String,
+    /// `--storage-opt` values (vfs rejects any).
+    pub storage_opt: BTreeMap<String, String>,
+    /// UID map of the new layer (its root dir is owned by the host ID of container root).
+    pub uid_map: Vec<IdMap>,
+    /// GID map of the new layer.
+    pub gid_map: Vec<IdMap>,
+}
+
+/// Options of [`Driver::get`].
+#[derive(Debug, Clone, Default)]
+pub struct MountOpts {
+    /// SELinux mount label.
+    pub mount_label: String,
+    /// Mount options (vfs accepts only `ro`).
+    pub options: Vec<String>,
+    /// UID map for mount-time shifting (unused by vfs).
+    pub uid_map: Vec<IdMap>,
+    /// GID map for mount-time shifting (unused by vfs).
+    pub gid_map: Vec<IdMap>,
+    /// Volatile mount (overlay).
+    pub volatile: bool,
+}
+
+/// Options of [`Driver::apply_diff`].
+#[derive(Debug, Clone, Default)]
+pub struct ApplyDiffOpts {
+    /// UID map of the layer: tar IDs are mapped container → host.
+    pub uid_map: Vec<IdMap>,
+    /// GID map of the layer.
+    pub gid_map: Vec<IdMap>,
+    /// SELinux mount label.
+    pub mount_label: String,
+    /// Ignore failures of the chown syscall itself.
+    pub ignore_chown_errors: bool,
+    /// Force this permission mask (the real mode goes to an xattr).
+    pub force_mask: Option<u32>,
+}
+
+/// A graph driver (Go's `graphdriver.Driver` with the diff side).
+pub trait Driver: Send + Sync {
+    /// The driver's name (`"vfs"`).
+    fn name(&self) -> &str;
+    /// Creates an image layer whose content starts as `parent`'s (empty without one).
+    fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()>;
+    /// Creates a container (writable) layer.
+    fn create_read_write(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()>;
+    /// Deletes the layer's data; a missing layer is not an error.
+    fn remove(&self, id: &str) -> Result<()>;
+    /// Makes the layer's file system available and returns its path.
+    fn get(&self, id: &str, opts: &MountOpts) -> Result<PathBuf>;
+    /// Releases one [`Driver::get`].
+    fn put(&self, id: &str) -> Result<()>;
+    /// Whether the layer exists (in the home or an additional store).
+    fn exists(&self, id: &str) -> bool;
+    /// IDs of the layers in the driver's home.
+    fn list_layers(&self) -> Result<Vec<String>>;
+    /// Diagnostic key/value pairs.
+    fn status(&self) -> Vec<(String, String)>;
+    /// Driver metadata of a layer (empty for vfs).
+    fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>>;
+    /// Shuts the driver down.
+    fn cleanup(&self) -> Result<()>;
+    /// Writes the uncompressed tar of the changes between `parent` and `id`.
+    fn diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        uid_map: &[IdMap],
+        gid_map: &[IdMap],
+        out: &mut dyn Write,
+    ) -> Result<()>;
+    /// The changes between `parent` and `id`.
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>>;
+    /// Extracts an uncompressed layer tar into `id`; returns the driver's size figure.
+    fn apply_diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64>;
+    /// Size of the changes between `parent` and `id`.
+    fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64>;
+    /// Opens files of the layer by tar name, for tar-split reassembly.
+    fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>>;
+    /// Re-owns the content of a freshly created layer from the old maps to the new ones.
+    fn update_layer_id_map(
+        &self,
+        id: &str,
+        old_uid: &[IdMap],
+        old_gid: &[IdMap],
+        new_uid: &[IdMap],
+        new_gid: &[IdMap],
+    ) -> Result<()>;
+}
+
+/// Names Go registers but this implementation does not provide (yet).
+const KNOWN_UNSUPPORTED: &[&str] = &[
+    "overlay",
+    "overlay2",
+    "btrfs",
+    "zfs",
+    "aufs",
+    "devicemapper",
+];
+
+/// Opens the driver `name` with `opts`.
+///
+/// Unknown names give Go's `driver not supported` ([`ErrorKind::NotSupported`]), which
+/// the store prefixes (`failed to GetDriver graph bogus R: driver not supported`).
+pub fn open_driver(name: &str, opts: &DriverOptions) -> Result<Box<dyn Driver>> {
+    match name {
+        "vfs" => Ok(Box::new(vfs::Vfs::open(opts)?)),
+        n if KNOWN_UNSUPPORTED.contains(&n) => Err(Error::msg(
+            ErrorKind::NotSupported,
+            format!("driver not supported: {n} is not implemented here (supported: vfs)"),
+        )),
+        _ => Err(Error::new(ErrorKind::NotSupported)),
+    }
+}

@@ -1,0 +1,155 @@
+//! Go's NaiveDiffDriver: diffs of drivers that only hold plain directories.
+
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use storage_types::{Error, ErrorKind, IdMap, Result};
+
+use crate::{ApplyDiffOpts, Change};
+
+fn archive_err(e: std::io::Error) -> Error {
+    Error::from(e)
+}
+
+/// Naive `Diff`: the whole tree without a parent, else the exported changes. Like Go,
+/// it then waits until the next whole second after it started, so that a later
+/// mtime comparison against a tar (whole seconds) cannot be fooled.
+pub(crate) fn diff(
+    layer: &Path,
+    parent: Option<&Path>,
+    uid_map: &[IdMap],
+    gid_map: &[IdMap],
+    out: &mut dyn Write,
+) -> Result<()> {
+    let start = std::time::SystemTime::now();
+    let result = match parent {
+        None => storage_archive::export::tar_dir(layer, uid_map, gid_map, out).map_err(archive_err),
+        Some(parent) => {
+            let changes = storage_archive::changes::changes_dirs_mapped(
+                layer,
+                (uid_map, gid_map),
+                Some(parent),
+                (uid_map, gid_map),
+            )
+            .map_err(archive_err)?;
+            storage_archive::export::export_changes(layer, &changes, uid_map, gid_map, out)
+                .map_err(archive_err)
+        }
+    };
+    if let Ok(since) = start.duration_since(std::time::UNIX_EPOCH) {
+        let next = std::time::Duration::from_secs(since.as_secs() + 1);
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+            && let Some(wait) = next.checked_sub(now)
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    result
+}
+
+/// Naive `Changes`.
+pub(crate) fn changes(layer: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
+    storage_archive::changes::changes_dirs(layer, parent).map_err(archive_err)
+}
+
+/// Whether this process runs in a non-initial user namespace.
+fn in_user_ns() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(s) => {
+            let f: Vec<&str> = s.split_whitespace().collect();
+            !(f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Naive `ApplyDiff`: `UnpackLayer` with whiteouts applied; returns the sum of the
+/// entries' header sizes.
+pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts) -> Result<i64> {
+    let unpack = storage_archive::UnpackOptions {
+        uid_map: opts.uid_map.clone(),
+        gid_map: opts.gid_map.clone(),
+        ignore_chown_errors: opts.ignore_chown_errors,
+        whiteout: storage_archive::WhiteoutFormat::Apply,
+        force_mask: opts.force_mask,
+        in_user_ns: in_user_ns(),
+    };
+    storage_archive::unpack(diff, layer, &unpack)
+        .map_err(|e| Error::msg(ErrorKind::Other, e.to_string()))
+}
+
+/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned, so `..`
+/// can leave the root and then fail like Go's does).
+pub(crate) struct PathFileGetter {
+    root: PathBuf,
+}
+
+impl PathFileGetter {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        PathFileGetter { root }
+    }
+}
+
+/// Go's `filepath.Join(root, name)`: joins then cleans lexically.
+fn go_join(root: &Path, name: &Path) -> PathBuf {
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in root.components().chain(name.components()) {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            Component::RootDir if !out.is_empty() => {}
+            other => out.push(other),
+        }
+    }
+    out.iter().collect()
+}
+
+impl storage_tarsplit::FileGetter for PathFileGetter {
+    fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = go_join(&self.root, Path::new(std::ffi::OsStr::from_bytes(name)));
+        let f = std::fs::File::open(&path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "open {}: {}",
+                    path.display(),
+                    storage_types::go_io_error_text(&e)
+                ),
+            )
+        })?;
+        Ok(Box::new(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_join;
+    use std::path::Path;
+
+    #[test]
+    fn join_cleans_like_go() {
+        assert_eq!(
+            go_join(Path::new("/a/b"), Path::new("c/./d")),
+            Path::new("/a/b/c/d")
+        );
+        assert_eq!(
+            go_join(Path::new("/a/b"), Path::new("../escape")),
+            Path::new("/a/escape")
+        );
+        assert_eq!(
+            go_join(Path::new("/a/b"), Path::new("/x")),
+            Path::new("/a/b/x")
+        );
+        assert_eq!(
+            go_join(Path::new("/"), Path::new("../../x")),
+            Path::new("/x")
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! The vfs driver: `<home>/dir/<id>/` holds the full root file system of each layer.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use storage_types::{Error, ErrorKind, IdMap, Result};
+
+use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
+
+/// The vfs driver.
+pub(crate) struct Vfs {
+    home: PathBuf,
+    /// Additional read-only store roots (`vfs.imagestore=`); layers live in `<root>/vfs/dir/<id>`.
+    additional: Vec<PathBuf>,
+    ignore_chown_errors: bool,
+}
+
+/// Go's `strconv.ParseBool`.
+pub(crate) fn parse_bool(val: &str) -> Result<bool> {
+    match val {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(Error::msg(
+            ErrorKind::InvalidInput,
+            format!("strconv.ParseBool: parsing \"{val}\": invalid syntax"),
+        )),
+    }
+}
+
+/// Go's `parsers.ParseKeyValueOpt`.
+pub(crate) fn parse_key_value(opt: &str) -> Result<(String, String)> {
+    match opt.split_once('=') {
+        Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        None => Err(Error::msg(
+            ErrorKind::InvalidInput,
+            format!("unable to parse key/value option: {opt}"),
+        )),
+    }
+}
+
+/// `mkdir -p` with `mode` for the created components (umask-independent), then the
+/// final directory is chowned to `owner` (Go's `MkdirAllAndChown`).
+fn mkdir_all_chown(path: &Path, mode: u32, owner: (u32, u32)) -> Result<()> {
+    if !path.is_dir() {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            mkdir_all_chown(parent, mode, owner)?;
+        }
+        match std::fs::DirBuilder::new().mode(mode).create(path) {
+            Ok(()) => {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(|e| Error::io("chmod", path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(Error::io("mkdir", path, e)),
+        }
+    }
+    let md = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if (md.uid(), md.gid()) != owner {
+        std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
+            .map_err(|e| Error::io("lchown", path, e))?;
+    }
+    Ok(())
+}
+
+/// Host IDs of container root under the given maps.
+pub(crate) fn root_pair(uid_map: &[IdMap], gid_map: &[IdMap]) -> (u32, u32) {
+    (
+        crate::idmap::to_host(uid_map, 0).unwrap_or(0),
+        crate::idmap::to_host(gid_map, 0).unwrap_or(0),
+    )
+}
+
+impl Vfs {
+    pub(crate) fn open(opts: &DriverOptions) -> Result<Vfs> {
+        let mut additional = Vec::new();
+        let mut ignore_chown_errors = false;
+        for option in &opts.options {
+            let (key, val) = parse_key_value(option)?;
+            let key = key.to_lowercase();
+            match key.as_str() {
+                "vfs.imagestore" | ".imagestore" => {
+                    additional.extend(val.split(',').map(PathBuf::from));
+                }
+                "vfs.mountopt" => {
+                    return Err(Error::msg(
+                        ErrorKind::InvalidInput,
+                        "vfs driver does not support mount options",
+                    ));
+                }
+                ".ignore_chown_errors" | "vfs.ignore_chown_errors" => {
+                    ignore_chown_errors = parse_bool(&val)?;
+                }
+                _ => {
+                    return Err(Error::msg(
+                        ErrorKind::InvalidInput,
+                        format!("vfs driver does not support {key} options"),
+                    ));
+                }
+            }
+        }
+        mkdir_all_chown(&opts.home.join("dir"), 0o700, (0, 0))?;
+        Ok(Vfs {
+            home: opts.home.clone(),
+            additional,
+            ignore_chown_errors,
+        })
+    }
+
+    /// Go's `dir(id)`: the home first, then the additional stores, else the home path.
+    fn dir(&self, id: &str) -> PathBuf {
+        let base = Path::new(id)
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let own = self.home.join("dir").join(&base);
+        if own.is_dir() {
+            return own;
+        }
+        for store in &self.additional {
+            let candidate = store.join("vfs").join("dir").join(&base);
+            if candidate.is_dir() {
+                return candidate;
+            }
+        }
+        own
+    }
+
+    fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        if !opts.storage_opt.is_empty() {
+            return Err(Error::msg(
+                ErrorKind::InvalidInput,
+                "--storage-opt is not supported for vfs",
+            ));
+        }
+        let dir = self.home.join("dir").join(id);
+        let mut root_ids = root_pair(&opts.uid_map, &opts.gid_map);
+        mkdir_all_chown(&self.home.join("dir"), 0o700, root_ids)?;
+        let mut root_mode = 0o555;
+        let parent_dir = match parent {
+            Some(p) => {
+                let pd = self.dir(p);
+                let md = std::fs::metadata(&pd).map_err(|e| Error::io("stat", &pd, e))?;
+                root_mode = md.mode() & 0o7777;
+                root_ids = (md.uid(), md.gid());
+                Some(pd)
+            }
+            None => None,
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) => return Err(Error::io("mkdir", &dir, e)),
+        }
+        let result = (|| -> Result<()> {
+            std::os::unix::fs::lchown(&dir, Some(root_ids.0), Some(root_ids.1))
+                .map_err(|e| Error::io("lchown", &dir, e))?;
+            std::fs::set_permissions(
+                &dir,
+                std::os::unix::fs::PermissionsExt::from_mode(root_mode),
+            )
+            .map_err(|e| Error::io("chmod", &dir, e))?;
+            if let Some(pd) = parent_dir {
+                if !pd.is_dir() {
+                    return Err(Error::msg(
+                        ErrorKind::LayerUnknown,
+                        format!(
+                            "{}: stat {}: no such file or directory",
+                            parent.unwrap_or(""),
+                            pd.display()
+                        ),
+                    ));
+                }
+                crate::copy::dir_copy(&pd, &dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = remove_all(&dir);
+        }
+        result
+    }
+
+    fn mount_path(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
+        match opts.options.as_slice() {
+            [] => {}
+            [o] if o == "ro" => {}
+            _ => {
+                return Err(Error::msg(
+                    ErrorKind::InvalidInput,
+                    "vfs driver does not support mount options",
+                ));
+            }
+        }
+        let dir = self.dir(id);
+        let md = std::fs::metadata(&dir).map_err(|e| {
+            let err = Error::io("stat", &dir, e);
+            if err.is_not_found() {
+                Error::msg(ErrorKind::LayerUnknown, err.message())
+            } else {
+                err
+            }
+        })?;
+        if !md.is_dir() {
+            return Err(Error::msg(
+                ErrorKind::Io,
+                format!("{}: not a directory", dir.display()),
+            ));
+        }
+        Ok(dir)
+    }
+}
+
+/// `rm -rf`, tolerating a missing path.
+pub(crate) fn remove_all(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("lstat", path, e)),
+        Ok(md) if !md.is_dir() => {
+            return std::fs::remove_file(path).map_err(|e| Error::io("unlinkat", path, e));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            // Read-only directories (mode 0555 owned by someone else) can block the
+            // removal for non-root callers: make them writable and retry.
+            make_writable(path);
+            std::fs::remove_dir_all(path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(Error::io("unlinkat", path, e))
+                }
+            })
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(md) = std::fs::symlink_metadata(path)
+        && md.is_dir()
+    {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(path) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+impl Driver for Vfs {
+    fn name(&self) -> &str {
+        "vfs"
+    }
+
+    fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    fn create_read_write(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        let base = Path::new(id)
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        if base.as_os_str().is_empty() {
+            return Ok(());
+        }
+        remove_all(&self.home.join("dir").join(base))
+    }
+
+    fn get(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
+        self.mount_path(id, opts)
+    }
+
+    fn put(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        std::fs::metadata(self.dir(id)).is_ok()
+    }
+
+    fn list_layers(&self) -> Result<Vec<String>> {
+        let dir = self.home.join("dir");
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("open", &dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("readdirent", &dir, e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && let Ok(name) = entry.file_name().into_string()
+            {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn metadata(&self, _id: &str) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+
+    fn cleanup(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        uid_map: &[IdMap],
+        gid_map: &[IdMap],
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let ro = MountOpts {
+            options: vec!["ro".to_owned()],
+            ..MountOpts::default()
+        };
+        let layer = self.mount_path(id, &ro)?;
+        let parent = parent.map(|p| self.mount_path(p, &ro)).transpose()?;
+        crate::naive::diff(&layer, parent.as_deref(), uid_map, gid_map, out)
+    }
+
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
+        let ro = MountOpts {
+            options: vec!["ro".to_owned()],
+            ..MountOpts::default()
+        };
+        let layer = self.mount_path(id, &ro)?;
+        let parent = parent.map(|p| self.mount_path(p, &ro)).transpose()?;
+        crate::naive::changes(&layer, parent.as_deref())
+    }
+
+    fn apply_diff(
+        &self,
+        id: &str,
+        _parent: Option<&str>,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        let layer = self.mount_path(id, &MountOpts::default())?;
+        let mut opts = opts.clone();
+        if self.ignore_chown_errors {
+            opts.ignore_chown_errors = true;
+        }
+        crate::naive::apply_diff(&layer, diff, &opts)
+    }
+
+    fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64> {
+        let ro = MountOpts {
+            options: vec!["ro".to_owned()],
+            ..MountOpts::default()
+        };
+        let layer = self.mount_path(id, &ro)?;
+        let parent = parent.map(|p| self.mount_path(p, &ro)).transpose()?;
+        let changes = crate::naive::changes(&layer, parent.as_deref())?;
+        Ok(storage_archive::changes::changes_size(&layer, &changes))
+    }
+
+    fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
+        Ok(Box::new(crate::naive::PathFileGetter::new(self.dir(id))))
+    }
+
+    fn update_layer_id_map(
+        &self,
+        id: &str,
+        old_uid: &[IdMap],
+        old_gid: &[IdMap],
+        new_uid: &[IdMap],
+        new_gid: &[IdMap],
+    ) -> Result<()> {
+        let layer = self.mount_path(id, &MountOpts::default())?;
+        crate::idmap::chown_by_maps(&layer, (old_uid, old_gid), (new_uid, new_gid))
+    }
+}

@@ -11,6 +11,8 @@
 //! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
 #![deny(missing_docs)]
 
+pub mod tars;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

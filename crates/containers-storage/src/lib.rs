@@ -477,6 +477,10 @@ fn init_driver(
     image_store: Option<&Path>,
 ) -> Result<Box<dyn Driver>> {
     let wrap = |name: &str, e: Error| {
+        if e.kind() != ErrorKind::NotSupported {
+            // Errors of a driver that exists pass through unchanged (Go's `GetDriver`).
+            return e;
+        }
         let text = format!(
             "failed to GetDriver graph {name} {}: {}",
             graph_root.display(),

@@ -114,11 +114,11 @@ impl FlagSet {
         })
     }
 
-    /// The flag whose first name is `first` (e.g. `"-json"`).
+    /// The value of the flag that has the name `first` (e.g. `"-json"`).
     pub fn get(&self, first: &str) -> Option<&Value> {
         self.flags
             .iter()
-            .find(|f| f.spec.names.first() == Some(&first))
+            .find(|f| f.spec.names.contains(&first))
             .map(|f| &f.value)
     }
 

@@ -152,11 +152,13 @@ impl ImageStore {
     /// (`EROFS`): Go skips such stores.
     pub fn open_read_only(dir: &Path, run_dir: &Path) -> Result<Option<ImageStore>> {
         let lock_path = dir.join(IMAGES_LOCK);
-        let lock = match LockFile::open_read_only(&lock_path) {
-            Ok(lock) => lock,
+        let lock = LockFile::open_read_only(&lock_path).map_err(lock_error)?;
+        // The lock file is opened (O_RDONLY|O_CREAT) when first locked.
+        match lock.rlock() {
+            Ok(guard) => drop(guard),
             Err(e) if lock_error_errno(&e) == Some(libc_erofs()) => return Ok(None),
             Err(e) => return Err(lock_error(e)),
-        };
+        }
         let store = ImageStore {
             dir: dir.to_owned(),
             run_dir: run_dir.to_owned(),
@@ -301,21 +303,8 @@ struct Loaded {
 
 fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     let path = dir.join(IMAGES_JSON);
-    let data = match std::fs::read(&path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io("open", &path, e)),
-    };
-    let mut images: Vec<Image> = if data.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&data).map_err(|e| {
-            Error::msg(
-                ErrorKind::Corrupt,
-                format!("loading {}: {e}", go_quote(&path.to_string_lossy())),
-            )
-        })?
-    };
+    // Absent, empty or `null` = no images; errors name the file and position.
+    let mut images: Vec<Image> = storage_types::load_records(&path)?;
     // Later records win duplicate names (Go's load-time repair).
     let mut needs_save = false;
     let mut owner: HashMap<String, usize> = HashMap::new();
@@ -335,7 +324,7 @@ fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
         image.recompute_digests().map_err(|e| {
             Error::msg(ErrorKind::Corrupt, e.to_string()).context(format!(
                 "loading {}: computing digests for image with ID {} ({})",
-                go_quote(&path.to_string_lossy()),
+                path.display(),
                 go_quote(&image.id),
                 go_list(&image.names)
             ))

@@ -535,7 +535,7 @@ fn damaged_files_give_clear_errors_and_are_never_overwritten() {
     tamper(&store, truncated);
     let other = open_err(tmp.path());
     assert!(
-        other.starts_with(&format!("loading \"{}\"", path.display())),
+        other.starts_with(&format!("loading {}: ", path.display())),
         "{other}"
     );
     assert!(other.contains("line 1 column"), "{other}");
@@ -570,6 +570,8 @@ fn damaged_files_give_clear_errors_and_are_never_overwritten() {
     // Empty file = empty store.
     tamper(&store, b"");
     assert!(store.read().expect("empty is fine").images().is_empty());
+    tamper(&store, b"null");
+    assert!(store.read().expect("null is fine").images().is_empty());
 
     // Duplicate names: the later record wins, fixed and saved under the lock,
     // the other records are kept.
@@ -738,4 +740,81 @@ fn delete_wipe_mapped_layers_flags_and_dirs() {
     assert!(images.images().is_empty());
     drop(images);
     assert_eq!(std::fs::read(store.json_path()).expect("json"), b"[]");
+}
+
+/// Whether this process runs as root (needed to mount a read-only tmpfs).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn run(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Unmounts on drop so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let path = self.0.to_string_lossy().into_owned();
+        if !run("umount", &[&path]) {
+            eprintln!("could not unmount {path}");
+        }
+    }
+}
+
+#[test]
+fn read_only_file_system_without_lock_file_is_skipped() {
+    let need = |why: &str| {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs {why} in CI");
+        }
+        eprintln!("SKIPPING read_only_file_system test: needs {why}");
+    };
+    if !is_root() {
+        return need("root");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mnt_s = mnt.to_string_lossy().into_owned();
+    if !run("mount", &["-t", "tmpfs", "tmpfs", &mnt_s]) {
+        return need("permission to mount tmpfs");
+    }
+    let _guard = Mounted(mnt.clone());
+    let record = b"[{\"id\":\"roimage\",\"names\":[\"ro\"],\"created\":\"0001-01-01T00:00:00Z\"}]";
+    for store in ["nolock", "withlock"] {
+        let dir = mnt.join(store).join("vfs-images");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("images.json"), record).expect("json");
+    }
+    std::fs::write(mnt.join("withlock/vfs-images/images.lock"), b"").expect("lock");
+    assert!(
+        run("mount", &["-o", "remount,ro", &mnt_s]),
+        "remount read-only"
+    );
+
+    let run_dir = tmp.path().join("run");
+    let skipped = ImageStore::open_read_only(&mnt.join("nolock/vfs-images"), &run_dir)
+        .expect("EROFS is not an error");
+    assert!(
+        skipped.is_none(),
+        "a store whose lock cannot be created is skipped"
+    );
+    let store = ImageStore::open_read_only(&mnt.join("withlock/vfs-images"), &run_dir)
+        .expect("open")
+        .expect("an existing lock file can be opened");
+    let images = store.read().expect("read");
+    assert_eq!(images.get("ro").expect("ro").id, "roimage");
+    assert!(images.get("ro").expect("ro").created.is_zero());
 }

@@ -582,3 +582,34 @@ fn damaged_files_duplicates_and_tokens() {
         "duplicate ID dropped on save: {volatile}"
     );
 }
+
+#[test]
+fn concurrent_threads_share_one_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(tmp.path(), false));
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let store = std::sync::Arc::clone(&store);
+        handles.push(std::thread::spawn(move || {
+            for i in 0..10 {
+                let name = format!("t{t}-i{i}");
+                let mut new = new_ctr(&format!("id-{name}"), &[&name], &format!("layer-{name}"));
+                new.volatile = i % 2 == 0;
+                store.write().expect("write").create(new).expect("create");
+                let ctrs = store.read().expect("read");
+                assert!(ctrs.exists(&format!("layer-{name}")));
+            }
+        }));
+    }
+    for h in handles {
+        h.join().expect("thread");
+    }
+    assert_eq!(store.read().expect("read").containers().len(), 40);
+    let fresh = ContainerStore::open(store.dir(), store.run_dir(), false).expect("reopen");
+    let ctrs = fresh.read().expect("read");
+    assert_eq!(ctrs.containers().len(), 40);
+    assert_eq!(
+        ctrs.containers().iter().filter(|c| c.is_volatile()).count(),
+        20
+    );
+}

@@ -818,3 +818,32 @@ fn read_only_file_system_without_lock_file_is_skipped() {
     assert_eq!(images.get("ro").expect("ro").id, "roimage");
     assert!(images.get("ro").expect("ro").created.is_zero());
 }
+
+#[test]
+fn concurrent_threads_share_one_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(tmp.path()));
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let store = std::sync::Arc::clone(&store);
+        handles.push(std::thread::spawn(move || {
+            for i in 0..10 {
+                let name = format!("t{t}-i{i}");
+                let id = store
+                    .write()
+                    .expect("write")
+                    .create(new_image(&format!("id-{name}"), &[&name]))
+                    .expect("create")
+                    .id;
+                let images = store.read().expect("read");
+                assert_eq!(images.get(&name).expect("own image visible").id, id);
+            }
+        }));
+    }
+    for h in handles {
+        h.join().expect("thread");
+    }
+    assert_eq!(store.read().expect("read").images().len(), 40);
+    let fresh = ImageStore::open(store.dir(), &tmp.path().join("R/vfs-images")).expect("reopen");
+    assert_eq!(fresh.read().expect("read").images().len(), 40);
+}

@@ -495,7 +495,7 @@ impl<'a> LayersWrite<'a> {
             },
         )
         .map_err(|e| Error::io("open", &ts_path, e))?;
-        let gz = flate2::write::GzEncoder::new(ts_file, flate2::Compression::fast());
+        let gz = storage_tarsplit::gzip_writer(ts_file);
         let mut disassembler = storage_tarsplit::Disassembler::new(&mut reader, gz);
         let size = ctx
             .driver
@@ -587,8 +587,9 @@ impl<'a> LayersWrite<'a> {
     /// are the caller's.
     pub fn delete(&mut self, key: &str) -> Result<()> {
         let id = self.state.get(key)?.id;
-        if self.state.has_children(&id) {
-            return Err(Error::new(ErrorKind::LayerHasChildren));
+        if let Some(child) = self.state.children(&id).first() {
+            return Err(Error::new(ErrorKind::LayerHasChildren)
+                .context(format!("used by layer {}", child.id)));
         }
         self.delete_unchecked(&id)
     }

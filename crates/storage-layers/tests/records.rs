@@ -251,9 +251,10 @@ fn delete_checks_children_and_removes_everything() {
     w.set_big_data("base", "k", &mut &b"v"[..]).unwrap();
     for key in [base.id.as_str(), "base", &base.id[..6]] {
         let e = w.delete(key).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LayerHasChildren);
         assert_eq!(
-            (e.kind(), e.to_string().as_str()),
-            (ErrorKind::LayerHasChildren, "layer has children")
+            e.to_string(),
+            format!("used by layer {}: layer has children", child.id)
         );
     }
     assert_eq!(

@@ -1,0 +1,515 @@
+//! The apply-side pipeline of a layer diff (drivers spec §7.1): detect the
+//! compression, digest and count the compressed bytes, decompress on a separate
+//! thread, digest and count the decompressed bytes, and log the owners found in
+//! the tar headers, while the caller extracts the decompressed stream.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use storage_tarsplit::TarReader;
+use storage_types::{Digest, Sha256Digester};
+
+use crate::{Compression, Error, detect_compression};
+
+/// How many bytes are inspected for compression detection (Go's layer store).
+const PEEK: usize = 10240;
+/// Size of one decompressed chunk handed to the consumer.
+const CHUNK: usize = 128 * 1024;
+/// Chunks in flight (bounded memory: `CHUNK * DEPTH`).
+const DEPTH: usize = 16;
+
+/// What the pipeline measured, once the whole stream went through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffStats {
+    /// Detected compression of the input.
+    pub compression: Compression,
+    /// sha256 of the input bytes as given (`compressed-diff-digest`).
+    pub compressed_digest: Digest,
+    /// Number of input bytes (`compressed-size`).
+    pub compressed_size: i64,
+    /// sha256 of the decompressed stream, trailing padding and junk included (`diff-digest`).
+    pub uncompressed_digest: Digest,
+    /// Length of the decompressed stream (`diff-size`).
+    pub uncompressed_size: i64,
+    /// Sorted unique container UIDs of the tar headers whose base name does not start
+    /// with `.wh.` (`uidset`).
+    pub uidset: Vec<u32>,
+    /// Same for GIDs (`gidset`).
+    pub gidset: Vec<u32>,
+}
+
+enum Msg {
+    Data(Vec<u8>),
+    Err(io::Error),
+}
+
+/// The decompressed tar stream of a layer diff. Read it to the end (or not: see
+/// [`DiffReader::finish`]), then call [`DiffReader::finish`] for the [`DiffStats`].
+///
+/// Decompression, digesting and owner logging run on a helper thread, at most
+/// about 2 MiB ahead of the reader. Dropping the reader stops that thread (at its
+/// next chunk, or when its next read of the input returns).
+pub struct DiffReader {
+    compression: Compression,
+    rx: Receiver<Msg>,
+    recycle: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+    failed: Option<(io::ErrorKind, String)>,
+    cancel: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Option<DiffStats>>>,
+}
+
+impl std::fmt::Debug for DiffReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffReader")
+            .field("compression", &self.compression)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the pipeline on `input` (a layer blob, compressed or not).
+///
+/// Reads up to 10240 bytes synchronously to detect the compression; an empty
+/// input is an empty uncompressed tar. Errors of the stream (corrupt compressed
+/// data, truncation) surface from [`Read::read`] in Go's words (`"unexpected EOF"`,
+/// `"gzip: invalid header"`, `"flate: corrupt input before offset N"`, …).
+pub fn open_diff(mut input: Box<dyn Read + Send>) -> Result<DiffReader, Error> {
+    let mut head = vec![0u8; PEEK];
+    let mut n = 0;
+    while n < PEEK {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Read(e)),
+        }
+    }
+    head.truncate(n);
+    let compression = detect_compression(&head);
+    let (tx, rx) = sync_channel::<Msg>(DEPTH);
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let thread_cancel = Arc::clone(&cancel);
+    let handle = std::thread::Builder::new()
+        .name("diff-decompress".into())
+        .spawn(move || {
+            let source = Counted {
+                inner: io::Cursor::new(head).chain(input),
+                digester: (compression != Compression::None).then(Sha256Digester::new),
+                count: Arc::new(AtomicU64::new(0)),
+            };
+            produce(compression, source, tx, recycle_rx, &thread_cancel)
+        })
+        .map_err(Error::Os)?;
+    Ok(DiffReader {
+        compression,
+        rx,
+        recycle: recycle_tx,
+        cur: Vec::new(),
+        pos: 0,
+        done: false,
+        failed: None,
+        cancel,
+        handle: Some(handle),
+    })
+}
+
+impl DiffReader {
+    /// The compression detected on the input.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Reads whatever the consumer left unread (trailing data counts in the
+    /// digests, as in Go), waits for the helper thread and returns the stats.
+    /// Fails with the stream's error if decompression failed.
+    pub fn finish(mut self) -> Result<DiffStats, Error> {
+        let mut sink = vec![0u8; 64 * 1024];
+        loop {
+            match self.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Read(e)),
+            }
+        }
+        let handle = self.handle.take().ok_or(Error::Thread)?;
+        match handle.join() {
+            Ok(Some(stats)) => Ok(stats),
+            _ => Err(Error::Thread),
+        }
+    }
+
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        if self.done {
+            return Ok(false);
+        }
+        let old = std::mem::take(&mut self.cur);
+        if old.capacity() >= CHUNK {
+            let _ = self.recycle.try_send(old);
+        }
+        self.pos = 0;
+        match self.rx.recv() {
+            Ok(Msg::Data(buf)) => {
+                self.cur = buf;
+                Ok(true)
+            }
+            Ok(Msg::Err(e)) => {
+                self.failed = Some((e.kind(), storage_types::go_io_error_text(&e)));
+                Err(e)
+            }
+            Err(_) => {
+                self.done = true;
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Read for DiffReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pos >= self.cur.len() {
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for DiffReader {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        // Dropping `rx` (after this) makes the producer's next send fail; the
+        // thread is detached so that a blocked input read cannot hang the caller.
+    }
+}
+
+/// Counts and (optionally) digests what is read through it.
+struct Counted<R> {
+    inner: R,
+    digester: Option<Sha256Digester>,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(d) = &mut self.digester {
+            d.update(&buf[..n]);
+        }
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decompressed side: counts, digests, and ships the bytes to the consumer in
+/// chunks. Remembers the first error of the decompressor.
+struct Tee<R> {
+    inner: R,
+    digester: Sha256Digester,
+    count: u64,
+    buf: Vec<u8>,
+    tx: SyncSender<Msg>,
+    recycle: Receiver<Vec<u8>>,
+    error: Option<io::Error>,
+    consumer_gone: bool,
+}
+
+impl<R: Read> Tee<R> {
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let fresh = match self.recycle.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(CHUNK),
+        };
+        let full = std::mem::replace(&mut self.buf, fresh);
+        if self.tx.send(Msg::Data(full)).is_err() {
+            self.consumer_gone = true;
+            return false;
+        }
+        true
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.consumer_gone {
+            return Err(io::Error::other("consumer gone"));
+        }
+        if let Some(e) = &self.error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let n = match self.inner.read(out) {
+            Ok(n) => n,
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.error = Some(e);
+                return Err(copy);
+            }
+        };
+        let data = &out[..n];
+        self.digester.update(data);
+        self.count += n as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = CHUNK - self.buf.len();
+            let take = room.min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() >= CHUNK && !self.flush() {
+                return Err(io::Error::other("consumer gone"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Checks the cancel flag before every read of the input.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("diff reader dropped"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Shared state of the source, visible after decompression finished.
+struct SourceStats {
+    digest: Option<Digest>,
+    count: u64,
+}
+
+/// A reader that hands back the `Counted` source's stats when dropped into `slot`.
+struct SourceGuard<'a, R> {
+    inner: Option<Counted<R>>,
+    slot: &'a mut Option<SourceStats>,
+}
+
+impl<R: Read> Read for SourceGuard<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Some(c) => c.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+impl<R> Drop for SourceGuard<'_, R> {
+    fn drop(&mut self) {
+        if let Some(c) = self.inner.take() {
+            *self.slot = Some(SourceStats {
+                digest: c.digester.map(Sha256Digester::finish),
+                count: c.count.load(Ordering::Relaxed),
+            });
+        }
+    }
+}
+
+fn produce<R: Read>(
+    compression: Compression,
+    source: Counted<R>,
+    tx: SyncSender<Msg>,
+    recycle: Receiver<Vec<u8>>,
+    cancel: &AtomicBool,
+) -> Option<DiffStats> {
+    let mut source_stats = None;
+    let offset = Arc::clone(&source.count);
+    let result = {
+        let guard = SourceGuard {
+            inner: Some(source),
+            slot: &mut source_stats,
+        };
+        let input = Cancellable {
+            inner: guard,
+            cancel,
+        };
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(input),
+            Compression::Gzip => Box::new(GoErrors::new(
+                flate2::read::MultiGzDecoder::new(input),
+                Compression::Gzip,
+                offset,
+            )),
+            Compression::Bzip2 => Box::new(GoErrors::new(
+                bzip2::read::MultiBzDecoder::new(input),
+                Compression::Bzip2,
+                offset,
+            )),
+            Compression::Xz => Box::new(GoErrors::new(
+                liblzma::read::XzDecoder::new_multi_decoder(input),
+                Compression::Xz,
+                offset,
+            )),
+            Compression::Zstd => match zstd::stream::read::Decoder::new(input) {
+                Ok(d) => Box::new(GoErrors::new(d, Compression::Zstd, offset)),
+                Err(e) => {
+                    let _ = tx.send(Msg::Err(e));
+                    return None;
+                }
+            },
+        };
+        pump(decoder, tx, recycle)
+    };
+    let (digest, count, uids, gids) = result?;
+    let source_stats = source_stats?;
+    let compressed_digest = source_stats.digest.unwrap_or_else(|| digest.clone());
+    Some(DiffStats {
+        compression,
+        compressed_digest,
+        compressed_size: source_stats.count as i64,
+        uncompressed_digest: digest,
+        uncompressed_size: count as i64,
+        uidset: uids.into_iter().collect(),
+        gidset: gids.into_iter().collect(),
+    })
+}
+
+type Pumped = (Digest, u64, BTreeSet<u32>, BTreeSet<u32>);
+
+fn pump(
+    decoder: Box<dyn Read + '_>,
+    tx: SyncSender<Msg>,
+    recycle: Receiver<Vec<u8>>,
+) -> Option<Pumped> {
+    let tee = Tee {
+        inner: decoder,
+        digester: Sha256Digester::new(),
+        count: 0,
+        buf: Vec::with_capacity(CHUNK),
+        tx,
+        recycle,
+        error: None,
+        consumer_gone: false,
+    };
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+    // Log owners like Go's tar header logger: every header whose base name does
+    // not start with ".wh."; parse errors end the logging, the rest is drained.
+    let mut tr = TarReader::new(tee);
+    while let Ok(Some(h)) = tr.next_header() {
+        if !go_base(&h.name).starts_with(b".wh.") {
+            uids.insert(h.uid as u32);
+            gids.insert(h.gid as u32);
+        }
+    }
+    let mut tee = tr.into_inner();
+    let mut scratch = vec![0u8; 64 * 1024];
+    while tee.error.is_none() && !tee.consumer_gone {
+        match tee.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if tee.consumer_gone {
+        return None;
+    }
+    if let Some(e) = tee.error.take() {
+        if tee.flush() {
+            let _ = tee.tx.send(Msg::Err(e));
+        }
+        return None;
+    }
+    if !tee.flush() {
+        return None;
+    }
+    Some((tee.digester.finish(), tee.count, uids, gids))
+}
+
+/// Go's `path.Base`.
+fn go_base(name: &[u8]) -> &[u8] {
+    let mut end = name.len();
+    while end > 0 && name[end - 1] == b'/' {
+        end -= 1;
+    }
+    if end == 0 {
+        return if name.is_empty() { b"." } else { b"/" };
+    }
+    let start = name[..end]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |i| i + 1);
+    &name[start..end]
+}
+
+/// Rewords decompressor errors the way Go's decompressors word them.
+struct GoErrors<R> {
+    inner: R,
+    format: Compression,
+    /// Compressed bytes consumed so far (for "corrupt input before offset N").
+    offset: Arc<AtomicU64>,
+}
+
+impl<R: Read> GoErrors<R> {
+    fn new(inner: R, format: Compression, offset: Arc<AtomicU64>) -> Self {
+        GoErrors {
+            inner,
+            format,
+            offset,
+        }
+    }
+}
+
+impl<R: Read> Read for GoErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| go_decompress_error(self.format, e, self.offset.load(Ordering::Relaxed)))
+    }
+}
+
+fn go_decompress_error(format: Compression, e: io::Error, offset: u64) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return io::Error::new(io::ErrorKind::UnexpectedEof, "unexpected EOF");
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("unexpected end")
+        || lower.contains("incomplete")
+        || lower.contains("truncated")
+    {
+        return io::Error::new(io::ErrorKind::UnexpectedEof, "unexpected EOF");
+    }
+    let msg = match format {
+        Compression::Gzip if lower.contains("header") => "gzip: invalid header".to_owned(),
+        Compression::Gzip if lower.contains("checksum") => "gzip: invalid checksum".to_owned(),
+        Compression::Gzip => format!("flate: corrupt input before offset {offset}"),
+        Compression::Bzip2 => format!("bzip2 data invalid: {text}"),
+        Compression::Xz => format!("xz: {text}"),
+        Compression::Zstd => format!("zstd: {text}"),
+        Compression::None => text,
+    };
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}

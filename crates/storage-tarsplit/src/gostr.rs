@@ -192,6 +192,11 @@ mod tests {
         assert_eq!(go_quote(b"\n\x01\x7f"), "\"\\n\\x01\\x7f\"");
         assert_eq!(go_quote(b"\xff\xfeok"), "\"\\xff\\xfeok\"");
         assert_eq!(go_quote("héllo\u{a0}".as_bytes()), "\"héllo\\u00a0\"");
+        // Verified against Go's containers-storage `diff` error message.
+        assert_eq!(
+            go_quote("./wé\"ird\ttab\u{a0}\u{200b}\x7f".as_bytes()),
+            r#""./wé\"ird\ttab\u00a0\u200b\x7f""#
+        );
     }
 
     #[test]

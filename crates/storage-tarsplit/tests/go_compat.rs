@@ -215,6 +215,7 @@ fn byte_exact_with_go_tar_split() {
         .map(|i| if i % 70 == 69 { b'/' } else { b'L' })
         .collect();
     let mut b = TarBuilder::new();
+    b.pax(b'g', &[(b"comment", b"global header")], None, b"");
     b.dir(b"d/");
     for (i, size) in [0usize, 1, 511, 512, 513, (1 << 20) + 1]
         .into_iter()
@@ -272,6 +273,8 @@ fn byte_exact_with_go_tar_split() {
     let mut b = TarBuilder::new();
     b.file(b"only", b"one");
     check("no end marker", &b.bytes());
+    b.raw(&[0; 512]);
+    check("one zero block", &b.bytes());
 
     // Archives from GNU tar, if installed.
     for format in ["gnu", "pax", "ustar", "oldgnu"] {
@@ -279,5 +282,39 @@ fn byte_exact_with_go_tar_split() {
             Some(t) => check(&format!("tar --format={format}"), &t),
             None => eprintln!("system tar unavailable for --format={format}; skipped that case"),
         }
+    }
+}
+
+#[test]
+fn duplicates_fail_like_go() {
+    if !go_available() {
+        return;
+    }
+    for (a, b) in [(&b"f"[..], &b"./f"[..]), (b"d/", b"d/")] {
+        let mut t = TarBuilder::new();
+        t.file(a, b"").file(b, b"").end();
+        let tar = t.bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let tar_path = dir.path().join("dup.tar");
+        std::fs::write(&tar_path, &tar).unwrap();
+        let out = Command::new(GO_BIN)
+            .arg("--graph")
+            .arg(dir.path().join("G"))
+            .arg("--run")
+            .arg(dir.path().join("R"))
+            .args(["--storage-driver", "vfs", "import-layer", "-f"])
+            .arg(&tar_path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let go_err = String::from_utf8_lossy(&out.stderr);
+        let mut d = Disassembler::new(&tar[..], Vec::new());
+        let ours = std::io::copy(&mut d, &mut std::io::sink())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            go_err.contains(&ours),
+            "Go said {go_err:?}, we said {ours:?}"
+        );
     }
 }

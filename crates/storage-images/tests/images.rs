@@ -153,6 +153,39 @@ fn go_written_records_round_trip_and_go_reads_ours() {
     assert_eq!(go3.metadata, "made by rust");
     let data = common::go(&cli, root, &["get-image-data", &img1, "from-rust"], None);
     assert_eq!(data, "rust data");
+    let size = common::go(
+        &cli,
+        root,
+        &["get-image-data-size", &img1, "from-rust"],
+        None,
+    );
+    assert_eq!(size.trim(), "9");
+    let digest = common::go(
+        &cli,
+        root,
+        &["get-image-data-digest", &img1, "from-rust"],
+        None,
+    );
+    assert_eq!(digest.trim(), Digest::sha256(b"rust data").to_string());
+    // A manifest stored by us feeds Go's digest lookup.
+    let m = Digest::sha256(b"{\"schemaVersion\":2}");
+    store
+        .write()
+        .expect("write")
+        .set_big_data(
+            &created.id,
+            "manifest",
+            b"{\"schemaVersion\":2}",
+            Some(m.clone()),
+        )
+        .expect("manifest");
+    let by_digest = common::go(
+        &cli,
+        root,
+        &["images-by-digest", "-q", &m.to_string()],
+        None,
+    );
+    assert_eq!(by_digest.trim(), created.id);
 
     // And Go's later changes are visible to us (token changed).
     common::go(
@@ -846,4 +879,46 @@ fn concurrent_threads_share_one_store() {
     assert_eq!(store.read().expect("read").images().len(), 40);
     let fresh = ImageStore::open(store.dir(), &tmp.path().join("R/vfs-images")).expect("reopen");
     assert_eq!(fresh.read().expect("read").images().len(), 40);
+}
+
+#[test]
+fn go_waits_for_our_read_guard_and_we_see_its_write() {
+    let Some(cli) = common::go_cli() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let id = common::first_line(&common::go(
+        &cli,
+        root,
+        &["create-image", "-n", "img"],
+        None,
+    ));
+    let store = open(root);
+    let guard = store.read().expect("read");
+    assert_eq!(guard.get("img").expect("img").metadata, "");
+    let mut child = std::process::Command::new(&cli)
+        .arg("--graph")
+        .arg(root.join("G"))
+        .arg("--run")
+        .arg(root.join("R"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "set-metadata",
+            "-m",
+            "from go",
+            &id,
+        ])
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "Go must wait for our shared lock"
+    );
+    drop(guard);
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(
+        store.read().expect("read").get(&id).expect("img").metadata,
+        "from go"
+    );
 }

@@ -7,7 +7,8 @@
 //! mapped host → container (entries with an unmappable owner are skipped), `/` after
 //! directory names, `security.capability`/`security.ima`/`user.*` (not
 //! `user.overlay.*`) xattrs as `SCHILY.xattr.` PAX records, hard links by inode, no
-//! sockets, mtime rounded to whole seconds by Go's writer.
+//! sockets, mtime truncated to whole seconds (whiteouts of deletes: `now`, rounded by
+//! Go's writer).
 //!
 //! The bytes come from [`GoTarWriter`], a re-implementation of Go's `archive/tar`
 //! writer: USTAR when representable, else PAX (`PaxHeaders.0` names, sorted records),
@@ -616,7 +617,8 @@ impl Appender<'_> {
             mode: i64::from(md.mode() & 0o7777),
             uid: i64::from(md.uid()),
             gid: i64::from(md.gid()),
-            mtime: round_to_second(md.mtime(), md.mtime_nsec()),
+            // FileInfoHeader truncates to whole seconds ([V] 1.43: .7 s → down).
+            mtime: md.mtime(),
             ..TarHeader::default()
         };
         if ft.is_file() {
@@ -831,7 +833,7 @@ mod tests {
 
     #[test]
     fn pax_record_lengths() {
-        assert_eq!(pax_record(b"path", b"a"), b"10 path=a\n");
+        assert_eq!(pax_record(b"path", b"a"), b"9 path=a\n");
         // 9 + len("99") would be 2 digits; the size field grows the record.
         let rec = pax_record(b"k", &[b'x'; 93]);
         assert_eq!(rec.len(), 99);

@@ -1,0 +1,374 @@
+//! vfs create/copy fidelity, options and layer bookkeeping.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::*;
+use storage_drivers::{CreateOpts, DriverOptions, MountOpts, open_driver};
+use storage_types::{ErrorKind, IdMap};
+
+#[test]
+fn open_errors_like_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = |options: Vec<&str>| DriverOptions {
+        home: tmp.path().join("g/vfs"),
+        run_home: tmp.path().join("r/vfs"),
+        graph_root: tmp.path().join("g"),
+        run_root: tmp.path().join("r"),
+        image_store: None,
+        options: options.into_iter().map(String::from).collect(),
+    };
+    let err = |name: &str, o: Vec<&str>| open_driver(name, &opts(o)).err().expect("must fail");
+    let e = err("bogus", vec![]);
+    assert_eq!(e.kind(), ErrorKind::NotSupported);
+    assert_eq!(e.to_string(), "driver not supported");
+    let e = err("overlay", vec![]);
+    assert_eq!(e.kind(), ErrorKind::NotSupported);
+    assert!(e.to_string().contains("supported: vfs"), "{e}");
+    assert_eq!(
+        err("vfs", vec!["vfs.bogus=1"]).to_string(),
+        "vfs driver does not support vfs.bogus options"
+    );
+    assert_eq!(
+        err("vfs", vec!["VFS.Bogus=1"]).to_string(),
+        "vfs driver does not support vfs.bogus options"
+    );
+    assert_eq!(
+        err("vfs", vec!["vfs.mountopt=nodev"]).to_string(),
+        "vfs driver does not support mount options"
+    );
+    assert_eq!(
+        err("vfs", vec!["novalue"]).to_string(),
+        "unable to parse key/value option: novalue"
+    );
+    assert_eq!(
+        err("vfs", vec!["vfs.ignore_chown_errors=maybe"]).to_string(),
+        "strconv.ParseBool: parsing \"maybe\": invalid syntax"
+    );
+    let d = open_driver(
+        "vfs",
+        &opts(vec![
+            "vfs.ignore_chown_errors=true",
+            ".imagestore=/nonexistent",
+        ]),
+    )
+    .unwrap();
+    assert_eq!(d.name(), "vfs");
+    assert!(d.status().is_empty());
+    let home_dir = tmp.path().join("g/vfs/dir");
+    assert_eq!(std::fs::metadata(&home_dir).unwrap().mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn create_get_remove_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("a", None, &CreateOpts::default()).unwrap();
+    let p = d.get("a", &MountOpts::default()).unwrap();
+    assert_eq!(p, tmp.path().join("graph/vfs/dir/a"));
+    assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o555);
+    assert!(d.exists("a"));
+    assert!(!d.exists("b"));
+    let ro = MountOpts {
+        options: vec!["ro".into()],
+        ..Default::default()
+    };
+    assert_eq!(d.get("a", &ro).unwrap(), p);
+    let bad = MountOpts {
+        options: vec!["nodev".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        d.get("a", &bad).unwrap_err().to_string(),
+        "vfs driver does not support mount options"
+    );
+    let two = MountOpts {
+        options: vec!["ro".into(), "ro".into()],
+        ..Default::default()
+    };
+    assert!(d.get("a", &two).is_err());
+    let missing = d.get("nope", &MountOpts::default()).unwrap_err();
+    assert!(
+        missing.to_string().contains("no such file or directory"),
+        "{missing}"
+    );
+    d.put("a").unwrap();
+    let mut so = CreateOpts::default();
+    so.storage_opt.insert("size".into(), "1G".into());
+    assert_eq!(
+        d.create("c", None, &so).unwrap_err().to_string(),
+        "--storage-opt is not supported for vfs"
+    );
+    assert!(!tmp.path().join("graph/vfs/dir/c").exists());
+    d.create_read_write("b", Some("a"), &CreateOpts::default())
+        .unwrap();
+    std::fs::write(tmp.path().join("graph/vfs/dir/junkfile"), b"").unwrap();
+    assert_eq!(
+        d.list_layers().unwrap(),
+        vec!["a".to_owned(), "b".to_owned()]
+    );
+    assert_eq!(d.metadata("a").unwrap(), BTreeMap::new());
+    d.remove("a").unwrap();
+    d.remove("a").unwrap();
+    assert!(!d.exists("a"));
+    assert!(
+        d.create("x", Some("nonexistent"), &CreateOpts::default())
+            .is_err()
+    );
+    assert!(
+        !tmp.path().join("graph/vfs/dir/x").exists(),
+        "failed create must clean up"
+    );
+    d.cleanup().unwrap();
+}
+
+#[test]
+fn mapped_root_owner() {
+    if !require(is_root(), "chown to a mapped root needs root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    let opts = CreateOpts {
+        uid_map: vec![IdMap {
+            container_id: 0,
+            host_id: 100000,
+            size: 65536,
+        }],
+        gid_map: vec![IdMap {
+            container_id: 0,
+            host_id: 200000,
+            size: 65536,
+        }],
+        ..Default::default()
+    };
+    d.create("m", None, &opts).unwrap();
+    let md = std::fs::metadata(tmp.path().join("graph/vfs/dir/m")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (100000, 200000, 0o555)
+    );
+}
+
+#[test]
+fn additional_image_store_lookup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = tmp.path().join("ro");
+    std::fs::create_dir_all(extra.join("vfs/dir/ext")).unwrap();
+    std::fs::write(extra.join("vfs/dir/ext/f"), b"from ro store").unwrap();
+    let d = vfs_with(
+        tmp.path(),
+        vec![format!("vfs.imagestore={}", extra.display())],
+    );
+    assert!(d.exists("ext"));
+    assert_eq!(
+        d.get("ext", &MountOpts::default()).unwrap(),
+        extra.join("vfs/dir/ext")
+    );
+    d.create("child", Some("ext"), &CreateOpts::default())
+        .unwrap();
+    let p = d.get("child", &MountOpts::default()).unwrap();
+    assert_eq!(std::fs::read(p.join("f")).unwrap(), b"from ro store");
+    assert_eq!(d.list_layers().unwrap(), vec!["child".to_owned()]);
+}
+
+#[test]
+fn copy_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let b = d.get("base", &MountOpts::default()).unwrap();
+    let root = is_root();
+    chmod(&b, 0o751);
+    std::fs::create_dir_all(b.join("etc/deep/er")).unwrap();
+    std::fs::write(b.join("etc/passwd"), b"root:x:0:0\n").unwrap();
+    chmod(&b.join("etc/passwd"), 0o640);
+    std::fs::write(b.join("suid"), b"#!/bin/sh\n").unwrap();
+    chmod(&b.join("suid"), 0o4755);
+    std::fs::write(b.join("empty"), b"").unwrap();
+    std::fs::hard_link(b.join("etc/passwd"), b.join("hl")).unwrap();
+    std::fs::hard_link(b.join("etc/passwd"), b.join("etc/deep/hl2")).unwrap();
+    std::os::unix::fs::symlink("etc/passwd", b.join("sym")).unwrap();
+    std::os::unix::fs::symlink("/dangling/target", b.join("etc/dangling")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        b.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o620),
+        0,
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        b.join("sock"),
+        rustix::fs::FileType::Socket,
+        rustix::fs::Mode::from_raw_mode(0o755),
+        0,
+    )
+    .unwrap();
+    set_xattr(&b.join("etc/passwd"), "user.a", b"value-a");
+    set_xattr(&b.join("etc"), "user.b", b"dir xattr");
+    if root {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            b.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            b.join("blk"),
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o660),
+            rustix::fs::makedev(7, 0),
+        )
+        .unwrap();
+        lchown(&b.join("etc/passwd"), 1000, 1001);
+        lchown(&b.join("sym"), 12, 13);
+        lchown(&b.join("etc/deep"), 5, 6);
+        set_xattr(&b.join("etc/deep"), "trusted.overlay.opaque", b"y");
+        // security.capability: a v2 cap_net_bind_service blob.
+        let mut cap = vec![0u8; 20];
+        cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        cap[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+        set_xattr(&b.join("suid"), "security.capability", &cap);
+    }
+    // Distinct times everywhere; directories last so their own times stick.
+    for (i, p) in common::tree(&b).iter().rev().enumerate() {
+        set_mtime(&b.join(p), 1_500_000_000 + i as i64 * 1000, 123_456_789);
+    }
+    set_mtime(&b, 1_400_000_000, 5);
+
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let c = d.get("child", &MountOpts::default()).unwrap();
+    let expected: Vec<_> = common::tree(&b)
+        .into_iter()
+        .filter(|p| root || !p.ends_with("null"))
+        .collect();
+    assert_eq!(common::tree(&c), expected);
+    assert_eq!(node(&c), node(&b), "root dir metadata");
+    for p in &expected {
+        assert_eq!(node(&c.join(p)), node(&b.join(p)), "{}", p.display());
+    }
+    let ino = |p: &str| std::fs::symlink_metadata(c.join(p)).unwrap().ino();
+    assert_eq!(ino("hl"), ino("etc/passwd"));
+    assert_eq!(ino("etc/deep/hl2"), ino("etc/passwd"));
+    assert_ne!(
+        ino("etc/passwd"),
+        std::fs::metadata(b.join("etc/passwd")).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(c.join("etc/passwd"))
+            .unwrap()
+            .nlink(),
+        3
+    );
+    assert!(
+        std::fs::symlink_metadata(c.join("sock"))
+            .unwrap()
+            .file_type()
+            .is_socket_like()
+    );
+    if root {
+        assert!(get_xattr(&c.join("suid"), "security.capability").is_some());
+        assert_eq!(
+            get_xattr(&c.join("etc/deep"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+    }
+}
+
+trait SocketLike {
+    fn is_socket_like(&self) -> bool;
+}
+
+impl SocketLike for std::fs::FileType {
+    fn is_socket_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_socket(self)
+    }
+}
+
+#[test]
+fn copy_keeps_holes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let b = d.get("base", &MountOpts::default()).unwrap();
+    let sparse = b.join("sparse");
+    {
+        let mut f = std::fs::File::create(&sparse).unwrap();
+        f.write_all(b"start").unwrap();
+        f.seek(SeekFrom::Start(64 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.set_len(128 << 20).unwrap();
+    }
+    let src = std::fs::metadata(&sparse).unwrap();
+    if src.blocks() * 512 >= src.len() {
+        require(false, "the test file system does not support sparse files");
+        return;
+    }
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let c = d.get("child", &MountOpts::default()).unwrap();
+    let dst = std::fs::metadata(c.join("sparse")).unwrap();
+    assert_eq!(dst.len(), 128 << 20);
+    assert!(
+        dst.blocks() <= src.blocks() + 16,
+        "holes lost: {} blocks vs {}",
+        dst.blocks(),
+        src.blocks()
+    );
+    let data = std::fs::read(c.join("sparse")).unwrap();
+    assert_eq!(&data[..5], b"start");
+    assert_eq!(&data[64 << 20..(64 << 20) + 6], b"middle");
+    assert!(data[5..64 << 20].iter().all(|&b| b == 0));
+    assert_eq!(data, std::fs::read(&sparse).unwrap());
+    // A big dense file with odd size copies exactly, too.
+    let dense: Vec<u8> = (0..3_000_017u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(b.join("dense"), &dense).unwrap();
+    d.create("child2", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let c2 = d.get("child2", &MountOpts::default()).unwrap();
+    assert_eq!(std::fs::read(c2.join("dense")).unwrap(), dense);
+    assert_eq!(
+        std::fs::metadata(c2.join("dense"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn chain_of_300_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    let start = std::time::Instant::now();
+    let mut parent: Option<String> = None;
+    for i in 0..300 {
+        let id = format!("layer{i:03}");
+        d.create(&id, parent.as_deref(), &CreateOpts::default())
+            .unwrap();
+        let p = d.get(&id, &MountOpts::default()).unwrap();
+        let dir = p.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), format!("content {i}")).unwrap();
+        d.put(&id).unwrap();
+        parent = Some(id);
+    }
+    eprintln!("300-layer chain in {:?}", start.elapsed());
+    let top = d.get("layer299", &MountOpts::default()).unwrap();
+    for i in 0..300 {
+        let f = top.join(format!("d{}/f{i}", i % 10));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("content {i}"));
+    }
+    assert_eq!(common::tree(&top).len(), 310);
+    assert_eq!(d.list_layers().unwrap().len(), 300);
+}

@@ -21,8 +21,12 @@
 //! layers are opaque strings resolved by the caller (the `Store`). Read-only
 //! (additional) stores are opened with read-only locks and refuse every write
 //! with [`ErrorKind::StoreIsReadOnly`]. With several different manifest digests
-//! Go picks the automatic `digest` in random map order; this crate uses the
-//! order of `big-data-names`.
+//! Go picks the automatic `digest` in random map order; this crate uses key
+//! order. Caller-supplied IDs must be a single path component (Go accepts any
+//! string, including ones that escape the store directory).
+//!
+//! Images of a read-only store are copied ("pulled up") into the read-write
+//! store by passing [`ImageSet::pull_up_options`] to [`ImagesWrite::create`].
 //!
 //! ```
 //! use storage_images::{ImageStore, NewImage};
@@ -485,6 +489,11 @@ impl ImageSet {
     /// store into a read-write store with [`ImagesWrite::create`]: ID, names,
     /// top layer, metadata, created time, digest, names history, flags and
     /// every big-data item with its recorded digest.
+    ///
+    /// Go's `CreateImage` pull-up creates the copy with the caller's names and
+    /// adds the read-only image's names afterwards with
+    /// [`ImagesWrite::update_names`] (so they take the names from other images
+    /// instead of failing); the rename pull-up creates it with these names.
     pub fn pull_up_options(&self, id: &str) -> Result<NewImage> {
         let n = self.lookup_or_err(id)?;
         let image = &self.images[n];

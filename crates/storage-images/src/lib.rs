@@ -201,6 +201,17 @@ impl ImageStore {
         userdata_dir(&self.run_dir, id)
     }
 
+    /// Go's refusal of a write to a read-only store, for the action Go names
+    /// (`"save data items associated with images"`, `"change image name
+    /// assignments"`, `"create new images"`, …): `not allowed to <action> at
+    /// "<dir>/images.json": called a write method on a read-only store`.
+    pub fn read_only_error(&self, action: &str) -> Error {
+        Error::new(ErrorKind::StoreIsReadOnly).context(format!(
+            "not allowed to {action} at {}",
+            go_quote(&self.json_path().to_string_lossy())
+        ))
+    }
+
     /// Takes the lock shared and returns the (fresh) records. If another
     /// process changed the store since the last look it is reloaded; when the
     /// reload needs a repair (duplicate names) a read-write store briefly takes
@@ -250,10 +261,7 @@ impl ImageStore {
     /// [`ErrorKind::StoreIsReadOnly`].
     pub fn write(&self) -> Result<ImagesWrite<'_>> {
         if self.read_only {
-            return Err(Error::new(ErrorKind::StoreIsReadOnly).context(format!(
-                "not allowed to modify the image store at {}",
-                go_quote(&self.json_path().to_string_lossy())
-            )));
+            return Err(self.read_only_error("modify the image store"));
         }
         let file = self.lock.lock().map_err(lock_error)?;
         let current = file.token().map_err(lock_error)?;

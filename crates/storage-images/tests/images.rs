@@ -685,6 +685,14 @@ fn read_only_store_refuses_writes_and_pull_up_copies() {
         Err(e) => panic!("open read-only: {e}"),
     };
     assert!(ro.is_read_only());
+    assert_eq!(
+        ro.read_only_error("save data items associated with images")
+            .to_string(),
+        format!(
+            "not allowed to save data items associated with images at \"{}\": called a write method on a read-only store",
+            alias.join("vfs-images/images.json").display()
+        )
+    );
     let err = ro.write().err().expect("read-only");
     assert_eq!(err.kind(), ErrorKind::StoreIsReadOnly);
     assert!(

@@ -61,6 +61,7 @@
 //! assert_eq!(n, tar.len() as u64);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod asm;
 mod crc;

@@ -495,3 +495,123 @@ fn never_panics_on_damaged_input() {
         let _ = reassemble(&gz(&junk)[..], &mut files, &mut Vec::new());
     }
 }
+
+/// A reader returning short reads of varying sizes and occasional `Interrupted` errors.
+struct Choppy<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Choppy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.step += 1;
+        if self.step % 5 == 0 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let n = buf
+            .len()
+            .min(self.data.len())
+            .min(1 + (self.step * 797) % 3000);
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn short_reads_and_interruptions_from_the_source() {
+    let mut t = gnu_tar();
+    t.extend_from_slice(b"trailing");
+    let (_, reference) = disassemble(&t, 4096).unwrap();
+    let mut d = Disassembler::new(Choppy { data: &t, step: 0 }, Vec::new());
+    let mut passed = Vec::new();
+    d.read_to_end(&mut passed).unwrap();
+    assert_eq!(sha(&passed), sha(&t));
+    let json = d.finish().unwrap();
+    // Only the trailing chunking could differ; here it is one small chunk either way.
+    assert_eq!(json, reference);
+    // A TarReader on top of the disassembler (what an extractor does) sees every member.
+    let mut tr = TarReader::new(Disassembler::new(Choppy { data: &t, step: 0 }, Vec::new()));
+    let mut count = 0;
+    while let Some(_h) = tr.next_header().unwrap() {
+        io::copy(&mut tr, &mut io::sink()).unwrap();
+        count += 1;
+    }
+    assert_eq!(
+        count,
+        Entries::from_json(&reference[..])
+            .filter(|e| e.as_ref().unwrap().kind == EntryKind::File)
+            .count()
+    );
+    let json = tr.into_inner().finish().unwrap();
+    assert_eq!(json, reference);
+}
+
+/// A generated tar stream that is never held in memory: one big file of `size` bytes.
+struct Generated {
+    header: Vec<u8>,
+    size: u64,
+    pos: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let total = 512 + self.size.div_ceil(512) * 512 + 1024;
+        let mut n = 0;
+        while n < buf.len() && self.pos < total {
+            buf[n] = if self.pos < 512 {
+                self.header[self.pos as usize]
+            } else if self.pos - 512 < self.size {
+                (self.pos % 251) as u8
+            } else {
+                0
+            };
+            n += 1;
+            self.pos += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn streams_large_members() {
+    let size = 24 * 1024 * 1024 + 3;
+    let header = common::block(&H::new(b"big", b'0', size)).to_vec();
+    let mut d = Disassembler::new(
+        Generated {
+            header,
+            size,
+            pos: 0,
+        },
+        Vec::new(),
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = d.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let mut crc = 0u64;
+    let mut pos = 512u64;
+    while pos < 512 + size {
+        let n = (512 + size - pos).min(1 << 20);
+        let chunk: Vec<u8> = (pos..pos + n).map(|p| (p % 251) as u8).collect();
+        crc = storage_tarsplit::crc64_update(crc, &chunk);
+        pos += n;
+    }
+    let json = d.finish().unwrap();
+    assert!(
+        json.len() < 4096,
+        "the JSON holds no content: {} bytes",
+        json.len()
+    );
+    let entries: Vec<_> = Entries::from_json(&json[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(entries[1].size, size as i64);
+    assert_eq!(total, 512 + size.div_ceil(512) * 512 + 1024);
+    assert_eq!(entries[1].payload.as_deref(), Some(&crc.to_be_bytes()[..]));
+}

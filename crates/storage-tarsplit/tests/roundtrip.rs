@@ -505,7 +505,7 @@ struct Choppy<'a> {
 impl Read for Choppy<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.step += 1;
-        if self.step % 5 == 0 {
+        if self.step % 5 == 4 {
             return Err(io::Error::from(io::ErrorKind::Interrupted));
         }
         let n = buf

@@ -336,6 +336,16 @@ pub fn have_go() -> bool {
 /// Imports `tars` as a chain of layers with Go's vfs driver (each the parent of
 /// the next, with `extra` CLI options); the snapshot of the last layer, or Go's error text.
 pub fn go_import(tars: &[Vec<u8>], extra: &[&str]) -> Result<BTreeMap<String, String>, String> {
+    go_import_with("vfs", tars, extra)
+}
+
+/// Like [`go_import`] with another driver (`vfs` or `overlay`; for overlay the
+/// snapshot is the top layer's `diff/`).
+pub fn go_import_with(
+    driver: &str,
+    tars: &[Vec<u8>],
+    extra: &[&str],
+) -> Result<BTreeMap<String, String>, String> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let g = tmp.path().join("G");
     let r = tmp.path().join("R");
@@ -348,7 +358,7 @@ pub fn go_import(tars: &[Vec<u8>], extra: &[&str]) -> Result<BTreeMap<String, St
             .arg(&g)
             .arg("--run")
             .arg(&r)
-            .args(["--storage-driver", "vfs", "import-layer"])
+            .args(["--storage-driver", driver, "import-layer"])
             .args(extra)
             .arg("-f")
             .arg(&file);
@@ -362,7 +372,20 @@ pub fn go_import(tars: &[Vec<u8>], extra: &[&str]) -> Result<BTreeMap<String, St
         parent = Some(String::from_utf8_lossy(&out.stdout).trim().to_owned());
     }
     let id = parent.expect("at least one layer");
-    Ok(snapshot(&g.join("vfs/dir").join(id)))
+    let dir = if driver == "overlay" {
+        g.join("overlay").join(id).join("diff")
+    } else {
+        g.join("vfs/dir").join(id)
+    };
+    let snap = snapshot(&dir);
+    let _ = Command::new(GO_CLI)
+        .arg("--graph")
+        .arg(&g)
+        .arg("--run")
+        .arg(&r)
+        .args(["--storage-driver", driver, "shutdown"])
+        .output();
+    Ok(snap)
 }
 
 /// Extracts `tar` with ours into a fresh 0755 root (like a vfs layer dir); the

@@ -54,6 +54,22 @@ pub struct CreateLayerOptions {
     /// Caller-known digest of the uncompressed tar (stored instead of the computed one when it
     /// is a sha256 digest).
     pub uncompressed_digest: Option<Digest>,
+    /// Template layer (ID, name or prefix in this store): the new layer starts with the
+    /// template's content (re-owned when the maps differ) and gets a copy of its metadata,
+    /// digests, sizes, compression, UID/GID sets and tar-split file. Used for the ID-mapped
+    /// copies of image top layers (`mapped-layers`).
+    pub template: Option<String>,
+}
+
+/// What `finish_create` needs besides the options.
+struct Plan {
+    id: String,
+    parent: Option<String>,
+    /// The maps of the content the driver starts from (template's, else parent's).
+    old_uid: Vec<IdMap>,
+    old_gid: Vec<IdMap>,
+    /// Template ID and its tar-split file's bytes (empty: none).
+    template: Option<(String, Vec<u8>)>,
 }
 
 /// Digests a caller already knows (see [`CreateLayerOptions`]).
@@ -331,6 +347,19 @@ impl<'a> LayersWrite<'a> {
             Some(p) => (p.uidmap.clone(), p.gidmap.clone()),
             None => (Vec::new(), Vec::new()),
         };
+        let template = match opts.template.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let tl = self.state.get(t)?;
+                let ts_path = ctx.tar_split_path(&tl.id);
+                let ts = match std::fs::read(&ts_path) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Error::io("open", &ts_path, e)),
+                };
+                Some((tl, ts))
+            }
+            None => None,
+        };
         let pick =
             |host: bool, explicit: &Vec<IdMap>, inherited: &Vec<IdMap>, default: &Vec<IdMap>| {
                 if host {
@@ -364,7 +393,7 @@ impl<'a> LayersWrite<'a> {
         };
         let mut flags = opts.flags.clone();
         flags.insert(INCOMPLETE.to_string(), Value::Bool(true));
-        let layer = Layer {
+        let mut layer = Layer {
             id: id.clone(),
             names,
             parent: parent.map(|p| p.id.clone()).unwrap_or_default(),
@@ -374,6 +403,28 @@ impl<'a> LayersWrite<'a> {
             gidmap: gidmap.clone(),
             flags,
             ..Default::default()
+        };
+        if let Some((t, _)) = &template {
+            layer.metadata = t.metadata.clone();
+            layer.compressed_diff_digest = t.compressed_diff_digest.clone();
+            layer.compressed_size = t.compressed_size;
+            layer.diff_digest = t.diff_digest.clone();
+            layer.toc_digest = t.toc_digest.clone();
+            layer.diff_size = t.diff_size;
+            layer.compression = t.compression;
+            layer.uidset = t.uidset.clone();
+            layer.gidset = t.gidset.clone();
+        }
+        let plan = Plan {
+            id: id.clone(),
+            parent: parent.map(|p| p.id.clone()),
+            old_uid: template
+                .as_ref()
+                .map_or(parent_uid, |(t, _)| t.uidmap.clone()),
+            old_gid: template
+                .as_ref()
+                .map_or(parent_gid, |(t, _)| t.gidmap.clone()),
+            template: template.map(|(t, ts)| (t.id, ts)),
         };
         self.state.entries.push(Entry {
             layer,
@@ -388,7 +439,7 @@ impl<'a> LayersWrite<'a> {
             original_size: opts.original_size,
             uncompressed_digest: opts.uncompressed_digest.clone(),
         };
-        let result = self.finish_create(&id, parent, opts, &parent_uid, &parent_gid, diff, &known);
+        let result = self.finish_create(&plan, opts, diff, &known);
         match result {
             Ok(size) => {
                 let layer = self.state.get(&id)?;
@@ -412,17 +463,14 @@ impl<'a> LayersWrite<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish_create(
         &mut self,
-        id: &str,
-        parent: Option<&Layer>,
+        plan: &Plan,
         opts: &CreateLayerOptions,
-        parent_uid: &[IdMap],
-        parent_gid: &[IdMap],
         diff: Option<Box<dyn Read + Send>>,
         known: &KnownDigests,
     ) -> Result<i64> {
+        let id = plan.id.as_str();
         let i = self.state.index_or_unknown(id)?;
         let location = self.state.entries[i].location;
         self.save(location.bit())?;
@@ -436,15 +484,45 @@ impl<'a> LayersWrite<'a> {
             uid_map: uidmap.clone(),
             gid_map: gidmap.clone(),
         };
-        let driver = self.state.ctx.driver.clone();
-        let parent_id = parent.map(|p| p.id.as_str());
-        if opts.writeable {
-            driver.create_read_write(id, parent_id, &copts)?;
-        } else {
-            driver.create(id, parent_id, &copts)?;
+        let ctx = self.state.ctx.clone();
+        let driver = &ctx.driver;
+        match &plan.template {
+            // vfs/overlay/btrfs make a template copy as a driver-level child of the template.
+            Some((t, _)) => {
+                let r = if opts.writeable {
+                    driver.create_read_write(id, Some(t), &copts)
+                } else {
+                    driver.create(id, Some(t), &copts)
+                };
+                r.map_err(|e| {
+                    e.context(format!(
+                        "creating copy of template layer {t:?} with ID {id:?}"
+                    ))
+                })?;
+            }
+            None if opts.writeable => driver
+                .create_read_write(id, plan.parent.as_deref(), &copts)
+                .map_err(|e| e.context(format!("creating read-write layer with ID {id:?}")))?,
+            None => driver
+                .create(id, plan.parent.as_deref(), &copts)
+                .map_err(|e| e.context(format!("creating read-only layer with ID {id:?}")))?,
         }
-        if parent_uid != uidmap.as_slice() || parent_gid != gidmap.as_slice() {
-            driver.update_layer_id_map(id, parent_uid, parent_gid, &uidmap, &gidmap)?;
+        if plan.old_uid != uidmap || plan.old_gid != gidmap {
+            driver.update_layer_id_map(id, &plan.old_uid, &plan.old_gid, &uidmap, &gidmap)?;
+        }
+        if let Some((_, ts)) = &plan.template
+            && !ts.is_empty()
+        {
+            let path = ctx.tar_split_path(id);
+            storage_io::atomic_write(
+                &path,
+                ts,
+                WriteOptions {
+                    mode: 0o600,
+                    sync: true,
+                },
+            )
+            .map_err(|e| Error::io("write", &path, e))?;
         }
         let mut size = -1;
         if let Some(diff) = diff {

@@ -10,8 +10,17 @@
 //! * [`reassemble`] rebuilds the original tar from a tar-split file and the extracted files,
 //!   verifying each file's CRC-64/GO-ISO; [`Entries`] iterates over the entries.
 //!
-//! Limits: GNU sparse members are rejected ([`Error::Sparse`]); the gzip bytes differ from
-//! Go's (pgzip) but any gzip reader accepts both.
+//! Limits and deliberate differences from Go:
+//! * GNU sparse members (old `S` type or PAX sparse records) are rejected ([`Error::Sparse`]).
+//! * The gzip bytes differ from Go's (pgzip), but any gzip reader accepts both; reading
+//!   accepts multi-member gzip and both tar-split 0.11 (trailing empty segment) and 0.12 output.
+//! * Data after the end-of-archive marker is recorded in full 1 MiB segments (Go's chunking
+//!   follows its read sizes); padding cut short by the end of input is recorded (Go's
+//!   tar-split drops it, so its reassembly would not match the input).
+//! * JSON escapes `\b`/`\f` like Go ≥ 1.22 (Go 1.19 wrote `\u0008`/`\u000c`); both parse.
+//! * Memory is bounded by one header group (≤ 1 MiB of PAX/long-name data) or one 1 MiB
+//!   trailer chunk, plus the set of names seen (for the duplicate check), whatever the
+//!   layer size; content bytes go straight from the source to the caller's buffer.
 //!
 //! ```
 //! use std::io::Read;

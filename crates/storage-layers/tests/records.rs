@@ -622,3 +622,82 @@ fn staging_dirs_left_by_go_are_cleaned() {
     drop(store.write().unwrap());
     assert!(list_dir(&tmp).is_empty(), "{:?}", list_dir(&tmp));
 }
+
+#[test]
+fn wipe_and_garbage_collect() {
+    let s = Scratch::new();
+    let store = s.store();
+    let mut w = store.write().unwrap();
+    let (a, _) = w.create(&named(&["a"]), None).unwrap();
+    let (b, _) = w.create(&child_of("a", &["b"]), None).unwrap();
+    w.set_big_data("b", "k", &mut &b"v"[..]).unwrap();
+    // Leaked driver layers and files without a record.
+    s.driver
+        .create("leaked", None, &Default::default())
+        .unwrap();
+    std::fs::write(s.layer_dir().join("leaked.tar-split.gz"), b"x").unwrap();
+    std::fs::create_dir(s.layer_dir().join("leaked")).unwrap();
+    w.garbage_collect().unwrap();
+    assert!(!s.vfs_dir("leaked").exists());
+    assert!(!s.layer_dir().join("leaked.tar-split.gz").exists());
+    assert!(!s.layer_dir().join("leaked").exists());
+    assert!(
+        s.vfs_dir(&a.id).exists() && s.vfs_dir(&b.id).exists(),
+        "recorded layers kept"
+    );
+    assert_eq!(w.len(), 2);
+
+    // delete_unchecked does not care about children (Go's Delete); wipe removes everything.
+    s.driver
+        .create("leaked2", None, &Default::default())
+        .unwrap();
+    let (c, _) = w.create(&named(&["c"]), None).unwrap();
+    w.delete_unchecked("c").unwrap();
+    assert!(!s.vfs_dir(&c.id).exists());
+    w.mount("b", &MountOpts::default()).unwrap();
+    w.wipe().unwrap();
+    assert!(w.is_empty());
+    drop(w);
+    assert!(list_dir(&s.graph().join("vfs").join("dir")).is_empty());
+    assert_eq!(list_dir(&s.layer_dir()), vec!["layers.json", "layers.lock"]);
+    assert_eq!(s.layers_json(), serde_json::json!([]));
+    assert_eq!(s.mounts_json(), serde_json::json!([]));
+}
+
+#[test]
+fn volatile_layers_without_transient_mode() {
+    let s = Scratch::new();
+    let store = s.store();
+    let mut w = store.write().unwrap();
+    let (stable, _) = w.create(&named(&["stable"]), None).unwrap();
+    let opts = CreateLayerOptions {
+        volatile: true,
+        ..child_of("stable", &["vol"])
+    };
+    let (vol, _) = w.create(&opts, None).unwrap();
+    w.set_metadata("vol", "m").unwrap();
+    drop(w);
+    let vol_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.layer_dir().join("volatile-layers.json")).unwrap())
+            .unwrap();
+    assert_eq!(vol_json.as_array().unwrap().len(), 1);
+    assert_eq!(vol_json[0]["id"], vol.id.as_str());
+    assert_eq!(vol_json[0]["metadata"], "m");
+    assert_eq!(s.layers_json().as_array().unwrap().len(), 1);
+    assert_eq!(s.layers_json()[0]["id"], stable.id.as_str());
+    let other = s.store();
+    assert_eq!(other.read().unwrap().get("vol").unwrap().parent, stable.id);
+    // A record present in both files: the stable one wins, the duplicate is dropped on save.
+    std::fs::write(
+        s.layer_dir().join("volatile-layers.json"),
+        serde_json::to_vec(&serde_json::json!([vol_json[0], s.layers_json()[0]])).unwrap(),
+    )
+    .unwrap();
+    let fresh = s.store();
+    assert_eq!(fresh.read().unwrap().len(), 2);
+    fresh.write().unwrap().set_metadata("vol", "again").unwrap();
+    let vol_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.layer_dir().join("volatile-layers.json")).unwrap())
+            .unwrap();
+    assert_eq!(vol_json.as_array().unwrap().len(), 1);
+}

@@ -18,11 +18,16 @@
 //! Because the guards are separate values, the caller (the `Store`) can keep the layers lock
 //! while it takes the images and containers locks in Go's lock order.
 //!
+//! Layers are created empty, from a tar (any compression; digests, sizes, UID/GID sets and a
+//! tar-split file are recorded) or as an ID-mapped copy of a template layer.
+//!
 //! Limits: cross-store concerns (images and containers that use a layer, parents living in
-//! other layer stores, the graph lock `storage.lock`) belong to the caller; deletion is
-//! immediate (1.43 style) rather than deferred, but staging directories left by Go 1.59+ are
-//! cleaned; staged/partial pulls, layer templates and additional layer stores are not
-//! supported.
+//! other layer stores — see [`LayersWrite::create_with_parent`] —, the graph lock
+//! `storage.lock`) belong to the caller. Deletion is immediate (1.43 style) rather than
+//! deferred, but staging directories left by Go 1.59+ are cleaned on load. Staged/partial
+//! pulls (`toc-digest` layers are only read) and additional layer stores are not supported.
+//! Do not take a second guard of the same store in a thread that already holds one (the
+//! locks are not re-entrant).
 //!
 //! # Example
 //!
@@ -82,8 +87,8 @@ pub use write::{CreateLayerOptions, LayersWrite};
 /// Go's `ErrStoreIsReadOnly` wrapped with the store directory, as `layers.go` words it.
 fn read_only_error(what: &str, dir: &Path) -> Error {
     Error::new(ErrorKind::StoreIsReadOnly).context(format!(
-        "not allowed to {what} at {:?}",
-        dir.display().to_string()
+        "not allowed to {what} at {}",
+        storage_types::go_quote(&dir.display().to_string())
     ))
 }
 
@@ -158,7 +163,8 @@ pub(crate) struct Ctx {
     pub(crate) run_dir: PathBuf,
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) read_only: bool,
-    pub(crate) has_image_store: bool,
+    /// `<IS>/<drv>-layers` of a read-write store with a split image store.
+    pub(crate) image_store_dir: Option<PathBuf>,
     pub(crate) uid_map: Vec<IdMap>,
     pub(crate) gid_map: Vec<IdMap>,
     /// JSON file per [`Location`] (None: not used by this store).
@@ -260,7 +266,7 @@ impl LayerStore {
             run_dir,
             driver,
             read_only,
-            has_image_store: image_store_dir.is_some() && !read_only,
+            image_store_dir: image_store_dir.filter(|_| !read_only),
             uid_map,
             gid_map,
             json_paths,
@@ -408,8 +414,8 @@ impl LayerStore {
         Err(Error::msg(
             ErrorKind::Other,
             format!(
-                "layer store at {:?} kept changing while being loaded",
-                self.ctx.layer_dir.display().to_string()
+                "layer store at {} kept changing while being loaded",
+                storage_types::go_quote(&self.ctx.layer_dir.display().to_string())
             ),
         ))
     }

@@ -284,7 +284,10 @@ impl Layers {
                 .context("can't retrieve layer big data value for empty name"));
         }
         let i = self.lookup_index(key).ok_or_else(|| {
-            Error::new(ErrorKind::LayerUnknown).context(format!("locating layer with ID {key:?}"))
+            Error::new(ErrorKind::LayerUnknown).context(format!(
+                "locating layer with ID {}",
+                storage_types::go_quote(key)
+            ))
         })?;
         let id = &self.entries[i].layer.id;
         let path = self

@@ -285,7 +285,10 @@ impl<'a> LayersWrite<'a> {
             .collect();
         let mut first_err = None;
         for (id, loc) in incomplete {
-            tracing::warn!("Found incomplete layer {id:?}, deleting it");
+            tracing::warn!(
+                "Found incomplete layer {}, deleting it",
+                storage_types::go_quote(&id)
+            );
             locs |= loc.bit();
             if let Err(e) = self.delete_internal(&id) {
                 first_err.get_or_insert(e);
@@ -386,7 +389,7 @@ impl<'a> LayersWrite<'a> {
         );
         let location = if opts.volatile {
             Location::Volatile
-        } else if !opts.writeable && ctx.has_image_store {
+        } else if !opts.writeable && ctx.image_store_dir.is_some() {
             Location::ImageStore
         } else {
             Location::Stable
@@ -450,12 +453,14 @@ impl<'a> LayersWrite<'a> {
                     Ok(()) => {
                         if let Err(e3) = self.save(location.bit()) {
                             tracing::error!(
-                                "While recovering from a failure, error saving layers after deleting layer {id:?}: {e3}"
+                                "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
+                                storage_types::go_quote(&id)
                             );
                         }
                     }
                     Err(e2) => tracing::error!(
-                        "While recovering from a failure, error deleting layer {id:?}: {e2}"
+                        "While recovering from a failure, error deleting layer {}: {e2}",
+                        storage_types::go_quote(&id)
                     ),
                 }
                 Err(e)
@@ -496,16 +501,28 @@ impl<'a> LayersWrite<'a> {
                 };
                 r.map_err(|e| {
                     e.context(format!(
-                        "creating copy of template layer {t:?} with ID {id:?}"
+                        "creating copy of template layer {} with ID {}",
+                        storage_types::go_quote(t),
+                        storage_types::go_quote(id)
                     ))
                 })?;
             }
             None if opts.writeable => driver
                 .create_read_write(id, plan.parent.as_deref(), &copts)
-                .map_err(|e| e.context(format!("creating read-write layer with ID {id:?}")))?,
+                .map_err(|e| {
+                    e.context(format!(
+                        "creating read-write layer with ID {}",
+                        storage_types::go_quote(id)
+                    ))
+                })?,
             None => driver
                 .create(id, plan.parent.as_deref(), &copts)
-                .map_err(|e| e.context(format!("creating read-only layer with ID {id:?}")))?,
+                .map_err(|e| {
+                    e.context(format!(
+                        "creating read-only layer with ID {}",
+                        storage_types::go_quote(id)
+                    ))
+                })?,
         }
         if plan.old_uid != uidmap || plan.old_gid != gidmap {
             driver.update_layer_id_map(id, &plan.old_uid, &plan.old_gid, &uidmap, &gidmap)?;
@@ -569,7 +586,7 @@ impl<'a> LayersWrite<'a> {
             &ts_path,
             WriteOptions {
                 mode: 0o600,
-                sync: false,
+                sync: true,
             },
         )
         .map_err(|e| Error::io("open", &ts_path, e))?;
@@ -582,6 +599,9 @@ impl<'a> LayersWrite<'a> {
         let stats = reader.finish().map_err(archive_error)?;
         // One syncfs makes the extracted files durable before the record says they are there.
         sync_filesystem(&ctx.layer_dir)?;
+        if let Some(dir) = &ctx.image_store_dir {
+            sync_filesystem(dir)?;
+        }
         let mut ts_file = gz.finish().map_err(io_err)?;
         ts_file.flush().map_err(io_err)?;
         ts_file
@@ -889,8 +909,10 @@ impl<'a> LayersWrite<'a> {
                 .context("can't set empty name for layer big data item"));
         }
         let i = self.state.lookup_index(key).ok_or_else(|| {
-            Error::new(ErrorKind::LayerUnknown)
-                .context(format!("locating layer with ID {key:?} to write bigdata"))
+            Error::new(ErrorKind::LayerUnknown).context(format!(
+                "locating layer with ID {} to write bigdata",
+                storage_types::go_quote(key)
+            ))
         })?;
         let id = self.state.entries[i].layer.id.clone();
         let dir = self.state.ctx.data_dir(&id);

@@ -14,6 +14,9 @@ pub(crate) struct Vfs {
     home: PathBuf,
     /// Additional read-only store roots (`vfs.imagestore=`); layers live in `<root>/vfs/dir/<id>`.
     additional: Vec<PathBuf>,
+    /// Top-level split image store (1.60): read-only layers are created in
+    /// `<image_store>/vfs/dir/<id>`.
+    image_store: Option<PathBuf>,
     ignore_chown_errors: bool,
 }
 
@@ -106,21 +109,26 @@ impl Vfs {
         Ok(Vfs {
             home: opts.home.clone(),
             additional,
+            image_store: opts.image_store.clone(),
             ignore_chown_errors,
         })
     }
 
-    /// Go's `dir(id)`: the home first, then the additional stores, else the home path.
-    fn dir(&self, id: &str) -> PathBuf {
+    /// Go's `dir2(id, useImageStore)`: the layer's own location if it exists, else the
+    /// first additional store (then the image store) holding it, else the own location.
+    fn dir2(&self, id: &str, use_image_store: bool) -> PathBuf {
         let base = Path::new(id)
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_default();
-        let own = self.home.join("dir").join(&base);
-        if own.is_dir() {
+        let own = match (&self.image_store, use_image_store) {
+            (Some(is), true) => is.join("vfs").join("dir").join(&base),
+            _ => self.home.join("dir").join(&base),
+        };
+        if std::fs::metadata(&own).is_ok() {
             return own;
         }
-        for store in &self.additional {
+        for store in self.additional.iter().chain(self.image_store.iter()) {
             let candidate = store.join("vfs").join("dir").join(&base);
             if candidate.is_dir() {
                 return candidate;
@@ -129,16 +137,29 @@ impl Vfs {
         own
     }
 
-    fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+    /// Go's `dir(id)`.
+    fn dir(&self, id: &str) -> PathBuf {
+        self.dir2(id, false)
+    }
+
+    fn create_layer(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOpts,
+        read_only: bool,
+    ) -> Result<()> {
         if !opts.storage_opt.is_empty() {
             return Err(Error::msg(
                 ErrorKind::InvalidInput,
                 "--storage-opt is not supported for vfs",
             ));
         }
-        let dir = self.home.join("dir").join(id);
+        let dir = self.dir2(id, read_only);
         let mut root_ids = root_pair(&opts.uid_map, &opts.gid_map);
-        mkdir_all_chown(&self.home.join("dir"), 0o700, root_ids)?;
+        if let Some(parent_of_dir) = dir.parent() {
+            mkdir_all_chown(parent_of_dir, 0o700, root_ids)?;
+        }
         let mut root_mode = 0o555;
         let parent_dir = match parent {
             Some(p) => {
@@ -261,22 +282,18 @@ impl Driver for Vfs {
     }
 
     fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, opts)
+        self.create_layer(id, parent, opts, true)
     }
 
     fn create_read_write(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, opts)
+        self.create_layer(id, parent, opts, false)
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        let base = Path::new(id)
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        if base.as_os_str().is_empty() {
+        if Path::new(id).file_name().is_none() {
             return Ok(());
         }
-        remove_all(&self.home.join("dir").join(base))
+        remove_all(&self.dir(id))
     }
 
     fn get(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {

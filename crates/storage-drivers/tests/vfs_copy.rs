@@ -372,3 +372,38 @@ fn chain_of_300_layers() {
     assert_eq!(common::tree(&top).len(), 310);
     assert_eq!(d.list_layers().unwrap().len(), 300);
 }
+
+#[test]
+fn split_image_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let is = tmp.path().join("imagestore");
+    let d = open_driver(
+        "vfs",
+        &DriverOptions {
+            home: tmp.path().join("graph/vfs"),
+            run_home: tmp.path().join("run/vfs"),
+            graph_root: tmp.path().join("graph"),
+            run_root: tmp.path().join("run"),
+            image_store: Some(is.clone()),
+            options: vec![],
+        },
+    )
+    .unwrap();
+    d.create("ro", None, &CreateOpts::default()).unwrap();
+    assert!(is.join("vfs/dir/ro").is_dir());
+    assert!(!tmp.path().join("graph/vfs/dir/ro").exists());
+    std::fs::write(is.join("vfs/dir/ro/f"), b"image content").unwrap();
+    d.create_read_write("rw", Some("ro"), &CreateOpts::default())
+        .unwrap();
+    let rw = d.get("rw", &MountOpts::default()).unwrap();
+    assert_eq!(rw, tmp.path().join("graph/vfs/dir/rw"));
+    assert_eq!(std::fs::read(rw.join("f")).unwrap(), b"image content");
+    assert_eq!(
+        d.get("ro", &MountOpts::default()).unwrap(),
+        is.join("vfs/dir/ro")
+    );
+    assert!(d.exists("ro"));
+    d.remove("ro").unwrap();
+    assert!(!is.join("vfs/dir/ro").exists());
+    assert!(!d.exists("ro"));
+}

@@ -259,3 +259,68 @@ fn our_rewrite_of_go_records_is_byte_identical() {
         String::from_utf8_lossy(&go_bytes)
     );
 }
+
+#[test]
+fn long_lived_instance_sees_go_changes_and_go_finishes_our_crashes() {
+    if !have_go() {
+        return;
+    }
+    let s = Scratch::new();
+    let store = s.store();
+    let (a, crashed) = {
+        let mut w = store.write().unwrap();
+        let (a, _) = w
+            .create(
+                &CreateLayerOptions {
+                    names: vec!["a".into()],
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        let (c, _) = w
+            .create(
+                &CreateLayerOptions {
+                    names: vec!["c".into()],
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        w.mount("a", &Default::default()).unwrap();
+        w.mount("a", &Default::default()).unwrap();
+        (a, c)
+    };
+    assert_eq!(store.read().unwrap().len(), 2);
+    let loads = store.load_count();
+
+    // Go changes names and mount counts: the same instance notices through the tokens.
+    go(&s, &["add-names", "-n", "from-go", "a"]);
+    assert_eq!(store.read().unwrap().get("from-go").unwrap().id, a.id);
+    assert_eq!(store.load_count(), loads + 1);
+    go(&s, &["unmount", &a.id]);
+    assert_eq!(store.read().unwrap().mounted("a").unwrap(), 1);
+    go(&s, &["unmount", &a.id]);
+    assert_eq!(store.read().unwrap().mounted("a").unwrap(), 0);
+    assert_eq!(
+        std::fs::read(s.run_dir().join("mountpoints.json")).unwrap(),
+        b"[]"
+    );
+
+    // A record left flagged incomplete by a crash of ours is deleted by Go.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.layer_dir().join("layers.json")).unwrap()).unwrap();
+    json[1]["flags"] = serde_json::json!({"incomplete": true});
+    std::fs::write(
+        s.layer_dir().join("layers.json"),
+        serde_json::to_vec(&json).unwrap(),
+    )
+    .unwrap();
+    let listed = go_layers(&s);
+    assert_eq!(listed.len(), 1);
+    assert!(
+        !s.vfs_dir(&crashed.id).exists(),
+        "Go removed the driver data"
+    );
+    assert!(store.read().unwrap().lookup(&crashed.id).is_none());
+}

@@ -13,6 +13,9 @@ use std::time::Duration;
 use common::{Scratch, in_ci, sample_tar};
 use storage_layers::CreateLayerOptions;
 
+/// Releases a [`Gated`] reader: `Ok(data)` serves `data`, `Err(())` fails the stream.
+type Gate = mpsc::Sender<Result<Vec<u8>, ()>>;
+
 /// A reader that serves its data only once `go` says so (an `Err` aborts the stream).
 struct Gated {
     rx: mpsc::Receiver<Result<Vec<u8>, ()>>,
@@ -33,7 +36,7 @@ impl Read for Gated {
     }
 }
 
-fn gated() -> (mpsc::Sender<Result<Vec<u8>, ()>>, Box<dyn Read + Send>) {
+fn gated() -> (Gate, Box<dyn Read + Send>) {
     let (tx, rx) = mpsc::channel();
     (
         tx,

@@ -38,6 +38,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod ops;
+
+pub use ops::{LayerUsers, NamesOp, RecordKind};
+pub use storage_layers::{CreateLayerOptions, DiffOptions};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,6 +50,7 @@ use storage_config::StoreOptions;
 use storage_containers::ContainerStore;
 use storage_drivers::{Driver, DriverOptions, open_driver};
 use storage_images::ImageStore;
+use storage_layers::{LayerStore, LayerStoreOptions};
 use storage_lock::{LockFile, Token};
 use storage_types::{Error, ErrorKind, Result};
 
@@ -61,8 +67,7 @@ pub struct Store {
     transient: bool,
     graph_lock: Arc<LockFile>,
     userns_lock: Arc<LockFile>,
-    layers_lock: Arc<LockFile>,
-    mounts_lock: Arc<LockFile>,
+    ro_layer_roots: Vec<PathBuf>,
     driver: Mutex<DriverState>,
     images: ImageStore,
     ro_images: Vec<ImageStore>,
@@ -70,7 +75,11 @@ pub struct Store {
 }
 
 struct DriverState {
-    driver: Box<dyn Driver>,
+    driver: Arc<dyn Driver>,
+    /// The primary (read-write) layer store, rebuilt with the driver.
+    layers: Arc<LayerStore>,
+    /// Read-only layer stores of the additional image stores, in configuration order.
+    ro_layers: Vec<Arc<LayerStore>>,
     /// The `storage.lock` token seen when the driver was (re)initialised.
     token: Token,
 }
@@ -213,17 +222,37 @@ impl Store {
 
         // Driver initialisation under the graph lock.
         let guard = graph_lock.lock().map_err(lock_err)?;
-        let driver = init_driver(&opts, &graph_root, &run_root, image_store_root.as_deref())?;
+        let driver: Arc<dyn Driver> = Arc::from(init_driver(
+            &opts,
+            &graph_root,
+            &run_root,
+            image_store_root.as_deref(),
+        )?);
         let token = guard.token().map_err(lock_err)?;
         drop(guard);
         let name = driver.name().to_string();
 
-        let layers_dir = graph_root.join(format!("{name}-layers"));
-        mkdir(&layers_dir)?;
-        let layers_lock = open_lock(&layers_dir.join("layers.lock"))?;
-        let run_layers_dir = run_root.join(format!("{name}-layers"));
-        mkdir(&run_layers_dir)?;
-        let mounts_lock = open_lock(&run_layers_dir.join("mountpoints.lock"))?;
+        let extra_roots = additional_image_stores(&name, &opts.driver_options);
+        let (layers, ro_layers) = open_layer_stores(
+            &driver,
+            &graph_root,
+            &run_root,
+            image_store_root.as_deref(),
+            &extra_roots,
+            opts.transient_store,
+        )?;
+        // Go creates the layer store's lock files when it first touches the store; our
+        // tree after `GetStore` matches Go's.
+        open_lock(
+            &graph_root
+                .join(format!("{name}-layers"))
+                .join("layers.lock"),
+        )?;
+        open_lock(
+            &run_root
+                .join(format!("{name}-layers"))
+                .join("mountpoints.lock"),
+        )?;
 
         let images_root = image_store_root.as_deref().unwrap_or(&graph_root);
         let images = ImageStore::open(
@@ -231,7 +260,7 @@ impl Store {
             &run_root.join(format!("{name}-images")),
         )?;
         let mut ro_images = Vec::new();
-        for extra in additional_image_stores(&name, &opts.driver_options) {
+        for extra in &extra_roots {
             if let Some(s) = ImageStore::open_read_only(
                 &extra.join(format!("{name}-images")),
                 &run_root.join(format!("{name}-images")),
@@ -257,9 +286,13 @@ impl Store {
             transient: opts.transient_store,
             graph_lock,
             userns_lock,
-            layers_lock,
-            mounts_lock,
-            driver: Mutex::new(DriverState { driver, token }),
+            ro_layer_roots: extra_roots,
+            driver: Mutex::new(DriverState {
+                driver,
+                layers,
+                ro_layers,
+                token,
+            }),
             images,
             ro_images,
             containers,
@@ -322,10 +355,10 @@ impl Store {
             .map_err(|_| Error::msg(ErrorKind::Other, "driver state poisoned"))
     }
 
-    /// Runs `f` with the driver while holding `storage.lock` exclusively, re-initialising
-    /// the driver first if another process shut it down meanwhile (Go's
-    /// `startUsingGraphDriver`).
-    pub fn with_driver<T>(&self, f: impl FnOnce(&dyn Driver) -> Result<T>) -> Result<T> {
+    /// Takes `storage.lock` exclusively and re-initialises the driver (and drops the cached
+    /// layer stores) if another process shut it down meanwhile (Go's `startUsingGraphDriver`).
+    /// The returned guard keeps the graph lock.
+    fn graph(&self) -> Result<GraphGuard<'_>> {
         let guard = self.graph_lock.lock().map_err(lock_err)?;
         let mut state = self.driver_state()?;
         if guard.modified_since(&state.token).map_err(lock_err)? {
@@ -337,10 +370,38 @@ impl Store {
                 image_store: self.image_store_root.clone(),
                 options: self.driver_options.clone(),
             };
-            state.driver = open_driver(&self.driver_name, &opts)?;
+            let driver: Arc<dyn Driver> = Arc::from(open_driver(&self.driver_name, &opts)?);
+            let (layers, ro_layers) = open_layer_stores(
+                &driver,
+                &self.graph_root,
+                &self.run_root,
+                self.image_store_root.as_deref(),
+                &self.ro_layer_roots,
+                self.transient,
+            )?;
+            state.driver = driver;
+            state.layers = layers;
+            state.ro_layers = ro_layers;
             state.token = guard.token().map_err(lock_err)?;
         }
-        f(state.driver.as_ref())
+        Ok(GraphGuard { state, guard })
+    }
+
+    /// Runs `f` with the driver while holding `storage.lock` exclusively.
+    pub fn with_driver<T>(&self, f: impl FnOnce(&dyn Driver) -> Result<T>) -> Result<T> {
+        let g = self.graph()?;
+        f(g.state.driver.as_ref())
+    }
+
+    /// The primary layer store (Go's `getLayerStore`: `storage.lock` is taken only to get
+    /// the handle). Take its locks with [`LayerStore::read`] / [`LayerStore::write`].
+    pub fn layer_store(&self) -> Result<Arc<LayerStore>> {
+        Ok(self.graph()?.state.layers.clone())
+    }
+
+    /// The read-only layer stores of the additional image stores.
+    pub fn read_only_layer_stores(&self) -> Result<Vec<Arc<LayerStore>>> {
+        Ok(self.graph()?.state.ro_layers.clone())
     }
 
     /// The driver's status pairs (Go's `Store.Status`).
@@ -348,108 +409,94 @@ impl Store {
         self.with_driver(|d| Ok(d.status()))
     }
 
-    /// Layers recorded as mounted in `mountpoints.json` (ID, count).
-    fn mounted_layers(&self) -> Result<Vec<(String, i64)>> {
-        let path = self
-            .run_root
-            .join(format!("{}-layers", self.driver_name))
-            .join("mountpoints.json");
-        let _guard = self.mounts_lock.rlock().map_err(lock_err)?;
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("open", &path, e)),
-        };
-        if data.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Vec::new());
-        }
-        let entries: Vec<serde_json::Value> = serde_json::from_slice(&data)
-            .map_err(|e| Error::msg(ErrorKind::Corrupt, format!("{}: {e}", path.display())))?;
-        Ok(entries
-            .iter()
-            .filter_map(|e| {
-                let id = e.get("id")?.as_str()?.to_string();
-                let count = e.get("count").and_then(|c| c.as_i64()).unwrap_or(0);
-                (count != 0).then_some((id, count))
-            })
-            .collect())
-    }
-
-    /// Number of records in the read-write `layers.json` (and `volatile-layers.json`).
-    fn layer_record_count(&self) -> Result<usize> {
-        let mut n = 0;
-        let stable = self
-            .graph_root
-            .join(format!("{}-layers", self.driver_name))
-            .join("layers.json");
-        let volatile_dir = if self.transient {
-            self.run_root.join(format!("{}-layers", self.driver_name))
-        } else {
-            self.graph_root.join(format!("{}-layers", self.driver_name))
-        };
-        for path in [stable, volatile_dir.join("volatile-layers.json")] {
-            let data = match std::fs::read(&path) {
-                Ok(d) => d,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("open", &path, e)),
-            };
-            if data.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let v: Vec<serde_json::Value> = serde_json::from_slice(&data)
-                .map_err(|e| Error::msg(ErrorKind::Corrupt, format!("{}: {e}", path.display())))?;
-            n += v.len();
-        }
-        Ok(n)
-    }
-
     /// Go's `Store.Shutdown(force)` (store.md §6.8).
     ///
-    /// Returns the IDs of layers that were unmounted. If any layer is mounted the call fails
-    /// with "a layer is mounted: layer is in use by a container" and the driver is not
-    /// cleaned up; otherwise a new `storage.lock` token is written and the driver cleaned up.
+    /// Returns the IDs of layers that were mounted. If any layer was mounted the call fails
+    /// with "a layer is mounted: layer is in use by a container" (after unmounting them all
+    /// when `force` is set) and the driver is not cleaned up; otherwise a new `storage.lock`
+    /// token is written and the driver cleaned up.
     pub fn shutdown(&self, force: bool) -> Result<Vec<String>> {
-        let guard = self.graph_lock.lock().map_err(lock_err)?;
-        let _layers = self.layers_lock.lock().map_err(lock_err)?;
-        let mounted = self.mounted_layers()?;
+        let mut g = self.graph()?;
+        let layers = g.state.layers.clone();
+        let mut w = layers.write()?;
+        let mounted: Vec<String> = w
+            .mounts()
+            .into_iter()
+            .filter(|(_, _, count)| *count != 0)
+            .map(|(id, _, _)| id)
+            .collect();
+        if force {
+            for id in &mounted {
+                while w.unmount(id, true)? {}
+            }
+        }
+        drop(w);
         if !mounted.is_empty() {
-            let _ = force;
             return Err(Error::msg(
                 ErrorKind::LayerUsedByContainer,
                 "a layer is mounted: layer is in use by a container",
             ));
         }
-        let token = guard.record_write().map_err(lock_err)?;
-        let mut state = self.driver_state()?;
-        state.driver.cleanup()?;
-        state.token = token;
-        Ok(Vec::new())
+        let token = g.guard.record_write().map_err(lock_err)?;
+        g.state.driver.cleanup()?;
+        g.state.token = token;
+        Ok(mounted)
     }
 
     /// Go's `Store.Wipe()` (store.md §6.7): deletes every container, image and layer of
-    /// the read-write stores.
+    /// the read-write stores. Locks: layers, images, containers (all exclusive).
     pub fn wipe(&self) -> Result<()> {
-        let _graph = self.graph_lock.lock().map_err(lock_err)?;
-        let _layers = self.layers_lock.lock().map_err(lock_err)?;
-        let records = self.layer_record_count()?;
-        if records > 0 {
-            return Err(Error::msg(
-                ErrorKind::NotSupported,
-                format!("{records} layer records exist and deleting layers is not supported yet"),
-            ));
-        }
-        {
-            let mut images = self.images.write()?;
-            let mut containers = self.containers.write()?;
-            containers.wipe()?;
-            images.wipe()?;
-        }
-        let state = self.driver_state()?;
-        for id in state.driver.list_layers()? {
-            state.driver.remove(&id)?;
-        }
-        Ok(())
+        let layers = self.layer_store()?;
+        let mut l = layers.write()?;
+        let mut images = self.images.write()?;
+        let mut containers = self.containers.write()?;
+        containers.wipe()?;
+        images.wipe()?;
+        l.wipe()
     }
+}
+
+/// `storage.lock` held exclusively, with the current driver state.
+struct GraphGuard<'a> {
+    state: MutexGuard<'a, DriverState>,
+    guard: storage_lock::WriteGuard,
+}
+
+fn open_layer_stores(
+    driver: &Arc<dyn Driver>,
+    graph_root: &Path,
+    run_root: &Path,
+    image_store: Option<&Path>,
+    extra_roots: &[PathBuf],
+    transient: bool,
+) -> Result<(Arc<LayerStore>, Vec<Arc<LayerStore>>)> {
+    let name = driver.name().to_string();
+    let mut opts = LayerStoreOptions::new(
+        graph_root.join(format!("{name}-layers")),
+        run_root.join(format!("{name}-layers")),
+        driver.clone(),
+    );
+    opts.transient = transient;
+    opts.image_store_dir = image_store.map(|p| p.join(format!("{name}-layers")));
+    let primary = Arc::new(LayerStore::open(opts)?);
+    let mut ro = Vec::new();
+    let mut extras: Vec<PathBuf> = extra_roots.to_vec();
+    if image_store.is_some() {
+        // With a split image store the graph root is searched as an additional store too;
+        // its layers are already served by the primary store.
+        extras.retain(|p| p != graph_root);
+    }
+    for root in extras {
+        let dir = root.join(format!("{name}-layers"));
+        if !dir.join("layers.lock").exists() {
+            continue;
+        }
+        let mut o =
+            LayerStoreOptions::new(dir, run_root.join(format!("{name}-layers")), driver.clone());
+        o.read_only = true;
+        ro.push(Arc::new(LayerStore::open(o)?));
+    }
+    Ok((primary, ro))
 }
 
 fn driver_options_for(

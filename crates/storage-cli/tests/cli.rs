@@ -499,9 +499,10 @@ fn wipe_and_shutdown() {
         "a new token per shutdown"
     );
 
-    // A mounted layer (recorded by another process) blocks shutdown.
-    let mp = Path::new(&r.run).join("vfs-layers/mountpoints.json");
-    std::fs::write(&mp, r#"[{"id":"abc","path":"/x","count":1}]"#).unwrap();
+    // A mounted layer blocks shutdown.
+    assert_eq!(run(&r.args(&["create-layer", "-i", "abc"])).code, 0);
+    assert_eq!(run(&r.args(&["mount", "abc"])).code, 0);
+    let before = std::fs::read(&lock).unwrap();
     let o = run(&r.args(&["shutdown"]));
     assert_eq!(o.code, 1);
     assert_eq!(
@@ -510,6 +511,11 @@ fn wipe_and_shutdown() {
     );
     let o = run(&r.args(&["shutdown", "-j"]));
     assert_eq!((o.code, o.stdout.as_str()), (1, "{}\n"));
+    assert_eq!(
+        std::fs::read(&lock).unwrap(),
+        before,
+        "no token without a clean shutdown"
+    );
 }
 
 #[test]
@@ -529,13 +535,15 @@ fn wipe_removes_images_and_containers_records_written_by_go() {
     let o = run_with(go, &r.args(&["images", "--json"]), &[]);
     assert_eq!(o.stdout.trim(), "null", "{o:?}");
 
-    // Layer records we cannot delete yet are reported, not ignored.
-    let o = run_with(go, &r.args(&["create-layer"]), &[]);
+    // Layers created by Go are wiped too (records and driver directories).
+    let o = run_with(go, &r.args(&["create-layer", "-n", "golayer"]), &[]);
     assert_eq!(o.code, 0, "{o:?}");
     let o = run(&r.args(&["wipe"]));
-    if o.code != 0 {
-        assert!(o.stderr.starts_with("wipe: "), "{o:?}");
-    }
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = run_with(go, &r.args(&["layers"]), &[]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, ""));
+    let dir = Path::new(&r.graph).join("vfs/dir");
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
 }
 
 #[test]

@@ -1,0 +1,769 @@
+//! Layer commands (cli.md §7.1, §7.5).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use containers_storage::{CreateLayerOptions, DiffOptions};
+use storage_archive::Compression;
+use storage_drivers::{ChangeKind, CreateOpts, MountOpts};
+use storage_types::{IdMap, Layer, parse_id_maps, to_go_json, to_go_json_line};
+
+use super::{Ctx, err, out};
+
+/// ID mappings requested with `--uidmap`, `--gidmap`, `--subuidmap`, `--subgidmap`,
+/// `--hostuidmap`, `--hostgidmap`.
+pub struct Mappings {
+    /// UID map.
+    pub uid_map: Vec<IdMap>,
+    /// GID map.
+    pub gid_map: Vec<IdMap>,
+    /// `--hostuidmap`.
+    pub host_uid: bool,
+    /// `--hostgidmap`.
+    pub host_gid: bool,
+}
+
+fn sub_ranges(file: &str, user: &str, kind: &str) -> Result<Vec<IdMap>, String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut next = 0u32;
+    for line in text.lines() {
+        let parts: Vec<&str> = line.trim().split(':').collect();
+        if parts.len() != 3 || parts[0] != user {
+            continue;
+        }
+        let (Ok(start), Ok(len)) = (parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {
+            continue;
+        };
+        out.push(IdMap {
+            container_id: next,
+            host_id: start,
+            size: len,
+        });
+        next = next.saturating_add(len);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "no {kind} ranges found for user {} in {file}",
+            storage_types::go_quote(user)
+        ));
+    }
+    Ok(out)
+}
+
+/// Go's CLI mapping logic (`getIDMappingOptions`).
+pub fn mappings(ctx: &Ctx<'_>) -> Result<Mappings, String> {
+    let f = ctx.flags;
+    let mut uid_map = Vec::new();
+    let mut gid_map = Vec::new();
+    let mut sub_u = f.str("-subuidmap");
+    let mut sub_g = f.str("-subgidmap");
+    if !sub_u.is_empty() || !sub_g.is_empty() {
+        if sub_u.is_empty() {
+            sub_u = sub_g.clone();
+        }
+        if sub_g.is_empty() {
+            sub_g = sub_u.clone();
+        }
+        uid_map = sub_ranges("/etc/subuid", &sub_u, "subuid")?;
+        gid_map = sub_ranges("/etc/subgid", &sub_g, "subgid")?;
+    }
+    uid_map.extend(parse_id_maps(&f.str("-uidmap"), "uid").map_err(|e| e.to_string())?);
+    gid_map.extend(parse_id_maps(&f.str("-gidmap"), "gid").map_err(|e| e.to_string())?);
+    let host_uid = f.bool("-hostuidmap");
+    let host_gid = f.bool("-hostgidmap");
+    if host_uid && !uid_map.is_empty() {
+        return Err("host uid map specified along with UID mapping".into());
+    }
+    if host_gid && !gid_map.is_empty() {
+        return Err("host gid map specified along with GID mapping".into());
+    }
+    Ok(Mappings {
+        uid_map,
+        gid_map,
+        host_uid,
+        host_gid,
+    })
+}
+
+fn layer_options(ctx: &Ctx<'_>) -> Result<CreateLayerOptions, String> {
+    let m = mappings(ctx)?;
+    let id = ctx.flags.str("-id");
+    Ok(CreateLayerOptions {
+        id: (!id.is_empty()).then_some(id),
+        parent: ctx.args.first().cloned(),
+        names: ctx.flags.list("-name"),
+        mount_label: ctx.flags.str("-label"),
+        writeable: !ctx.flags.bool("-readonly"),
+        uid_map: m.uid_map,
+        gid_map: m.gid_map,
+        host_uid_mapping: m.host_uid,
+        host_gid_mapping: m.host_gid,
+        ..CreateLayerOptions::default()
+    })
+}
+
+fn print_created(ctx: &Ctx<'_>, layer: &Layer) -> Result<(), String> {
+    if ctx.json() {
+        out_bytes(&to_go_json_line(layer))
+    } else {
+        let mut s = format!("{}\n", layer.id);
+        for n in &layer.names {
+            s.push_str(&format!("\t{n}\n"));
+        }
+        out(&s)
+    }
+}
+
+fn out_bytes(b: &[u8]) -> Result<(), String> {
+    std::io::stdout()
+        .lock()
+        .write_all(b)
+        .map_err(|e| e.to_string())
+}
+
+/// `create-layer [parent]`.
+pub fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let opts = layer_options(ctx)?;
+    let (layer, _) = ctx
+        .store
+        .create_layer(&opts, None)
+        .map_err(|e| e.to_string())?;
+    print_created(ctx, &layer)?;
+    Ok(0)
+}
+
+fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
+    if file.is_empty() {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let f = std::fs::File::open(file)
+        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+    Ok(Box::new(f))
+}
+
+/// `import-layer [parent]`.
+pub fn import_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let opts = layer_options(ctx)?;
+    let input = open_input(&ctx.flags.str("-file"))?;
+    let (layer, _) = ctx
+        .store
+        .create_layer(&opts, Some(input))
+        .map_err(|e| e.to_string())?;
+    print_created(ctx, &layer)?;
+    Ok(0)
+}
+
+/// `create-storage-layer [parent]`.
+pub fn create_storage_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let m = mappings(ctx)?;
+    let mut id = ctx.flags.str("-id");
+    if id.is_empty() {
+        id = storage_types::generate_id();
+    }
+    let opts = CreateOpts {
+        mount_label: ctx.flags.str("-label"),
+        uid_map: m.uid_map,
+        gid_map: m.gid_map,
+        ..CreateOpts::default()
+    };
+    let parent = ctx.args.first().map(String::as_str);
+    ctx.store
+        .create_driver_layer(&id, parent, &opts, !ctx.flags.bool("-readonly"))
+        .map_err(|e| e.to_string())?;
+    if ctx.json() {
+        out_bytes(&to_go_json_line(&id))?;
+    } else {
+        out(&format!("{id}\n"))?;
+    }
+    Ok(0)
+}
+
+struct TreeNode {
+    left: String,
+    right: String,
+    notes: Vec<String>,
+}
+
+fn tree_prefix(width: usize, continued: &[usize]) -> String {
+    (0..width)
+        .map(|c| if continued.contains(&c) { '│' } else { ' ' })
+        .collect()
+}
+
+fn print_subtree(
+    root: &str,
+    nodes: Vec<TreeNode>,
+    indent: usize,
+    continued: &[usize],
+    s: &mut String,
+) -> Vec<TreeNode> {
+    let (children, mut leftovers): (Vec<TreeNode>, Vec<TreeNode>) =
+        nodes.into_iter().partition(|n| n.left == root);
+    let count = children.len();
+    for (i, child) in children.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let mut next = continued.to_vec();
+        if !last {
+            next.push(indent);
+        }
+        s.push_str(&tree_prefix(indent, continued));
+        s.push_str(if last { "└─" } else { "├─" });
+        s.push_str(&child.right);
+        s.push('\n');
+        for note in &child.notes {
+            s.push_str(&tree_prefix(indent + 2, &next));
+            s.push_str(note);
+            s.push('\n');
+        }
+        leftovers = print_subtree(&child.right, leftovers, indent + 2, &next, s);
+    }
+    leftovers
+}
+
+fn print_tree(mut nodes: Vec<TreeNode>) -> String {
+    let mut s = String::new();
+    while !nodes.is_empty() {
+        let rights: Vec<&str> = nodes.iter().map(|n| n.right.as_str()).collect();
+        let root = nodes
+            .iter()
+            .map(|n| n.left.clone())
+            .find(|l| !rights.contains(&l.as_str()))
+            .unwrap_or_else(|| nodes[0].left.clone());
+        s.push_str(&root);
+        s.push('\n');
+        let before = nodes.len();
+        nodes = print_subtree(&root, nodes, 0, &[], &mut s);
+        if nodes.len() == before {
+            break;
+        }
+    }
+    s
+}
+
+/// `layers`.
+pub fn layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let layers = ctx.store.layers().map_err(|e| e.to_string())?;
+    if ctx.json() {
+        let list: Vec<&Layer> = layers.iter().map(|(l, _)| l).collect();
+        if list.is_empty() {
+            out("null\n")?;
+        } else {
+            out_bytes(&to_go_json_line(&list))?;
+        }
+        return Ok(0);
+    }
+    let users = ctx.store.layer_users().map_err(|e| e.to_string())?;
+    let quick = ctx.flags.bool("-quick");
+    let tree = ctx.flags.bool("-tree");
+    let mut s = String::new();
+    let mut nodes = Vec::new();
+    let mounts: BTreeMap<String, String> = if tree {
+        layers
+            .iter()
+            .filter_map(|(l, _)| {
+                let count = ctx.store.mounted(&l.id).ok()?;
+                if count <= 0 {
+                    return None;
+                }
+                let p = ctx.store.mount_point(&l.id).ok().flatten()?;
+                Some((l.id.clone(), p.to_string_lossy().into_owned()))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (layer, _) in &layers {
+        if quick {
+            s.push_str(&format!("{}\n", layer.id));
+            continue;
+        }
+        let images = users.images.get(&layer.id);
+        let containers = users.containers.get(&layer.id);
+        if tree {
+            let mut notes: Vec<String> = layer.names.iter().map(|n| format!("name: {n}")).collect();
+            if let Some(m) = mounts.get(&layer.id) {
+                notes.push(format!("mount: {m}"));
+            }
+            for (id, names) in images.into_iter().flatten() {
+                notes.push(format!("image: {id}"));
+                notes.extend(names.iter().map(|n| format!("image name: {n}")));
+            }
+            for (id, names) in containers.into_iter().flatten() {
+                notes.push(format!("container: {id}"));
+                notes.extend(names.iter().map(|n| format!("container name: {n}")));
+            }
+            nodes.push(TreeNode {
+                left: if layer.parent.is_empty() {
+                    "(base)".to_string()
+                } else {
+                    layer.parent.clone()
+                },
+                right: layer.id.clone(),
+                notes,
+            });
+        } else {
+            s.push_str(&format!("{}\n", layer.id));
+            for n in &layer.names {
+                s.push_str(&format!("\tname: {n}\n"));
+            }
+            for (id, names) in images.into_iter().flatten() {
+                s.push_str(&format!("\timage: {id}\n"));
+                for n in names {
+                    s.push_str(&format!("\t\tname: {n}\n"));
+                }
+            }
+            for (id, names) in containers.into_iter().flatten() {
+                s.push_str(&format!("\tcontainer: {id}\n"));
+                for n in names {
+                    s.push_str(&format!("\t\tname: {n}\n"));
+                }
+            }
+        }
+    }
+    if tree && !quick {
+        s = print_tree(nodes);
+    }
+    out(&s)?;
+    Ok(0)
+}
+
+/// `storage-layers`.
+pub fn storage_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let ids = ctx.store.driver_layers().map_err(|e| e.to_string())?;
+    if ctx.json() {
+        out_bytes(&to_go_json_line(&ids))?;
+    } else {
+        out(&ids.iter().map(|i| format!("{i}\n")).collect::<String>())?;
+    }
+    Ok(0)
+}
+
+/// `layer ID…`.
+pub fn layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let mut matched: Vec<(Layer, bool)> = Vec::new();
+    for arg in ctx.args {
+        if let Ok(l) = ctx.store.layer(arg) {
+            matched.push(l);
+        }
+    }
+    if ctx.json() {
+        let list: Vec<&Layer> = matched.iter().map(|(l, _)| l).collect();
+        out_bytes(&to_go_json_line(&list))?;
+    } else {
+        let mut s = String::new();
+        for (l, ro) in &matched {
+            s.push_str(&format!("ID: {}\n", l.id));
+            for m in &l.uidmap {
+                s.push_str(&format!(
+                    "UID mapping: (container={}, host={}, size={})\n",
+                    m.container_id, m.host_id, m.size
+                ));
+            }
+            for m in &l.gidmap {
+                s.push_str(&format!(
+                    "GID mapping: (container={}, host={}, size={})\n",
+                    m.container_id, m.host_id, m.size
+                ));
+            }
+            if !l.parent.is_empty() {
+                s.push_str(&format!("Parent: {}\n", l.parent));
+            }
+            for n in &l.names {
+                s.push_str(&format!("Name: {n}\n"));
+            }
+            if *ro {
+                s.push_str("Read Only: true\n");
+            }
+        }
+        out(&s)?;
+    }
+    Ok(if matched.len() == ctx.args.len() {
+        0
+    } else {
+        1
+    })
+}
+
+fn go_int_list(v: &[u32]) -> String {
+    let parts: Vec<String> = v.iter().map(u32::to_string).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+/// `layer-parent-owners ID…`.
+pub fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    #[derive(serde::Serialize)]
+    struct Rec {
+        #[serde(rename = "ID")]
+        id: String,
+        #[serde(rename = "UIDs")]
+        uids: Option<Vec<u32>>,
+        #[serde(rename = "GIDs")]
+        gids: Option<Vec<u32>>,
+    }
+    let mut recs = Vec::new();
+    let mut missed = false;
+    for arg in ctx.args {
+        let Ok((l, _)) = ctx.store.layer(arg) else {
+            missed = true;
+            continue;
+        };
+        let (uids, gids) = ctx
+            .store
+            .layer_parent_owners(&l.id)
+            .map_err(|e| format!("LayerParentOwner: {e}"))?;
+        recs.push(Rec {
+            id: l.id,
+            uids: (!uids.is_empty()).then_some(uids),
+            gids: (!gids.is_empty()).then_some(gids),
+        });
+    }
+    if ctx.json() {
+        out_bytes(&to_go_json_line(&recs))?;
+    } else {
+        let mut s = String::new();
+        for r in &recs {
+            s.push_str(&format!("ID: {}\n", r.id));
+            if let Some(u) = &r.uids {
+                s.push_str(&format!("UIDs: {}\n", go_int_list(u)));
+            }
+            if let Some(g) = &r.gids {
+                s.push_str(&format!("GIDs: {}\n", go_int_list(g)));
+            }
+        }
+        out(&s)?;
+    }
+    Ok(if missed { 1 } else { 0 })
+}
+
+/// `list-layer-data ID`.
+pub fn list_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let names = ctx
+        .store
+        .layer_big_data_names(&ctx.args[0])
+        .map_err(|e| e.to_string())?;
+    if ctx.json() {
+        if names.is_empty() {
+            out("null\n")?;
+        } else {
+            out_bytes(&to_go_json_line(&names))?;
+        }
+    } else {
+        out(&names.iter().map(|n| format!("{n}\n")).collect::<String>())?;
+    }
+    Ok(0)
+}
+
+/// `get-layer-data ID KEY`.
+pub fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let (layer, _) = ctx.store.layer(&ctx.args[0]).map_err(|e| e.to_string())?;
+    let file = ctx.flags.str("-file");
+    let mut output: Box<dyn Write> = if file.is_empty() {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::File::create(&file)
+                .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?,
+        )
+    };
+    let data = ctx
+        .store
+        .layer_big_data(&layer.id, &ctx.args[1])
+        .map_err(|e| e.to_string())?;
+    output.write_all(&data).map_err(|e| e.to_string())?;
+    output.flush().map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// `set-layer-data ID KEY`.
+pub fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let mut input = open_input(&ctx.flags.str("-file"))?;
+    ctx.store
+        .set_layer_big_data(&ctx.args[0], &ctx.args[1], &mut input)
+        .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// `delete-layer ID…`.
+pub fn delete_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let mut results: BTreeMap<String, String> = BTreeMap::new();
+    let mut order = Vec::new();
+    for arg in ctx.args {
+        let text = match ctx.store.delete_layer(arg) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        if !results.contains_key(arg) {
+            order.push(arg.clone());
+        }
+        results.insert(arg.clone(), text);
+    }
+    if ctx.json() {
+        out_bytes(&to_go_json_line(&results))?;
+    } else {
+        let text: String = order
+            .iter()
+            .filter(|a| !results[*a].is_empty())
+            .map(|a| format!("{a}: {}\n", results[a]))
+            .collect();
+        err(&text);
+    }
+    Ok(if results.values().any(|e| !e.is_empty()) {
+        1
+    } else {
+        0
+    })
+}
+
+fn from_to(ctx: &Ctx<'_>) -> (Option<String>, String) {
+    (ctx.args.get(1).cloned(), ctx.args[0].clone())
+}
+
+/// `changes LAYER [REF]`.
+pub fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let (from, to) = from_to(ctx);
+    let changes = ctx
+        .store
+        .changes(from.as_deref(), &to)
+        .map_err(|e| e.to_string())?;
+    if ctx.json() {
+        if changes.is_empty() {
+            out("null\n")?;
+        } else {
+            let items: Vec<String> = changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{\"Path\":{},\"Kind\":{}}}",
+                        String::from_utf8_lossy(&to_go_json(&c.path)),
+                        c.kind as i32
+                    )
+                })
+                .collect();
+            out(&format!("[{}]\n", items.join(",")))?;
+        }
+    } else {
+        let text: String = changes
+            .iter()
+            .map(|c| {
+                let what = match c.kind {
+                    ChangeKind::Add => "Add",
+                    ChangeKind::Modify => "Modify",
+                    ChangeKind::Delete => "Delete",
+                };
+                format!("{what} {}\n", storage_types::go_quote(&c.path))
+            })
+            .collect();
+        out(&text)?;
+    }
+    Ok(0)
+}
+
+/// `diffsize LAYER [REF]`.
+pub fn diff_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let (from, to) = from_to(ctx);
+    let n = ctx
+        .store
+        .diff_size(from.as_deref(), &to)
+        .map_err(|e| e.to_string())?;
+    out(&format!("{n}\n"))?;
+    Ok(0)
+}
+
+/// `diff LAYER [REF]`.
+pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let (from, to) = from_to(ctx);
+    let file = ctx.flags.str("-file");
+    let mut output: Box<dyn Write> = if file.is_empty() {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&file)
+                .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?,
+        )
+    };
+    let mut compression = None;
+    if ctx.flags.bool("-uncompressed") {
+        compression = Some(Compression::None);
+    }
+    if ctx.flags.bool("-gzip") {
+        compression = Some(Compression::Gzip);
+    }
+    if ctx.flags.bool("-bzip2") {
+        compression = Some(Compression::Bzip2);
+    }
+    if ctx.flags.bool("-xz") {
+        compression = Some(Compression::Xz);
+    }
+    let opts = DiffOptions { compression };
+    let mut buffered = std::io::BufWriter::new(&mut output);
+    ctx.store
+        .diff(from.as_deref(), &to, &opts, &mut buffered)
+        .map_err(|e| e.to_string())?;
+    buffered.flush().map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// `applydiff LAYER`.
+pub fn apply_diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let input = open_input(&ctx.flags.str("-file"))?;
+    ctx.store
+        .apply_diff(&ctx.args[0], input)
+        .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// `mount ID…`.
+pub fn mount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let label = ctx.flags.str("-label");
+    let read_only = ctx.flags.bool("-read-only");
+    let mut results: Vec<(String, String, String)> = Vec::new();
+    for arg in ctx.args {
+        let opts = MountOpts {
+            mount_label: label.clone(),
+            ..MountOpts::default()
+        };
+        let r = if read_only {
+            ctx.store.mount_image(arg, &opts)
+        } else {
+            ctx.store.mount(arg, &opts)
+        };
+        match r {
+            Ok(p) => results.push((arg.clone(), p.to_string_lossy().into_owned(), String::new())),
+            Err(e) => {
+                err(&format!("{e} while mounting {arg}\n"));
+                results.push((arg.clone(), String::new(), e.to_string()));
+            }
+        }
+    }
+    if ctx.json() {
+        let items: Vec<String> = results
+            .iter()
+            .map(|(id, mp, e)| {
+                format!(
+                    "{{\"id\":{},\"mountpoint\":{},\"error\":{}}}",
+                    json(id),
+                    json(mp),
+                    json(e)
+                )
+            })
+            .collect();
+        out(&format!("[{}]\n", items.join(",")))?;
+    } else {
+        out(&results
+            .iter()
+            .map(|(_, mp, _)| format!("{mp}\n"))
+            .collect::<String>())?;
+    }
+    Ok(if results.iter().any(|r| !r.2.is_empty()) {
+        1
+    } else {
+        0
+    })
+}
+
+fn json(s: &str) -> String {
+    String::from_utf8_lossy(&to_go_json(s)).into_owned()
+}
+
+fn id_error_json(results: &[(String, String)]) -> String {
+    let items: Vec<String> = results
+        .iter()
+        .map(|(id, e)| format!("{{\"id\":{},\"error\":{}}}", json(id), json(e)))
+        .collect();
+    format!("[{}]\n", items.join(","))
+}
+
+/// `unmount ID…`.
+pub fn unmount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let force = ctx.flags.bool("-force");
+    let mut results = Vec::new();
+    for arg in ctx.args {
+        let r = match ctx.store.unmount(arg, force) {
+            Ok(still) => Ok(still),
+            Err(e) => ctx.store.unmount_image(arg, force).map_err(|_| e),
+        };
+        match r {
+            Ok(still) => {
+                if !still {
+                    out(&format!("{arg} mountpoint unmounted\n"))?;
+                }
+                results.push((arg.clone(), String::new()));
+            }
+            Err(e) => {
+                err(&format!("{e} while unmounting {arg}\n"));
+                results.push((arg.clone(), e.to_string()));
+            }
+        }
+    }
+    if ctx.json() {
+        out(&id_error_json(&results))?;
+    }
+    Ok(if results.iter().any(|r| !r.1.is_empty()) {
+        1
+    } else {
+        0
+    })
+}
+
+/// `mounted ID…`.
+pub fn mounted(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let mut results = Vec::new();
+    for arg in ctx.args {
+        match ctx.store.mounted(arg) {
+            Ok(n) => {
+                if n > 0 {
+                    out(&format!("{arg} mounted\n"))?;
+                }
+                results.push((arg.clone(), String::new()));
+            }
+            Err(e) => {
+                err(&format!("{e} checking if {arg} is mounted\n"));
+                results.push((arg.clone(), e.to_string()));
+            }
+        }
+    }
+    if ctx.json() {
+        out(&id_error_json(&results))?;
+    }
+    Ok(if results.iter().any(|r| !r.1.is_empty()) {
+        1
+    } else {
+        0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(l: &str, r: &str, notes: &[&str]) -> TreeNode {
+        TreeNode {
+            left: l.into(),
+            right: r.into(),
+            notes: notes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tree_like_go() {
+        let t = print_tree(vec![
+            node("(base)", "base", &["name: basename"]),
+            node("base", "top", &["image: img", "image name: myimage"]),
+            node("top", "c", &["container: ctr"]),
+        ]);
+        assert_eq!(
+            t,
+            "(base)\n└─base\n  name: basename\n  └─top\n    image: img\n    image name: myimage\n    └─c\n      container: ctr\n"
+        );
+        let t = print_tree(vec![
+            node("(base)", "a", &["name: x"]),
+            node("a", "b", &[]),
+            node("(base)", "c", &[]),
+        ]);
+        assert_eq!(t, "(base)\n├─a\n│ name: x\n│ └─b\n└─c\n");
+        // A deleted parent shows up as a root label.
+        let t = print_tree(vec![node("gone", "b", &[])]);
+        assert_eq!(t, "gone\n└─b\n");
+    }
+}

@@ -1,0 +1,567 @@
+//! The command table and the handlers.
+
+pub mod any;
+pub mod layers;
+
+use std::io::Write;
+
+use containers_storage::Store;
+use storage_config::{StoreOptions, json_string};
+
+use crate::flags::{FlagSet, FlagSpec, Kind};
+
+/// What a handler sees.
+pub struct Ctx<'a> {
+    /// The parsed command flags (command flags and global options).
+    pub flags: &'a FlagSet,
+    /// The open store.
+    pub store: &'a Store,
+    /// Positional arguments.
+    pub args: &'a [String],
+    /// The store options in effect.
+    pub options: &'a StoreOptions,
+}
+
+impl Ctx<'_> {
+    /// Whether `--json`/`-j` was given.
+    pub fn json(&self) -> bool {
+        self.flags.bool("-json")
+    }
+}
+
+/// A handler: returns the exit status, or an error printed on stderr (exit 1).
+pub type Handler = fn(&mut Ctx<'_>) -> Result<i32, String>;
+
+/// One command of the tool.
+pub struct Command {
+    /// Name, then aliases.
+    pub names: &'static [&'static str],
+    /// Text after the name in the per-command usage line.
+    pub options_help: &'static str,
+    /// One-line description (global usage).
+    pub description: &'static str,
+    /// Description in the per-command usage.
+    pub usage: &'static str,
+    /// Minimum number of positional arguments.
+    pub min_args: usize,
+    /// Maximum number of positional arguments (`None` = unlimited).
+    pub max_args: Option<usize>,
+    /// The command's own flags.
+    pub flags: &'static [FlagSpec],
+    /// The action.
+    pub handler: Handler,
+}
+
+/// `-j/--json`.
+pub const JSON: FlagSpec = FlagSpec {
+    names: &["-json", "j"],
+    kind: Kind::Bool,
+    usage: "Prefer JSON output",
+};
+const FORCE_SHUTDOWN: FlagSpec = FlagSpec {
+    names: &["-force", "f"],
+    kind: Kind::Bool,
+    usage: "Unmount mounted layers first",
+};
+
+const fn flag(names: &'static [&'static str], kind: Kind, usage: &'static str) -> FlagSpec {
+    FlagSpec { names, kind, usage }
+}
+
+const LAYER_NAME: FlagSpec = flag(&["-name", "n"], Kind::List, "Layer name");
+const LAYER_ID: FlagSpec = flag(&["-id", "i"], Kind::Str, "Layer ID");
+const LABEL: FlagSpec = flag(&["-label", "l"], Kind::Str, "Mount Label");
+const READONLY: FlagSpec = flag(&["-readonly", "r"], Kind::Bool, "Mark as read-only");
+const UIDMAP: FlagSpec = flag(&["-uidmap"], Kind::Str, "UID map");
+const GIDMAP: FlagSpec = flag(&["-gidmap"], Kind::Str, "GID map");
+const SUBUIDMAP: FlagSpec = flag(&["-subuidmap"], Kind::Str, "subuid UID map for a user");
+const SUBGIDMAP: FlagSpec = flag(&["-subgidmap"], Kind::Str, "subgid GID map for a group");
+const HOSTUIDMAP: FlagSpec = flag(&["-hostuidmap"], Kind::Bool, "Force host UID map");
+const HOSTGIDMAP: FlagSpec = flag(&["-hostgidmap"], Kind::Bool, "Force host GID map");
+const NEW_NAME: FlagSpec = flag(&["-name", "n"], Kind::List, "New name");
+
+const CREATE_LAYER_FLAGS: &[FlagSpec] = &[
+    LAYER_NAME, LAYER_ID, LABEL, READONLY, JSON, HOSTUIDMAP, HOSTGIDMAP, UIDMAP, GIDMAP, SUBUIDMAP,
+    SUBGIDMAP,
+];
+const IMPORT_LAYER_FLAGS: &[FlagSpec] = &[
+    LAYER_NAME,
+    LAYER_ID,
+    LABEL,
+    READONLY,
+    JSON,
+    HOSTUIDMAP,
+    HOSTGIDMAP,
+    UIDMAP,
+    GIDMAP,
+    SUBUIDMAP,
+    SUBGIDMAP,
+    flag(
+        &["-file", "f"],
+        Kind::Str,
+        "Read from file instead of stdin",
+    ),
+];
+const CREATE_STORAGE_LAYER_FLAGS: &[FlagSpec] = &[
+    LAYER_ID, LABEL, READONLY, JSON, HOSTUIDMAP, HOSTGIDMAP, UIDMAP, GIDMAP, SUBUIDMAP, SUBGIDMAP,
+];
+const DIFF_FLAGS: &[FlagSpec] = &[
+    flag(
+        &["-file", "f"],
+        Kind::Str,
+        "Write to file instead of stdout",
+    ),
+    flag(&["-uncompressed", "u"], Kind::Bool, "Use no compression"),
+    flag(&["-gzip", "c"], Kind::Bool, "Compress using gzip"),
+    flag(
+        &["-bzip2", "-bz2", "b"],
+        Kind::Bool,
+        "Compress using bzip2 (not currently supported)",
+    ),
+    flag(
+        &["-xz", "x"],
+        Kind::Bool,
+        "Compress using xz (not currently supported)",
+    ),
+];
+const EXISTS_FLAGS: &[FlagSpec] = &[
+    flag(&["-quiet", "q"], Kind::Bool, "Don't print names"),
+    flag(
+        &["-layer", "l"],
+        Kind::Bool,
+        "Only succeed if the match is a layer",
+    ),
+    flag(
+        &["-image", "i"],
+        Kind::Bool,
+        "Only succeed if the match is an image",
+    ),
+    flag(
+        &["-container", "c"],
+        Kind::Bool,
+        "Only succeed if the match is a container",
+    ),
+    JSON,
+];
+const MOUNT_FLAGS: &[FlagSpec] = &[
+    flag(&["-opt", "o"], Kind::Str, "Mount Options"),
+    LABEL,
+    flag(
+        &["-read-only", "-ro", "r"],
+        Kind::Bool,
+        "Mount image readonly",
+    ),
+    JSON,
+];
+
+macro_rules! cmd {
+    ($names:expr, $opts:expr, $desc:expr, $min:expr, $max:expr, $flags:expr, $handler:expr) => {
+        Command {
+            names: $names,
+            options_help: $opts,
+            description: $desc,
+            usage: $desc,
+            min_args: $min,
+            max_args: $max,
+            flags: $flags,
+            handler: $handler,
+        }
+    };
+}
+
+/// Every registered command, in the order of Go's source files (the global usage order).
+pub static COMMANDS: &[Command] = &[
+    cmd!(
+        &["config"],
+        "[configurationFile]",
+        "Print storage library configuration as JSON",
+        0,
+        Some(1),
+        &[],
+        config
+    ),
+    cmd!(
+        &["create-storage-layer"],
+        "[options [...]] [parentLayerNameOrID]",
+        "Create a new layer only in the storage driver",
+        0,
+        Some(1),
+        CREATE_STORAGE_LAYER_FLAGS,
+        layers::create_storage_layer
+    ),
+    cmd!(
+        &["create-layer", "createlayer"],
+        "[options [...]] [parentLayerNameOrID]",
+        "Create a new layer",
+        0,
+        Some(1),
+        CREATE_LAYER_FLAGS,
+        layers::create_layer
+    ),
+    cmd!(
+        &["import-layer", "importlayer"],
+        "[options [...]] [parentLayerNameOrID]",
+        "Import a new layer",
+        0,
+        Some(1),
+        IMPORT_LAYER_FLAGS,
+        layers::import_layer
+    ),
+    cmd!(
+        &["delete-layer", "deletelayer"],
+        "[LayerNameOrID [...]]",
+        "Delete a layer, with safety checks",
+        1,
+        None,
+        &[JSON],
+        layers::delete_layer
+    ),
+    cmd!(
+        &["changes"],
+        "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+        "Compare two layers",
+        1,
+        Some(2),
+        &[JSON],
+        layers::changes
+    ),
+    cmd!(
+        &["diffsize", "diff-size"],
+        "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+        "Compare two layers",
+        1,
+        Some(2),
+        &[],
+        layers::diff_size
+    ),
+    cmd!(
+        &["diff"],
+        "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+        "Compare two layers",
+        1,
+        Some(2),
+        DIFF_FLAGS,
+        layers::diff
+    ),
+    cmd!(
+        &["applydiff", "apply-diff"],
+        "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+        "Apply a diff to a layer",
+        1,
+        Some(1),
+        &[flag(
+            &["-file", "f"],
+            Kind::Str,
+            "Read from file instead of stdin"
+        )],
+        layers::apply_diff
+    ),
+    cmd!(
+        &["exists"],
+        "[LayerOrImageOrContainerNameOrID [...]]",
+        "Check if a layer or image or container exists",
+        1,
+        None,
+        EXISTS_FLAGS,
+        any::exists
+    ),
+    cmd!(
+        &["layer"],
+        "[options [...]] layerNameOrID [...]",
+        "Examine a layer",
+        1,
+        None,
+        &[JSON],
+        layers::layer
+    ),
+    cmd!(
+        &["layer-parent-owners"],
+        "[options [...]] layerNameOrID [...]",
+        "Compute the set of unmapped parent UIDs and GIDs of the layer",
+        1,
+        None,
+        &[JSON],
+        layers::layer_parent_owners
+    ),
+    cmd!(
+        &["list-layer-data", "listlayerdata"],
+        "[options [...]] layerNameOrID",
+        "List data items that are attached to a layer",
+        1,
+        Some(1),
+        &[JSON],
+        layers::list_layer_data
+    ),
+    cmd!(
+        &["get-layer-data", "getlayerdata"],
+        "[options [...]] layerID dataName",
+        "Get data that is attached to a layer",
+        2,
+        Some(2),
+        &[flag(&["-file", "f"], Kind::Str, "Write data to file")],
+        layers::get_layer_data
+    ),
+    cmd!(
+        &["set-layer-data", "setlayerdata"],
+        "[options [...]] layerID dataName",
+        "Set data that is attached to a layer",
+        2,
+        Some(2),
+        &[flag(&["-file", "f"], Kind::Str, "Read data from file")],
+        layers::set_layer_data
+    ),
+    cmd!(
+        &["layers"],
+        "[options [...]]",
+        "List layers",
+        0,
+        Some(0),
+        &[
+            JSON,
+            flag(&["-tree", "t"], Kind::Bool, "Use a tree"),
+            flag(&["-quick", "q"], Kind::Bool, "Just the IDs"),
+        ],
+        layers::layers
+    ),
+    cmd!(
+        &["storage-layers"],
+        "[options [...]]",
+        "List layers known to the storage driver",
+        0,
+        Some(0),
+        &[JSON],
+        layers::storage_layers
+    ),
+    cmd!(
+        &["metadata"],
+        "[LayerOrImageOrContainerNameOrID [...]]",
+        "Retrieve layer, image, or container metadata",
+        1,
+        None,
+        &[
+            JSON,
+            flag(&["-quiet", "q"], Kind::Bool, "Omit names and IDs")
+        ],
+        any::metadata
+    ),
+    cmd!(
+        &["set-metadata", "setmetadata"],
+        "[options [...]] layerOrImageOrContainerNameOrID",
+        "Set layer, image, or container metadata",
+        1,
+        Some(1),
+        &[
+            flag(&["-metadata", "m"], Kind::Str, "Metadata"),
+            flag(&["-metadata-file", "f"], Kind::Str, "Metadata File"),
+        ],
+        any::set_metadata
+    ),
+    cmd!(
+        &["mount"],
+        "[options [...]] LayerOrContainerNameOrID",
+        "Mount a layer or container",
+        1,
+        None,
+        MOUNT_FLAGS,
+        layers::mount
+    ),
+    cmd!(
+        &["unmount", "umount"],
+        "LayerOrContainerNameOrID",
+        "Unmount an image, layer or container",
+        1,
+        None,
+        &[flag(&["-force", "f"], Kind::Bool, "Force the umount"), JSON],
+        layers::unmount
+    ),
+    cmd!(
+        &["mounted"],
+        "LayerOrContainerNameOrID",
+        "Check if a file system is mounted",
+        1,
+        None,
+        &[JSON],
+        layers::mounted
+    ),
+    cmd!(
+        &["get-names", "getnames"],
+        "[options [...]] imageOrContainerNameOrID",
+        "Get layer, image, or container name or names",
+        1,
+        Some(1),
+        &[JSON],
+        any::get_names
+    ),
+    cmd!(
+        &["add-names", "addnames"],
+        "[options [...]] imageOrContainerNameOrID",
+        "Add layer, image, or container name or names",
+        1,
+        None,
+        &[NEW_NAME, JSON],
+        any::add_names
+    ),
+    cmd!(
+        &["remove-names", "removenames"],
+        "[options [...]] imageOrContainerNameOrID",
+        "Remove layer, image, or container name or names",
+        1,
+        None,
+        &[NEW_NAME, JSON],
+        any::remove_names
+    ),
+    cmd!(
+        &["set-names", "setnames"],
+        "[options [...]] imageOrContainerNameOrID",
+        "Set layer, image, or container name or names",
+        1,
+        None,
+        &[NEW_NAME, JSON],
+        any::set_names
+    ),
+    cmd!(
+        &["shutdown"],
+        "",
+        "Shut down layer storage",
+        0,
+        Some(0),
+        &[FORCE_SHUTDOWN, JSON],
+        shutdown
+    ),
+    cmd!(
+        &["status"],
+        "",
+        "Check on graph driver status",
+        0,
+        Some(0),
+        &[JSON],
+        status
+    ),
+    cmd!(
+        &["version"],
+        "",
+        "Return containers-storage version information",
+        0,
+        Some(0),
+        &[JSON],
+        version
+    ),
+    cmd!(
+        &["wipe"],
+        "",
+        "Wipe all layers, images, and containers",
+        0,
+        Some(0),
+        &[JSON],
+        wipe
+    ),
+];
+
+/// Writes `text` to stdout.
+pub fn out(text: &str) -> Result<(), String> {
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `text` to stderr.
+pub fn err(text: &str) {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+fn pairs_json(pairs: &[(String, String)]) -> String {
+    let items: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("[{},{}]", json_string(k), json_string(v)))
+        .collect();
+    format!("[{}]\n", items.join(","))
+}
+
+fn status(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let driver_status = ctx.store.status().map_err(|e| format!("status: {e}"))?;
+    let mut pairs = vec![
+        (
+            "Root".to_string(),
+            ctx.store.graph_root().to_string_lossy().into_owned(),
+        ),
+        (
+            "Run Root".to_string(),
+            ctx.store.run_root().to_string_lossy().into_owned(),
+        ),
+        (
+            "Driver Name".to_string(),
+            ctx.store.driver_name().to_string(),
+        ),
+        (
+            "Driver Options".to_string(),
+            crate::go_list(ctx.store.driver_options()),
+        ),
+    ];
+    pairs.extend(driver_status);
+    if ctx.json() {
+        out(&pairs_json(&pairs))?;
+    } else {
+        let text: String = pairs.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        err(&text);
+    }
+    Ok(0)
+}
+
+/// Our version, in Go's `Version: X` format.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn version(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let pairs = vec![("Version".to_string(), VERSION.to_string())];
+    if ctx.json() {
+        out(&pairs_json(&pairs))?;
+    } else {
+        err(&format!("Version: {VERSION}\n"));
+    }
+    Ok(0)
+}
+
+fn shutdown(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let result = ctx.store.shutdown(ctx.flags.bool("-force"));
+    match (result, ctx.json()) {
+        (Ok(_), true) => {
+            out("\"\"\n")?;
+            Ok(0)
+        }
+        (Ok(_), false) => Ok(0),
+        (Err(_), true) => {
+            out("{}\n")?;
+            Ok(1)
+        }
+        (Err(e), false) => Err(format!("shutdown: {e}")),
+    }
+}
+
+fn wipe(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    match (ctx.store.wipe(), ctx.json()) {
+        (Ok(()), true) => {
+            out("\"\"\n")?;
+            Ok(0)
+        }
+        (Ok(()), false) => Ok(0),
+        (Err(_), true) => {
+            out("{}\n")?;
+            Ok(1)
+        }
+        (Err(e), false) => Err(format!("wipe: {e}")),
+    }
+}
+
+fn config(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let env = storage_config::Environment::from_process();
+    let (mut options, _) =
+        storage_config::load_options(&env).map_err(|e| format!("default: {e}"))?;
+    if let Some(file) = ctx.args.first() {
+        let (reloaded, _) = storage_config::reload_file(std::path::Path::new(file), &env, &options)
+            .map_err(|e| format!("reload: {e}"))?;
+        options = reloaded;
+    }
+    out(&format!("{}\n", options.to_go_json()))?;
+    Ok(0)
+}

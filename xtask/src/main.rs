@@ -5,7 +5,10 @@
 //!   files listed.
 //! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
 //!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
+//!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -33,12 +36,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&workspace_root()),
         Some("ci") => ci(&args[1..]),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  demo          run the demo on a throwaway store under target/demo\n  \
                  ci            install test dependencies (root) and run every test\n  \
+                 bench         benchmark ours against Go's containers-storage and GNU tar\n  \
                  install-deps  install the Debian packages the tests use (root)"
             );
             return ExitCode::from(2);
@@ -105,7 +110,10 @@ fn install_deps(force: bool) -> Result<(), String> {
         return Ok(());
     }
     if !is_root() {
-        let msg = format!("missing Debian packages (run as root to install): {}", missing.join(" "));
+        let msg = format!(
+            "missing Debian packages (run as root to install): {}",
+            missing.join(" ")
+        );
         if force || std::env::var("CI").as_deref() == Ok("true") {
             return Err(msg);
         }
@@ -127,7 +135,14 @@ fn ci(_args: &[String]) -> Result<(), String> {
         .args(["fmt", "--all", "--check"])
         .current_dir(&root))?;
     run(Command::new(&cargo)
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .current_dir(&root))?;
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])

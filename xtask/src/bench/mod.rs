@@ -1,0 +1,1109 @@
+//! `cargo xtask bench`: our `containers-storage` side by side with Debian's Go
+//! `containers-storage` and with plain tools (GNU tar, pigz, zstd, cp, find, du, dd) doing the
+//! same work on the same file system.
+//!
+//! ```text
+//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status]
+//!                   [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]
+//! ```
+//!
+//! Every round runs the whole workload sequence on a fresh store for ours, then for Go (A B A B
+//! …), then the reference tools; the table shows medians and min–max. After every apply the
+//! layer is diffed back (`diff -u`) and its sha256 compared with the original uncompressed tar:
+//! a mismatch marks the workload FAIL. A command our CLI does not support is shown as
+//! `n/a (ours: <error>)`. Results go to `target/bench/latest.{json,md}`.
+
+mod data;
+mod proc;
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use data::{Data, Dataset, Params};
+use proc::{Outcome, Sink, measure};
+use report::{Cell, Imp, Results, Target};
+
+/// Workload groups `--workloads` selects from.
+const GROUPS: &[&str] = &[
+    "apply",
+    "diff",
+    "changes",
+    "child",
+    "images",
+    "containers",
+    "status",
+];
+
+/// Parsed command line.
+#[derive(Clone, Debug)]
+struct Opts {
+    quick: bool,
+    groups: Vec<String>,
+    drivers: Vec<String>,
+    ours: Option<PathBuf>,
+    go: PathBuf,
+    rounds: usize,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        groups: GROUPS.iter().map(|g| g.to_string()).collect(),
+        drivers: vec!["vfs".into(), "overlay".into()],
+        ours: None,
+        go: PathBuf::from("/usr/bin/containers-storage"),
+        rounds: 0,
+    };
+    let mut it = args.iter();
+    let list = |v: Option<&String>, what: &str| -> Result<Vec<String>, String> {
+        let v = v.ok_or(format!("{what} needs a value"))?;
+        Ok(v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect())
+    };
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{name} needs a value"))
+        };
+        match flag {
+            "--quick" => o.quick = true,
+            "--workloads" => {
+                o.groups = list(Some(&value("--workloads")?), "--workloads")?;
+                if let Some(bad) = o.groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                    return Err(format!(
+                        "unknown workload group {bad:?} (known: {})",
+                        GROUPS.join(",")
+                    ));
+                }
+            }
+            "--drivers" => {
+                o.drivers = list(Some(&value("--drivers")?), "--drivers")?;
+                if let Some(bad) = o
+                    .drivers
+                    .iter()
+                    .find(|d| !["vfs", "overlay"].contains(&d.as_str()))
+                {
+                    return Err(format!("unsupported driver {bad:?} (vfs, overlay)"));
+                }
+            }
+            "--ours" => o.ours = Some(PathBuf::from(value("--ours")?)),
+            "--go" => o.go = PathBuf::from(value("--go")?),
+            "--rounds" => {
+                let v = value("--rounds")?;
+                o.rounds = v
+                    .parse()
+                    .map_err(|_| format!("--rounds: not a number: {v:?}"))?;
+                if o.rounds == 0 {
+                    return Err("--rounds must be at least 1".into());
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if o.rounds == 0 {
+        o.rounds = if o.quick { 2 } else { 3 };
+    }
+    Ok(o)
+}
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status] \
+[--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]";
+
+/// Sizes of one benchmark configuration.
+struct Scale {
+    params: Params,
+    images: usize,
+    per_call: usize,
+    containers: usize,
+    dd_mib: u64,
+}
+
+fn scale(quick: bool) -> Scale {
+    if quick {
+        Scale {
+            params: Params {
+                files: 6000,
+                large_mib: vec![20, 20],
+            },
+            images: 100,
+            per_call: 10,
+            containers: 20,
+            dd_mib: 64,
+        }
+    } else {
+        Scale {
+            params: Params {
+                files: 60_000,
+                large_mib: vec![200, 150, 100],
+            },
+            images: 1000,
+            per_call: 20,
+            containers: 200,
+            dd_mib: 256,
+        }
+    }
+}
+
+/// The reference measurement and targets for a workload (from the project's goals).
+pub fn limit_and_target(
+    driver: &str,
+    workload: &str,
+) -> (Option<String>, Option<Target>, Option<u64>) {
+    let apply_rss = Some(32);
+    let l = |s: &str| Some(s.to_string());
+    match workload {
+        "applydiff small (tar)" => (l("tar -x small.tar"), Some(Target::Limit(1.3)), apply_rss),
+        "import-layer small (.tar.gz)" => (
+            l("tar -xz small.tar.gz"),
+            Some(Target::Limit(1.0)),
+            apply_rss,
+        ),
+        "import-layer small (.tar.zst)" => (l("tar --zstd -x small.tar.zst"), None, apply_rss),
+        "applydiff large (tar)" => (l("tar -x large.tar"), Some(Target::Limit(1.3)), apply_rss),
+        "import-layer large (.tar.gz)" => (l("tar -xz large.tar.gz"), None, apply_rss),
+        "import-layer large (.tar.zst)" => (l("tar --zstd -x large.tar.zst"), None, apply_rss),
+        "applydiff upper (tar)"
+        | "import-layer upper (.tar.gz)"
+        | "import-layer upper (.tar.zst)" => (None, None, apply_rss),
+        "diff -u small" => (l("tar -c small tree"), Some(Target::Limit(1.3)), None),
+        "diff -c small" => (l("tar -c small tree | pigz"), None, None),
+        "changes small" => (l("find small tree"), Some(Target::Limit(2.0)), None),
+        "diffsize small" => (l("du -sb small tree"), Some(Target::Limit(2.0)), None),
+        "create-layer child of small" if driver == "vfs" => (l("cp -a small tree"), None, None),
+        "delete-layer child" if driver == "vfs" => (l("rm -rf copy of small tree"), None, None),
+        w if w.starts_with("create-image per call") => {
+            (None, Some(Target::FasterThanGo(3.0)), None)
+        }
+        w if w.starts_with("images --json") => (None, Some(Target::FasterThanGo(4.0)), None),
+        _ => (None, None, None),
+    }
+}
+
+/// One binary on one store.
+struct Cli {
+    bin: PathBuf,
+    graph: PathBuf,
+    run: PathBuf,
+    driver: String,
+    conf: PathBuf,
+}
+
+impl Cli {
+    fn cmd(&self, args: &[String]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("CONTAINERS_STORAGE_CONF", &self.conf)
+            .arg("--graph")
+            .arg(&self.graph)
+            .arg("--run")
+            .arg(&self.run)
+            .arg("--storage-driver")
+            .arg(&self.driver)
+            .args(args);
+        c
+    }
+
+    /// Runs a command that is not measured; Err carries the reason it failed.
+    fn untimed(&self, args: &[String], sink: Sink) -> Result<Outcome, String> {
+        let o = measure(&mut self.cmd(args), None, sink).map_err(|e| e.to_string())?;
+        if o.status.success() {
+            Ok(o)
+        } else {
+            Err(format!("{}: {}", args[0], o.reason()))
+        }
+    }
+}
+
+fn s<T: AsRef<std::ffi::OsStr> + ?Sized>(x: &T) -> String {
+    x.as_ref().to_string_lossy().into_owned()
+}
+
+fn first_id(o: &Outcome) -> Result<String, String> {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let id = out.lines().next().unwrap_or("").trim().to_string();
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id)
+    } else {
+        Err(format!(
+            "unexpected output {:?}",
+            out.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
+/// The workload sequence of one binary on one fresh store, recording into `res`.
+struct Seq<'a> {
+    cli: Cli,
+    imp: Imp,
+    res: &'a mut Results,
+    data: &'a Data,
+    scale: &'a Scale,
+    groups: &'a [String],
+}
+
+#[derive(Clone, Copy)]
+enum Fmt {
+    Tar,
+    Gz,
+    Zst,
+}
+
+impl Seq<'_> {
+    fn want(&self, g: &str) -> bool {
+        self.groups.iter().any(|x| x == g)
+    }
+
+    fn cell(&mut self, w: &str) -> &mut Cell {
+        let d = self.cli.driver.clone();
+        self.res.cell(&d, w, self.imp)
+    }
+
+    fn error(&mut self, w: &str, why: String) {
+        let c = self.cell(w);
+        if c.error.is_none() {
+            c.error = Some(why);
+        }
+    }
+
+    fn fail(&mut self, w: &str, why: String) {
+        let c = self.cell(w);
+        if c.fail.is_none() {
+            c.fail = Some(why);
+        }
+    }
+
+    /// Runs and records one measured command; `record` false runs it without recording.
+    fn timed(
+        &mut self,
+        w: &str,
+        args: &[String],
+        stdin: Option<&Path>,
+        sink: Sink,
+    ) -> Result<Outcome, String> {
+        let o = match measure(&mut self.cli.cmd(args), stdin, sink) {
+            Ok(o) => o,
+            Err(e) => {
+                self.error(w, e.to_string());
+                return Err(e.to_string());
+            }
+        };
+        if !o.status.success() {
+            let why = o.reason();
+            self.error(w, why.clone());
+            return Err(why);
+        }
+        let c = self.cell(w);
+        c.secs.push(o.secs);
+        c.rss_kib.push(o.rss_kib);
+        Ok(o)
+    }
+
+    /// `diff -u` of `layer` must hash to the dataset's tar; a mismatch marks `w` FAIL. When
+    /// `as_workload` is given, the diff itself is recorded under that name.
+    fn check(&mut self, w: &str, layer: &str, ds: &Dataset, as_workload: Option<&str>) {
+        let args = vec!["diff".to_string(), "-u".into(), layer.into()];
+        let got = match as_workload {
+            Some(dw) => self.timed(dw, &args, None, Sink::Hash),
+            None => self.cli.untimed(&args, Sink::Hash),
+        };
+        match got {
+            Ok(o) if o.sha256.as_deref() == Some(ds.sha256.as_str()) => {}
+            Ok(o) => {
+                let why = format!(
+                    "diff -u sha256 {}… ({} bytes) != tar {}… ({} bytes)",
+                    o.sha256.as_deref().unwrap_or("").get(..12).unwrap_or(""),
+                    o.out_len,
+                    &ds.sha256[..12],
+                    ds.size
+                );
+                self.fail(w, why.clone());
+                if let Some(dw) = as_workload {
+                    self.fail(dw, why);
+                }
+            }
+            Err(e) => self.fail(w, format!("unverified: {e}")),
+        }
+    }
+
+    /// Applies `ds` in format `fmt` as a new layer (child of `parent`); checks it; returns
+    /// the layer ID.
+    fn apply(
+        &mut self,
+        ds: &Dataset,
+        fmt: Fmt,
+        parent: Option<&str>,
+        diff_workload: Option<&str>,
+    ) -> Option<String> {
+        let (w, file) = match fmt {
+            Fmt::Tar => (format!("applydiff {} (tar)", ds.name), &ds.tar),
+            Fmt::Gz => (format!("import-layer {} (.tar.gz)", ds.name), &ds.gz),
+            Fmt::Zst => (format!("import-layer {} (.tar.zst)", ds.name), &ds.zst),
+        };
+        let parent_args: Vec<String> = parent.map(String::from).into_iter().collect();
+        let id = match fmt {
+            Fmt::Tar => {
+                let created = self
+                    .cli
+                    .untimed(
+                        &[vec!["create-layer".to_string()], parent_args].concat(),
+                        Sink::Capture,
+                    )
+                    .and_then(|o| first_id(&o));
+                let id = match created {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.error(&w, e);
+                        return None;
+                    }
+                };
+                let args = vec!["applydiff".to_string(), "-f".into(), s(file), id.clone()];
+                self.timed(&w, &args, None, Sink::Capture).ok()?;
+                id
+            }
+            Fmt::Gz | Fmt::Zst => {
+                let args = [
+                    vec!["import-layer".to_string(), "-f".into(), s(file)],
+                    parent_args,
+                ]
+                .concat();
+                let o = self.timed(&w, &args, None, Sink::Capture).ok()?;
+                match first_id(&o) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.fail(&w, e);
+                        return None;
+                    }
+                }
+            }
+        };
+        self.check(&w, &id, ds, diff_workload);
+        Some(id)
+    }
+
+    fn run(&mut self) {
+        let data = self.data;
+        let apply = self.want("apply");
+        // The small layer is the base of most other workloads: applied (and checked) even
+        // when the apply group is not selected, recorded only when it is.
+        let diff_w = self.want("diff").then_some("diff -u small");
+        let small = if apply {
+            self.apply(&data.small, Fmt::Tar, None, diff_w)
+        } else {
+            let created = self
+                .cli
+                .untimed(&["create-layer".into()], Sink::Capture)
+                .and_then(|o| first_id(&o));
+            created.ok().and_then(|id| {
+                let args = vec![
+                    "applydiff".to_string(),
+                    "-f".into(),
+                    s(&data.small.tar),
+                    id.clone(),
+                ];
+                self.cli.untimed(&args, Sink::Capture).ok()?;
+                if let Some(dw) = diff_w {
+                    self.check(dw, &id, &data.small, Some(dw));
+                }
+                Some(id)
+            })
+        };
+        if apply {
+            for fmt in [Fmt::Gz, Fmt::Zst] {
+                self.apply(&data.small, fmt, None, None);
+            }
+            for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
+                // Large layers are not needed later: delete them to keep the store small.
+                if let Some(id) = self.apply(&data.large, fmt, None, None) {
+                    let _ = self
+                        .cli
+                        .untimed(&["delete-layer".into(), id], Sink::Capture);
+                }
+            }
+            for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
+                match &small {
+                    Some(p) => {
+                        if let Some(id) = self.apply(&data.upper, fmt, Some(p.as_str()), None) {
+                            let _ = self
+                                .cli
+                                .untimed(&["delete-layer".into(), id], Sink::Capture);
+                        }
+                    }
+                    None => {
+                        let w = match fmt {
+                            Fmt::Tar => "applydiff upper (tar)",
+                            Fmt::Gz => "import-layer upper (.tar.gz)",
+                            Fmt::Zst => "import-layer upper (.tar.zst)",
+                        };
+                        self.error(
+                            w,
+                            "needs the small layer, which could not be applied".into(),
+                        );
+                    }
+                }
+            }
+        }
+        let needs = |seq: &mut Self, ws: &[&str]| {
+            for w in ws {
+                seq.error(
+                    w,
+                    "needs the small layer, which could not be applied".into(),
+                );
+            }
+        };
+        if self.want("diff") {
+            match &small {
+                Some(id) => {
+                    let args = vec!["diff".to_string(), "-c".into(), id.clone()];
+                    if let Ok(o) = self.timed("diff -c small", &args, None, Sink::Drain)
+                        && o.out_len < 20
+                    {
+                        self.fail(
+                            "diff -c small",
+                            format!("only {} bytes of output", o.out_len),
+                        );
+                    }
+                }
+                None => needs(self, &["diff -u small", "diff -c small"]),
+            }
+        }
+        if self.want("changes") {
+            match &small {
+                Some(id) => {
+                    let want_entries = data.small.entries;
+                    if let Ok(o) = self.timed(
+                        "changes small",
+                        &["changes".into(), id.clone()],
+                        None,
+                        Sink::Capture,
+                    ) {
+                        let n = o
+                            .stdout
+                            .split(|b| *b == b'\n')
+                            .filter(|l| l.starts_with(b"Add "))
+                            .count() as u64;
+                        if n != want_entries {
+                            self.fail(
+                                "changes small",
+                                format!("{n} Add lines, tar has {want_entries} entries"),
+                            );
+                        }
+                    }
+                    if let Ok(o) = self.timed(
+                        "diffsize small",
+                        &["diffsize".into(), id.clone()],
+                        None,
+                        Sink::Capture,
+                    ) {
+                        let txt = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                        if txt.parse::<u64>().is_err() {
+                            self.fail("diffsize small", format!("not a number: {txt:?}"));
+                        }
+                    }
+                }
+                None => needs(self, &["changes small", "diffsize small"]),
+            }
+        }
+        if self.want("child") {
+            self.child(small.as_deref());
+        }
+        if self.want("images") || self.want("containers") {
+            self.images_and_containers();
+        }
+        if self.want("status") {
+            let _ = self.timed("status", &["status".into()], None, Sink::Capture);
+        }
+        let _ = self
+            .cli
+            .untimed(&["shutdown".into(), "-f".into()], Sink::Capture);
+    }
+
+    fn child(&mut self, small: Option<&str>) {
+        let ws = [
+            "create-layer child of small",
+            "mount child",
+            "unmount child",
+            "delete-layer child",
+        ];
+        let Some(small) = small else {
+            for w in ws {
+                self.error(
+                    w,
+                    "needs the small layer, which could not be applied".into(),
+                );
+            }
+            return;
+        };
+        let child = self
+            .timed(
+                ws[0],
+                &["create-layer".into(), small.into()],
+                None,
+                Sink::Capture,
+            )
+            .and_then(|o| first_id(&o).inspect_err(|e| self.fail(ws[0], e.clone())));
+        let Ok(child) = child else {
+            for w in &ws[1..] {
+                self.error(
+                    w,
+                    "needs the child layer, which could not be created".into(),
+                );
+            }
+            return;
+        };
+        match self.timed(ws[1], &["mount".into(), child.clone()], None, Sink::Capture) {
+            Ok(o) => {
+                let mnt = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                // The child shows its parent's content.
+                let first_dir = Path::new(&mnt).join("d0001");
+                if !first_dir.is_dir() {
+                    self.fail(ws[1], format!("{} does not show the parent's files", mnt));
+                }
+                let unmount = vec!["unmount".to_string(), child.clone()];
+                if let Ok(o) = self.timed(ws[2], &unmount, None, Sink::Capture)
+                    && !String::from_utf8_lossy(&o.stdout).contains("unmounted")
+                {
+                    self.fail(ws[2], "no \"mountpoint unmounted\" line".into());
+                }
+            }
+            Err(_) => self.error(ws[2], "needs a mounted layer".into()),
+        }
+        let _ = self.timed(ws[3], &["delete-layer".into(), child], None, Sink::Capture);
+    }
+
+    fn images_and_containers(&mut self) {
+        let n = self.scale.images;
+        let k = self.scale.per_call;
+        let m = self.scale.containers;
+        let w_total = format!("create-image ×{n} (total)");
+        let w_call = format!("create-image per call @{n}");
+        let w_images = format!("images @{n}");
+        let w_json = format!("images --json @{n}");
+        let w_image = format!("image NAME @{n}");
+        let w_del = format!("delete-image ×{} (one call)", n + k - 1);
+        let w_ctr = format!("create-container ×{m} (total)");
+        let w_ctr_call = "create-container per call".to_string();
+        let all = [
+            &w_total,
+            &w_call,
+            &w_images,
+            &w_json,
+            &w_image,
+            &w_del,
+            &w_ctr,
+            &w_ctr_call,
+        ];
+        let base = self
+            .cli
+            .untimed(&["create-layer".into()], Sink::Capture)
+            .and_then(|o| first_id(&o));
+        let base = match base {
+            Ok(b) => b,
+            Err(e) => {
+                for w in all {
+                    self.error(w, format!("needs a base layer: {e}"));
+                }
+                return;
+            }
+        };
+        let name = |i: usize| format!("localhost/bench/img-{i:04}:latest");
+        let mut total = 0.0;
+        let mut peak = 0;
+        let mut created = 0;
+        let mut failed = None;
+        for i in 0..n + k {
+            let args = vec![
+                "create-image".to_string(),
+                "-n".into(),
+                name(i),
+                base.clone(),
+            ];
+            let o = match measure(&mut self.cli.cmd(&args), None, Sink::Capture) {
+                Ok(o) if o.status.success() => o,
+                Ok(o) => {
+                    failed = Some(o.reason());
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            };
+            created += 1;
+            if i < n {
+                total += o.secs;
+                peak = peak.max(o.rss_kib);
+            } else {
+                let c = self.cell(&w_call);
+                c.secs.push(o.secs);
+                c.rss_kib.push(o.rss_kib);
+            }
+        }
+        if let Some(e) = failed {
+            for w in all {
+                self.error(w, format!("create-image: {e}"));
+            }
+            return;
+        }
+        let c = self.cell(&w_total);
+        c.secs.push(total);
+        c.rss_kib.push(peak);
+        if self.want("images") {
+            if let Ok(o) = self.timed(&w_images, &["images".into()], None, Sink::Capture) {
+                let ids = o
+                    .stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty() && l[0] != b'\t')
+                    .count();
+                if ids != created {
+                    self.fail(&w_images, format!("{ids} images listed, {created} created"));
+                }
+            }
+            if let Ok(o) = self.timed(
+                &w_json,
+                &["images".into(), "--json".into()],
+                None,
+                Sink::Capture,
+            ) {
+                let len = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                    .ok()
+                    .and_then(|v| v.as_array().map(Vec::len));
+                if len != Some(created) {
+                    self.fail(
+                        &w_json,
+                        format!("JSON has {len:?} images, {created} created"),
+                    );
+                }
+            }
+            let image = vec!["image".to_string(), name(n / 2)];
+            if let Ok(o) = self.timed(&w_image, &image, None, Sink::Capture)
+                && !String::from_utf8_lossy(&o.stdout).contains(&name(n / 2))
+            {
+                self.fail(&w_image, "the image's name is not shown".into());
+            }
+            let mut args = vec!["delete-image".to_string()];
+            args.extend((1..n + k).map(name));
+            let quiet = vec!["images".to_string(), "-q".into()];
+            if self.timed(&w_del, &args, None, Sink::Capture).is_ok()
+                && let Ok(o) = self.cli.untimed(&quiet, Sink::Capture)
+            {
+                let left = o
+                    .stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count();
+                if left != 1 {
+                    self.fail(&w_del, format!("{left} images left, expected 1"));
+                }
+            }
+        }
+        if self.want("containers") {
+            let mut total = 0.0;
+            let mut peak = 0;
+            let mut failed = None;
+            for i in 0..m {
+                let args = vec![
+                    "create-container".to_string(),
+                    "-n".into(),
+                    format!("bench-ctr-{i:04}"),
+                    name(0),
+                ];
+                match self.timed(&w_ctr_call, &args, None, Sink::Capture) {
+                    Ok(o) => {
+                        total += o.secs;
+                        peak = peak.max(o.rss_kib);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(e) => self.error(&w_ctr, e),
+                None => {
+                    let c = self.cell(&w_ctr);
+                    c.secs.push(total);
+                    c.rss_kib.push(peak);
+                }
+            }
+        }
+    }
+}
+
+/// Unmounts everything mounted under `dir` (deepest first): stores left by a failed run.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = s(dir);
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg(&p).status();
+    }
+}
+
+fn remove_dir(dir: &Path) -> Result<(), String> {
+    unmount_under(dir);
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The reference tools, once per round.
+fn limits(
+    res: &mut Results,
+    data: &Data,
+    dir: &Path,
+    scale: &Scale,
+    groups: &[String],
+) -> Result<(), String> {
+    remove_dir(dir)?;
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let want = |g: &str| groups.iter().any(|x| x == g);
+    let mut rec = |name: &str, cmd: &mut Command, sink: Sink| {
+        let cell = res.limits.entry(name.to_string()).or_default();
+        match measure(cmd, None, sink) {
+            Ok(o) if o.status.success() => {
+                cell.secs.push(o.secs);
+                cell.rss_kib.push(o.rss_kib);
+            }
+            Ok(o) => cell.error = Some(o.reason()),
+            Err(e) => cell.error = Some(e.to_string()),
+        }
+    };
+    let x = dir.join("x");
+    let fresh = |p: &Path| -> Result<(), String> {
+        remove_dir(p)?;
+        fs::create_dir_all(p).map_err(|e| e.to_string())
+    };
+    if want("apply") {
+        for ds in [&data.small, &data.large] {
+            let n = &ds.name;
+            for (label, flag, file) in [
+                (format!("tar -x {n}.tar"), None, &ds.tar),
+                (format!("tar -xz {n}.tar.gz"), Some("-z"), &ds.gz),
+                (
+                    format!("tar --zstd -x {n}.tar.zst"),
+                    Some("--zstd"),
+                    &ds.zst,
+                ),
+            ] {
+                fresh(&x)?;
+                let mut c = Command::new("tar");
+                c.args(["--numeric-owner", "-xp"])
+                    .args(flag)
+                    .arg("-f")
+                    .arg(file)
+                    .arg("-C")
+                    .arg(&x);
+                rec(&label, &mut c, Sink::Null);
+            }
+            rec(
+                &format!("pigz -d {n}.tar.gz >/dev/null"),
+                Command::new("pigz").arg("-dc").arg(&ds.gz),
+                Sink::Null,
+            );
+            rec(
+                &format!("zstd -d {n}.tar.zst >/dev/null"),
+                Command::new("zstd").arg("-qdc").arg(&ds.zst),
+                Sink::Null,
+            );
+        }
+        remove_dir(&x)?;
+    }
+    let tree = &data.tree;
+    if want("diff") {
+        rec(
+            "tar -c small tree",
+            Command::new("tar")
+                .arg("-cf")
+                .arg("-")
+                .arg("-C")
+                .arg(tree)
+                .arg("."),
+            Sink::Drain,
+        );
+        rec(
+            "tar -c small tree | pigz",
+            Command::new("tar")
+                .args(["--use-compress-program=pigz", "-cf", "-", "-C"])
+                .arg(tree)
+                .arg("."),
+            Sink::Drain,
+        );
+    }
+    if want("changes") {
+        rec(
+            "find small tree",
+            Command::new("find").arg(tree),
+            Sink::Drain,
+        );
+        rec(
+            "du -sb small tree",
+            Command::new("du").arg("-sb").arg(tree),
+            Sink::Drain,
+        );
+    }
+    if want("child") {
+        let copy = dir.join("copy");
+        rec(
+            "cp -a small tree",
+            Command::new("cp").arg("-a").arg(tree).arg(&copy),
+            Sink::Null,
+        );
+        rec(
+            "rm -rf copy of small tree",
+            Command::new("rm").arg("-rf").arg(&copy),
+            Sink::Null,
+        );
+    }
+    let f = dir.join("dd.out");
+    rec(
+        &format!("dd {} MiB conv=fdatasync", scale.dd_mib),
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", f.display()))
+            .arg("bs=1M")
+            .arg(format!("count={}", scale.dd_mib))
+            .arg("conv=fdatasync"),
+        Sink::Null,
+    );
+    remove_dir(dir)
+}
+
+fn ensure_tools(go: &Path) -> Result<(), String> {
+    let mut missing: Vec<&str> = Vec::new();
+    if !go.exists() && go == Path::new("/usr/bin/containers-storage") {
+        missing.push("containers-storage");
+    }
+    for (tool, pkg) in [("pigz", "pigz"), ("zstd", "zstd")] {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool} >/dev/null"))
+            .status();
+        if !ok.map(|s| s.success()).unwrap_or(false) {
+            missing.push(pkg);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        return Err(format!(
+            "missing Debian packages (run as root to install): {}",
+            missing.join(" ")
+        ));
+    }
+    crate::run(Command::new("apt-get").arg("update"))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if go.exists() {
+        Ok(())
+    } else {
+        Err(format!("{} is still missing", go.display()))
+    }
+}
+
+/// Whether `bin` can create a layer with `driver` on a scratch store under `dir`.
+fn driver_works(bin: &Path, driver: &str, dir: &Path, conf: &Path) -> Result<(), String> {
+    remove_dir(dir)?;
+    let cli = Cli {
+        bin: bin.into(),
+        graph: dir.join("root"),
+        run: dir.join("run"),
+        driver: driver.into(),
+        conf: conf.into(),
+    };
+    let r = cli
+        .untimed(&["create-layer".into()], Sink::Capture)
+        .and_then(|o| first_id(&o).map(|_| ()));
+    let _ = cli.untimed(&["shutdown".into(), "-f".into()], Sink::Capture);
+    remove_dir(dir)?;
+    r
+}
+
+/// `cargo xtask bench ARGS`.
+pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let opts = parse(args)?;
+    let scale = scale(opts.quick);
+    ensure_tools(&opts.go)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let ours = match &opts.ours {
+        Some(p) => p.clone(),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            crate::run(
+                Command::new(cargo)
+                    .args(["build", "--release", "-p", "storage-cli"])
+                    .current_dir(root),
+            )?;
+            target.join("release").join("containers-storage")
+        }
+    };
+    for (who, p) in [("ours", &ours), ("go", &opts.go)] {
+        if !p.exists() {
+            return Err(format!("{who}: {} does not exist", p.display()));
+        }
+    }
+    let bench = target.join("bench");
+    let data = data::prepare(&bench.join("data"), &scale.params)?;
+    let run_dir = bench.join("run");
+    remove_dir(&run_dir)?;
+    fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+    let conf = run_dir.join("storage.conf");
+    fs::write(&conf, "[storage]\n").map_err(|e| e.to_string())?;
+
+    let mut res = Results::default();
+    let mut drivers = Vec::new();
+    for d in &opts.drivers {
+        if d == "overlay" {
+            let probe = run_dir.join("probe");
+            if let Err(e) = driver_works(&ours, d, &probe, &conf) {
+                let why = format!("overlay: ours: {e}");
+                eprintln!("bench: skipped: {why}");
+                res.skipped.push(why);
+                continue;
+            }
+            if let Err(e) = driver_works(&opts.go, d, &probe, &conf) {
+                let why = format!("overlay: go: {e}");
+                eprintln!("bench: skipped: {why}");
+                res.skipped.push(why);
+                continue;
+            }
+        }
+        drivers.push(d.clone());
+    }
+    for round in 1..=opts.rounds {
+        for d in &drivers {
+            for imp in [Imp::Ours, Imp::Go] {
+                eprintln!("bench: round {round}/{}: {d}: {}", opts.rounds, imp.name());
+                let dir = run_dir.join(format!("{d}-{}-r{round}", imp.name()));
+                remove_dir(&dir)?;
+                let bin = if imp == Imp::Ours {
+                    ours.clone()
+                } else {
+                    opts.go.clone()
+                };
+                let cli = Cli {
+                    bin,
+                    graph: dir.join("root"),
+                    run: dir.join("run"),
+                    driver: d.clone(),
+                    conf: conf.clone(),
+                };
+                let mut seq = Seq {
+                    cli,
+                    imp,
+                    res: &mut res,
+                    data: &data,
+                    scale: &scale,
+                    groups: &opts.groups,
+                };
+                seq.run();
+                remove_dir(&dir)?;
+            }
+        }
+        eprintln!("bench: round {round}/{}: reference tools", opts.rounds);
+        limits(
+            &mut res,
+            &data,
+            &run_dir.join(format!("limits-r{round}")),
+            &scale,
+            &opts.groups,
+        )?;
+    }
+    let title = format!(
+        "containers-storage benchmark ({}; {} rounds; ours {} vs Go {})",
+        if opts.quick { "quick" } else { "full" },
+        opts.rounds,
+        ours.display(),
+        opts.go.display()
+    );
+    let params = serde_json::json!({
+        "quick": opts.quick,
+        "rounds": opts.rounds,
+        "drivers": drivers,
+        "workloads": opts.groups,
+        "ours": s(&ours),
+        "go": s(&opts.go),
+        "small": {"files": scale.params.files, "tar_bytes": data.small.size, "entries": data.small.entries},
+        "large": {"mib": scale.params.large_mib, "tar_bytes": data.large.size},
+        "upper": {"tar_bytes": data.upper.size, "entries": data.upper.entries},
+        "data_dir": s(&data.dir),
+        "images": scale.images,
+        "containers": scale.containers,
+    });
+    println!("{title}\n\n{}", res.text());
+    let misses = res.misses();
+    if !misses.is_empty() {
+        println!("targets missed or not measurable:");
+        for r in misses {
+            println!("  {} {}", r.driver, r.workload);
+        }
+    }
+    let json = serde_json::to_string_pretty(&res.json(params)).map_err(|e| e.to_string())?;
+    fs::write(bench.join("latest.json"), json).map_err(|e| e.to_string())?;
+    fs::write(bench.join("latest.md"), res.markdown(&title)).map_err(|e| e.to_string())?;
+    println!(
+        "\nsaved {} and {}",
+        bench.join("latest.json").display(),
+        bench.join("latest.md").display()
+    );
+    remove_dir(&run_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_options() {
+        let o = parse(&args(&[
+            "--quick",
+            "--drivers",
+            "vfs",
+            "--workloads=apply,images",
+            "--rounds",
+            "4",
+        ]))
+        .expect("valid");
+        assert!(o.quick);
+        assert_eq!(o.drivers, ["vfs"]);
+        assert_eq!(o.groups, ["apply", "images"]);
+        assert_eq!(o.rounds, 4);
+        assert_eq!(parse(&[]).expect("defaults").rounds, 3);
+        assert_eq!(parse(&args(&["--quick"])).expect("quick").rounds, 2);
+        assert!(parse(&args(&["--rounds", "0"])).is_err());
+        assert!(parse(&args(&["--drivers", "btrfs"])).is_err());
+        assert!(parse(&args(&["--workloads", "nope"])).is_err());
+        assert!(parse(&args(&["--ours"])).is_err());
+    }
+}

@@ -25,6 +25,7 @@
 pub mod commands;
 pub mod flags;
 pub mod log;
+pub mod progress;
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -9,6 +9,7 @@ use storage_drivers::{ChangeKind, CreateOpts, MountOpts};
 use storage_types::{IdMap, Layer, parse_id_maps, to_go_json, to_go_json_line};
 
 use super::{Ctx, err, out};
+use crate::progress::{ProgressReader, ProgressWriter};
 
 /// ID mappings requested with `--uidmap`, `--gidmap`, `--subuidmap`, `--subgidmap`,
 /// `--hostuidmap`, `--hostgidmap`.
@@ -134,6 +135,17 @@ pub fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
+    if file.is_empty() {
+        let bar = crate::progress::bar(None);
+        return Ok(Box::new(ProgressReader::new(std::io::stdin(), bar)));
+    }
+    let f = std::fs::File::open(file)
+        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok(Box::new(ProgressReader::new(f, crate::progress::bar(len))))
+}
+
+fn open_data_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
     if file.is_empty() {
         return Ok(Box::new(std::io::stdin()));
     }
@@ -477,7 +489,7 @@ pub fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `set-layer-data ID KEY`.
 pub fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let mut input = open_input(&ctx.flags.str("-file"))?;
+    let mut input = open_data_input(&ctx.flags.str("-file"))?;
     ctx.store
         .set_layer_big_data(&ctx.args[0], &ctx.args[1], &mut input)
         .map_err(|e| e.to_string())?;
@@ -596,7 +608,8 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         compression = Some(Compression::Xz);
     }
     let opts = DiffOptions { compression };
-    let mut buffered = std::io::BufWriter::new(&mut output);
+    let mut progress = ProgressWriter::new(&mut output, crate::progress::bar(None));
+    let mut buffered = std::io::BufWriter::new(&mut progress);
     ctx.store
         .diff(from.as_deref(), &to, &opts, &mut buffered)
         .map_err(|e| e.to_string())?;

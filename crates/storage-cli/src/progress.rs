@@ -1,0 +1,120 @@
+//! A byte-count progress display on stderr for `applydiff`, `import-layer` and `diff`,
+//! shown only when stderr is a terminal (so scripted output stays byte-identical to Go's).
+
+use std::io::{IsTerminal, Read, Write};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar when stderr is a terminal; `len` is the total when known.
+pub fn bar(len: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = match len {
+        Some(n) => {
+            let pb = ProgressBar::new(n);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            {
+                pb.set_style(style);
+            }
+            pb
+        }
+        None => {
+            let pb = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}") {
+                pb.set_style(style);
+            }
+            pb
+        }
+    };
+    Some(pb)
+}
+
+/// A reader that advances a progress bar.
+pub struct ProgressReader<R> {
+    inner: R,
+    bar: Option<ProgressBar>,
+}
+
+impl<R: Read> ProgressReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, bar: Option<ProgressBar>) -> Self {
+        ProgressReader { inner, bar }
+    }
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+            if n == 0 {
+                b.finish_and_clear();
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Drop for ProgressReader<R> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A writer that advances a progress bar.
+pub struct ProgressWriter<W> {
+    inner: W,
+    bar: Option<ProgressBar>,
+}
+
+impl<W: Write> ProgressWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W, bar: Option<ProgressBar>) -> Self {
+        ProgressWriter { inner, bar }
+    }
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Drop for ProgressWriter<W> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrappers_pass_bytes_through() {
+        let pb = ProgressBar::hidden();
+        let mut r = ProgressReader::new(&b"hello"[..], Some(pb.clone()));
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert_eq!(pb.position(), 5);
+        let pb = ProgressBar::hidden();
+        let mut w = ProgressWriter::new(Vec::new(), Some(pb.clone()));
+        w.write_all(b"abc").unwrap();
+        assert_eq!(pb.position(), 3);
+        assert_eq!(w.inner, b"abc");
+    }
+}

@@ -9,8 +9,12 @@
 //! files and holes, with reflinks where the file system has them). Its diff side is
 //! Go's NaiveDiffDriver (`storage_archive::changes` + `storage_archive::export`).
 //!
-//! Limits: `overlay`/`overlay2`, `btrfs`, `zfs`, `aufs` and `devicemapper` are known
-//! names that currently give a "not supported" error; SELinux labels are not set.
+//! Also `overlay` (alias `overlay2`; Go's layout under `<home>/l` and `<home>/<id>`,
+//! native diffs, fuse-overlayfs through `overlay.mount_program`) and `btrfs` (one
+//! subvolume per layer). [`choose_driver`] picks a driver like Go when none is configured.
+//!
+//! Limits: `zfs`, `aufs` and `devicemapper` are known names that give a "not supported"
+//! error naming the supported drivers; SELinux labels are not set.
 //!
 //! ```
 //! use storage_drivers::{open_driver, CreateOpts, DriverOptions, MountOpts};
@@ -43,9 +47,11 @@ use std::path::PathBuf;
 pub use storage_archive::changes::{Change, ChangeKind};
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+mod btrfs;
 mod copy;
 mod idmap;
 mod naive;
+mod overlay;
 mod vfs;
 
 /// Where a driver lives and the options it was given.
@@ -166,15 +172,8 @@ pub trait Driver: Send + Sync {
     ) -> Result<()>;
 }
 
-/// Names Go registers but this implementation does not provide (yet).
-const KNOWN_UNSUPPORTED: &[&str] = &[
-    "overlay",
-    "overlay2",
-    "btrfs",
-    "zfs",
-    "aufs",
-    "devicemapper",
-];
+/// Names Go registers but this implementation does not provide.
+const KNOWN_UNSUPPORTED: &[&str] = &["zfs", "aufs", "devicemapper"];
 
 /// Opens the driver `name` with `opts`.
 ///
@@ -183,10 +182,74 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
 pub fn open_driver(name: &str, opts: &DriverOptions) -> Result<Box<dyn Driver>> {
     match name {
         "vfs" => Ok(Box::new(vfs::Vfs::open(opts)?)),
+        "overlay" | "overlay2" => Ok(Box::new(overlay::Overlay::open(opts)?)),
+        "btrfs" => Ok(Box::new(btrfs::Btrfs::open(opts)?)),
         n if KNOWN_UNSUPPORTED.contains(&n) => Err(Error::msg(
             ErrorKind::NotSupported,
-            format!("driver not supported: {n} is not implemented here (supported: vfs)"),
+            format!(
+                "driver not supported: {n} is not implemented here (supported: overlay, btrfs, vfs)"
+            ),
         )),
         _ => Err(Error::new(ErrorKind::NotSupported)),
     }
+}
+
+/// Go's default driver priority.
+const DEFAULT_PRIORITY: &[&str] = &["overlay", "aufs", "btrfs", "zfs", "vfs"];
+
+/// Go's driver auto-selection (`graphdriver.New` with an empty name).
+///
+/// 1. A driver with prior state wins: the names of `priority` (Go's default
+///    `overlay, aufs, btrfs, zfs, vfs` when empty; `vfs` only counts when the caller's
+///    list names it) whose `<graph_root>/<name>` exists. Two or more are an error.
+/// 2. Otherwise the first of the priority list that opens; "not supported" failures
+///    (wrong file system, missing kernel features) move on to the next, other errors
+///    are returned.
+///
+/// `options_for(name)` gives the [`DriverOptions`] to open `name` with. Returns the name
+/// the driver was opened with (its home and `<name>-layers` prefix) and the driver.
+pub fn choose_driver(
+    graph_root: &std::path::Path,
+    priority: &[String],
+    options_for: &dyn Fn(&str) -> DriverOptions,
+) -> Result<(String, Box<dyn Driver>)> {
+    let explicit = !priority.is_empty();
+    let list: Vec<String> = if explicit {
+        priority.to_vec()
+    } else {
+        DEFAULT_PRIORITY.iter().map(|s| (*s).to_owned()).collect()
+    };
+    let prior: Vec<&String> = list
+        .iter()
+        .filter(|n| (explicit || n.as_str() != "vfs") && graph_root.join(n.as_str()).is_dir())
+        .collect();
+    if prior.len() > 1 {
+        return Err(Error::msg(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} contains several valid graphdrivers: {}; Please cleanup or explicitly choose storage driver (-s <DRIVER>)",
+                graph_root.display(),
+                prior
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if let Some(name) = prior.first() {
+        let d = open_driver(name, &options_for(name))?;
+        return Ok(((*name).clone(), d));
+    }
+    for name in &list {
+        match open_driver(name, &options_for(name)) {
+            Ok(d) => return Ok((name.clone(), d)),
+            Err(e) if e.kind() == ErrorKind::NotSupported => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::msg(
+        ErrorKind::NotSupported,
+        "no supported storage backend found",
+    ))
 }

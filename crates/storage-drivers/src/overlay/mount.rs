@@ -63,8 +63,14 @@ pub(crate) fn parse_options(options: &[String]) -> (MountFlags, Vec<String>) {
             "sync" => (MountFlags::SYNCHRONOUS, MountFlags::empty()),
             "async" => (MountFlags::empty(), MountFlags::SYNCHRONOUS),
             "dirsync" => (MountFlags::DIRSYNC, MountFlags::empty()),
-            "mand" => (MountFlags::PERMIT_MANDATORY_FILE_LOCKING, MountFlags::empty()),
-            "nomand" => (MountFlags::empty(), MountFlags::PERMIT_MANDATORY_FILE_LOCKING),
+            "mand" => (
+                MountFlags::PERMIT_MANDATORY_FILE_LOCKING,
+                MountFlags::empty(),
+            ),
+            "nomand" => (
+                MountFlags::empty(),
+                MountFlags::PERMIT_MANDATORY_FILE_LOCKING,
+            ),
             "atime" => (MountFlags::empty(), MountFlags::NOATIME),
             "noatime" => (MountFlags::NOATIME, MountFlags::empty()),
             "diratime" => (MountFlags::empty(), MountFlags::NODIRATIME),
@@ -99,7 +105,12 @@ pub(crate) struct Spec {
     pub home: PathBuf,
 }
 
-fn data_string(lowers: &[String], upper: Option<&str>, work: Option<&str>, extra: &[String]) -> String {
+fn data_string(
+    lowers: &[String],
+    upper: Option<&str>,
+    work: Option<&str>,
+    extra: &[String],
+) -> String {
     let mut s = format!("lowerdir={}", lowers.join(":"));
     if let (Some(u), Some(w)) = (upper, work) {
         s.push_str(&format!(",upperdir={u},workdir={w}"));
@@ -230,8 +241,14 @@ fn attr_flags(flags: MountFlags) -> MountAttrFlags {
         (MountFlags::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
         (MountFlags::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
         (MountFlags::NOATIME, MountAttrFlags::MOUNT_ATTR_NOATIME),
-        (MountFlags::STRICTATIME, MountAttrFlags::MOUNT_ATTR_STRICTATIME),
-        (MountFlags::NODIRATIME, MountAttrFlags::MOUNT_ATTR_NODIRATIME),
+        (
+            MountFlags::STRICTATIME,
+            MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+        ),
+        (
+            MountFlags::NODIRATIME,
+            MountAttrFlags::MOUNT_ATTR_NODIRATIME,
+        ),
     ] {
         if flags.contains(m) {
             a |= f;
@@ -261,11 +278,7 @@ fn mount_new_api(spec: &Spec) -> std::io::Result<()> {
         rustix::mount::fsconfig_set_flag(&fs, "ro")?;
     }
     rustix::mount::fsconfig_create(&fs)?;
-    let mnt = rustix::mount::fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        attr_flags(spec.flags),
-    )?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attr_flags(spec.flags))?;
     rustix::mount::move_mount(
         &mnt,
         "",
@@ -296,7 +309,7 @@ pub(crate) fn unmount(target: &Path) -> std::io::Result<()> {
 
 /// `statfs` magic of `path`.
 pub(crate) fn fs_magic(path: &Path) -> Option<i64> {
-    rustix::fs::statfs(path).ok().map(|s| s.f_type as i64)
+    rustix::fs::statfs(path).ok().map(|s| s.f_type)
 }
 
 /// Go's refcounter check: `path` carries an overlay (or FUSE) mount.
@@ -371,7 +384,10 @@ mod tests {
             &["volatile".to_owned()],
         );
         assert_eq!(s, "lowerdir=/a:/b,upperdir=/u,workdir=/w,volatile");
-        assert_eq!(data_string(&["/a".to_owned()], None, None, &[]), "lowerdir=/a");
+        assert_eq!(
+            data_string(&["/a".to_owned()], None, None, &[]),
+            "lowerdir=/a"
+        );
     }
 
     #[test]

@@ -175,7 +175,10 @@ impl<W: Write> Exporter<'_, W> {
         let identity = self.uid_map.is_empty() && self.gid_map.is_empty();
         let base = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
         if !(whiteout || base.starts_with(b".wh.") || identity) {
-            match (map_id(self.uid_map, md.uid()), map_id(self.gid_map, md.gid())) {
+            match (
+                map_id(self.uid_map, md.uid()),
+                map_id(self.gid_map, md.gid()),
+            ) {
                 (Some(u), Some(g)) => {
                     h.uid = i64::from(u);
                     h.gid = i64::from(g);
@@ -195,11 +198,8 @@ impl<W: Write> Exporter<'_, W> {
             wh.extend_from_slice(file);
             h.name = wh;
             h.mode = 0;
-            h.typeflag = if h.typeflag == LINK { LINK } else { REG };
-            if h.typeflag == LINK {
-                // Go keeps the stale link name but writes a regular entry.
-                h.typeflag = REG;
-            }
+            // A shared whiteout inode keeps its stale link name (Go quirk, T7).
+            h.typeflag = REG;
             h.size = 0;
             h.devmajor = 0;
             h.devminor = 0;
@@ -232,7 +232,9 @@ impl<W: Write> Exporter<'_, W> {
             let mut buf = vec![0u8; 64 * 1024];
             if let Ok(mut f) = std::fs::File::open(path) {
                 while remaining > 0 {
-                    let want = buf.len().min(usize::try_from(remaining).unwrap_or(buf.len()));
+                    let want = buf
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(buf.len()));
                     let n = f.read(&mut buf[..want])?;
                     if n == 0 {
                         break;
@@ -243,7 +245,9 @@ impl<W: Write> Exporter<'_, W> {
             }
             // A file that shrank meanwhile is zero-filled, keeping the archive valid.
             while remaining > 0 {
-                let n = buf.len().min(usize::try_from(remaining).unwrap_or(buf.len()));
+                let n = buf
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(buf.len()));
                 buf[..n].fill(0);
                 self.tw.write_content(&buf[..n])?;
                 remaining -= n as u64;
@@ -336,11 +340,10 @@ fn walk_changes(
         };
         let abs = format!("/{child_rel}");
         let md = std::fs::symlink_metadata(&path)?;
-        let kind = if is_whiteout(&md) {
-            Some(ChangeKind::Delete)
-        } else if md.is_dir()
-            && is_opaque(&path, opaque_xattr)
-            && matches!(lookup_lowers(lowers, &child_rel), InLower::Exists(_))
+        let kind = if is_whiteout(&md)
+            || (md.is_dir()
+                && is_opaque(&path, opaque_xattr)
+                && matches!(lookup_lowers(lowers, &child_rel), InLower::Exists(_)))
         {
             Some(ChangeKind::Delete)
         } else {
@@ -414,32 +417,34 @@ pub(crate) fn dir_size(root: &Path) -> i64 {
     total
 }
 
-/// Go's overlay `DiffGetter`: the layer's own `diff` first, then each lower diff.
+/// Go's overlay `DiffGetter`: the layer's own `diff` first, then each lower diff; when
+/// no directory has the file, the error names the layer's own path.
 pub(crate) struct LayeredFileGetter {
-    pub dirs: Vec<PathBuf>,
+    getters: Vec<crate::naive::PathFileGetter>,
+}
+
+impl LayeredFileGetter {
+    pub(crate) fn new(dirs: Vec<PathBuf>) -> Self {
+        LayeredFileGetter {
+            getters: dirs
+                .into_iter()
+                .map(crate::naive::PathFileGetter::new)
+                .collect(),
+        }
+    }
 }
 
 impl storage_tarsplit::FileGetter for LayeredFileGetter {
     fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-        let mut first_err = None;
-        for d in &self.dirs {
-            let mut g = crate::naive::PathFileGetter::new(d.clone());
-            match g.open(name) {
-                Ok(mut r) => {
-                    // Re-box with our lifetime: read the whole stream lazily through
-                    // a fresh open of the same file.
-                    let mut buf = Vec::new();
-                    r.read_to_end(&mut buf)?;
-                    return Ok(Box::new(io::Cursor::new(buf)));
-                }
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
-                }
-            }
+        let found = self
+            .getters
+            .iter_mut()
+            .position(|g| g.open(name).is_ok())
+            .unwrap_or(0);
+        match self.getters.get_mut(found) {
+            Some(g) => g.open(name),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
-        Err(first_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
     }
 }
 

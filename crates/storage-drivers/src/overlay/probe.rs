@@ -169,18 +169,16 @@ pub(crate) fn metacopy(home: &Path, extra: &[String], xattr_prefix: &str) -> Pro
     std::fs::write(&f, b"").map_err(|e| io_text(&e))?;
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| io_text(&e))?;
-    let mut opts = extra.to_vec();
-    if !opts.iter().any(|o| o == "metacopy=on") {
-        opts.push("metacopy=on".to_owned());
-    }
-    let (data, flags) = mount_data(&[&dirs[0]], &dirs[1], &dirs[2], &opts);
+    // Like Go: only the configured options; metacopy counts when the kernel (module
+    // default or `metacopy=on` in mountopt) turns it on.
+    let (data, flags) = mount_data(&[&dirs[0]], &dirs[1], &dirs[2], extra);
     if let Err(e) = mount::mount_classic(&data, &dirs[3], flags) {
-        return Err(format!("failed to mount overlay for metacopy check: {}", io_text(&e)));
+        return Err(format!(
+            "failed to mount overlay for metacopy check: {}",
+            io_text(&e)
+        ));
     }
-    let chmod = std::fs::set_permissions(
-        dirs[3].join("f"),
-        std::fs::Permissions::from_mode(0o600),
-    );
+    let chmod = std::fs::set_permissions(dirs[3].join("f"), std::fs::Permissions::from_mode(0o600));
     let _ = mount::unmount(&dirs[3]);
     chmod.map_err(|e| io_text(&e))?;
     let name = format!("{xattr_prefix}metacopy");
@@ -205,7 +203,12 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
         b"y",
         rustix::fs::XattrFlags::empty(),
     )
-    .map_err(|e| format!("failed to set opaque flag on middle layer: {}", io_text(&e.into())))?;
+    .map_err(|e| {
+        format!(
+            "failed to set opaque flag on middle layer: {}",
+            io_text(&e.into())
+        )
+    })?;
     let (data, flags) = mount_data(&[&dirs[1], &dirs[0]], &dirs[2], &dirs[3], extra);
     mount::mount_classic(&data, &dirs[4], flags)
         .map_err(|e| format!("failed to mount overlay: {}", io_text(&e)))?;
@@ -222,7 +225,10 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
         }
         match std::fs::rename(dirs[4].join("d1"), dirs[4].join("d2")) {
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(()),
-            Err(e) => Err(format!("failed to rename dir in merged directory: {}", io_text(&e))),
+            Err(e) => Err(format!(
+                "failed to rename dir in merged directory: {}",
+                io_text(&e)
+            )),
             Ok(()) => {
                 let redirect = format!("{xattr_prefix}redirect");
                 if crate::idmap::get_xattr(&dirs[2].join("d2"), std::ffi::OsStr::new(&redirect))
@@ -262,11 +268,13 @@ mod tests {
     fn cache_files_follow_go_names() {
         let tmp = tempfile::tempdir().unwrap();
         let mut ran = 0;
-        assert!(cached(tmp.path(), "native-diff()", || {
-            ran += 1;
-            Err("kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled".to_owned())
-        })
-        .is_err());
+        assert!(
+            cached(tmp.path(), "native-diff()", || {
+                ran += 1;
+                Err("kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled".to_owned())
+            })
+            .is_err()
+        );
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("native-diff()-false")).unwrap(),
             "kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled"
@@ -290,7 +298,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         {
             let t = TempProbeDir::new(tmp.path(), "compat").unwrap();
-            assert!(t.path.file_name().unwrap().to_string_lossy().starts_with("compat"));
+            assert!(
+                t.path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("compat")
+            );
             t.sub(&["a/b"]).unwrap();
         }
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);

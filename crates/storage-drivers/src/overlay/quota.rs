@@ -1,0 +1,301 @@
+//! XFS project quotas for overlay's writable layers (Go's `drivers/quota`).
+//!
+//! A [`Control`] owns a range of project IDs starting above the home's own project ID
+//! (or a value derived from the home's inode) and a block device node
+//! `<home>/backingFsBlockDev` that `quotactl` needs. Each quota'd layer directory gets
+//! the next project ID with the inherit flag set, then a block and inode limit.
+//!
+//! The kernel calls live in this module only: `FS_IOC_FSGETXATTR`/`FS_IOC_FSSETXATTR`
+//! ioctls and `quotactl(Q_XSETQLIM)`. On kernels without XFS quota support the setup
+//! fails and the driver reports Go's "only supported for backingFS XFS" error.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use storage_types::{Error, ErrorKind, Result};
+
+/// Limits of one layer (0 = tracked, not limited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Quota {
+    /// Bytes.
+    pub size: u64,
+    /// Inodes.
+    pub inodes: u64,
+}
+
+/// `struct fsxattr` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+/// `struct fs_disk_quota` of `<linux/dqblk_xfs.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct FsDiskQuota {
+    version: i8,
+    flags: i8,
+    fieldmask: u16,
+    id: u32,
+    blk_hardlimit: u64,
+    blk_softlimit: u64,
+    ino_hardlimit: u64,
+    ino_softlimit: u64,
+    bcount: u64,
+    icount: u64,
+    itimer: i32,
+    btimer: i32,
+    iwarns: u16,
+    bwarns: u16,
+    itimer_hi: i8,
+    btimer_hi: i8,
+    rtbtimer_hi: i8,
+    padding2: i8,
+    rtb_hardlimit: u64,
+    rtb_softlimit: u64,
+    rtbcount: u64,
+    rtbtimer: i32,
+    rtbwarns: u16,
+    padding3: i16,
+    padding4: [i8; 8],
+}
+
+const FS_IOC_FSGETXATTR: u64 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u64 = 0x401c_5820;
+const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
+const FS_DQUOT_VERSION: i8 = 1;
+const FS_PROJ_QUOTA: i8 = 2;
+const FS_DQ_ISOFT: u16 = 1 << 0;
+const FS_DQ_IHARD: u16 = 1 << 1;
+const FS_DQ_BSOFT: u16 = 1 << 2;
+const FS_DQ_BHARD: u16 = 1 << 3;
+const PRJQUOTA: i32 = 2;
+/// `XQM_CMD(4)`.
+const Q_XSETQLIM: i32 = (b'X' as i32) << 8 | 4;
+
+/// `QCMD(cmd, type)`.
+fn qcmd(cmd: i32, kind: i32) -> i32 {
+    (cmd << 8) | (kind & 0xff)
+}
+
+fn get_fsxattr(path: &Path) -> std::io::Result<FsXattr> {
+    let f = std::fs::File::open(path)?;
+    let mut attr = FsXattr::default();
+    // SAFETY: the fd is open for the call's duration and `attr` is a properly sized,
+    // writable `struct fsxattr`, which is what FS_IOC_FSGETXATTR fills in.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR as _, &mut attr) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr)
+}
+
+fn set_fsxattr(path: &Path, attr: &FsXattr) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the fd is open for the call's duration and `attr` points to a valid
+    // `struct fsxattr` that the kernel only reads.
+    let r = unsafe {
+        libc::ioctl(
+            f.as_raw_fd(),
+            FS_IOC_FSSETXATTR as _,
+            attr as *const FsXattr,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The block and inode limits as `quotactl` wants them (blocks of 512 bytes).
+fn disk_quota(projid: u32, q: &Quota) -> FsDiskQuota {
+    FsDiskQuota {
+        version: FS_DQUOT_VERSION,
+        flags: FS_PROJ_QUOTA,
+        fieldmask: FS_DQ_BSOFT | FS_DQ_BHARD | FS_DQ_ISOFT | FS_DQ_IHARD,
+        id: projid,
+        blk_hardlimit: q.size / 512,
+        blk_softlimit: q.size / 512,
+        ino_hardlimit: q.inodes,
+        ino_softlimit: q.inodes,
+        ..FsDiskQuota::default()
+    }
+}
+
+fn set_project_quota(dev: &Path, projid: u32, q: &Quota) -> std::io::Result<()> {
+    let dev = CString::new(dev.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut d = disk_quota(projid, q);
+    // SAFETY: `dev` is a NUL-terminated path and `d` a valid `struct fs_disk_quota`
+    // that Q_XSETQLIM reads; both outlive the call.
+    let r = unsafe {
+        libc::quotactl(
+            qcmd(Q_XSETQLIM, PRJQUOTA),
+            dev.as_ptr(),
+            projid as i32,
+            (&mut d as *mut FsDiskQuota).cast(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Go's `quota.Control`.
+#[derive(Debug)]
+pub(crate) struct Control {
+    backing_dev: PathBuf,
+    next_projid: Mutex<u32>,
+}
+
+/// Go's first project ID when the home has none.
+fn min_project_id(home_projid: u32, home_ino: u64) -> u32 {
+    if home_projid != 0 {
+        return home_projid;
+    }
+    let span = u64::from(u32::MAX) - 10000;
+    (10000 + (home_ino.wrapping_mul(10000)) % span) as u32
+}
+
+impl Control {
+    /// Sets up project quotas below `home` (Go's `NewControl`).
+    pub(crate) fn new(home: &Path) -> Result<Control> {
+        let err = |e: std::io::Error| {
+            Error::msg(
+                ErrorKind::NotSupported,
+                format!(
+                    "quota support not available on {}: {}",
+                    home.display(),
+                    storage_types::go_io_error_text(&e)
+                ),
+            )
+        };
+        let md = std::fs::metadata(home).map_err(|e| Error::io("stat", home, e))?;
+        let mut attr = get_fsxattr(home).map_err(err)?;
+        let min = min_project_id(attr.projid, md.ino());
+        let backing_dev = home.join("backingFsBlockDev");
+        let tmp = home.join("backingFsBlockDev.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            md.dev(),
+        )
+        .map_err(|e| err(e.into()))?;
+        std::fs::rename(&tmp, &backing_dev).map_err(|e| Error::io("rename", &tmp, e))?;
+        if let Err(e) = set_project_quota(&backing_dev, min, &Quota::default()) {
+            let _ = std::fs::remove_file(&backing_dev);
+            return Err(err(e));
+        }
+        if attr.xflags & FS_XFLAG_PROJINHERIT != 0 {
+            attr.xflags &= !FS_XFLAG_PROJINHERIT;
+            set_fsxattr(home, &attr).map_err(err)?;
+        }
+        let mut next = min + 1;
+        if let Ok(rd) = std::fs::read_dir(home) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir())
+                    && let Ok(a) = get_fsxattr(&e.path())
+                    && a.projid >= next
+                {
+                    next = a.projid.saturating_add(1);
+                }
+            }
+        }
+        Ok(Control {
+            backing_dev,
+            next_projid: Mutex::new(next),
+        })
+    }
+
+    /// Gives the (empty) directory `dir` its own project and limits (Go's `SetQuota`).
+    pub(crate) fn set_quota(&self, dir: &Path, q: &Quota) -> Result<()> {
+        let mut next = self.next_projid.lock().unwrap_or_else(|p| p.into_inner());
+        let projid = *next;
+        let mut attr = get_fsxattr(dir).map_err(|e| Error::io("ioctl", dir, e))?;
+        attr.projid = projid;
+        attr.xflags |= FS_XFLAG_PROJINHERIT;
+        set_fsxattr(dir, &attr).map_err(|e| Error::io("ioctl", dir, e))?;
+        set_project_quota(&self.backing_dev, projid, q).map_err(|e| {
+            Error::msg(
+                ErrorKind::Io,
+                format!(
+                    "failed to set quota limit for projid {projid} on {}: {}",
+                    self.backing_dev.display(),
+                    storage_types::go_io_error_text(&e)
+                ),
+            )
+        })?;
+        *next = projid.saturating_add(1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_struct_layouts() {
+        assert_eq!(std::mem::size_of::<FsXattr>(), 28);
+        assert_eq!(std::mem::size_of::<FsDiskQuota>(), 112);
+        assert_eq!(FS_IOC_FSGETXATTR & 0x3fff_0000, 28 << 16);
+        assert_eq!(qcmd(Q_XSETQLIM, PRJQUOTA), 0x0058_0402);
+    }
+
+    #[test]
+    fn limits_in_512_byte_blocks() {
+        let d = disk_quota(
+            10001,
+            &Quota {
+                size: 10 << 20,
+                inodes: 100,
+            },
+        );
+        assert_eq!(d.blk_hardlimit, 20480);
+        assert_eq!(d.blk_softlimit, 20480);
+        assert_eq!(d.ino_hardlimit, 100);
+        assert_eq!(d.id, 10001);
+        assert_eq!(d.flags, FS_PROJ_QUOTA);
+    }
+
+    #[test]
+    fn project_id_base() {
+        assert_eq!(min_project_id(42, 7), 42);
+        assert_eq!(min_project_id(0, 1), 20000);
+        assert!(min_project_id(0, u64::MAX) >= 10000);
+    }
+
+    #[test]
+    fn fsxattr_ioctl_on_this_fs() {
+        // ext4 and xfs implement FS_IOC_FSGETXATTR; tmpfs may not.
+        let tmp = tempfile::tempdir().unwrap();
+        match get_fsxattr(tmp.path()) {
+            Ok(a) => assert_eq!(a.xflags & FS_XFLAG_PROJINHERIT, 0),
+            Err(e) => assert!(
+                matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+                ),
+                "{e}"
+            ),
+        }
+        // Without XFS quota support the setup fails cleanly and leaves no device node.
+        if let Err(e) = Control::new(tmp.path()) {
+            assert_eq!(e.kind(), ErrorKind::NotSupported);
+            assert!(!tmp.path().join("backingFsBlockDev").exists());
+        }
+    }
+}

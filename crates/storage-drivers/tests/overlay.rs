@@ -1,0 +1,814 @@
+//! overlay driver: layout byte-equality with Go, mounts and reference counts, whiteouts
+//! and opaque directories through apply_diff and back through the native diff, changes,
+//! metadata, status, cleanup, and parity with Go 1.43's on-disk representation.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{get_xattr, go_cs, is_root, require, run};
+use storage_drivers::{
+    ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
+};
+
+/// Unmounts everything below `root` (deepest first).
+fn unmount_all_under(root: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = root.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| p == want)
+}
+
+/// A scratch store with an overlay driver; unmounts everything on drop.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    driver: Option<Box<dyn Driver>>,
+}
+
+impl Fixture {
+    fn new(options: Vec<String>) -> Option<Fixture> {
+        if !require(is_root(), "overlay tests need root") {
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut fx = Fixture { tmp, driver: None };
+        fx.driver = Some(open(&fx.tmp, options));
+        Some(fx)
+    }
+
+    fn d(&self) -> &dyn Driver {
+        self.driver.as_deref().expect("driver")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.tmp.path().join("graph/overlay")
+    }
+
+    fn reopen(&mut self, options: Vec<String>) {
+        if let Some(d) = self.driver.take() {
+            d.cleanup().expect("cleanup");
+        }
+        self.driver = Some(open(&self.tmp, options));
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            let _ = d.cleanup();
+        }
+        unmount_all_under(self.tmp.path());
+    }
+}
+
+fn opts_for(tmp: &Path, options: Vec<String>) -> DriverOptions {
+    DriverOptions {
+        home: tmp.join("graph/overlay"),
+        run_home: tmp.join("run/overlay"),
+        graph_root: tmp.join("graph"),
+        run_root: tmp.join("run"),
+        image_store: None,
+        options,
+    }
+}
+
+fn open(tmp: &tempfile::TempDir, options: Vec<String>) -> Box<dyn Driver> {
+    open_driver("overlay", &opts_for(tmp.path(), options)).expect("open overlay")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).expect("lstat").mode()
+}
+
+/// A tar built with the `tar` crate (GNU headers, like most images).
+struct TarBuilder(tar::Builder<Vec<u8>>);
+
+impl TarBuilder {
+    fn new() -> Self {
+        TarBuilder(tar::Builder::new(Vec::new()))
+    }
+    fn entry(
+        mut self,
+        name: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        data: &[u8],
+        link: &str,
+    ) -> Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        if !link.is_empty() {
+            h.set_link_name(link).expect("link");
+        }
+        self.0.append_data(&mut h, name, data).expect("append");
+        self
+    }
+    fn dir(self, name: &str) -> Self {
+        self.entry(name, tar::EntryType::Directory, 0o755, b"", "")
+    }
+    fn file(self, name: &str, data: &[u8]) -> Self {
+        self.entry(name, tar::EntryType::Regular, 0o644, data, "")
+    }
+    fn symlink(self, name: &str, target: &str) -> Self {
+        self.entry(name, tar::EntryType::Symlink, 0o777, b"", target)
+    }
+    fn finish(self) -> Vec<u8> {
+        self.0.into_inner().expect("finish")
+    }
+}
+
+fn base_tar() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("bin/")
+        .file("bin/sh", b"#!sh")
+        .dir("d/")
+        .file("d/a", b"a")
+        .file("d/b", b"b")
+        .dir("etc/")
+        .file("etc/group", b"root:x:0:")
+        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh")
+        .symlink("link", "etc/passwd")
+        .finish()
+}
+
+fn child_tar() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("bin/")
+        .file("bin/.wh..wh..opq", b"")
+        .file("bin/newsh", b"new")
+        .dir("d/")
+        .file("d/.wh.a", b"")
+        .file("d/.wh.b", b"")
+        .dir("etc/")
+        .file("etc/.wh.passwd", b"")
+        .file("etc/hello", b"hello")
+        .dir("newdir/")
+        .file("newdir/.wh..wh..opq", b"")
+        .file("newdir/f", b"f")
+        .finish()
+}
+
+fn apply(d: &dyn Driver, id: &str, parent: Option<&str>, tar: &[u8]) -> i64 {
+    d.apply_diff(id, parent, &mut &tar[..], &ApplyDiffOpts::default())
+        .expect("apply_diff")
+}
+
+/// `(name, typeflag, mode, size, linkname)` of every entry of a tar.
+fn tar_entries(data: &[u8]) -> Vec<(String, u8, u32, u64, String)> {
+    let mut a = tar::Archive::new(data);
+    a.entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let h = e.header();
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.entry_type().as_byte(),
+                h.mode().expect("mode"),
+                h.size().expect("size"),
+                e.link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn layout_matches_go() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    let home = fx.home();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    d.create_read_write("rw", Some("child"), &CreateOpts::default())
+        .unwrap();
+
+    // Home: .has-mount-program "false" 0600, l/ 0755.
+    assert_eq!(
+        std::fs::read(home.join(".has-mount-program")).unwrap(),
+        b"false"
+    );
+    assert_eq!(mode(&home.join(".has-mount-program")) & 0o7777, 0o600);
+    assert_eq!(mode(&home.join("l")) & 0o7777, 0o755);
+
+    // Base layer: diff 0555, empty/, link, merged/, work/; no lower.
+    let base = home.join("base");
+    assert_eq!(mode(&base) & 0o7777, 0o700);
+    assert_eq!(mode(&base.join("diff")) & 0o7777, 0o555);
+    for sub in ["empty", "merged", "work"] {
+        assert_eq!(mode(&base.join(sub)) & 0o7777, 0o700, "{sub}");
+    }
+    assert!(!base.join("lower").exists());
+    let base_link = std::fs::read_to_string(base.join("link")).unwrap();
+    assert_eq!(base_link.len(), 26);
+    assert!(
+        base_link
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c))
+    );
+    assert_eq!(mode(&base.join("link")) & 0o7777, 0o644);
+    assert_eq!(
+        std::fs::read_link(home.join("l").join(&base_link)).unwrap(),
+        Path::new("../base/diff")
+    );
+
+    // Child: lower = l/<base>, no empty/.
+    let child = home.join("child");
+    let child_link = std::fs::read_to_string(child.join("link")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(child.join("lower")).unwrap(),
+        format!("l/{base_link}")
+    );
+    assert_eq!(mode(&child.join("lower")) & 0o7777, 0o644);
+    assert!(!child.join("empty").exists());
+    assert_eq!(mode(&child.join("diff")) & 0o7777, 0o555);
+    // Grandchild: nearest parent first.
+    assert_eq!(
+        std::fs::read_to_string(home.join("rw/lower")).unwrap(),
+        format!("l/{child_link}:l/{base_link}")
+    );
+
+    // Nothing else in the home that Go's GarbageCollect would delete.
+    let mut names: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".has-mount-program", "base", "child", "l", "rw"]);
+    assert_eq!(d.list_layers().unwrap(), ["base", "child", "rw"]);
+
+    // Probe results cached under Go's names.
+    let run = fx.tmp.path().join("run/overlay");
+    assert!(run.join("overlay-true").exists());
+    assert!(run.join("native-diff()-true").exists() || run.join("native-diff()-false").exists());
+    assert!(run.join("metacopy()-true").exists() || run.join("metacopy()-false").exists());
+
+    // Remove drops the l/ link too.
+    d.remove("rw").unwrap();
+    assert!(!home.join("rw").exists());
+    assert_eq!(std::fs::read_dir(home.join("l")).unwrap().count(), 2);
+    assert!(d.exists("child") && !d.exists("rw"));
+    d.remove("rw").unwrap();
+}
+
+#[test]
+fn layout_equals_go_created_layers() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let Some(go) = go_cs() else {
+        require(false, "Go containers-storage is not installed");
+        return;
+    };
+    // Go creates two layers in its own store.
+    let g = fx.tmp.path().join("go/graph");
+    let r = fx.tmp.path().join("go/run");
+    let cs = |args: &[&str]| {
+        let mut c = Command::new(&go);
+        c.arg("--graph").arg(&g).arg("--run").arg(&r);
+        c.arg("--storage-driver").arg("overlay").args(args);
+        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
+    };
+    let l1 = cs(&["create-layer"]);
+    let l2 = cs(&["create-layer", &l1]);
+    cs(&["shutdown"]);
+    let gh = g.join("overlay");
+    let d = fx.d();
+    d.create("l1", None, &CreateOpts::default()).unwrap();
+    d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
+    let home = fx.home();
+    let shape = |dir: &Path| {
+        let mut v: Vec<(String, u32, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = std::fs::symlink_metadata(e.path()).unwrap();
+                let size = if md.is_dir() { 0 } else { md.size() };
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    md.mode(),
+                    size,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shape(&gh.join(&l1)), shape(&home.join("l1")));
+    assert_eq!(shape(&gh.join(&l2)), shape(&home.join("l2")));
+    assert_eq!(mode(&gh.join("l")), mode(&home.join("l")));
+    assert_eq!(
+        std::fs::read(gh.join(".has-mount-program")).unwrap(),
+        std::fs::read(home.join(".has-mount-program")).unwrap()
+    );
+    assert_eq!(
+        mode(&gh.join(".has-mount-program")),
+        mode(&home.join(".has-mount-program"))
+    );
+    // Go's lower file names Go's own short link the same way ours does.
+    let go_link = std::fs::read_to_string(gh.join(&l1).join("link")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(gh.join(&l2).join("lower")).unwrap(),
+        format!("l/{go_link}")
+    );
+    assert_eq!(
+        std::fs::read_link(gh.join("l").join(&go_link)).unwrap(),
+        PathBuf::from(format!("../{l1}/diff"))
+    );
+    // Same probe cache names in the run root.
+    let mut go_probes: BTreeSet<String> = std::fs::read_dir(r.join("overlay"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    go_probes.remove("idmapped-lower-dir-true");
+    go_probes.remove("idmapped-lower-dir-false");
+    let ours: BTreeSet<String> = std::fs::read_dir(fx.tmp.path().join("run/overlay"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(go_probes.is_subset(&ours), "go {go_probes:?} ours {ours:?}");
+
+    // Our driver mounts Go's layers (the store is shared), and Go's layer sees ours.
+    let mut other = Fixture {
+        tmp: tempfile::tempdir().unwrap(),
+        driver: None,
+    };
+    let go_opts = DriverOptions {
+        home: gh.clone(),
+        run_home: r.join("overlay"),
+        graph_root: g.clone(),
+        run_root: r.clone(),
+        image_store: None,
+        options: vec![],
+    };
+    other.driver = Some(open_driver("overlay", &go_opts).unwrap());
+    let m = other.d().get(&l2, &MountOpts::default()).unwrap();
+    assert!(mounted(&m));
+    std::fs::write(m.join("x"), b"x").unwrap();
+    other.d().put(&l2).unwrap();
+    assert!(!mounted(&m));
+    assert!(m.is_dir(), "merged is kept after put (1.60)");
+    assert_eq!(std::fs::read(gh.join(&l2).join("diff/x")).unwrap(), b"x");
+    other.d().cleanup().unwrap();
+    other.driver = None;
+    unmount_all_under(&g);
+}
+
+#[test]
+fn mount_refcount_adoption_and_cleanup() {
+    let Some(mut fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let home = fx.home();
+    assert!(mounted(&home), "home is bind-mounted private while open");
+    fx.d().create("base", None, &CreateOpts::default()).unwrap();
+    apply(fx.d(), "base", None, &base_tar());
+    fx.d()
+        .create_read_write("c", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let m1 = fx.d().get("c", &MountOpts::default()).unwrap();
+    assert_eq!(m1, home.join("c/merged"));
+    assert!(mounted(&m1));
+    assert_eq!(std::fs::read(m1.join("etc/group")).unwrap(), b"root:x:0:");
+    let m2 = fx.d().get("c", &MountOpts::default()).unwrap();
+    assert_eq!(m1, m2);
+    fx.d().put("c").unwrap();
+    assert!(mounted(&m1), "one reference left");
+
+    // A second driver instance (another process in real life) adopts the mount.
+    let second = open(&fx.tmp, vec![]);
+    second.get("c", &MountOpts::default()).unwrap();
+    second.put("c").unwrap();
+    assert!(mounted(&m1), "adopted mount counts 1 + 1 - 1");
+    second.put("c").unwrap();
+    assert!(!mounted(&m1));
+    fx.d().put("c").unwrap();
+    assert!(!mounted(&m1));
+    assert!(m1.is_dir());
+
+    // Read-only mount of an image layer: no upper, writes fail.
+    let ro = fx
+        .d()
+        .get(
+            "base",
+            &MountOpts {
+                options: vec!["ro".into()],
+                ..MountOpts::default()
+            },
+        )
+        .unwrap();
+    assert!(std::fs::write(ro.join("new"), b"x").is_err());
+    fx.d().put("base").unwrap();
+
+    // Metadata like Go's.
+    let md = fx.d().metadata("c").unwrap();
+    assert_eq!(md["UpperDir"], home.join("c/diff").display().to_string());
+    assert_eq!(md["WorkDir"], home.join("c/work").display().to_string());
+    assert_eq!(md["MergedDir"], home.join("c/merged").display().to_string());
+    assert_eq!(md["LowerDir"], home.join("base/diff").display().to_string());
+    assert!(!fx.d().metadata("base").unwrap().contains_key("LowerDir"));
+    assert_eq!(
+        fx.d().metadata("nope").unwrap_err().kind(),
+        storage_types::ErrorKind::LayerUnknown
+    );
+
+    // Status lines in Go's order.
+    let keys: Vec<String> = fx.d().status().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "Backing Filesystem",
+            "Supports d_type",
+            "Native Overlay Diff",
+            "Using metacopy",
+            "Supports shifting",
+            "Supports volatile"
+        ]
+    );
+
+    // Volatile mounts work and leave no incompat dir behind for the next mount.
+    fx.d()
+        .get(
+            "c",
+            &MountOpts {
+                volatile: true,
+                ..MountOpts::default()
+            },
+        )
+        .unwrap();
+    fx.d().put("c").unwrap();
+    fx.d().get("c", &MountOpts::default()).unwrap();
+    fx.d().put("c").unwrap();
+
+    // Cleanup releases the home's bind mount; reopening makes it again.
+    fx.d().cleanup().unwrap();
+    assert!(!mounted(&home));
+    fx.driver = None;
+    fx.reopen(vec![]);
+    assert!(mounted(&home));
+    fx.reopen(vec!["overlay.skip_mount_home=true".into()]);
+    assert!(!mounted(&home));
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_round_trip() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    let home = fx.home();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let size = apply(d, "base", None, &base_tar());
+    assert_eq!(size, 4 + 1 + 1 + 9 + 25 + 10, "directory.Size of the diff");
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    apply(d, "child", Some("base"), &child_tar());
+    let diff = home.join("child/diff");
+
+    // On disk: 0/0 char devices and trusted.overlay.opaque=y.
+    for wh in ["etc/passwd", "d/a", "d/b"] {
+        let md = std::fs::symlink_metadata(diff.join(wh)).unwrap();
+        assert!(md.file_type().is_char_device(), "{wh}");
+        assert_eq!(md.rdev(), 0);
+        assert_eq!(md.mode() & 0o7777, 0);
+    }
+    assert!(!diff.join("etc/.wh.passwd").exists());
+    assert_eq!(
+        get_xattr(&diff.join("bin"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        get_xattr(&diff.join("newdir"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(!diff.join("bin/.wh..wh..opq").exists());
+    assert_eq!(mode(&diff) & 0o7777, 0o555, "the root entry is not applied");
+
+    // Mounted: whiteouts hide, opaque dirs hide the lower content.
+    let m = d.get("child", &MountOpts::default()).unwrap();
+    assert!(!m.join("etc/passwd").exists());
+    assert!(m.join("etc/group").exists() && m.join("etc/hello").exists());
+    assert!(!m.join("bin/sh").exists() && m.join("bin/newsh").exists());
+    assert_eq!(std::fs::read_dir(m.join("d")).unwrap().count(), 0);
+    d.put("child").unwrap();
+
+    // Native diff: back to AUFS whiteouts, the opaque marker only where a lower has the dir.
+    let mut out = Vec::new();
+    d.diff("child", Some("base"), &[], &[], &mut out).unwrap();
+    let entries = tar_entries(&out);
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bin/",
+            "bin/.wh..wh..opq",
+            "bin/newsh",
+            "d/",
+            "d/.wh.a",
+            "d/.wh.b",
+            "etc/",
+            "etc/hello",
+            "etc/.wh.passwd",
+            "newdir/",
+            "newdir/f"
+        ]
+    );
+    let opq = &entries[1];
+    assert_eq!((opq.1, opq.2, opq.3), (b'0', 0o755, 0));
+    let wh = entries.iter().find(|e| e.0 == "etc/.wh.passwd").unwrap();
+    assert_eq!((wh.1, wh.2, wh.3), (b'0', 0, 0));
+    let mut a = tar::Archive::new(&out[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path_bytes().as_ref() == b"bin/.wh..wh..opq" {
+            assert_eq!(e.header().mtime().unwrap(), 0);
+        }
+        if e.path_bytes().as_ref() == b"etc/hello" {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            assert_eq!(s, "hello");
+        }
+    }
+
+    // The exported tar applied to a fresh child gives the same on-disk result.
+    d.create("again", Some("base"), &CreateOpts::default())
+        .unwrap();
+    apply(d, "again", Some("base"), &out);
+    assert_eq!(common::tree(&diff), common::tree(&home.join("again/diff")));
+
+    // Native changes (Go's OverlayChanges).
+    let changes = d.changes("child", Some("base")).unwrap();
+    let set: BTreeSet<(String, ChangeKind)> =
+        changes.iter().map(|c| (c.path.clone(), c.kind)).collect();
+    for (p, k) in [
+        ("/bin", ChangeKind::Delete),
+        ("/bin/newsh", ChangeKind::Add),
+        ("/d/a", ChangeKind::Delete),
+        ("/etc/passwd", ChangeKind::Delete),
+        ("/etc/hello", ChangeKind::Add),
+        ("/newdir", ChangeKind::Add),
+        ("/newdir/f", ChangeKind::Add),
+    ] {
+        assert!(set.contains(&(p.to_owned(), k)), "{p} {k:?} in {set:?}");
+    }
+    assert!(
+        set.iter()
+            .any(|(p, k)| p == "/etc" && *k == ChangeKind::Modify)
+    );
+    assert_eq!(d.diff_size("child", Some("base")).unwrap(), 3 + 5 + 1);
+
+    // Diff against a non-parent takes the naive path and still works.
+    let mut naive = Vec::new();
+    d.diff("child", None, &[], &[], &mut naive).unwrap();
+    let naive_names: BTreeSet<String> = tar_entries(&naive).into_iter().map(|e| e.0).collect();
+    assert!(naive_names.contains("etc/group") && !naive_names.contains("etc/passwd"));
+
+    // The diff getter finds files in the layer and in its lowers.
+    let mut g = d.diff_getter("child").unwrap();
+    let mut s = String::new();
+    g.open(b"etc/hello")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "hello");
+    s.clear();
+    g.open(b"etc/group")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "root:x:0:");
+    let err = g.open(b"missing").err().unwrap();
+    assert!(err.to_string().contains("child/diff/missing"), "{err}");
+}
+
+/// Compares the on-disk representation of a tar applied by Go 1.43 and by us.
+#[test]
+fn apply_matches_go_on_disk() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let Some(go) = go_cs() else {
+        require(false, "Go containers-storage is not installed");
+        return;
+    };
+    let g = fx.tmp.path().join("go/graph");
+    let r = fx.tmp.path().join("go/run");
+    let base_path = fx.tmp.path().join("base.tar");
+    let child_path = fx.tmp.path().join("child.tar");
+    std::fs::write(&base_path, base_tar()).unwrap();
+    std::fs::write(&child_path, child_tar()).unwrap();
+    let cs = |args: &[&str]| {
+        let mut c = Command::new(&go);
+        c.arg("--graph").arg(&g).arg("--run").arg(&r);
+        c.arg("--storage-driver").arg("overlay").args(args);
+        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
+    };
+    let gb = cs(&["import-layer", "-f", base_path.to_str().unwrap()]);
+    let gc = cs(&["import-layer", "-f", child_path.to_str().unwrap(), &gb]);
+    cs(&["shutdown"]);
+    unmount_all_under(&g);
+
+    let d = fx.d();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    apply(d, "child", Some("base"), &child_tar());
+
+    for (go_id, ours) in [(gb, "base"), (gc, "child")] {
+        let gd = g.join("overlay").join(&go_id).join("diff");
+        let od = fx.home().join(ours).join("diff");
+        assert_eq!(common::tree(&gd), common::tree(&od), "{ours}");
+        for rel in common::tree(&gd) {
+            let (a, b) = (common::node(&gd.join(&rel)), common::node(&od.join(&rel)));
+            assert_eq!(
+                (a.mode, a.uid, a.gid, a.size, a.rdev, &a.link, &a.xattrs),
+                (b.mode, b.uid, b.gid, b.size, b.rdev, &b.link, &b.xattrs),
+                "{ours}/{}",
+                rel.display()
+            );
+            let md = std::fs::symlink_metadata(gd.join(&rel)).unwrap();
+            if md.is_file() || md.file_type().is_symlink() {
+                assert_eq!(a.mtime, b.mtime, "{}", rel.display());
+            }
+        }
+        let (a, b) = (common::node(&gd), common::node(&od));
+        assert_eq!((a.mode, a.uid, a.gid), (b.mode, b.uid, b.gid));
+    }
+}
+
+#[test]
+fn options_and_errors() {
+    if !require(is_root(), "overlay tests need root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let open_with = |o: Vec<String>| open_driver("overlay", &opts_for(tmp.path(), o));
+    let e = open_with(vec!["overlay.nope=1".into()]).err().unwrap();
+    assert_eq!(e.message(), "overlay: unknown option overlay.nope");
+    let e = open_with(vec!["overlay.size=10M".into()]).err().unwrap();
+    assert!(
+        e.message()
+            .starts_with("Storage option overlay.size only supported for backingFS XFS. Found "),
+        "{e}"
+    );
+    let driver = Some(open_with(vec!["overlay2.MOUNTOPT=nodev".into()]).unwrap());
+    let fx = Fixture { tmp, driver };
+    let d = fx.d();
+    assert_eq!(d.name(), "overlay");
+    let e = d
+        .create(
+            "x",
+            None,
+            &CreateOpts {
+                storage_opt: [("size".to_owned(), "1G".to_owned())].into(),
+                ..CreateOpts::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "--storage-opt size is only supported for ReadWrite Layers"
+    );
+    let e = d
+        .create_read_write(
+            "x",
+            None,
+            &CreateOpts {
+                storage_opt: [("size".to_owned(), "1G".to_owned())].into(),
+                ..CreateOpts::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
+    );
+    assert!(!fx.home().join("x").exists());
+    assert!(d.create("bad/id", None, &CreateOpts::default()).is_err());
+    assert_eq!(
+        d.create("y", Some("missing"), &CreateOpts::default())
+            .unwrap_err()
+            .kind(),
+        storage_types::ErrorKind::LayerUnknown
+    );
+    assert!(!fx.home().join("y").exists());
+    assert_eq!(
+        d.get("missing", &MountOpts::default()).unwrap_err().kind(),
+        storage_types::ErrorKind::LayerUnknown
+    );
+    // mountopt nodev becomes a mount flag.
+    d.create("z", None, &CreateOpts::default()).unwrap();
+    let m = d.get("z", &MountOpts::default()).unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(m.to_str().unwrap()))
+        .unwrap()
+        .to_owned();
+    assert!(line.split(' ').nth(5).unwrap().contains("nodev"), "{line}");
+    d.put("z").unwrap();
+    // overlay2 is an alias; `zfs` and friends name the supported drivers.
+    for n in ["zfs", "aufs", "devicemapper"] {
+        let e = open_driver(n, &opts_for(fx.tmp.path(), vec![]))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), storage_types::ErrorKind::NotSupported);
+        assert!(e.message().contains("overlay, btrfs, vfs"), "{e}");
+    }
+}
+
+#[test]
+fn existing_mount_program_store_is_refused_without_fuse_fallback() {
+    if !require(is_root(), "overlay tests need root") {
+        return;
+    }
+    // A home that has .wh. files (a fuse-overlayfs store) flips the flag to "true".
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("graph/overlay");
+    std::fs::create_dir_all(home.join("layer/diff")).unwrap();
+    std::fs::write(home.join("layer/diff/.wh.x"), b"").unwrap();
+    let r = open_driver("overlay", &opts_for(tmp.path(), vec![]));
+    assert_eq!(
+        std::fs::read(home.join(".has-mount-program")).unwrap(),
+        b"true"
+    );
+    match r {
+        // fuse-overlayfs in PATH: used as the mount program, like Go.
+        Ok(d) => {
+            assert_eq!(
+                d.status()
+                    .iter()
+                    .find(|(k, _)| k == "Native Overlay Diff")
+                    .unwrap()
+                    .1,
+                "false"
+            );
+            d.cleanup().unwrap();
+        }
+        Err(e) => assert!(e.message().contains("mount-program"), "{e}"),
+    }
+    unmount_all_under(tmp.path());
+}
+
+#[test]
+fn update_layer_id_map_rotates_diff() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create("c", Some("base"), &CreateOpts::default()).unwrap();
+    let map = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65536,
+    }];
+    d.update_layer_id_map("c", &[], &[], &map, &map).unwrap();
+    let dir = fx.home().join("c");
+    assert!(dir.join("diff1").is_dir());
+    assert_eq!(std::fs::read_dir(dir.join("diff")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::metadata(dir.join("diff1/etc/group"))
+            .unwrap()
+            .uid(),
+        100_000
+    );
+    // diff1 is mounted as the top lower.
+    let m = d.get("c", &MountOpts::default()).unwrap();
+    assert_eq!(
+        std::fs::metadata(m.join("etc/group")).unwrap().uid(),
+        100_000
+    );
+    d.put("c").unwrap();
+}

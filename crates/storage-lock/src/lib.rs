@@ -32,8 +32,10 @@
 //! `O_RDWR|O_CREAT|O_CLOEXEC, 0644`, or `O_RDONLY|O_CREAT|O_CLOEXEC` for
 //! read-only lock files; on `ENOENT` the parent directories are created with
 //! mode 0700 and the open retried) when the first holder arrives and is
-//! unlocked (`F_UNLCK`) and closed when the last holder leaves, like Go. No
-//! second descriptor is ever opened on a lock file by this crate. Because the
+//! unlocked (`F_UNLCK`) and closed when the last holder leaves, like Go
+//! (which also opens and closes the file once in `open`, before anybody can
+//! hold it, to create it and report errors early — so do we). No second
+//! descriptor is ever opened on a lock file while it is held. Because the
 //! locks are OFD locks, closing some *other* descriptor of the same file (e.g.
 //! `std::fs::read` of a lock file elsewhere in the process) does not drop our
 //! lock — but do not do it anyway.
@@ -58,8 +60,9 @@
 //!
 //! # fn main() -> Result<(), storage_lock::LockError> {
 //! let dir = tempfile::tempdir().expect("tempdir");
-//! let path = dir.path().join("vfs-layers/layers.lock"); // parent created on demand
-//! let lock = LockFile::open(&path)?;
+//! let path = dir.path().join("vfs-layers/layers.lock");
+//! let lock = LockFile::open(&path)?; // creates the file (and vfs-layers/, 0700)
+//! assert!(path.exists());
 //! assert!(std::sync::Arc::ptr_eq(&lock, &LockFile::open(&path)?));
 //!
 //! // Writer: take the lock exclusively, bump the token before writing data.
@@ -79,6 +82,57 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # How a store uses it (Go's protocol, store spec §4.5–§4.7)
+//!
+//! * **Reader**: `rlock()` → compare the token remembered at the last
+//!   load/save with [`ReadGuard::modified_since`] (layer stores also compare
+//!   the mtimes of their JSON files) → reload if stale and remember
+//!   [`ReadGuard::token`] → serve from memory → drop the guard.
+//! * **Writer**: `lock()` → same freshness check → mutate →
+//!   [`WriteGuard::record_write`] **before** atomically replacing the data
+//!   files; remember the returned token so your own write does not look like
+//!   a foreign one → drop the guard.
+//! * Lock order (never take an earlier one while holding a later one):
+//!   `userns.lock` → `storage.lock` → `layers.lock` (graph root, then image
+//!   store) → `mountpoints.lock` → staging locks → read-only layer stores →
+//!   `images.lock` → other image stores → `containers.lock`.
+//! * Hold locks briefly: Go takes `layers.lock`, `images.lock`,
+//!   `containers.lock` and `storage.lock` *exclusively* just to open a store,
+//!   so even a shared lock held here stalls every Go process starting up.
+//! * Deferred deletion: create a [`TempDir`] under `<G>/<drv>-layers/tmp` (or
+//!   a driver's `tempdirs`) while holding the layer lock, move doomed data
+//!   into it with [`TempDir::stage_deletion`], drop/`cleanup` it after all
+//!   store locks are released; call [`recover_stale_dirs`] when loading a
+//!   read-write layer store.
+//!
+//! ```
+//! use storage_lock::{recover_stale_dirs, TempDir};
+//!
+//! # fn main() -> Result<(), storage_lock::LockError> {
+//! let graph = tempfile::tempdir().expect("tempdir");
+//! let tmp_root = graph.path().join("vfs-layers/tmp");
+//! let doomed = graph.path().join("layer-data");
+//! std::fs::create_dir(&doomed).expect("mkdir");
+//!
+//! let mut staging = TempDir::new(&tmp_root)?; // lock-<x> held + temp-dir-<x>
+//! staging.stage_deletion(&doomed)?;           // renamed to temp-dir-<x>/0-layer-data
+//! recover_stale_dirs(&tmp_root)?;             // ours is alive: left alone
+//! assert!(staging.path().join("0-layer-data").exists());
+//! staging.cleanup()?;                         // removes both
+//! assert_eq!(std::fs::read_dir(&tmp_root).expect("readdir").count(), 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Tests
+//!
+//! `tests/in_process.rs` (threads, registry, tokens, staging),
+//! `tests/cross_process.rs` (against the `storage-lock-helper` binary of this
+//! crate, a test helper) and `tests/go_interop.rs` (against Go's
+//! `containers-storage`, `$CONTAINERS_STORAGE_GO` or
+//! `/usr/bin/containers-storage`, as root; missing peer → skip with a message,
+//! or failure when `CI=true`).
 #![deny(missing_docs)]
 
 mod staging;
@@ -338,14 +392,16 @@ fn absolute_clean(path: &Path) -> io::Result<PathBuf> {
 }
 
 impl LockFile {
-    /// The process-wide read-write lock object for `path` (created on first
-    /// use; the file itself is created when first locked).
+    /// The process-wide read-write lock object for `path`. The first call for
+    /// a path opens the file once to check it is usable (creating it, mode
+    /// 0644, and missing parent directories, mode 0700), as Go does.
     pub fn open(path: &Path) -> Result<Arc<LockFile>, LockError> {
         Self::get(path, false)
     }
 
     /// The process-wide read-only lock object for `path` (for additional,
-    /// read-only stores): only shared locks can be taken.
+    /// read-only stores): only shared locks can be taken. Like Go, the file is
+    /// created if missing (`O_RDONLY|O_CREAT`).
     pub fn open_read_only(path: &Path) -> Result<Arc<LockFile>, LockError> {
         Self::get(path, true)
     }
@@ -376,6 +432,12 @@ impl LockFile {
             }),
             cond: Condvar::new(),
         });
+        // Like Go, check right away that the file can be opened (this creates
+        // it and its parent directories); the descriptor used for locking is
+        // opened again by the first holder. Closing this one cannot drop any
+        // lock: nobody holds this new object yet, and OFD locks belong to
+        // their own open file description anyway.
+        drop(lf.open_file()?);
         reg.insert(clean, Arc::downgrade(&lf));
         Ok(lf)
     }

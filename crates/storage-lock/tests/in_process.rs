@@ -54,8 +54,10 @@ fn registry_returns_one_object_per_absolute_path() {
     assert!(!a.is_read_only());
     let other = LockFile::open(&dir.path().join("b.lock")).unwrap();
     assert!(!Arc::ptr_eq(&a, &other));
-    // Nothing is created before the first lock.
-    assert!(!p.exists());
+    // Like Go, opening creates the file (no lock is taken).
+    assert!(p.is_file());
+    assert_eq!(open_fds(&p), 0);
+    assert!(proc_locks_for(&p).is_empty());
 }
 
 #[test]
@@ -125,15 +127,31 @@ fn open_failure_names_the_path_in_go_words() {
     let file = dir.path().join("plain");
     std::fs::write(&file, b"x").unwrap();
     let p = file.join("layers.lock"); // parent is a regular file
-    let l = LockFile::open(&p).unwrap();
-    let e = l.lock().unwrap_err();
+    let e = LockFile::open(&p).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("open {}: not a directory", p.display())
     );
-    // The failed attempt must not wedge the lock object.
+    assert!(matches!(e, LockError::Open { .. }));
+
+    // A lock file that becomes unopenable after `open`: the failed attempt
+    // reports the error and does not wedge the lock object.
+    let sub = dir.path().join("sub");
+    let q = sub.join("l.lock");
+    let l = LockFile::open(&q).unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    std::fs::write(&sub, b"now a file").unwrap();
+    let e = l.lock().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("open {}: not a directory", q.display())
+    );
     let e = l.try_rlock().unwrap_err();
     assert!(matches!(e, LockError::Open { .. }));
+    std::fs::remove_file(&sub).unwrap();
+    // Missing again: recreated on the next lock.
+    assert!(l.try_lock().unwrap().is_some());
+    assert!(q.is_file());
 }
 
 #[test]

@@ -401,7 +401,8 @@ impl LockFile {
 
     /// The process-wide read-only lock object for `path` (for additional,
     /// read-only stores): only shared locks can be taken. Like Go, the file is
-    /// created if missing (`O_RDONLY|O_CREAT`).
+    /// created if missing (`O_RDONLY|O_CREAT`); unlike Go, a failure to open
+    /// it (e.g. `EROFS`) is reported by the first lock attempt, not here.
     pub fn open_read_only(path: &Path) -> Result<Arc<LockFile>, LockError> {
         Self::get(path, true)
     }
@@ -437,7 +438,15 @@ impl LockFile {
         // opened again by the first holder. Closing this one cannot drop any
         // lock: nobody holds this new object yet, and OFD locks belong to
         // their own open file description anyway.
-        drop(lf.open_file()?);
+        // For read-only lock files (additional stores, possibly on a
+        // read-only file system) an error here is not fatal: the same error is
+        // reported by the first `rlock`, where callers already handle it
+        // (e.g. skip a store whose images.lock fails with EROFS).
+        match lf.open_file() {
+            Ok(file) => drop(file),
+            Err(e) if !read_only => return Err(e),
+            Err(_) => {}
+        }
         reg.insert(clean, Arc::downgrade(&lf));
         Ok(lf)
     }

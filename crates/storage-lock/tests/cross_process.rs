@@ -165,3 +165,18 @@ fn tokens_cross_processes() {
     assert_eq!(run("token", &p), hex(&ours));
     assert!(!l.rlock().unwrap().modified_since(&ours).unwrap());
 }
+
+#[test]
+fn lock_of_a_killed_child_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("killed.lock");
+    let mut holder = Holder::start("lock", &p);
+    let l = LockFile::open(&p).unwrap();
+    assert!(l.try_rlock().unwrap().is_none());
+    holder.child.kill().unwrap();
+    holder.child.wait().unwrap();
+    let start = Instant::now();
+    let g = l.lock().unwrap();
+    assert!(start.elapsed() < EVENTUALLY);
+    drop(g);
+}

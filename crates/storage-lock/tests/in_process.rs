@@ -148,7 +148,16 @@ fn open_failure_names_the_path_in_go_words() {
     );
     let e = l.try_rlock().unwrap_err();
     assert!(matches!(e, LockError::Open { .. }));
+    // Read-only lock files report open errors at the first lock instead.
+    let r = dir.path().join("sub/ro.lock");
+    let ro = LockFile::open_read_only(&r).unwrap();
+    let e = ro.rlock().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("open {}: not a directory", r.display())
+    );
     std::fs::remove_file(&sub).unwrap();
+    assert!(ro.try_rlock().unwrap().is_some());
     // Missing again: recreated on the next lock.
     assert!(l.try_lock().unwrap().is_some());
     assert!(q.is_file());

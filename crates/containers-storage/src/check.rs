@@ -1,0 +1,1142 @@
+//! `Check` and `Repair` (Go's `check.go`, store.md §6.10).
+//!
+//! [`Store::check`] looks at every layer, image and container of the read-write and
+//! read-only stores and returns a [`CheckReport`] of what is damaged; [`Store::repair`]
+//! removes what the report names, the way Go does (damaged containers only on request,
+//! damaged images with their unused layers, then damaged layers deepest first and layers
+//! the driver has but no record names).
+//!
+//! Limits: the content comparison of mounted layers checks presence, type, permissions,
+//! ownership (not for ID-mapped layers) and the size of regular files, not timestamps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage_archive::Compression;
+use storage_drivers::{Driver, MountOpts};
+use storage_layers::{DiffOptions, LayerStore, Layers};
+use storage_types::{Digest, Error, ErrorKind, Layer, Result, Sha256Digester, Timestamp};
+
+use crate::Store;
+
+/// Go's `ErrLayerUnaccounted`.
+pub const LAYER_UNACCOUNTED: &str = "layer in lower level storage driver not accounted for";
+/// Go's `ErrLayerUnreferenced`.
+pub const LAYER_UNREFERENCED: &str = "layer not referenced by any images or containers";
+/// Go's `ErrLayerIncorrectContentDigest`.
+pub const LAYER_INCORRECT_DIGEST: &str = "layer content incorrect digest";
+/// Go's `ErrLayerIncorrectContentSize`.
+pub const LAYER_INCORRECT_SIZE: &str = "layer content incorrect size";
+/// Go's `ErrLayerContentModified`.
+pub const LAYER_CONTENT_MODIFIED: &str = "layer content modified";
+/// Go's `ErrLayerDataMissing`.
+pub const LAYER_DATA_MISSING: &str = "layer data item is missing";
+/// Go's `ErrLayerMissing`.
+pub const LAYER_MISSING: &str = "layer is missing";
+/// Go's `ErrImageLayerMissing`.
+pub const IMAGE_LAYER_MISSING: &str = "image layer is missing";
+/// Go's `ErrImageDataMissing`.
+pub const IMAGE_DATA_MISSING: &str = "image data item is missing";
+/// Go's `ErrImageDataIncorrectSize`.
+pub const IMAGE_DATA_INCORRECT_SIZE: &str = "image data item has incorrect size";
+/// Go's `ErrContainerImageMissing`.
+pub const CONTAINER_IMAGE_MISSING: &str = "image missing";
+/// Go's `ErrContainerDataMissing`.
+pub const CONTAINER_DATA_MISSING: &str = "container data item is missing";
+/// Go's `ErrContainerDataIncorrectSize`.
+pub const CONTAINER_DATA_INCORRECT_SIZE: &str = "container data item has incorrect size";
+
+/// Go's default maximum age of unreferenced layers (24 hours).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What [`Store::check`] looks at (Go's `CheckQuick()` / `CheckEverything()`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Skip the layer digests and the comparison of mounted content (Go's `CheckQuick`).
+    pub quick: bool,
+    /// Layers referenced by no image or container and older than this are reported;
+    /// `None` means [`DEFAULT_MAX_AGE`].
+    pub max_age: Option<Duration>,
+}
+
+
+/// What [`Store::repair`] may remove besides damaged images and layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairOptions {
+    /// Also delete damaged containers (CLI `check -f`).
+    pub remove_containers: bool,
+}
+
+/// The findings of [`Store::check`]: object ID → error messages (Go's `CheckReport`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Damaged read-write layers (and driver layers without a record).
+    pub layers: BTreeMap<String, Vec<String>>,
+    /// Damaged read-only layers.
+    pub ro_layers: BTreeMap<String, Vec<String>>,
+    /// Damaged read-write images (including those with damaged layers).
+    pub images: BTreeMap<String, Vec<String>>,
+    /// Damaged read-only images.
+    pub ro_images: BTreeMap<String, Vec<String>>,
+    /// Damaged containers (including those with damaged images or layers).
+    pub containers: BTreeMap<String, Vec<String>>,
+    /// Parent of every layer record seen (read-write and read-only).
+    layer_parents: HashMap<String, String>,
+    /// Driver layers without a record, with their position in the driver's listing.
+    unaccounted: HashMap<String, usize>,
+}
+
+impl CheckReport {
+    /// Whether nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.layers.is_empty()
+            && self.ro_layers.is_empty()
+            && self.images.is_empty()
+            && self.ro_images.is_empty()
+            && self.containers.is_empty()
+    }
+
+    /// Go's summary: `N layer errors, N read-only layer errors, N image errors, N read-only
+    /// image errors, N container errors` (counts of damaged objects).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} layer errors, {} read-only layer errors, {} image errors, {} read-only image errors, {} container errors",
+            self.layers.len(),
+            self.ro_layers.len(),
+            self.images.len(),
+            self.ro_images.len(),
+            self.containers.len()
+        )
+    }
+
+    /// The report as Go's CLI prints it: `layer ID:` then one ` error` line per finding, for
+    /// layers, read-only layers, images, read-only images and containers.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (what, map) in [
+            ("layer", &self.layers),
+            ("read-only layer", &self.ro_layers),
+            ("image", &self.images),
+            ("read-only image", &self.ro_images),
+            ("container", &self.containers),
+        ] {
+            for (id, errs) in map {
+                if errs.is_empty() {
+                    continue;
+                }
+                out.push_str(&format!("{what} {id}:\n"));
+                for e in errs {
+                    out.push_str(&format!(" {e}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The report as Go's `json.Encoder` writes it (errors encode as `{}`), with a newline.
+    pub fn to_go_json(&self) -> String {
+        fn map(m: &BTreeMap<String, Vec<String>>) -> String {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(id, errs)| {
+                    let list = if errs.is_empty() {
+                        "null".to_string()
+                    } else {
+                        format!("[{}]", vec!["{}"; errs.len()].join(","))
+                    };
+                    format!("{}:{list}", storage_config::json_string(id))
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        format!(
+            "{{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}}\n",
+            map(&self.layers),
+            map(&self.ro_layers),
+            map(&self.images),
+            map(&self.ro_images),
+            map(&self.containers)
+        )
+    }
+
+    /// Whether layer `id` was reported as a driver layer without record.
+    pub fn is_unaccounted(&self, id: &str) -> bool {
+        self.unaccounted.contains_key(id)
+    }
+
+    fn depth(&self, id: &str) -> usize {
+        let mut d = 0;
+        let mut seen = HashSet::new();
+        let mut cur = self.layer_parents.get(id).cloned().unwrap_or_default();
+        while !cur.is_empty() && seen.insert(cur.clone()) {
+            d += 1;
+            cur = self.layer_parents.get(&cur).cloned().unwrap_or_default();
+        }
+        d
+    }
+}
+
+fn push(map: &mut BTreeMap<String, Vec<String>>, id: &str, err: String) {
+    let errs = map.entry(id.to_string()).or_default();
+    if !errs.contains(&err) {
+        errs.push(err);
+    }
+}
+
+/// One entry of a layer's diff, as needed to rebuild the expected tree.
+#[derive(Debug, Clone)]
+struct DiffEntry {
+    path: String,
+    typeflag: u8,
+    mode: u32,
+    uid: i64,
+    gid: i64,
+    size: i64,
+    linkname: String,
+}
+
+/// Counts and digests what is written, and forwards it.
+struct TeeCounter<W: Write> {
+    inner: W,
+    digester: Sha256Digester,
+    count: u64,
+}
+
+impl<W: Write> Write for TeeCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(written) = buf.get(..n) {
+            self.digester.update(written);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Regenerates the uncompressed diff of `id`, returning its digest, length and headers.
+fn digest_diff(
+    layers: &Layers,
+    id: &str,
+) -> std::result::Result<(Digest, u64, Vec<DiffEntry>), String> {
+    let (reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
+    let parser = std::thread::spawn(move || -> std::result::Result<Vec<DiffEntry>, String> {
+        let mut tr = storage_tarsplit::TarReader::new(std::io::BufReader::new(reader));
+        let mut out = Vec::new();
+        loop {
+            match tr.next_header() {
+                Ok(Some(h)) => out.push(DiffEntry {
+                    path: String::from_utf8_lossy(&h.name).into_owned(),
+                    typeflag: h.typeflag,
+                    mode: (h.mode & 0o7777) as u32,
+                    uid: h.uid,
+                    gid: h.gid,
+                    size: h.size,
+                    linkname: String::from_utf8_lossy(&h.linkname).into_owned(),
+                }),
+                Ok(None) => break,
+                Err(e) => {
+                    let mut rest = tr.into_inner();
+                    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+                    return Err(e.to_string());
+                }
+            }
+        }
+        // Consume any trailer after the end-of-archive marker.
+        let mut rest = tr.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink())
+            .map_err(|e| format!("consume any trailer after the EOF marker: {e}"))?;
+        Ok(out)
+    });
+    let mut tee = TeeCounter {
+        inner: writer,
+        digester: Sha256Digester::new(),
+        count: 0,
+    };
+    let opts = DiffOptions {
+        compression: Some(Compression::None),
+    };
+    let result = layers.diff(None, id, &opts, &mut tee);
+    let TeeCounter {
+        inner,
+        digester,
+        count,
+    } = tee;
+    drop(inner);
+    let headers = parser
+        .join()
+        .unwrap_or_else(|_| Err("diff parser failed".to_string()));
+    result.map_err(|e| e.to_string())?;
+    let headers = headers?;
+    Ok((digester.finish(), count, headers))
+}
+
+/// Reads a layer big-data item to the end.
+fn read_layer_data(layers: &Layers, id: &str, name: &str) -> Result<()> {
+    let mut f = layers.big_data(id, name)?;
+    std::io::copy(&mut f, &mut std::io::sink())
+        .map_err(|e| Error::io("read", Path::new(name), e))?;
+    Ok(())
+}
+
+/// Per layer store: the records and what we learned about them.
+struct LayerScan {
+    layers: Vec<Layer>,
+    read_only: bool,
+}
+
+impl Store {
+    /// Go's `Store.Check`: reports damaged layers, images and containers (store.md §6.10).
+    /// Nothing is modified; read-write layers are mounted (read-only) to compare their
+    /// content unless `opts.quick`.
+    pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        let (driver, rw, ros): (Arc<dyn Driver>, Arc<LayerStore>, Vec<Arc<LayerStore>>) = {
+            let g = self.graph()?;
+            (
+                g.state.driver.clone(),
+                g.state.layers.clone(),
+                g.state.ro_layers.clone(),
+            )
+        };
+        let mut report = CheckReport::default();
+        let mut headers_by_layer: HashMap<String, Vec<DiffEntry>> = HashMap::new();
+        let mut scans = Vec::new();
+        let mut stores: Vec<(&Arc<LayerStore>, bool)> = vec![(&rw, false)];
+        stores.extend(ros.iter().map(|s| (s, true)));
+        for (store, read_only) in stores {
+            let guard = if read_only {
+                None
+            } else {
+                Some(store.write()?)
+            };
+            let rguard = if read_only { Some(store.read()?) } else { None };
+            let layers: &Layers = match (&guard, &rguard) {
+                (Some(w), _) => w,
+                (_, Some(r)) => r,
+                _ => continue,
+            };
+            let desc = if read_only { "read-only " } else { "" };
+            let list: Vec<Layer> = layers
+                .layers()
+                .into_iter()
+                .filter(|l| !report.layer_parents.contains_key(&l.id))
+                .collect();
+            let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for layer in &list {
+                report
+                    .layer_parents
+                    .insert(layer.id.clone(), layer.parent.clone());
+                let id = &layer.id;
+                for name in &layer.big_data_names {
+                    if let Err(e) = read_layer_data(layers, id, name) {
+                        let msg = if e.is_not_found() {
+                            LAYER_DATA_MISSING.to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        push(
+                            &mut found,
+                            id,
+                            format!(
+                                "{desc}layer {id}: data item {}: {msg}",
+                                storage_types::go_quote(name)
+                            ),
+                        );
+                    }
+                }
+                if opts.quick || layer.diff_digest.is_empty() {
+                    continue;
+                }
+                if let Err(e) = Digest::validate(&layer.diff_digest) {
+                    push(&mut found, id, format!("{desc}layer {id}: {e}"));
+                    continue;
+                }
+                match digest_diff(layers, id) {
+                    Err(e) => push(&mut found, id, format!("{desc}layer {id}: {e}")),
+                    Ok((digest, count, headers)) => {
+                        let mut ok = true;
+                        if digest.as_str() != layer.diff_digest {
+                            ok = false;
+                            push(
+                                &mut found,
+                                id,
+                                format!("{desc}layer {id}: {LAYER_INCORRECT_DIGEST}"),
+                            );
+                        }
+                        if layer.diff_size != -1 && count != layer.diff_size as u64 {
+                            ok = false;
+                            push(
+                                &mut found,
+                                id,
+                                format!(
+                                    "{desc}layer {id}: read {count} bytes instead of {} bytes: {LAYER_INCORRECT_SIZE}",
+                                    layer.diff_size
+                                ),
+                            );
+                        }
+                        if ok {
+                            headers_by_layer.insert(id.clone(), headers);
+                        }
+                    }
+                }
+            }
+            if !read_only {
+                // Mountability and content: only where we can be sure it works.
+                for layer in &list {
+                    let id = &layer.id;
+                    let mopts = MountOpts {
+                        mount_label: layer.mount_label.clone(),
+                        options: vec!["ro".to_string()],
+                        ..MountOpts::default()
+                    };
+                    let mount_point = match driver.get(id, &mopts) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            push(&mut found, id, format!("layer {id}: {e}"));
+                            continue;
+                        }
+                    };
+                    if !opts.quick && !layer.diff_digest.is_empty() {
+                        for diff in compare_content(layer, &list, &headers_by_layer, &mount_point) {
+                            push(
+                                &mut found,
+                                id,
+                                format!("layer {id}: {diff}, {LAYER_CONTENT_MODIFIED}"),
+                            );
+                        }
+                    }
+                    if let Err(e) = driver.put(id) {
+                        push(&mut found, id, format!("layer {id}: {e}"));
+                    }
+                }
+            }
+            // Dangling parents.
+            for layer in &list {
+                if layer.parent.is_empty() {
+                    continue;
+                }
+                let known = list.iter().any(|l| l.id == layer.parent)
+                    || report.layer_parents.contains_key(&layer.parent)
+                    || scans
+                        .iter()
+                        .any(|s: &LayerScan| s.layers.iter().any(|l| l.id == layer.parent));
+                if !known {
+                    push(
+                        &mut found,
+                        &layer.id,
+                        format!("{desc}layer {}: {LAYER_MISSING}", layer.parent),
+                    );
+                }
+            }
+            let dest = if read_only {
+                &mut report.ro_layers
+            } else {
+                &mut report.layers
+            };
+            for (id, errs) in found {
+                dest.entry(id).or_default().extend(errs);
+            }
+            scans.push(LayerScan {
+                layers: list,
+                read_only,
+            });
+        }
+        // A parent living in a later (read-only) store is not missing after all.
+        for map in [&mut report.layers, &mut report.ro_layers] {
+            for errs in map.values_mut() {
+                errs.retain(|e| {
+                    if !e.ends_with(LAYER_MISSING) || e.contains(IMAGE_LAYER_MISSING) {
+                        return true;
+                    }
+                    let parent = e
+                        .trim_start_matches("read-only ")
+                        .trim_start_matches("layer ")
+                        .split(':')
+                        .next()
+                        .unwrap_or("");
+                    !report.layer_parents.contains_key(parent)
+                });
+            }
+            map.retain(|_, errs| !errs.is_empty());
+        }
+
+        // Images.
+        let mut referenced: HashSet<String> = HashSet::new();
+        let mut image_ids: HashSet<String> = HashSet::new();
+        let mut image_stores: Vec<(&storage_images::ImageStore, bool)> =
+            vec![(&self.images, false)];
+        image_stores.extend(self.ro_images.iter().map(|s| (s, true)));
+        for (store, read_only) in image_stores {
+            let images = store.read()?;
+            let desc = if read_only { "read-only " } else { "" };
+            let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for image in images.images() {
+                if !image_ids.insert(image.id.clone()) {
+                    continue;
+                }
+                let id = &image.id;
+                for key in &image.big_data_names {
+                    match images.big_data(id, key) {
+                        Err(e) => {
+                            let msg = if e.is_not_found() {
+                                IMAGE_DATA_MISSING.to_string()
+                            } else {
+                                e.to_string()
+                            };
+                            push(
+                                &mut found,
+                                id,
+                                format!(
+                                    "{desc}image {id}: data item {}: {msg}",
+                                    storage_types::go_quote(key)
+                                ),
+                            );
+                        }
+                        Ok(data) => {
+                            let want = image.big_data_sizes.get(key).copied().unwrap_or(0);
+                            if data.len() as i64 != want {
+                                push(
+                                    &mut found,
+                                    id,
+                                    format!(
+                                        "{desc}image {id}: data item {}: {IMAGE_DATA_INCORRECT_SIZE}",
+                                        storage_types::go_quote(key)
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                let mut tops = vec![image.layer.clone()];
+                tops.extend(image.mapped_layers.iter().cloned());
+                let mut examined = HashSet::new();
+                for top in tops {
+                    if top.is_empty() || !examined.insert(top.clone()) {
+                        continue;
+                    }
+                    let errs = walk_chain(&report, &top, &mut referenced, |layer| {
+                        format!("{desc}image {id}: layer {layer}: {IMAGE_LAYER_MISSING}")
+                    });
+                    for e in errs {
+                        push(&mut found, id, e);
+                    }
+                }
+            }
+            let dest = if read_only {
+                &mut report.ro_images
+            } else {
+                &mut report.images
+            };
+            for (id, errs) in found {
+                dest.entry(id).or_default().extend(errs);
+            }
+        }
+
+        // Containers.
+        {
+            let containers = self.containers.read()?;
+            let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for c in containers.containers() {
+                let id = &c.id;
+                for key in &c.big_data_names {
+                    match containers.big_data(id, key) {
+                        Err(e) => {
+                            let msg = if e.is_not_found() {
+                                CONTAINER_DATA_MISSING.to_string()
+                            } else {
+                                e.to_string()
+                            };
+                            push(
+                                &mut found,
+                                id,
+                                format!(
+                                    "container {id}: data item {}: {msg}",
+                                    storage_types::go_quote(key)
+                                ),
+                            );
+                        }
+                        Ok(data) => {
+                            let want = c.big_data_sizes.get(key).copied().unwrap_or(0);
+                            if data.len() as i64 != want {
+                                push(
+                                    &mut found,
+                                    id,
+                                    format!(
+                                        "container {id}: data item {}: {CONTAINER_DATA_INCORRECT_SIZE}",
+                                        storage_types::go_quote(key)
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                if !c.image.is_empty() {
+                    if !image_ids.contains(&c.image) {
+                        push(
+                            &mut found,
+                            id,
+                            format!(
+                                "container {id}: image {}: {CONTAINER_IMAGE_MISSING}",
+                                c.image
+                            ),
+                        );
+                    } else {
+                        let image_errs: Vec<String> = report
+                            .images
+                            .get(&c.image)
+                            .into_iter()
+                            .chain(report.ro_images.get(&c.image))
+                            .flatten()
+                            .cloned()
+                            .collect();
+                        for e in image_errs {
+                            push(&mut found, id, e);
+                        }
+                    }
+                }
+                if !c.layer.is_empty() {
+                    let errs = walk_chain(&report, &c.layer, &mut referenced, |layer| {
+                        format!("container {id}: layer {layer}: {LAYER_MISSING}")
+                    });
+                    for e in errs {
+                        push(&mut found, id, e);
+                    }
+                }
+            }
+            for (id, errs) in found {
+                report.containers.entry(id).or_default().extend(errs);
+            }
+        }
+
+        // Unreferenced layers of the read-write store.
+        let max_age = opts.max_age.unwrap_or(DEFAULT_MAX_AGE);
+        let now = Timestamp::now().unix_nanos();
+        for scan in scans.iter().filter(|s| !s.read_only) {
+            for layer in &scan.layers {
+                if referenced.contains(&layer.id) {
+                    continue;
+                }
+                let old = layer.created.is_zero()
+                    || layer.created.unix_nanos() + max_age.as_nanos() as i128 <= now;
+                if old {
+                    push(
+                        &mut report.layers,
+                        &layer.id,
+                        format!("layer {}: {LAYER_UNREFERENCED}", layer.id),
+                    );
+                }
+            }
+        }
+
+        // Driver layers without a record.
+        match driver.list_layers() {
+            Ok(list) => {
+                for (i, id) in list.into_iter().enumerate() {
+                    if !report.layer_parents.contains_key(&id) {
+                        push(
+                            &mut report.layers,
+                            &id,
+                            format!("layer {id}: {LAYER_UNACCOUNTED}"),
+                        );
+                        report.unaccounted.insert(id, i + 1);
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotSupported => {}
+            Err(e) => return Err(e),
+        }
+        Ok(report)
+    }
+
+    /// Go's `Store.Repair`: removes what `report` names (store.md §6.10) and returns the
+    /// errors met on the way (an empty list means success).
+    pub fn repair(&self, report: &CheckReport, opts: &RepairOptions) -> Vec<Error> {
+        let mut errs = Vec::new();
+        if opts.remove_containers {
+            for id in report.containers.keys() {
+                if let Err(e) = self.repair_delete_container(id)
+                    && e.kind() != ErrorKind::ContainerUnknown
+                {
+                    errs.push(e.context(format!("deleting container {id}")));
+                }
+            }
+        }
+        for id in report.images.keys() {
+            if let Err(e) = self.repair_delete_image(id)
+                && e.kind() != ErrorKind::ImageUnknown
+            {
+                errs.push(e.context(format!("deleting image {id}")));
+            }
+        }
+        let mut order: Vec<&String> = report.layers.keys().collect();
+        order.sort_by(|a, b| {
+            let (ua, ub) = (report.unaccounted.get(*a), report.unaccounted.get(*b));
+            match (ua, ub) {
+                (Some(x), Some(y)) => x.cmp(y),
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (None, None) => report.depth(b).cmp(&report.depth(a)),
+            }
+        });
+        let (driver, rw) = match self.graph() {
+            Ok(g) => (g.state.driver.clone(), g.state.layers.clone()),
+            Err(e) => {
+                errs.push(e);
+                return errs;
+            }
+        };
+        for id in order {
+            if report.is_unaccounted(id) {
+                if let Err(e) = driver.remove(id)
+                    && !e.is_not_found()
+                {
+                    errs.push(Error::msg(
+                        e.kind(),
+                        format!("deleting storage layer {id}: {e}"),
+                    ));
+                }
+                continue;
+            }
+            let result = (|| -> Result<()> {
+                let mut w = rw.write()?;
+                if w.lookup(id).is_none() {
+                    return Ok(());
+                }
+                loop {
+                    match w.unmount(id, true) {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) if e.kind() == ErrorKind::LayerNotMounted => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                drop(w);
+                self.delete_layer(id)
+            })();
+            if let Err(e) = result {
+                errs.push(e.context(format!("deleting layer {id}")));
+            }
+        }
+        errs
+    }
+
+    /// Go's `DeleteContainer` for repair: the record, its layer and its directories.
+    fn repair_delete_container(&self, id: &str) -> Result<()> {
+        let rw = self.layer_store()?;
+        let mut w = rw.write()?;
+        let _images = self.images.read()?;
+        let mut containers = self.containers.write()?;
+        let Some(c) = containers.lookup_container(id).cloned() else {
+            return Err(Error::new(ErrorKind::ContainerUnknown));
+        };
+        if !c.layer.is_empty() && w.lookup(&c.layer).is_some() {
+            w.delete_unchecked(&c.layer)?;
+        }
+        containers.delete(&c.id)
+    }
+
+    /// Go's `DeleteImage(id, commit=true)` for repair: refuses when a container uses the
+    /// image, deletes the record, then its top (and mapped) layer chains as long as nothing
+    /// else uses them.
+    fn repair_delete_image(&self, id: &str) -> Result<()> {
+        let rw = self.layer_store()?;
+        let mut w = rw.write()?;
+        let mut images = self.images.write()?;
+        let containers = self.containers.read()?;
+        let Some(image) = images.lookup_image(id).cloned() else {
+            return Err(Error::new(ErrorKind::ImageUnknown));
+        };
+        if containers.containers().iter().any(|c| c.image == image.id) {
+            return Err(Error::new(ErrorKind::ImageUsedByContainer));
+        }
+        let mut used: HashSet<String> = HashSet::new();
+        for other in images.images().iter().filter(|i| i.id != image.id) {
+            used.insert(other.layer.clone());
+            used.extend(other.mapped_layers.iter().cloned());
+        }
+        for ro in &self.ro_images {
+            if let Ok(r) = ro.read() {
+                for other in r.images() {
+                    used.insert(other.layer.clone());
+                    used.extend(other.mapped_layers.iter().cloned());
+                }
+            }
+        }
+        used.extend(containers.containers().iter().map(|c| c.layer.clone()));
+        drop(containers);
+        let mut to_remove: Vec<String> = Vec::new();
+        let mut layer = image.layer.clone();
+        while !layer.is_empty() && !used.contains(&layer) {
+            let Some(rec) = w.lookup(&layer).cloned() else {
+                break;
+            };
+            let blocked = w
+                .children(&rec.id)
+                .iter()
+                .any(|c| !to_remove.contains(&c.id));
+            if blocked {
+                break;
+            }
+            to_remove.push(rec.id.clone());
+            layer = rec.parent.clone();
+        }
+        for m in &image.mapped_layers {
+            if !used.contains(m) && w.lookup(m).is_some() {
+                to_remove.push(m.clone());
+            }
+        }
+        images.delete(&image.id)?;
+        for l in to_remove {
+            if w.lookup(&l).is_some() {
+                w.delete_unchecked(&l)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Walks a layer chain from `top`, marking layers referenced; returns the errors of the
+/// layers on the way (their own, and `missing(layer)` for unknown ones).
+fn walk_chain(
+    report: &CheckReport,
+    top: &str,
+    referenced: &mut HashSet<String>,
+    missing: impl Fn(&str) -> String,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut layer = top.to_string();
+    while !layer.is_empty() && seen.insert(layer.clone()) {
+        match report.layer_parents.get(&layer) {
+            None => {
+                errs.push(missing(&layer));
+                break;
+            }
+            Some(parent) => {
+                referenced.insert(layer.clone());
+                for map in [&report.layers, &report.ro_layers] {
+                    if let Some(e) = map.get(&layer) {
+                        errs.extend(e.iter().cloned());
+                    }
+                }
+                layer = parent.clone();
+            }
+        }
+    }
+    errs
+}
+
+// ------------------------------------------------------------------ content comparison
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Other,
+}
+
+impl Kind {
+    fn from_typeflag(t: u8) -> Kind {
+        match t {
+            b'0' | 0 | b'7' | b'1' => Kind::File,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'5' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            _ => Kind::Other,
+        }
+    }
+
+    fn from_meta(ft: std::fs::FileType) -> Kind {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_char_device() {
+            Kind::Char
+        } else if ft.is_block_device() {
+            Kind::Block
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: Kind,
+    mode: u32,
+    uid: i64,
+    gid: i64,
+    size: i64,
+    /// Described by a header (not just implied as a parent directory).
+    explicit: bool,
+}
+
+fn clean(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    parts.join("/")
+}
+
+fn remove_subtree(tree: &mut BTreeMap<String, Entry>, path: &str, keep_self: bool) {
+    let prefix = format!("{path}/");
+    let doomed: Vec<String> = tree
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        tree.remove(&k);
+    }
+    if !keep_self {
+        tree.remove(path);
+    }
+}
+
+/// The tree the layer chain's diffs describe.
+fn expected_tree(chain: &[&Vec<DiffEntry>]) -> BTreeMap<String, Entry> {
+    let mut tree: BTreeMap<String, Entry> = BTreeMap::new();
+    for headers in chain {
+        for h in headers.iter() {
+            let path = clean(&h.path);
+            if path.is_empty() {
+                continue;
+            }
+            let (dir, base) = match path.rsplit_once('/') {
+                Some((d, b)) => (d.to_string(), b.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if let Some(hidden) = base.strip_prefix(".wh.") {
+                if hidden == ".wh..opq" {
+                    if !dir.is_empty() {
+                        remove_subtree(&mut tree, &dir, true);
+                    } else {
+                        tree.clear();
+                    }
+                } else if !hidden.starts_with(".wh.") {
+                    let victim = if dir.is_empty() {
+                        hidden.to_string()
+                    } else {
+                        format!("{dir}/{hidden}")
+                    };
+                    remove_subtree(&mut tree, &victim, false);
+                }
+                continue;
+            }
+            // Implied parent directories.
+            let mut acc = String::new();
+            for part in dir.split('/').filter(|p| !p.is_empty()) {
+                if !acc.is_empty() {
+                    acc.push('/');
+                }
+                acc.push_str(part);
+                tree.entry(acc.clone()).or_insert(Entry {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    explicit: false,
+                });
+            }
+            let mut entry = Entry {
+                kind: Kind::from_typeflag(h.typeflag),
+                mode: h.mode & 0o777,
+                uid: h.uid,
+                gid: h.gid,
+                size: h.size,
+                explicit: true,
+            };
+            if h.typeflag == b'1' {
+                match tree.get(&clean(&h.linkname)) {
+                    Some(target) => {
+                        entry = target.clone();
+                    }
+                    None => entry.explicit = false,
+                }
+            }
+            if entry.kind != Kind::Dir {
+                remove_subtree(&mut tree, &path, true);
+            }
+            if entry.kind == Kind::Other {
+                continue;
+            }
+            tree.insert(path, entry);
+        }
+    }
+    tree
+}
+
+/// The tree found under `root` (not following symbolic links).
+fn actual_tree(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut tree = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = std::fs::symlink_metadata(entry.path())?;
+            let kind = Kind::from_meta(meta.file_type());
+            if kind == Kind::Dir {
+                stack.push((entry.path(), path.clone()));
+            }
+            tree.insert(
+                path,
+                Entry {
+                    kind,
+                    mode: meta.mode() & 0o777,
+                    uid: i64::from(meta.uid()),
+                    gid: i64::from(meta.gid()),
+                    size: meta.size() as i64,
+                    explicit: true,
+                },
+            );
+        }
+    }
+    Ok(tree)
+}
+
+/// Compares the mounted tree of `layer` with the union of its chain's diffs; returns Go-style
+/// difference descriptions (`+/added`, `-/removed`, `/changed(size:1→2)`). Empty when the
+/// chain's diffs are not all known.
+fn compare_content(
+    layer: &Layer,
+    all: &[Layer],
+    headers: &HashMap<String, Vec<DiffEntry>>,
+    mount_point: &Path,
+) -> Vec<String> {
+    let mut chain: Vec<&Vec<DiffEntry>> = Vec::new();
+    let mut cur = layer.id.clone();
+    let mut seen = HashSet::new();
+    while !cur.is_empty() && seen.insert(cur.clone()) {
+        let Some(h) = headers.get(&cur) else {
+            return Vec::new();
+        };
+        chain.insert(0, h);
+        cur = all
+            .iter()
+            .find(|l| l.id == cur)
+            .map(|l| l.parent.clone())
+            .unwrap_or_default();
+    }
+    let expected = expected_tree(&chain);
+    let actual = match actual_tree(mount_point) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("reading {}: {e}", mount_point.display())],
+    };
+    let ownership = layer.uidmap.is_empty() && layer.gidmap.is_empty();
+    let mut diffs = Vec::new();
+    let slash = |k: Kind| if k == Kind::Dir { "/" } else { "" };
+    for (path, want) in &expected {
+        match actual.get(path) {
+            None => diffs.push(format!("-/{path}{}", slash(want.kind))),
+            Some(have) => {
+                if !want.explicit {
+                    if have.kind != Kind::Dir {
+                        diffs.push(format!("/{path}(filetype:dir→other)"));
+                    }
+                    continue;
+                }
+                let mut attrs = Vec::new();
+                if want.kind != have.kind {
+                    attrs.push(format!("filetype:{:?}→{:?}", want.kind, have.kind));
+                }
+                if ownership && want.uid != have.uid {
+                    attrs.push(format!("uid:{}→{}", want.uid, have.uid));
+                }
+                if ownership && want.gid != have.gid {
+                    attrs.push(format!("gid:{}→{}", want.gid, have.gid));
+                }
+                if want.kind == Kind::File && have.kind == Kind::File && want.size != have.size {
+                    attrs.push(format!("size:{}→{}", want.size, have.size));
+                }
+                if want.kind == have.kind && want.kind != Kind::Symlink && want.mode != have.mode {
+                    attrs.push(format!("mode:{:04o}→{:04o}", want.mode, have.mode));
+                }
+                if !attrs.is_empty() {
+                    diffs.push(format!("/{path}({})", attrs.join(",")));
+                }
+            }
+        }
+    }
+    for (path, have) in &actual {
+        if !expected.contains_key(path) {
+            diffs.push(format!("+/{path}{}", slash(have.kind)));
+        }
+    }
+    diffs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, t: u8) -> DiffEntry {
+        DiffEntry {
+            path: path.into(),
+            typeflag: t,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            linkname: String::new(),
+        }
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_apply_in_order() {
+        let lower = vec![e("a/", b'5'), e("a/x", b'0'), e("a/y", b'0'), e("b", b'0')];
+        let upper = vec![e("a/.wh..wh..opq", b'0'), e("a/z", b'0'), e(".wh.b", b'0')];
+        let t = expected_tree(&[&lower, &upper]);
+        let keys: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, vec!["a", "a/z"]);
+    }
+
+    #[test]
+    fn report_text_and_json_follow_go() {
+        let mut r = CheckReport::default();
+        assert!(r.is_clean());
+        assert_eq!(
+            r.to_go_json(),
+            "{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}\n"
+        );
+        push(&mut r.layers, "L", format!("layer L: {LAYER_UNACCOUNTED}"));
+        push(&mut r.images, "I", "image I: x".into());
+        push(&mut r.images, "I", "image I: y".into());
+        assert_eq!(
+            r.to_text(),
+            format!(
+                "layer L:\n layer L: {LAYER_UNACCOUNTED}\nimage I:\n image I: x\n image I: y\n"
+            )
+        );
+        assert!(r.to_go_json().contains("\"Images\":{\"I\":[{},{}]}"));
+        assert_eq!(
+            r.summary(),
+            "1 layer errors, 0 read-only layer errors, 1 image errors, 0 read-only image errors, 0 container errors"
+        );
+    }
+}

@@ -812,3 +812,128 @@ fn update_layer_id_map_rotates_diff() {
     );
     d.put("c").unwrap();
 }
+
+#[test]
+fn split_and_additional_image_stores() {
+    let Some(mut fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    // 1.60 split image store: read-only layers live in <imagestore>/overlay.
+    let is = fx.tmp.path().join("imagestore");
+    let mut opts = opts_for(fx.tmp.path(), vec![]);
+    opts.image_store = Some(is.clone());
+    if let Some(d) = fx.driver.take() {
+        d.cleanup().unwrap();
+    }
+    fx.driver = Some(open_driver("overlay", &opts).unwrap());
+    let d = fx.d();
+    d.create("img", None, &CreateOpts::default()).unwrap();
+    apply(d, "img", None, &base_tar());
+    assert!(is.join("overlay/img/diff/etc/group").exists());
+    assert!(!fx.home().join("img").exists());
+    let link = std::fs::read_to_string(is.join("overlay/img/link")).unwrap();
+    assert_eq!(
+        std::fs::read_link(is.join("overlay/l").join(&link)).unwrap(),
+        Path::new("../img/diff")
+    );
+    d.create_read_write("ctr", Some("img"), &CreateOpts::default())
+        .unwrap();
+    assert!(fx.home().join("ctr/diff").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(fx.home().join("ctr/lower")).unwrap(),
+        format!("l/{link}")
+    );
+    let m = d.get("ctr", &MountOpts::default()).unwrap();
+    assert!(m.join("etc/group").exists());
+    d.put("ctr").unwrap();
+    assert_eq!(
+        d.metadata("ctr").unwrap()["LowerDir"],
+        is.join("overlay/img/diff").display().to_string()
+    );
+    let mut out = Vec::new();
+    d.diff("img", None, &[], &[], &mut out).unwrap();
+    assert!(tar_entries(&out).iter().any(|e| e.0 == "etc/group"));
+    d.remove("ctr").unwrap();
+    d.remove("img").unwrap();
+    assert!(!is.join("overlay/img").exists());
+    assert_eq!(std::fs::read_dir(is.join("overlay/l")).unwrap().count(), 0);
+
+    // Additional read-only store (`overlay.imagestore=`): another store's layers.
+    d.cleanup().unwrap();
+    fx.driver = None;
+    let store_tmp = tempfile::tempdir().unwrap();
+    let store = open(&store_tmp, vec![]);
+    store
+        .create("ro-img", None, &CreateOpts::default())
+        .unwrap();
+    apply(store.as_ref(), "ro-img", None, &base_tar());
+    store.cleanup().unwrap();
+    drop(store);
+    let store_root = store_tmp.path().join("graph");
+    fx.driver = Some(open(
+        &fx.tmp,
+        vec![format!("overlay.imagestore={}", store_root.display())],
+    ));
+    let d = fx.d();
+    assert!(d.exists("ro-img"));
+    assert!(!d.list_layers().unwrap().contains(&"ro-img".to_owned()));
+    d.create_read_write("c2", Some("ro-img"), &CreateOpts::default())
+        .unwrap();
+    let m = d.get("c2", &MountOpts::default()).unwrap();
+    assert!(m.join("etc/passwd").exists());
+    d.put("c2").unwrap();
+    // Layers of an additional store mount read-only under the run home.
+    let m = d.get("ro-img", &MountOpts::default()).unwrap();
+    assert_eq!(m, fx.tmp.path().join("run/overlay/ro-img/merged"));
+    assert!(m.join("etc/passwd").exists());
+    assert!(std::fs::write(m.join("x"), b"x").is_err());
+    d.put("ro-img").unwrap();
+    assert!(!fx.tmp.path().join("run/overlay/ro-img").exists());
+    unmount_all_under(store_tmp.path());
+}
+
+#[test]
+fn kernel_whiteouts_export_as_wh_entries() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create_read_write("c", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let m = d.get("c", &MountOpts::default()).unwrap();
+    for f in ["d/a", "d/b", "etc/passwd", "bin/sh"] {
+        std::fs::remove_file(m.join(f)).unwrap();
+    }
+    d.put("c").unwrap();
+    let mut out = Vec::new();
+    d.diff("c", Some("base"), &[], &[], &mut out).unwrap();
+    let entries = tar_entries(&out);
+    let wh: Vec<_> = entries.iter().filter(|e| e.0.contains(".wh.")).collect();
+    let names: Vec<&str> = wh.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bin/.wh.sh", "d/.wh.a", "d/.wh.b", "etc/.wh.passwd"]
+    );
+    // Regular, mode 0, empty; a kernel-shared whiteout inode keeps the first `.wh.`
+    // name as its (stale) link name, like Go 1.60.
+    for e in &wh {
+        assert_eq!((e.1, e.2, e.3), (b'0', 0, 0), "{e:?}");
+        assert!(e.4.is_empty() || e.4 == "bin/.wh.sh", "{e:?}");
+    }
+    let changes = d.changes("c", Some("base")).unwrap();
+    let deletes: BTreeSet<String> = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Delete)
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/bin/sh", "/d/a", "/d/b", "/etc/passwd"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(d.diff_size("c", Some("base")).unwrap(), 0);
+}

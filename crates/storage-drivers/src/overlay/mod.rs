@@ -236,6 +236,9 @@ struct RefEntry {
 /// The overlay driver.
 pub(crate) struct Overlay {
     home: PathBuf,
+    run_home: PathBuf,
+    /// `<imagestore>/overlay`: where read-only layers go when a split image store is set.
+    image_store: Option<PathBuf>,
     cfg: Config,
     mount_program: Option<PathBuf>,
     backing_fs: &'static str,
@@ -456,8 +459,18 @@ impl Overlay {
         if !cfg.skip_mount_home && !rootless {
             mount::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
         }
+        let image_store = opts.image_store.as_ref().map(|p| p.join("overlay"));
+        if let Some(is) = &image_store {
+            mkdir_all(is, 0o700)?;
+            let l = is.join(LINK_DIR);
+            if !l.exists() {
+                mkdir_mode(&l, 0o755)?;
+            }
+        }
         Ok(Overlay {
             home,
+            run_home,
+            image_store,
             cfg,
             mount_program,
             backing_fs,
@@ -482,11 +495,18 @@ impl Overlay {
         self.mount_program.is_some() || !self.native_diff
     }
 
-    /// Go's `dir2`: the home first, then the additional image stores.
+    /// Go's `dir2`: the home first, then the split image store, then the additional
+    /// (read-only) image stores; the flag tells whether it is in an additional store.
     fn dir(&self, id: &str) -> (PathBuf, bool) {
         let own = self.home.join(id);
         if own.is_dir() {
             return (own, false);
+        }
+        if let Some(is) = &self.image_store {
+            let candidate = is.join(id);
+            if candidate.is_dir() {
+                return (candidate, false);
+            }
         }
         for store in &self.cfg.image_stores {
             let candidate = store.join("overlay").join(id);
@@ -522,6 +542,12 @@ impl Overlay {
         let own = self.home.join(elem);
         if std::fs::symlink_metadata(&own).is_ok() {
             return Ok(own);
+        }
+        if let Some(is) = &self.image_store {
+            let p = is.join(elem);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                return Ok(p);
+            }
         }
         for store in &self.cfg.image_stores {
             let p = store.join("overlay").join(elem);
@@ -643,9 +669,14 @@ impl Overlay {
             ));
         }
 
-        let dir = self.home.join(id);
+        // 1.60: image (read-only) layers go to the split image store when there is one.
+        let homedir = match (&self.image_store, read_write) {
+            (Some(is), false) => is.clone(),
+            _ => self.home.clone(),
+        };
+        let dir = homedir.join(id);
         let root_ids = root_pair(&opts.uid_map, &opts.gid_map);
-        let l = self.home.join(LINK_DIR);
+        let l = homedir.join(LINK_DIR);
         if !l.exists() {
             mkdir_mode(&l, 0o755)?;
         }
@@ -702,7 +733,7 @@ impl Overlay {
                 .map_err(|e| Error::io("lsetxattr", &diff, e.into()))?;
             }
             let short = short_id()?;
-            let lp = self.home.join(LINK_DIR).join(&short);
+            let lp = homedir.join(LINK_DIR).join(&short);
             std::os::unix::fs::symlink(format!("../{id}/diff"), &lp)
                 .map_err(|e| Error::io("symlink", &lp, e))?;
             write_file(&dir.join("link"), short.as_bytes(), 0o644)?;
@@ -726,7 +757,7 @@ impl Overlay {
         })();
         if result.is_err() {
             if let Ok(link) = std::fs::read_to_string(dir.join("link")) {
-                let _ = std::fs::remove_file(self.home.join(LINK_DIR).join(link.trim()));
+                let _ = std::fs::remove_file(homedir.join(LINK_DIR).join(link.trim()));
             }
             let _ = remove_all(&dir);
         }
@@ -796,9 +827,13 @@ impl Overlay {
                 format!("stat {}: no such file or directory", dir.display()),
             ));
         }
-        let merged = dir.join("merged");
+        let merged = self.merged_dir(id, &dir, in_store);
         if !merged.exists() {
-            mkdir_mode(&merged, 0o700)?;
+            if in_store {
+                mkdir_all(&merged, 0o700)?;
+            } else {
+                mkdir_mode(&merged, 0o700)?;
+            }
         }
         if !self.ref_inc(&merged) {
             return Ok(merged);
@@ -841,13 +876,18 @@ impl Overlay {
         let mut lowers = Vec::new();
         let mut relative = Vec::new();
         let own_link = std::fs::read_to_string(dir.join("link")).unwrap_or_default();
+        // Paths relative to the home exist only for layers in the home; a shorter list
+        // rules the relative method out.
+        let in_home = dir.starts_with(&self.home);
         for n in 1.. {
             let p = dir.join(format!("diff{n}"));
             if !p.is_dir() {
                 break;
             }
             lowers.push(p);
-            relative.push(format!("{LINK_DIR}/{}/../diff{n}", own_link.trim()));
+            if in_home {
+                relative.push(format!("{LINK_DIR}/{}/../diff{n}", own_link.trim()));
+            }
         }
         let elems = self.lower_elems(dir)?;
         if elems.len() > MAX_DEPTH {
@@ -881,10 +921,14 @@ impl Overlay {
         }
         if lowers.is_empty() {
             lowers.push(dir.join("empty"));
-            relative.push(format!("{id}/empty"));
+            if in_home {
+                relative.push(format!("{id}/empty"));
+            }
         }
         let (mut flags, mut data) = mount::parse_options(&options);
-        flags.remove(rustix::mount::MountFlags::RDONLY);
+        if read_only {
+            flags |= rustix::mount::MountFlags::RDONLY;
+        }
         if self.rootless && self.mount_program.is_none() {
             data.push("userxattr".to_owned());
         }
@@ -896,7 +940,9 @@ impl Overlay {
         let _ = std::fs::remove_dir_all(dir.join("work/work/incompat/volatile"));
         let (upper, work) = if read_only {
             lowers.insert(0, diff.clone());
-            relative.insert(0, format!("{id}/diff"));
+            if in_home {
+                relative.insert(0, format!("{id}/diff"));
+            }
             (None, None)
         } else {
             (Some(diff), Some(dir.join("work")))
@@ -993,9 +1039,18 @@ impl Overlay {
         Ok(())
     }
 
+    /// `dir/merged`, or `<runhome>/<id>/merged` for layers of additional stores (1.60).
+    fn merged_dir(&self, id: &str, dir: &Path, in_store: bool) -> PathBuf {
+        if in_store {
+            self.run_home.join(id).join("merged")
+        } else {
+            dir.join("merged")
+        }
+    }
+
     fn unmount_layer(&self, id: &str) -> Result<()> {
-        let (dir, _) = self.dir(id);
-        let merged = dir.join("merged");
+        let (dir, in_store) = self.dir(id);
+        let merged = self.merged_dir(id, &dir, in_store);
         if self.ref_dec(&merged) > 0 {
             return Ok(());
         }
@@ -1014,6 +1069,9 @@ impl Overlay {
             }
         }
         mount::unmount(&merged).map_err(|e| Error::io("unmount", &merged, e))?;
+        if in_store {
+            let _ = remove_all(&self.run_home.join(id));
+        }
         Ok(())
     }
 
@@ -1118,11 +1176,16 @@ impl Driver for Overlay {
 
     fn remove(&self, id: &str) -> Result<()> {
         Self::check_id(id)?;
-        let dir = self.home.join(id);
+        // Never delete from the read-only additional stores.
+        let homedir = match &self.image_store {
+            Some(is) if !self.home.join(id).exists() && is.join(id).exists() => is.clone(),
+            _ => self.home.clone(),
+        };
+        let dir = homedir.join(id);
         if let Ok(link) = std::fs::read_to_string(dir.join("link")) {
             let link = link.trim();
             if !link.is_empty() && !link.contains('/') {
-                let lp = self.home.join(LINK_DIR).join(link);
+                let lp = homedir.join(LINK_DIR).join(link);
                 match std::fs::remove_file(&lp) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1187,7 +1250,7 @@ impl Driver for Overlay {
 
     fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
         Self::check_id(id)?;
-        let (dir, _) = self.dir(id);
+        let (dir, in_store) = self.dir(id);
         if !dir.is_dir() {
             return Err(Error::msg(
                 ErrorKind::LayerUnknown,
@@ -1196,7 +1259,10 @@ impl Driver for Overlay {
         }
         let mut m = BTreeMap::new();
         m.insert("WorkDir".into(), dir.join("work").display().to_string());
-        m.insert("MergedDir".into(), dir.join("merged").display().to_string());
+        m.insert(
+            "MergedDir".into(),
+            self.merged_dir(id, &dir, in_store).display().to_string(),
+        );
         m.insert("UpperDir".into(), dir.join("diff").display().to_string());
         let lowers = self
             .lower_elems(&dir)?

@@ -62,7 +62,6 @@ pub struct CheckOptions {
     pub max_age: Option<Duration>,
 }
 
-
 /// What [`Store::repair`] may remove besides damaged images and layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RepairOptions {
@@ -276,6 +275,11 @@ fn digest_diff(
     Ok((digester.finish(), count, headers))
 }
 
+/// Whether a big-data error means the item is gone (Go: `errors.Is(err, os.ErrNotExist)`).
+fn missing(e: &Error) -> bool {
+    e.is_not_found() || e.to_string().ends_with("file does not exist")
+}
+
 /// Reads a layer big-data item to the end.
 fn read_layer_data(layers: &Layers, id: &str, name: &str) -> Result<()> {
     let mut f = layers.big_data(id, name)?;
@@ -334,7 +338,7 @@ impl Store {
                 let id = &layer.id;
                 for name in &layer.big_data_names {
                     if let Err(e) = read_layer_data(layers, id, name) {
-                        let msg = if e.is_not_found() {
+                        let msg = if missing(&e) {
                             LAYER_DATA_MISSING.to_string()
                         } else {
                             e.to_string()
@@ -483,7 +487,7 @@ impl Store {
                 for key in &image.big_data_names {
                     match images.big_data(id, key) {
                         Err(e) => {
-                            let msg = if e.is_not_found() {
+                            let msg = if missing(&e) {
                                 IMAGE_DATA_MISSING.to_string()
                             } else {
                                 e.to_string()
@@ -546,7 +550,7 @@ impl Store {
                 for key in &c.big_data_names {
                     match containers.big_data(id, key) {
                         Err(e) => {
-                            let msg = if e.is_not_found() {
+                            let msg = if missing(&e) {
                                 CONTAINER_DATA_MISSING.to_string()
                             } else {
                                 e.to_string()

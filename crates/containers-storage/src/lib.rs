@@ -38,9 +38,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod check;
+mod dedup;
+mod gc;
 mod ops;
+mod salvage;
 
+pub use check::{CheckOptions, CheckReport, RepairOptions};
+pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
+pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
 pub use storage_layers::{CreateLayerOptions, DiffOptions};
 
 use std::path::{Path, PathBuf};

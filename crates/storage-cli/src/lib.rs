@@ -294,6 +294,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         println!("error initializing: {e}");
         return 1;
     }
+    if let Some(code) = commands::check::before_open(cmd.names[0], &cfs, &globals.opts) {
+        return code;
+    }
     let store = match Store::open(&globals.opts) {
         Ok(s) => s,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The command table and the handlers.
 
 pub mod any;
+pub mod check;
 pub mod layers;
 
 use std::io::Write;
@@ -172,6 +173,15 @@ macro_rules! cmd {
 /// Every registered command, in the order of Go's source files (the global usage order).
 pub static COMMANDS: &[Command] = &[
     cmd!(
+        &["check"],
+        "",
+        "Check storage consistency",
+        0,
+        Some(0),
+        check::CHECK_FLAGS,
+        check::check
+    ),
+    cmd!(
         &["config"],
         "[configurationFile]",
         "Print storage library configuration as JSON",
@@ -206,6 +216,15 @@ pub static COMMANDS: &[Command] = &[
         Some(1),
         IMPORT_LAYER_FLAGS,
         layers::import_layer
+    ),
+    cmd!(
+        &["dedup"],
+        "",
+        "Dedup all images",
+        0,
+        Some(0),
+        check::DEDUP_FLAGS,
+        check::dedup
     ),
     cmd!(
         &["delete-layer", "deletelayer"],
@@ -264,6 +283,15 @@ pub static COMMANDS: &[Command] = &[
         None,
         EXISTS_FLAGS,
         any::exists
+    ),
+    cmd!(
+        &["gc"],
+        "",
+        "Perform garbage collection",
+        0,
+        Some(0),
+        check::GC_FLAGS,
+        check::gc
     ),
     cmd!(
         &["layer"],

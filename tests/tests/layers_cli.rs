@@ -1,0 +1,109 @@
+//! Layer commands of our CLI on vfs: bad input leaves nothing behind, long chains, deletion
+//! rules — checked against the store's listing before and after.
+
+use storage_tests::tars::{TarBuilder, compress_with, sample_layer};
+use storage_tests::{Cs, ok};
+
+fn listing(cs: &Cs) -> String {
+    ok(&cs.ours(&["layers", "--json"]))
+}
+
+fn dir_entries(p: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_input_leaves_no_layer_behind() {
+    let cs = Cs::new("vfs");
+    let base = ok(&cs.ours(&["create-layer", "-n", "base"]));
+    let base = base.lines().next().unwrap().to_string();
+    let before = listing(&cs);
+    let vfs_before = dir_entries(&cs.graph.join("vfs/dir"));
+    let layers_before = dir_entries(&cs.graph.join("vfs-layers"));
+
+    let good = sample_layer();
+    let dir = cs.dir.path();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("junk".into(), b"this is certainly not a tar archive, not at all".repeat(40)),
+        ("truncated tar".into(), good[..good.len() / 2 + 100].to_vec()),
+        ("gzip header + garbage".into(), {
+            let mut v = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+            v.extend(b"garbage garbage garbage".repeat(20));
+            v
+        }),
+    ];
+    let zst = dir.join("good.tar.zst");
+    compress_with("zstd", &good, &zst);
+    let z = std::fs::read(&zst).unwrap();
+    cases.push(("zstd cut in half".into(), z[..z.len() / 2].to_vec()));
+    let bz = dir.join("junk.bz2");
+    compress_with("bzip2", b"no tar inside this bzip2 stream at all", &bz);
+    cases.push(("bzip2 of non-tar".into(), std::fs::read(&bz).unwrap()));
+    let dup = TarBuilder::new().file("f", 0o644, b"a").file("./f", 0o644, b"b").finish();
+    cases.push(("duplicate paths".into(), dup));
+
+    for (what, data) in cases {
+        let f = dir.join("input");
+        std::fs::write(&f, &data).unwrap();
+        for args in [
+            vec!["applydiff".to_string(), "-f".into(), f.display().to_string(), base.clone()],
+            vec!["import-layer".to_string(), "-f".into(), f.display().to_string(), base.clone()],
+        ] {
+            let out = cs.ours(&args);
+            assert!(!out.status.success(), "{what}: {} succeeded", args[0]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.trim().is_empty(), "{what}: {} gave no error text", args[0]);
+            assert!(!err.contains("panicked"), "{what}: panic: {err}");
+            assert_eq!(listing(&cs), before, "{what}: {} changed the layer list", args[0]);
+            assert_eq!(dir_entries(&cs.graph.join("vfs/dir")), vfs_before, "{what}: driver dirs");
+            assert_eq!(dir_entries(&cs.graph.join("vfs-layers")), layers_before, "{what}: layer files");
+        }
+    }
+    // Go's words for the classic cases.
+    std::fs::write(dir.join("junk"), b"junk".repeat(300)).unwrap();
+    let out = cs.ours(&["applydiff".as_ref(), "-f".as_ref(), dir.join("junk").as_os_str(), base.as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected EOF") || err.contains("invalid tar header"), "{err}");
+}
+
+#[test]
+fn chain_of_300_layers_and_deletion_rules() {
+    let cs = Cs::new("vfs");
+    let mut parent: Option<String> = None;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let tar = TarBuilder::new().file(&format!("f{i}"), 0o644, format!("{i}\n").as_bytes()).finish();
+        let f = cs.dir.path().join("l.tar");
+        std::fs::write(&f, tar).unwrap();
+        let mut args = vec!["import-layer".to_string(), "-f".into(), f.display().to_string()];
+        if let Some(p) = &parent {
+            args.push(p.clone());
+        }
+        let id = ok(&cs.ours(&args)).lines().next().unwrap().to_string();
+        ids.push(id.clone());
+        parent = Some(id);
+    }
+    let top = ids.last().unwrap();
+    let listed = ok(&cs.ours(&["layers", "-q"]));
+    assert_eq!(listed.lines().count(), 300);
+    let mnt = ok(&cs.ours(&["mount", top]));
+    let mnt = std::path::PathBuf::from(mnt.trim());
+    for i in [0, 150, 299] {
+        assert_eq!(std::fs::read_to_string(mnt.join(format!("f{i}"))).unwrap(), format!("{i}\n"));
+    }
+    ok(&cs.ours(&["unmount", top]));
+    // Deleting a parent with children fails with Go's error, also by name or prefix.
+    let out = cs.ours(&["delete-layer", &ids[0]]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("used by layer {}: layer has children", ids[1])), "{err}");
+    let out = cs.ours(&["delete-layer", &ids[0][..12]]);
+    assert!(!out.status.success(), "deleting by prefix must keep the safety checks");
+    // The top layer can go.
+    ok(&cs.ours(&["delete-layer", top]));
+    assert_eq!(ok(&cs.ours(&["layers", "-q"])).lines().count(), 299);
+}

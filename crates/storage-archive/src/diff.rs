@@ -376,6 +376,9 @@ fn produce<R: Read>(
                 }
             },
         };
+        // Tar headers are parsed 512 bytes at a time: buffer the decoder's output
+        // (for plain input this is also what keeps input reads large).
+        let decoder: Box<dyn Read + '_> = Box::new(io::BufReader::with_capacity(CHUNK, decoder));
         pump(decoder, tx, recycle)
     };
     let (digest, count, uids, gids) = result?;

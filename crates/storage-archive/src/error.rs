@@ -83,15 +83,65 @@ impl Error {
 }
 
 impl From<Error> for storage_types::Error {
+    /// Keeps the message (Go's text) and, for OS errors on a path, the errno.
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::Path { .. } | Error::Os(_) | Error::Lchown { .. } => ErrorKind::Io,
-            Error::Read(_) | Error::Tar(_) | Error::DuplicatePath | Error::InvalidAufsHardlink => {
-                ErrorKind::InvalidInput
-            }
-            Error::Unmappable(_) | Error::UnhandledType(_) => ErrorKind::InvalidInput,
+            Error::Read(_)
+            | Error::Tar(_)
+            | Error::DuplicatePath
+            | Error::InvalidAufsHardlink
+            | Error::Unmappable(_)
+            | Error::UnhandledType(_) => ErrorKind::InvalidInput,
             Error::Thread => ErrorKind::Other,
         };
-        storage_types::Error::msg(kind, e.to_string())
+        match e {
+            Error::Path { op, path, source } => {
+                storage_types::Error::io(op, std::path::Path::new(&path), source)
+            }
+            Error::Os(source) => storage_types::Error::from(source),
+            other => storage_types::Error::msg(kind, other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_go_worded() {
+        let e = Error::path("open", b"a/b", io::Error::from_raw_os_error(2));
+        assert_eq!(e.to_string(), "open /a/b: no such file or directory");
+        assert_eq!(e.raw_os_error(), Some(2));
+        let s: storage_types::Error = e.into();
+        assert_eq!(s.to_string(), "open /a/b: no such file or directory");
+        assert_eq!(s.raw_os_error(), Some(2));
+        assert_eq!(
+            Error::Os(io::Error::from_raw_os_error(17)).to_string(),
+            "file exists"
+        );
+        assert_eq!(
+            Error::Unmappable(70000).to_string(),
+            "container ID 70000 cannot be mapped to a host ID"
+        );
+        assert_eq!(
+            Error::UnhandledType(b'7').to_string(),
+            "unhandled tar header type 55"
+        );
+        let lchown = Error::Lchown {
+            path: "/f".into(),
+            uid: 5,
+            gid: 6,
+            hint: "",
+            source: io::Error::from_raw_os_error(1),
+        };
+        assert_eq!(
+            lchown.to_string(),
+            "failed to Lchown \"/f\" for UID 5, GID 6: lchown /f: operation not permitted"
+        );
+        let s: storage_types::Error = Error::DuplicatePath.into();
+        assert_eq!(s.kind(), ErrorKind::InvalidInput);
+        assert_eq!(s.to_string(), "duplicates of file paths not supported");
     }
 }

@@ -199,3 +199,44 @@ fn force_mask_records_the_real_metadata_in_an_xattr() {
         get(&tree, ".")
     );
 }
+
+#[test]
+fn devices_are_skipped_in_a_user_namespace() {
+    let opts = UnpackOptions {
+        in_user_ns: true,
+        ..Default::default()
+    };
+    let mut block = Entry::chardev("blk", 7, 0);
+    block.typeflag = b'4';
+    let entries = vec![
+        Entry::chardev("null", 1, 3),
+        block,
+        Entry::fifo("p"),
+        Entry::file("f", b"x"),
+    ];
+    let tree = rust_unpack(&[tar(&entries)], &opts).expect("unpack");
+    assert!(!tree.contains_key("null") && !tree.contains_key("blk"));
+    assert!(get(&tree, "p").starts_with("fifo"));
+    assert!(get(&tree, "f").starts_with("file"));
+}
+
+#[test]
+fn chown_failures_can_be_ignored() {
+    // Exercised for real only without CAP_CHOWN; as root, chown succeeds either way.
+    let opts = UnpackOptions {
+        ignore_chown_errors: true,
+        ..Default::default()
+    };
+    let entries = vec![Entry::file("f", b"x").owner(4242, 4343)];
+    let tree = rust_unpack(&[tar(&entries)], &opts).expect("unpack");
+    if is_root() {
+        assert!(get(&tree, "f").contains("uid=4242 gid=4343"));
+    } else {
+        assert!(get(&tree, "f").starts_with("file"));
+        let strict = rust_unpack(&[tar(&entries)], &UnpackOptions::default()).expect_err("EPERM");
+        assert!(
+            strict.starts_with("failed to Lchown \"/f\" for UID 4242, GID 4343"),
+            "{strict}"
+        );
+    }
+}

@@ -42,12 +42,15 @@ mod check;
 mod dedup;
 mod gc;
 mod ops;
+mod records;
 mod salvage;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
+pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
+pub use storage_images::NewImage;
 pub use storage_layers::{CreateLayerOptions, DiffOptions};
 
 use std::path::{Path, PathBuf};

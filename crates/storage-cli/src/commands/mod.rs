@@ -3,6 +3,7 @@
 pub mod any;
 pub mod check;
 pub mod layers;
+pub mod records;
 
 use std::io::Write;
 
@@ -155,6 +156,32 @@ const MOUNT_FLAGS: &[FlagSpec] = &[
     JSON,
 ];
 
+const IMAGE_FLAGS: &[FlagSpec] = &[
+    flag(&["-name", "n"], Kind::List, "Image name"),
+    flag(&["-id", "i"], Kind::Str, "Image ID"),
+    flag(&["-digest", "d"], Kind::Str, "Image Digest"),
+    flag(&["-metadata", "m"], Kind::Str, "Metadata"),
+    flag(&["-metadata-file", "f"], Kind::Str, "Metadata File"),
+    JSON,
+];
+const CONTAINER_FLAGS: &[FlagSpec] = &[
+    flag(&["-name", "n"], Kind::List, "Container name"),
+    flag(&["-id", "i"], Kind::Str, "Container ID"),
+    flag(&["-metadata", "m"], Kind::Str, "Metadata"),
+    flag(&["-metadata-file", "f"], Kind::Str, "Metadata File"),
+    JSON,
+    HOSTUIDMAP,
+    HOSTGIDMAP,
+    UIDMAP,
+    GIDMAP,
+    SUBUIDMAP,
+    SUBGIDMAP,
+    flag(&["-volatile"], Kind::Bool, "Mark as volatile"),
+];
+const QUIET_IDS: FlagSpec = flag(&["-quiet", "q"], Kind::Bool, "Only print IDs");
+const WRITE_DATA: FlagSpec = flag(&["-file", "f"], Kind::Str, "Write data to file");
+const READ_DATA: FlagSpec = flag(&["-file", "f"], Kind::Str, "Read data from file");
+
 macro_rules! cmd {
     ($names:expr, $opts:expr, $desc:expr, $min:expr, $max:expr, $flags:expr, $handler:expr) => {
         Command {
@@ -191,6 +218,96 @@ pub static COMMANDS: &[Command] = &[
         config
     ),
     cmd!(
+        &["container"],
+        "[options [...]] containerNameOrID [...]",
+        "Examine a container",
+        1,
+        None,
+        &[JSON],
+        records::container
+    ),
+    cmd!(
+        &["list-container-data", "listcontainerdata"],
+        "[options [...]] containerNameOrID",
+        "List data items that are attached to an container",
+        1,
+        Some(1),
+        &[JSON],
+        records::list_container_data
+    ),
+    cmd!(
+        &["get-container-data", "getcontainerdata"],
+        "[options [...]] containerNameOrID dataName",
+        "Get data that is attached to an container",
+        2,
+        Some(2),
+        &[WRITE_DATA],
+        records::get_container_data
+    ),
+    cmd!(
+        &["get-container-data-size", "getcontainerdatasize"],
+        "[options [...]] containerNameOrID dataName",
+        "Get size of data that is attached to an container",
+        2,
+        Some(2),
+        &[],
+        records::get_container_data_size
+    ),
+    cmd!(
+        &["get-container-data-digest", "getcontainerdatadigest"],
+        "[options [...]] containerNameOrID dataName",
+        "Get digest of data that is attached to an container",
+        2,
+        Some(2),
+        &[],
+        records::get_container_data_digest
+    ),
+    cmd!(
+        &["set-container-data", "setcontainerdata"],
+        "[options [...]] containerNameOrID dataName",
+        "Set data that is attached to an container",
+        2,
+        Some(2),
+        &[READ_DATA],
+        records::set_container_data
+    ),
+    cmd!(
+        &["get-container-dir", "getcontainerdir"],
+        "[options [...]] containerNameOrID",
+        "Find the container's associated data directory",
+        1,
+        Some(1),
+        &[],
+        records::get_container_dir
+    ),
+    cmd!(
+        &["get-container-run-dir", "getcontainerrundir"],
+        "[options [...]] containerNameOrID",
+        "Find the container's associated runtime directory",
+        1,
+        Some(1),
+        &[],
+        records::get_container_run_dir
+    ),
+    cmd!(
+        &["container-parent-owners"],
+        "[options [...]] containerNameOrID [...]",
+        "Compute the set of unmapped parent UIDs and GIDs of the container",
+        1,
+        None,
+        &[JSON],
+        records::container_parent_owners
+    ),
+    cmd!(
+        &["containers"],
+        "[options [...]]",
+        "List containers",
+        0,
+        Some(0),
+        &[JSON],
+        records::containers
+    ),
+    cmd!(
         &["create-storage-layer"],
         "[options [...]] [parentLayerNameOrID]",
         "Create a new layer only in the storage driver",
@@ -218,6 +335,24 @@ pub static COMMANDS: &[Command] = &[
         layers::import_layer
     ),
     cmd!(
+        &["create-image", "createimage"],
+        "[options [...]] topLayerNameOrID",
+        "Create a new image using layers",
+        0,
+        Some(1),
+        IMAGE_FLAGS,
+        records::create_image
+    ),
+    cmd!(
+        &["create-container", "createcontainer"],
+        "[options [...]] parentImageNameOrID",
+        "Create a new container from an image",
+        1,
+        Some(1),
+        CONTAINER_FLAGS,
+        records::create_container
+    ),
+    cmd!(
         &["dedup"],
         "",
         "Dedup all images",
@@ -227,6 +362,15 @@ pub static COMMANDS: &[Command] = &[
         check::dedup
     ),
     cmd!(
+        &["delete"],
+        "[LayerOrImageOrContainerNameOrID [...]]",
+        "Delete a layer or image or container, with no safety checks",
+        1,
+        None,
+        &[JSON],
+        records::delete
+    ),
+    cmd!(
         &["delete-layer", "deletelayer"],
         "[LayerNameOrID [...]]",
         "Delete a layer, with safety checks",
@@ -234,6 +378,24 @@ pub static COMMANDS: &[Command] = &[
         None,
         &[JSON],
         layers::delete_layer
+    ),
+    cmd!(
+        &["delete-image", "deleteimage"],
+        "[ImageNameOrID [...]]",
+        "Delete an image, with safety checks",
+        1,
+        None,
+        &[JSON, flag(&["-test", "t"], Kind::Bool, "Only test removal")],
+        records::delete_image
+    ),
+    cmd!(
+        &["delete-container", "deletecontainer"],
+        "[ContainerNameOrID [...]]",
+        "Delete a container, with safety checks",
+        1,
+        None,
+        &[JSON],
+        records::delete_container
     ),
     cmd!(
         &["changes"],
@@ -292,6 +454,96 @@ pub static COMMANDS: &[Command] = &[
         Some(0),
         check::GC_FLAGS,
         check::gc
+    ),
+    cmd!(
+        &["image"],
+        "[options [...]] imageNameOrID [...]",
+        "Examine an image",
+        1,
+        None,
+        &[JSON],
+        records::image
+    ),
+    cmd!(
+        &["list-image-data", "listimagedata"],
+        "[options [...]] imageNameOrID",
+        "List data items that are attached to an image",
+        1,
+        Some(1),
+        &[JSON],
+        records::list_image_data
+    ),
+    cmd!(
+        &["get-image-data", "getimagedata"],
+        "[options [...]] imageNameOrID dataName",
+        "Get data that is attached to an image",
+        2,
+        Some(2),
+        &[WRITE_DATA],
+        records::get_image_data
+    ),
+    cmd!(
+        &["get-image-data-size", "getimagedatasize"],
+        "[options [...]] imageNameOrID dataName",
+        "Get size of data that is attached to an image",
+        2,
+        Some(2),
+        &[],
+        records::get_image_data_size
+    ),
+    cmd!(
+        &["get-image-data-digest", "getimagedatadigest"],
+        "[options [...]] imageNameOrID dataName",
+        "Get digest of data that is attached to an image",
+        2,
+        Some(2),
+        &[],
+        records::get_image_data_digest
+    ),
+    cmd!(
+        &["set-image-data", "setimagedata"],
+        "[options [...]] imageNameOrID dataName",
+        "Set data that is attached to an image (with sometimes wrong digest)",
+        2,
+        Some(2),
+        &[READ_DATA],
+        records::set_image_data
+    ),
+    cmd!(
+        &["get-image-dir", "getimagedir"],
+        "[options [...]] imageNameOrID",
+        "Find the image's associated data directory",
+        1,
+        Some(1),
+        &[],
+        records::get_image_dir
+    ),
+    cmd!(
+        &["get-image-run-dir", "getimagerundir"],
+        "[options [...]] imageNameOrID",
+        "Find the image's associated runtime directory",
+        1,
+        Some(1),
+        &[],
+        records::get_image_run_dir
+    ),
+    cmd!(
+        &["images"],
+        "[options [...]]",
+        "List images",
+        0,
+        Some(0),
+        &[JSON, QUIET_IDS],
+        records::images
+    ),
+    cmd!(
+        &["images-by-digest"],
+        "[options [...]] DIGEST",
+        "List images by digest",
+        1,
+        Some(1),
+        &[JSON, QUIET_IDS],
+        records::images_by_digest
     ),
     cmd!(
         &["layer"],

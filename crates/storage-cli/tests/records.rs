@@ -1,0 +1,334 @@
+//! Image and container commands end to end, sharing one store with Go's binary (vfs).
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const OURS: &str = env!("CARGO_BIN_EXE_containers-storage");
+const GO: &str = "/usr/bin/containers-storage";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Out {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+struct Store {
+    tmp: tempfile::TempDir,
+    graph: String,
+    run: String,
+}
+
+fn store() -> Store {
+    let tmp = tempfile::tempdir().unwrap();
+    let graph = tmp.path().join("root").to_string_lossy().into_owned();
+    let run = tmp.path().join("run").to_string_lossy().into_owned();
+    Store { tmp, graph, run }
+}
+
+fn go_available() -> bool {
+    if Path::new(GO).exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{GO} is required in CI");
+    }
+    eprintln!("SKIPPING: {GO} is not installed");
+    false
+}
+
+impl Store {
+    fn exec(&self, bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        let mut cmd = Command::new(bin);
+        cmd.arg0("containers-storage")
+            .args([
+                "--graph",
+                &self.graph,
+                "--run",
+                &self.run,
+                "--storage-driver",
+                "vfs",
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            child.stdin.take().unwrap().write_all(data).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        Out {
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code: o.status.code().unwrap_or(-1),
+        }
+    }
+    fn ours(&self, args: &[&str]) -> Out {
+        self.exec(OURS, args, None)
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ours(args);
+        assert_eq!(o.code, 0, "{args:?}: {o:?}");
+        o.stdout
+    }
+    fn go_ok(&self, args: &[&str]) -> String {
+        let o = self.exec(GO, args, None);
+        assert_eq!(o.code, 0, "go {args:?}: {o:?}");
+        o.stdout
+    }
+    fn file(&self, name: &str, data: &[u8]) -> String {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+fn images_listing_and_data_match_go() {
+    if !go_available() {
+        return;
+    }
+    let s = store();
+    s.go_ok(&["create-layer", "-i", "base"]);
+    s.ok(&["create-layer", "-i", "top", "base"]);
+    assert_eq!(
+        s.ok(&[
+            "create-image",
+            "-i",
+            "img",
+            "-n",
+            "myimage",
+            "-n",
+            "other",
+            "top"
+        ]),
+        "img\n\tmyimage\n\tother\n"
+    );
+    let m = s.file("manifest.json", b"{\"schemaVersion\":2}");
+    s.ok(&["set-image-data", "-f", &m, "img", "manifest"]);
+    let o = s.exec(
+        OURS,
+        &["set-image-data", "img", "big-item-1"],
+        Some(b"0123456789"),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    s.go_ok(&["create-image", "-i", "empty"]);
+    // Listings, records and sizes agree with Go.
+    for args in [
+        &["images"][..],
+        &["images", "-q"],
+        &["images", "--json"],
+        &["image", "img", "empty"],
+        &["image", "--json", "img"],
+        &["list-image-data", "img"],
+        &["get-image-data", "img", "big-item-1"],
+        &["get-image-data-size", "img", "manifest"],
+        &["get-image-data-digest", "img", "manifest"],
+    ] {
+        assert_eq!(s.ok(args), s.go_ok(args), "{args:?}");
+    }
+    let listing = s.ok(&["images"]);
+    assert!(
+        listing.starts_with("img\n\tname: myimage\n\tname: other\n\tdigest: sha256:"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("\tdata: manifest\n\tdata: big-item-1\n"),
+        "{listing}"
+    );
+    assert!(
+        s.ok(&["image", "img"])
+            .contains(&format!("Size: {}\n", 19 + 10))
+    );
+    let digest = s.ok(&["get-image-data-digest", "img", "manifest"]);
+    let by = s.ok(&["images-by-digest", "-q", digest.trim()]);
+    assert_eq!(by, "img\n");
+    assert_eq!(
+        s.ok(&[
+            "images-by-digest",
+            "--json",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        ]),
+        "[]\n"
+    );
+    let o = s.ours(&["images-by-digest", "bogus"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "invalid checksum digest format\n")
+    );
+    let o = s.ours(&["get-image-data", "nosuchimage", "x"]);
+    assert_eq!(
+        o.stderr,
+        "locating image with ID \"nosuchimage\": image not known\n"
+    );
+    let o = s.ours(&["get-image-data", "img", "nosuch"]);
+    assert_eq!(
+        o.stderr,
+        "locating item named \"nosuch\" for image with ID \"img\" (consider removing the image to resolve the issue): file does not exist\n"
+    );
+    let o = s.ours(&["get-image-data-size", "img", "nosuch"]);
+    assert_eq!(o.stderr, "size is not known\n");
+    let o = s.ours(&["get-image-data-digest", "img", "nosuch"]);
+    assert_eq!(o.stderr, "could not compute digest of item\n");
+    let o = s.ours(&["image", "img", "nosuch"]);
+    assert_eq!(o.code, 1);
+    // Image dirs (1.60: the argument verbatim).
+    assert_eq!(
+        s.ok(&["get-image-dir", "img"]),
+        format!("{}/vfs-images/img/userdata\n", s.graph)
+    );
+    assert_eq!(
+        s.ok(&["get-image-run-dir", "img"]),
+        format!("{}/vfs-images/img/userdata\n", s.run)
+    );
+    assert!(Path::new(&format!("{}/vfs-images/img/userdata", s.run)).is_dir());
+}
+
+#[test]
+fn create_image_errors() {
+    let s = store();
+    s.ok(&["create-image", "-i", "i1", "-n", "dimg"]);
+    let o = s.ours(&["create-image", "-i", "i1"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "that ID is already in use\n")
+    );
+    let o = s.ours(&["create-image", "-n", "dimg"]);
+    assert_eq!(
+        o.stderr,
+        "image name \"dimg\" is already associated with image \"i1\": that name is already in use\n"
+    );
+    let o = s.ours(&["create-image", "nosuchlayer"]);
+    assert_eq!(o.stderr, "layer not known\n");
+    let o = s.ours(&["create-image", "-d", "bogus"]);
+    assert_eq!(
+        o.stderr,
+        "validating digests for new image: validating image digest \"bogus\": invalid checksum digest format\n"
+    );
+    let json = s.ok(&["create-image", "--json", "-i", "i2", "-m", "meta"]);
+    assert!(
+        json.starts_with("{\"id\":\"i2\",\"metadata\":\"meta\","),
+        "{json}"
+    );
+}
+
+#[test]
+fn containers_and_deletion_match_go() {
+    if !go_available() {
+        return;
+    }
+    let s = store();
+    s.ok(&["create-layer", "-i", "base"]);
+    s.ok(&["create-layer", "-i", "top", "base"]);
+    s.go_ok(&["create-image", "-i", "img", "-n", "myimage", "top"]);
+    assert_eq!(
+        s.ok(&["create-container", "-i", "ctr", "-n", "myctr", "img"]),
+        "ctr\n\tmyctr\n"
+    );
+    let o = s.ours(&["create-container", "-n", "myctr", "img"]);
+    assert_eq!(
+        o.stderr,
+        "the container name \"myctr\" is already in use by ctr. You have to remove that container to be able to reuse that name: that name is already in use\n"
+    );
+    let o = s.ours(&["create-container", "nosuch"]);
+    assert_eq!(
+        o.stderr,
+        "locating image with ID \"nosuch\": image not known\n"
+    );
+    assert_eq!(
+        s.layers_count(),
+        3,
+        "the failed creations left no layer behind"
+    );
+    s.exec(OURS, &["set-container-data", "ctr", "k1"], Some(b"abc"));
+    for args in [
+        &["containers"][..],
+        &["containers", "--json"],
+        &["container", "ctr"],
+        &["container", "--json", "ctr"],
+        &["list-container-data", "ctr"],
+        &["get-container-data", "ctr", "k1"],
+        &["get-container-data-size", "ctr", "k1"],
+        &["get-container-data-digest", "ctr", "k1"],
+        &["layers"],
+    ] {
+        assert_eq!(s.ok(args), s.go_ok(args), "{args:?}");
+    }
+    assert_eq!(
+        s.ok(&["get-container-dir", "myctr"]),
+        format!("{}/vfs-containers/ctr/userdata\n", s.graph)
+    );
+    assert_eq!(
+        s.ok(&["get-container-run-dir", "ctr"]),
+        format!("{}/vfs-containers/ctr/userdata\n", s.run)
+    );
+    let o = s.ours(&["get-container-dir", "nosuch"]);
+    assert_eq!(o.stderr, "container not known\n");
+    assert_eq!(
+        s.ok(&["container-parent-owners", "ctr"]),
+        "ID: ctr\nUIDs: []\nGIDs: []\n"
+    );
+
+    // The image is in use.
+    let o = s.ours(&["delete-image", "img"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            1,
+            "img: image used by ctr: image is in use by a container\n"
+        )
+    );
+    let o = s.ours(&["delete-container", "--json", "ctr", "nosuch"]);
+    assert_eq!(
+        o.stdout,
+        "{\"ctr\":\"\",\"nosuch\":\"identifier is not a container\"}\n"
+    );
+    assert!(!Path::new(&format!("{}/vfs-containers/ctr", s.graph)).exists());
+    assert_eq!(s.go_ok(&["containers", "--json"]).trim(), "[]");
+    // -t only reports.
+    let o = s.ours(&["delete-image", "-t", "img"]);
+    assert_eq!((o.code, o.stderr.as_str()), (0, "img: top\nimg: base\n"));
+    assert_eq!(s.layers_count(), 2);
+    let o = s.ours(&["delete-image", "--json", "img"]);
+    assert_eq!(
+        o.stdout,
+        "{\"img\":{\"deleted-layers\":[\"top\",\"base\"]}}\n"
+    );
+    assert_eq!(s.go_ok(&["layers"]), "");
+    let o = s.ours(&["delete-image", "img"]);
+    assert_eq!(o.stderr, "img: identifier is not an image\n");
+}
+
+#[test]
+fn delete_without_checks() {
+    let s = store();
+    s.ok(&["create-layer", "-i", "a"]);
+    s.ok(&["create-layer", "-i", "b", "a"]);
+    s.ok(&["create-image", "-i", "img", "b"]);
+    // A parent layer goes away although a child uses it.
+    assert_eq!(s.ok(&["delete", "a"]), "");
+    assert_eq!(s.ok(&["layers", "-t"]), "a\n└─b\n  image: img\n");
+    // An image record goes, its layers stay.
+    assert_eq!(s.ok(&["delete", "img"]), "");
+    assert_eq!(s.ok(&["layers", "-q"]), "b\n");
+    let o = s.ours(&["delete", "nosuch"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "nosuch: layer not known\n")
+    );
+}
+
+impl Store {
+    fn layers_count(&self) -> usize {
+        self.ok(&["layers", "-q"]).lines().count()
+    }
+}

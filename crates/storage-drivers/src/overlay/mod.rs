@@ -402,7 +402,9 @@ impl Overlay {
                         "overlay: storage already configured with a mount-program: {ERR_NOT_SUPPORTED}"
                     ))
                 } else {
-                    probe::cached(&run_home, "overlay", || probe::overlay(&home, &probe_opts))
+                    probe::cached(&run_home, "overlay", || {
+                        probe::overlay(&home, backing_fs, &probe_opts)
+                    })
                 }
             };
             if let Err(text) = native {
@@ -964,7 +966,7 @@ impl Overlay {
             Error::msg(
                 ErrorKind::Io,
                 format!(
-                    "using mount program: mounting overlay at {}: {}",
+                    "error creating overlay mount to {}: {}",
                     merged.display(),
                     storage_types::go_io_error_text(&e)
                 ),

@@ -119,7 +119,7 @@ fn mount_data(
 }
 
 /// Go's `doesSupportNativeOverlay`/`supportsOverlay`: a two-lower mount with a whiteout.
-pub(crate) fn overlay(home: &Path, extra: &[String]) -> Probe {
+pub(crate) fn overlay(home: &Path, backing_fs: &str, extra: &[String]) -> Probe {
     let t = TempProbeDir::new(home, "compat").map_err(|e| io_text(&e))?;
     let dirs = t
         .sub(&["lower1", "lower2/subdir", "upper", "work", "merged"])
@@ -141,7 +141,7 @@ pub(crate) fn overlay(home: &Path, extra: &[String]) -> Probe {
             mount::unmount(&dirs[4]).map_err(|e| io_text(&e))?;
             Ok(())
         }
-        Err(e) => {
+        Err(_) => {
             let (single, flags) = mount_data(&[&dirs[0]], &dirs[2], &dirs[3], extra);
             if mount::mount_classic(&single, &dirs[4], flags).is_ok() {
                 let _ = mount::unmount(&dirs[4]);
@@ -151,8 +151,8 @@ pub(crate) fn overlay(home: &Path, extra: &[String]) -> Probe {
                 ));
             }
             Err(format!(
-                "'overlay' is not supported over {}: {}",
-                io_text(&e),
+                "'overlay' is not supported over {backing_fs} at {:?}: {}",
+                home.display().to_string(),
                 super::ERR_INCOMPATIBLE_FS
             ))
         }

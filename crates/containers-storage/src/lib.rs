@@ -64,9 +64,6 @@ use storage_layers::{LayerStore, LayerStoreOptions};
 use storage_lock::{LockFile, Token};
 use storage_types::{Error, ErrorKind, Result};
 
-/// The default auto-selection order (Go's `drivers.Priority`).
-const DEFAULT_PRIORITY: &[&str] = &["overlay", "aufs", "btrfs", "zfs", "vfs"];
-
 /// An open store.
 pub struct Store {
     graph_root: PathBuf,
@@ -554,56 +551,7 @@ fn init_driver(
         let o = driver_options_for(&opts.driver, opts, graph_root, run_root, image_store);
         return open_driver(&opts.driver, &o).map_err(|e| wrap(&opts.driver, e));
     }
-    let explicit = !opts.driver_priority.is_empty();
-    let priority: Vec<String> = if explicit {
-        opts.driver_priority.clone()
-    } else {
-        DEFAULT_PRIORITY.iter().map(|s| s.to_string()).collect()
-    };
-    // Prior state.
-    let prior: Vec<&String> = priority
-        .iter()
-        .filter(|n| explicit || n.as_str() != "vfs")
-        .filter(|n| {
-            std::fs::read_dir(graph_root.join(n.as_str()))
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false)
-        })
-        .collect();
-    if prior.len() > 1 {
-        let names: Vec<&str> = prior.iter().map(|s| s.as_str()).collect();
-        return Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!(
-                "{:?} contains several valid graphdrivers: {}; cleanup or explicitly choose storage driver (-s <DRIVER>)",
-                graph_root.display().to_string(),
-                names.join(", ")
-            ),
-        ));
-    }
-    if let Some(name) = prior.first() {
-        let o = driver_options_for(name, opts, graph_root, run_root, image_store);
-        return open_driver(name, &o).map_err(|e| wrap(name, e));
-    }
-    let mut candidates = priority.clone();
-    for n in DEFAULT_PRIORITY {
-        if !candidates.iter().any(|c| c == n) {
-            candidates.push(n.to_string());
-        }
-    }
-    let mut last = Error::new(ErrorKind::NotSupported);
-    for name in &candidates {
-        let o = driver_options_for(name, opts, graph_root, run_root, image_store);
-        match open_driver(name, &o) {
-            Ok(d) => return Ok(d),
-            Err(e) => {
-                tracing::debug!("[graphdriver] driver {name} unavailable: {e}");
-                last = e;
-            }
-        }
-    }
-    Err(Error::msg(
-        last.kind(),
-        format!("no supported storage backend found: {last}"),
-    ))
+    let options_for =
+        |name: &str| driver_options_for(name, opts, graph_root, run_root, image_store);
+    storage_drivers::choose_driver(graph_root, &opts.driver_priority, &options_for).map(|(_, d)| d)
 }

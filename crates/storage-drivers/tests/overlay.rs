@@ -937,3 +937,87 @@ fn kernel_whiteouts_export_as_wh_entries() {
     );
     assert_eq!(d.diff_size("c", Some("base")).unwrap(), 0);
 }
+
+/// Go mounts and modifies a layer (kernel whiteouts, an opaque dir); Go's native diff and
+/// changes of it must equal ours, apart from 1.43 → 1.60 header differences.
+#[test]
+fn native_diff_and_changes_match_go() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let Some(go) = go_cs() else {
+        require(false, "Go containers-storage is not installed");
+        return;
+    };
+    let g = fx.tmp.path().join("go/graph");
+    let r = fx.tmp.path().join("go/run");
+    let base_path = fx.tmp.path().join("base.tar");
+    std::fs::write(&base_path, base_tar()).unwrap();
+    let cs = |args: &[&str]| {
+        let mut c = Command::new(&go);
+        c.arg("--graph").arg(&g).arg("--run").arg(&r);
+        c.arg("--storage-driver").arg("overlay").args(args);
+        run(&mut c)
+    };
+    let id = |out: Vec<u8>| String::from_utf8_lossy(&out).trim().to_owned();
+    let b = id(cs(&["import-layer", "-f", base_path.to_str().unwrap()]));
+    let c = id(cs(&["create-layer", &b]));
+    let m = PathBuf::from(id(cs(&["mount", &c])));
+    for f in ["etc/passwd", "d/a", "d/b"] {
+        std::fs::remove_file(m.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(m.join("bin")).unwrap();
+    std::fs::create_dir(m.join("bin")).unwrap();
+    std::fs::write(m.join("bin/new"), b"new").unwrap();
+    std::fs::write(m.join("etc/hello"), b"hello").unwrap();
+    cs(&["unmount", &c]);
+    let go_diff = cs(&["diff", &c]);
+    let go_changes = String::from_utf8_lossy(&cs(&["changes", &c])).into_owned();
+    cs(&["shutdown"]);
+    unmount_all_under(&g);
+
+    let opts = DriverOptions {
+        home: g.join("overlay"),
+        run_home: r.join("overlay"),
+        graph_root: g.clone(),
+        run_root: r.clone(),
+        image_store: None,
+        options: vec![],
+    };
+    let d = open_driver("overlay", &opts).unwrap();
+    let mut ours = Vec::new();
+    let diff = d.diff(&c, Some(&b), &[], &[], &mut ours);
+    let changes = d.changes(&c, Some(&b));
+    d.cleanup().unwrap();
+    unmount_all_under(&g);
+    diff.unwrap();
+    let changes = changes.unwrap();
+
+    let norm = |t: &[u8]| {
+        tar_entries(t)
+            .into_iter()
+            .map(|(n, t, m, s, l)| {
+                let l = if n.contains(".wh.") { String::new() } else { l };
+                (n, t, m & 0o7777, s, l)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(norm(&ours), norm(&go_diff));
+    assert!(norm(&ours).iter().any(|e| e.0 == "bin/.wh..wh..opq"));
+
+    let kind = |k: ChangeKind| match k {
+        ChangeKind::Add => "Add",
+        ChangeKind::Modify => "Modify",
+        ChangeKind::Delete => "Delete",
+    };
+    let ours: BTreeSet<String> = changes
+        .iter()
+        .map(|c| format!("{} {:?}", kind(c.kind), c.path))
+        .collect();
+    let theirs: BTreeSet<String> = go_changes
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ours, theirs);
+}

@@ -636,3 +636,41 @@ fn owners_are_mapped_and_unmapped_ids_fail() {
         Want::Ok(&[(".wh.x", None)]),
     );
 }
+
+/// A real tree archived by GNU tar (GNU format, long names, symlinks, hard
+/// links, directories with odd modes) must extract exactly like Go's.
+#[test]
+fn gnu_tar_of_a_real_tree_matches_go() {
+    if !require(common::is_root(), "root") {
+        return;
+    }
+    let src = tempfile::tempdir().expect("tmp");
+    let base = src.path().join("tree");
+    std::fs::create_dir(&base).expect("mkdir");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", "/usr/share/zoneinfo", "/etc/ssl"])
+        .arg(&base)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let long = base.join("x".repeat(120)).join("y".repeat(120));
+    std::fs::create_dir_all(&long).expect("mkdir long");
+    std::fs::write(long.join("z".repeat(150)), b"long").expect("write");
+    std::fs::hard_link(long.join("z".repeat(150)), base.join("hl")).expect("link");
+    std::os::unix::fs::symlink("/etc/ssl/certs/../../passwd", base.join("abs")).expect("symlink");
+    let out = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--format=gnu", "-C"])
+        .arg(&base)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    assert!(out.status.success());
+    let tars = vec![out.stdout];
+    let ours = rust_unpack(&tars, &apply()).expect("unpack");
+    assert!(ours.contains_key("zoneinfo/UTC") || ours.contains_key("zoneinfo"));
+    assert!(ours["hl"].contains("nlink=2"));
+    if require(have_go(), "Go's containers-storage") {
+        let go = go_import(&tars, &[]).expect("Go import");
+        assert_eq!(ours, go, "ours (left) vs Go (right)");
+    }
+}

@@ -5,11 +5,15 @@
 //!   files listed.
 //! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
 //!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//! * `cargo xtask vm-test` — the tests as root inside a qemu VM booted on Debian 12's own kernel
+//!   (XFS project quotas, btrfs, overlay), and `--power-cut` crash-consistency runs; see
+//!   [`vmtest`].
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
 
 mod bench;
 mod demo;
+mod vmtest;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "bzip2",
     "strace",
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 fn main() -> ExitCode {
@@ -38,13 +44,16 @@ fn main() -> ExitCode {
         Some("ci") => ci(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
+        Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  demo          run the demo on a throwaway store under target/demo\n  \
                  ci            install test dependencies (root) and run every test\n  \
                  bench         benchmark ours against Go's containers-storage and GNU tar\n  \
-                 install-deps  install the Debian packages the tests use (root)"
+                 install-deps  install the Debian packages the tests use (root)\n  \
+                 vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
+                 (see cargo xtask vm-test --help)"
             );
             return ExitCode::from(2);
         }

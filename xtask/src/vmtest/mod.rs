@@ -1,0 +1,693 @@
+//! `cargo xtask vm-test`: the privileged tests inside a qemu VM booted on Debian's own kernel.
+//!
+//! The host kernel lacks some features the tests need (XFS project quotas) and is not the
+//! project's target (Debian 12's 6.1). This task boots that kernel under qemu and runs every test
+//! binary of the workspace inside, as root, with two scratch disks:
+//!
+//! 1. **Kernel** ([`kernel`]): `linux-image-amd64` is resolved with `apt-cache depends` (once;
+//!    `--refresh` resolves again), the package fetched with `apt-get download` into
+//!    `target/vmtest/<package>/` (never installed), only `boot/` and the module subtrees unpacked,
+//!    modules decompressed, `busybox depmod` run, and the ELF `vmlinux` extracted from `vmlinuz`
+//!    so qemu boots it through PVH. `--kernel backports` fetches bookworm-backports' kernel through
+//!    a private apt sources list under `target/vmtest/apt-backports/`.
+//! 2. **Base initramfs** ([`initramfs`]): busybox-static, `/init` (`guest-init.sh`), the module
+//!    closure of crc32c_generic loop overlay btrfs xfs virtio_pci virtio_blk 9pnet_virtio 9p
+//!    (+fuse), `mkfs.btrfs`, `mkfs.xfs`, `xfs_quota` and their libraries; an uncompressed newc
+//!    cpio ([`cpio`]) cached by a hash of its inputs.
+//! 3. **Payload** (per run, appended to the base): the workspace's test executables from
+//!    `cargo test --no-run --message-format=json` (debug info stripped), their libraries, Go's
+//!    `/usr/bin/containers-storage` and our `target/debug/containers-storage` when present, and a
+//!    generated `run.sh`. `run.sh` first proves the kernel features the tests rely on
+//!    (`VMTEST-CHECK <name> ok|fail`: btrfs on vda, XFS with `prjquota` on vdb returning ENOSPC
+//!    past a project quota, overlay whiteouts, loop devices, the 9p share) and then runs each
+//!    binary with `--test-threads=1` in its package directory with `VMTEST_BTRFS_DEV=/dev/vda
+//!    VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp`.
+//! 4. **Boot** ([`qemu`]): `-nodefaults`, qboot, `-smp 1`, KVM (`-cpu host`) only when it really
+//!    works, else TCG (`-cpu max`); two sparse 512 MiB disks (`cache=unsafe`); the workspace shared
+//!    read-only over 9p at its own path (fixtures through `CARGO_MANIFEST_DIR`, with a tmpfs over
+//!    `target/tmp`). The console is echoed line by line; a boot watchdog (180 s TCG, 60 s KVM) and
+//!    an overall timeout kill qemu by PID. The task exits with the guest's `VMTEST-RESULT rc=N`,
+//!    or 125 when there is none.
+//!
+//! `--power-cut [N]` ([`powercut`]) instead cuts the power N times during a large `import-layer`
+//! and checks the store after each reboot.
+//!
+//! Limits: x86_64 hosts only; the guest has busybox, not a Debian userland, so peers other than
+//! Go's `containers-storage` (podman, skopeo, umoci) are absent and the tests that need them skip
+//! (the guest runs with `CI=false`; `VMTEST_CI=true` passes `CI=true` instead).
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod powercut;
+mod qemu;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use kernel::Flavor;
+use qemu::{Accel, Action, Drive, Vm};
+
+/// The usage text of `cargo xtask vm-test`.
+pub const USAGE: &str = "\
+usage: cargo xtask vm-test [options] [FILTER]
+       cargo xtask vm-test --power-cut [N] [options]
+
+Boots Debian 12's kernel (6.1) under qemu and runs every test binary of the workspace inside as
+root, with scratch disks: VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp.
+The guest first checks the kernel features the tests rely on (VMTEST-CHECK lines: btrfs, XFS
+project quota ENOSPC, overlay, loop, 9p). Exit status: the guest's (0 = all passed), 125 when the
+guest gave no result (panic, hang, watchdog).
+
+FILTER: binaries whose name contains FILTER run whole; the others run with FILTER as the libtest
+filter, and binaries with no matching test are not shipped.
+
+options:
+  --kernel debian12|backports  the kernel: Debian 12's own (default) or bookworm-backports' (6.12)
+  --accel auto|kvm|tcg         auto (default) uses KVM only when it really works, else TCG
+  --refresh                    resolve linux-image-amd64 again (after a Debian kernel ABI bump)
+  -p, --package PKG            only the test binaries of PKG (repeatable)
+  --timeout SECS               overall limit per boot (default 900)
+  --power-cut [N]              the power-cut test: cut the power N (>= 5, default 6) times during
+                               a large import-layer and check the store after each reboot
+
+The guest runs the tests with CI=false: tests whose peer program (podman, skopeo, umoci) is not
+in the guest skip loudly. VMTEST_CI=true passes CI=true instead. The VMTEST-CHECK lines are always
+strict. Needs: apt-get install --no-install-recommends qemu-system-x86 busybox-static btrfs-progs xfsprogs
+Caches under target/vmtest/ (cargo clean resets it).";
+
+struct Options {
+    flavor: Flavor,
+    accel: String,
+    refresh: bool,
+    packages: Vec<String>,
+    timeout: Duration,
+    power_cut: Option<u32>,
+    filter: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        flavor: Flavor::Debian12,
+        accel: "auto".into(),
+        refresh: std::env::var("VMTEST_REFRESH").as_deref() == Ok("1"),
+        packages: Vec::new(),
+        timeout: Duration::from_secs(900),
+        power_cut: None,
+        filter: None,
+    };
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--kernel" => o.flavor = Flavor::parse(&value("--kernel")?)?,
+            "--accel" => {
+                o.accel = value("--accel")?;
+                if !matches!(o.accel.as_str(), "auto" | "kvm" | "tcg") {
+                    return Err(format!("--accel {}: expected auto, kvm or tcg", o.accel));
+                }
+            }
+            "--refresh" => o.refresh = true,
+            "-p" | "--package" => o.packages.push(value("--package")?),
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let s: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--timeout {v}: not a number"))?;
+                o.timeout = Duration::from_secs(s);
+            }
+            "--power-cut" => {
+                let n = match it.peek().and_then(|v| v.parse::<u32>().ok()) {
+                    Some(n) => {
+                        it.next();
+                        n
+                    }
+                    None => 6,
+                };
+                if n < 5 {
+                    return Err(format!("--power-cut {n}: at least 5 cut points"));
+                }
+                o.power_cut = Some(n);
+            }
+            "-h" | "--help" => return Err(String::new()),
+            f if f.starts_with('-') => return Err(format!("unknown option {f}")),
+            f => {
+                if o.filter.replace(f.to_string()).is_some() {
+                    return Err("only one FILTER".into());
+                }
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Runs `cargo xtask vm-test ARGS`; the exit code is the guest's.
+pub fn main(root: &Path, args: &[String]) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("vm-test: {e}\n");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(root, &opts) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vm-test: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn check_tools() -> Result<(), String> {
+    let missing: Vec<&str> = [
+        "qemu-system-x86_64",
+        "busybox",
+        "mkfs.btrfs",
+        "mkfs.xfs",
+        "dpkg-deb",
+        "ldd",
+    ]
+    .into_iter()
+    .filter(|t| initramfs::which(t).is_none())
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "missing {}: apt-get install --no-install-recommends qemu-system-x86 busybox-static btrfs-progs xfsprogs",
+        missing.join(", ")
+    ))
+}
+
+fn pick_accel(want: &str) -> Result<(Accel, bool), String> {
+    match want {
+        "tcg" => Ok((Accel::Tcg, false)),
+        "kvm" => match qemu::kvm_unusable() {
+            None => Ok((Accel::Kvm, false)),
+            Some(why) => Err(format!("--accel kvm: {why}")),
+        },
+        _ => match qemu::kvm_unusable() {
+            None => Ok((Accel::Kvm, true)),
+            Some(why) => {
+                eprintln!("vm-test: using TCG (software emulation): {why}");
+                Ok((Accel::Tcg, false))
+            }
+        },
+    }
+}
+
+/// A per-run working directory under `target/vmtest/runs/`, removed when dropped.
+pub struct RunDir(pub PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a sparse raw disk image of `mib` MiB.
+pub fn sparse_disk(path: &Path, mib: u64) -> Result<(), String> {
+    let f = fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(mib << 20)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What boots: kernel, initrd and acceleration.
+pub struct Guest {
+    kernel: kernel::Kernel,
+    base: PathBuf,
+    accel: Accel,
+    auto_kvm: bool,
+}
+
+impl Guest {
+    fn prepare(cache: &Path, opts: &Options) -> Result<Self, String> {
+        check_tools()?;
+        let (accel, auto_kvm) = pick_accel(&opts.accel)?;
+        let kernel = kernel::prepare(cache, opts.flavor, opts.refresh)?;
+        let base = initramfs::base(cache, &kernel)?;
+        Ok(Self {
+            kernel,
+            base,
+            accel,
+            auto_kvm,
+        })
+    }
+
+    fn boot_timeout(&self, accel: Accel) -> Duration {
+        Duration::from_secs(if accel == Accel::Kvm { 60 } else { 180 })
+    }
+
+    /// Boots once; under `--accel auto`, a KVM boot that trips the watchdog is retried with TCG.
+    fn boot(
+        &mut self,
+        spec: &Boot<'_>,
+        mut on_line: impl FnMut(&str) -> Action,
+    ) -> Result<qemu::Outcome, String> {
+        loop {
+            let vm = Vm {
+                accel: self.accel,
+                kernel: &self.kernel.vmlinux,
+                initrd: spec.initrd,
+                append: spec.append.clone(),
+                drives: spec.drives.clone(),
+                share: spec.share,
+                memory_mb: 3072,
+                boot_timeout: self.boot_timeout(self.accel),
+                total_timeout: spec.timeout,
+                log: spec.log,
+                echo: true,
+            };
+            let out = vm.run(&mut on_line)?;
+            if self.auto_kvm && !out.booted && out.killed.is_some() {
+                eprintln!("vm-test: KVM did not boot the guest; falling back to TCG");
+                self.accel = Accel::Tcg;
+                self.auto_kvm = false;
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+}
+
+/// What one boot gets: initrd, kernel command line words, disks, share, limit and log.
+pub struct Boot<'a> {
+    initrd: &'a Path,
+    append: String,
+    drives: Vec<Drive>,
+    share: Option<&'a Path>,
+    timeout: Duration,
+    log: &'a Path,
+}
+
+fn run(root: &Path, opts: &Options) -> Result<u8, String> {
+    let started = Instant::now();
+    let cache = root.join("target/vmtest");
+    let mut guest = Guest::prepare(&cache, opts)?;
+    eprintln!(
+        "vm-test: kernel {} ({}), {:?}, ready in {:.1}s",
+        guest.kernel.package,
+        guest.kernel.release,
+        guest.accel,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(n) = opts.power_cut {
+        return powercut::run(root, &cache, &mut guest, n, opts.timeout);
+    }
+    let bins = test_binaries(root, &opts.packages, opts.filter.as_deref())?;
+    if bins.is_empty() {
+        return Err("no test binary matches".into());
+    }
+    let runs = cache.join("runs");
+    fs::create_dir_all(&runs).map_err(|e| format!("{}: {e}", runs.display()))?;
+    let dir = RunDir(runs.join(std::process::id().to_string()));
+    fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
+    let script = run_script(root, &bins, opts.filter.as_deref());
+    let initrd = payload_initrd(
+        &cache,
+        &guest.base,
+        &dir.0,
+        &bins,
+        &[("vmtest/run.sh", script)],
+    )?;
+    let (vda, vdb) = (dir.0.join("vda.img"), dir.0.join("vdb.img"));
+    sparse_disk(&vda, 512)?;
+    sparse_disk(&vdb, 512)?;
+    let log = cache.join("last-console.log");
+    let _ = fs::remove_file(&log);
+    let prepared = started.elapsed();
+    eprintln!(
+        "vm-test: {} test binaries, host side ready in {:.1}s; booting",
+        bins.len(),
+        prepared.as_secs_f64()
+    );
+    let drives = vec![
+        Drive {
+            path: vda,
+            cache: "unsafe",
+            readonly: false,
+        },
+        Drive {
+            path: vdb,
+            cache: "unsafe",
+            readonly: false,
+        },
+    ];
+    let append = format!("vmtest.share={}", root.display());
+    let mut checks = Vec::new();
+    let spec = Boot {
+        initrd: &initrd,
+        append,
+        drives,
+        share: Some(root),
+        timeout: opts.timeout,
+        log: &log,
+    };
+    let out = guest.boot(&spec, |l| {
+        if let Some(c) = l.strip_prefix("VMTEST-CHECK ") {
+            checks.push(c.to_string());
+        }
+        Action::Continue
+    })?;
+    let total = started.elapsed();
+    eprintln!(
+        "vm-test: checks: {}",
+        if checks.is_empty() {
+            "none reported".to_string()
+        } else {
+            checks.join(", ")
+        }
+    );
+    eprintln!(
+        "vm-test: total {:.1}s (host preparation {:.1}s, VM {:.1}s); console log: {}",
+        total.as_secs_f64(),
+        prepared.as_secs_f64(),
+        (total - prepared).as_secs_f64(),
+        log.display()
+    );
+    match (out.rc, out.killed) {
+        (Some(rc), None) => {
+            eprintln!("vm-test: guest result rc={rc}");
+            Ok(u8::try_from(rc.clamp(0, 255)).unwrap_or(1))
+        }
+        (rc, killed) => {
+            eprintln!(
+                "vm-test: FAILED: no guest result (qemu {}{}{})",
+                out.status,
+                killed.map(|k| format!(", killed: {k}")).unwrap_or_default(),
+                rc.map(|r| format!(", last rc={r}")).unwrap_or_default()
+            );
+            Ok(125)
+        }
+    }
+}
+
+/// A test executable to ship.
+pub struct TestBin {
+    /// The executable's file name (unique: it carries cargo's hash).
+    name: String,
+    /// Where cargo built it.
+    path: PathBuf,
+    /// The package directory (the test's working directory and `CARGO_MANIFEST_DIR`).
+    package_dir: PathBuf,
+    /// Whether to pass the FILTER to it.
+    filtered: bool,
+}
+
+/// The workspace's test executables, built with `cargo test --no-run`.
+fn test_binaries(
+    root: &Path,
+    packages: &[String],
+    filter: Option<&str>,
+) -> Result<Vec<TestBin>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["test", "--no-run", "--message-format=json"])
+        .current_dir(root);
+    if packages.is_empty() {
+        cmd.arg("--workspace");
+    }
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    eprintln!("+ {cmd:?}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo test --no-run failed: {}", out.status));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let path = PathBuf::from(exe);
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let package_dir = v["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.to_path_buf());
+        let target = v["target"]["name"].as_str().unwrap_or_default().to_string();
+        let filtered = match filter {
+            None => false,
+            Some(f) if target.contains(f) || name.contains(f) => false,
+            Some(f) => {
+                if !has_matching_test(&path, f)? {
+                    continue;
+                }
+                true
+            }
+        };
+        if bins.iter().any(|b: &TestBin| b.name == name) {
+            continue;
+        }
+        bins.push(TestBin {
+            name,
+            path,
+            package_dir,
+            filtered,
+        });
+    }
+    Ok(bins)
+}
+
+/// Whether `bin --list` shows a test whose name contains `filter` (libtest's filter rule).
+fn has_matching_test(bin: &Path, filter: &str) -> Result<bool, String> {
+    let out = Command::new(bin)
+        .arg("--list")
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .any(|t| t.contains(filter)))
+}
+
+/// Shell-quotes `s` for run.sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The guest's checks of the kernel features the tests rely on (shell functions).
+const CHECKS: &str = r#"checks_failed=0
+check() {
+	name=$1
+	shift
+	if "$@" >/tmp/vmtest-check.log 2>&1; then
+		echo "VMTEST-CHECK $name ok"
+	else
+		echo "VMTEST-CHECK $name fail"
+		sed 's/^/    /' /tmp/vmtest-check.log
+		checks_failed=$((checks_failed + 1))
+	fi
+}
+check_btrfs() {
+	mkfs.btrfs -q -f "$VMTEST_BTRFS_DEV" && mkdir -p /mnt/btrfs &&
+		mount -t btrfs "$VMTEST_BTRFS_DEV" /mnt/btrfs && echo data >/mnt/btrfs/f && sync &&
+		umount /mnt/btrfs
+}
+check_xfs_quota() {
+	mkfs.xfs -q -f "$VMTEST_XFS_DEV" && mkdir -p /mnt/xfs &&
+		mount -t xfs -o prjquota "$VMTEST_XFS_DEV" /mnt/xfs || return 1
+	ok=1
+	mkdir /mnt/xfs/p &&
+		xfs_quota -x -c 'project -s -p /mnt/xfs/p 42' /mnt/xfs &&
+		xfs_quota -x -c 'limit -p bhard=1m 42' /mnt/xfs && ok=0
+	if [ $ok -eq 0 ]; then
+		out=$(dd if=/dev/zero of=/mnt/xfs/p/big bs=64k count=64 conv=fsync 2>&1)
+		rc=$?
+		echo "dd: rc=$rc $out"
+		if [ $rc -eq 0 ] || ! echo "$out" | grep -q "No space left on device"; then
+			echo "expected ENOSPC past the 1 MiB project quota"
+			ok=1
+		fi
+	fi
+	umount /mnt/xfs
+	return $ok
+}
+check_overlay() {
+	d=/tmp/vmtest-ovl
+	mkdir -p $d/l $d/u $d/w $d/m && echo a >$d/l/a &&
+		mount -t overlay overlay -o lowerdir=$d/l,upperdir=$d/u,workdir=$d/w $d/m &&
+		rm $d/m/a && [ -c $d/u/a ] && umount $d/m && rm -rf $d
+}
+check_loop() {
+	truncate -s 64M /tmp/vmtest-loop.img && dev=$(losetup -f) && losetup "$dev" /tmp/vmtest-loop.img &&
+		losetup -d "$dev" && rm /tmp/vmtest-loop.img
+}
+check_share() {
+	[ -f "$VMTEST_SHARE/Cargo.toml" ]
+}
+check btrfs check_btrfs
+check xfs-prjquota-enospc check_xfs_quota
+check overlay check_overlay
+check loop check_loop
+check share-9p check_share
+"#;
+
+/// The generated run.sh: environment, checks, then every test binary.
+fn run_script(root: &Path, bins: &[TestBin], filter: Option<&str>) -> String {
+    let ci = if std::env::var("VMTEST_CI").as_deref() == Ok("true") {
+        "true"
+    } else {
+        "false"
+    };
+    let mut s = String::from("#!/bin/sh\n# Generated by cargo xtask vm-test.\n");
+    let _ = writeln!(
+        s,
+        "export VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp CI={ci} \
+         RUST_BACKTRACE=1 USER=root HOME=/root VMTEST_SHARE={}",
+        sh_quote(&root.to_string_lossy())
+    );
+    let _ = writeln!(
+        s,
+        "[ -f /vmtest/ld-library-path ] && export LD_LIBRARY_PATH=$(cat /vmtest/ld-library-path)"
+    );
+    s.push_str(CHECKS);
+    s.push_str(
+        "nbins=0\nbins_failed=0\nrunbin() {\n\tname=$1\n\tdir=$2\n\tshift 2\n\tnbins=$((nbins + 1))\n\
+         \techo\n\techo \"VMTEST-BIN $name\"\n\
+         \t(cd \"$dir\" 2>/dev/null || cd /tmp; CARGO_MANIFEST_DIR=$dir exec \"/vmtest/bin/$name\" --test-threads=1 \"$@\")\n\
+         \trc=$?\n\tif [ $rc -ne 0 ]; then\n\t\tbins_failed=$((bins_failed + 1))\n\
+         \t\techo \"VMTEST-BIN-FAIL $name rc=$rc\"\n\tfi\n}\n",
+    );
+    for b in bins {
+        let _ = write!(
+            s,
+            "runbin {} {}",
+            sh_quote(&b.name),
+            sh_quote(&b.package_dir.to_string_lossy())
+        );
+        if let (true, Some(f)) = (b.filtered, filter) {
+            let _ = write!(s, " {}", sh_quote(f));
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "echo\necho \"VMTEST-SUMMARY checks_failed=$checks_failed binaries=$nbins failed=$bins_failed\"\n\
+         [ $checks_failed -eq 0 ] && [ $bins_failed -eq 0 ]\n",
+    );
+    s
+}
+
+/// A copy of `src` without debug info under `target/vmtest/stage/` (reused while `src` is
+/// unchanged), so the payload stays small.
+fn stripped(cache: &Path, name: &str, src: &Path) -> Result<PathBuf, String> {
+    let stage = cache.join("stage");
+    fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    let dst = stage.join(name);
+    let newer = |a: &Path, b: &Path| -> bool {
+        match (
+            fs::metadata(a).and_then(|m| m.modified()),
+            fs::metadata(b).and_then(|m| m.modified()),
+        ) {
+            (Ok(x), Ok(y)) => x >= y,
+            _ => false,
+        }
+    };
+    if newer(&dst, src) {
+        return Ok(dst);
+    }
+    let tmp = stage.join(format!(".{name}.tmp"));
+    let ok = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(src)
+        .arg(&tmp)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        fs::copy(src, &tmp).map_err(|e| format!("{}: {e}", src.display()))?;
+    }
+    fs::rename(&tmp, &dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    Ok(dst)
+}
+
+/// Writes the payload archive (test binaries, their libraries, the `containers-storage`
+/// binaries, `extra` files) and returns `base ++ payload` as the initrd path.
+pub fn payload_initrd(
+    cache: &Path,
+    base: &Path,
+    dir: &Path,
+    bins: &[TestBin],
+    extra: &[(&str, String)],
+) -> Result<PathBuf, String> {
+    let root = cache
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let payload = dir.join("payload.cpio");
+    let io = |e: std::io::Error| format!("{}: {e}", payload.display());
+    let mut w = cpio::Writer::create(&payload).map_err(io)?;
+    let mut dynamic = Vec::new();
+    for b in bins {
+        let s = stripped(cache, &b.name, &b.path)?;
+        w.file(&format!("vmtest/bin/{}", b.name), &s).map_err(io)?;
+        dynamic.push(b.path.clone());
+    }
+    let go = Path::new("/usr/bin/containers-storage");
+    if go.is_file() {
+        w.file("usr/bin/containers-storage", go).map_err(io)?;
+        dynamic.push(go.to_path_buf());
+    } else {
+        eprintln!(
+            "vm-test: note: /usr/bin/containers-storage (Go) is not installed; tests that need it skip"
+        );
+    }
+    let ours = root.join("target/debug/containers-storage");
+    if ours.is_file() {
+        let s = stripped(cache, "containers-storage", &ours)?;
+        w.file("vmtest/bin/containers-storage", &s).map_err(io)?;
+        dynamic.push(ours);
+    }
+    let libs = initramfs::libraries(&dynamic)?;
+    let mut dirs: Vec<String> = Vec::new();
+    for l in &libs {
+        w.file(&l.to_string_lossy(), l).map_err(io)?;
+        if let Some(d) = l.parent().map(|p| p.to_string_lossy().into_owned())
+            && !dirs.contains(&d)
+        {
+            dirs.push(d);
+        }
+    }
+    w.bytes("vmtest/ld-library-path", 0o644, dirs.join(":").as_bytes())
+        .map_err(io)?;
+    for (path, body) in extra {
+        w.bytes(path, 0o755, body.as_bytes()).map_err(io)?;
+    }
+    w.finish().map_err(io)?;
+    let initrd = dir.join("initrd");
+    let mut out = fs::File::create(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    for part in [base, payload.as_path()] {
+        let mut f = fs::File::open(part).map_err(|e| format!("{}: {e}", part.display()))?;
+        std::io::copy(&mut f, &mut out).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    }
+    let _ = fs::remove_file(&payload);
+    Ok(initrd)
+}

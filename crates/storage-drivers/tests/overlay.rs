@@ -1021,3 +1021,37 @@ fn native_diff_and_changes_match_go() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn lost_links_are_repaired() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    let home = fx.home();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create("mid", Some("base"), &CreateOpts::default())
+        .unwrap();
+    d.create_read_write("top", Some("mid"), &CreateOpts::default())
+        .unwrap();
+    let base_link = std::fs::read_to_string(home.join("base/link")).unwrap();
+    let mid_link = std::fs::read_to_string(home.join("mid/link")).unwrap();
+    // Lose an l/ symlink, a link file, and add a weird link.
+    std::fs::remove_file(home.join("l").join(&base_link)).unwrap();
+    std::fs::remove_file(home.join("mid/link")).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("l/WEIRD")).unwrap();
+    let m = d.get("top", &MountOpts::default()).unwrap();
+    assert!(m.join("etc/group").exists());
+    d.put("top").unwrap();
+    assert_eq!(
+        std::fs::read_link(home.join("l").join(&base_link)).unwrap(),
+        Path::new("../base/diff")
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("mid/link")).unwrap(),
+        mid_link
+    );
+    assert!(std::fs::symlink_metadata(home.join("l/WEIRD")).is_err());
+    assert_eq!(std::fs::read_dir(home.join("l")).unwrap().count(), 3);
+}

@@ -25,8 +25,14 @@
 //! (`user.overlay.` when rootless); with `overlay.mount_program` (fuse-overlayfs) the
 //! AUFS `.wh.` files are stored verbatim.
 //!
-//! Limits: no mount-time ID shifting (`Supports shifting: false`), no additional layer
-//! stores, no composefs, no SELinux labels, no staged (partial) pulls; XFS project
+//! Lost `l/` links and `link` files are repaired like Go's `recreateSymlinks`. Read-only
+//! layers go to `<imagestore>/overlay` when a split image store is configured;
+//! `overlay.imagestore=` stores are searched read-only and their layers mount under the
+//! run home.
+//!
+//! Limits: no mount-time ID shifting (`Supports shifting: false`, so the store chowns
+//! layers and `_CONTAINERS_OVERLAY_DISABLE_IDMAP` has nothing to disable), no additional
+//! layer stores, no composefs, no SELinux labels, no staged (partial) pulls; XFS project
 //! quotas only where the kernel provides them.
 
 mod mount;
@@ -586,31 +592,62 @@ impl Overlay {
             .collect()
     }
 
-    /// Go's `recreateSymlinks`: repair missing `l/` links and `link` files.
+    /// Go's `recreateSymlinks`: recreate missing `l/` links from the `link` files,
+    /// delete links whose target is not `../<id>/diff`, and rewrite `link` files that
+    /// do not name their link; at most 10 passes while something changed.
     fn recreate_symlinks(&self) -> Result<()> {
         let l = self.home.join(LINK_DIR);
         if !l.exists() {
             mkdir_mode(&l, 0o755)?;
         }
-        let rd = std::fs::read_dir(&self.home).map_err(|e| Error::io("open", &self.home, e))?;
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if matches!(name.as_str(), LINK_DIR | "staging" | "tempdirs")
-                || !e.file_type().is_ok_and(|t| t.is_dir())
-            {
-                continue;
+        for _ in 0..10 {
+            let mut progress = false;
+            let rd = std::fs::read_dir(&self.home).map_err(|e| Error::io("open", &self.home, e))?;
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if matches!(name.as_str(), LINK_DIR | "staging" | "tempdirs")
+                    || !e.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    continue;
+                }
+                let Ok(link) = std::fs::read_to_string(e.path().join("link")) else {
+                    continue;
+                };
+                let link = link.trim_matches('\n');
+                if link.is_empty() || link.contains('/') {
+                    continue;
+                }
+                let lp = l.join(link);
+                if std::fs::symlink_metadata(&lp).is_err() {
+                    std::os::unix::fs::symlink(format!("../{name}/diff"), &lp)
+                        .map_err(|e| Error::io("symlink", &lp, e))?;
+                    progress = true;
+                }
             }
-            let Ok(link) = std::fs::read_to_string(e.path().join("link")) else {
-                continue;
-            };
-            let link = link.trim();
-            if link.is_empty() || link.contains('/') {
-                continue;
+            let rd = std::fs::read_dir(&l).map_err(|e| Error::io("open", &l, e))?;
+            for e in rd.flatten() {
+                let lp = e.path();
+                let link_name = e.file_name().to_string_lossy().into_owned();
+                let target = std::fs::read_link(&lp)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let parts: Vec<&str> = target.split('/').collect();
+                if parts.len() != 3 || parts[0] != ".." || parts[2] != "diff" {
+                    std::fs::remove_file(&lp).map_err(|e| Error::io("remove", &lp, e))?;
+                    progress = true;
+                    continue;
+                }
+                let link_file = self.home.join(parts[1]).join("link");
+                if !link_file.parent().is_some_and(Path::is_dir) {
+                    continue;
+                }
+                if std::fs::read_to_string(&link_file).ok().as_deref() != Some(&link_name) {
+                    write_file(&link_file, link_name.as_bytes(), 0o644)?;
+                    progress = true;
+                }
             }
-            let lp = l.join(link);
-            if std::fs::symlink_metadata(&lp).is_err() {
-                std::os::unix::fs::symlink(format!("../{name}/diff"), &lp)
-                    .map_err(|e| Error::io("symlink", &lp, e))?;
+            if !progress {
+                break;
             }
         }
         Ok(())
@@ -828,6 +865,9 @@ impl Overlay {
                 ErrorKind::LayerUnknown,
                 format!("stat {}: no such file or directory", dir.display()),
             ));
+        }
+        if !in_store && dir.starts_with(&self.home) && !dir.join("link").exists() {
+            self.recreate_symlinks()?;
         }
         let merged = self.merged_dir(id, &dir, in_store);
         if !merged.exists() {

@@ -584,3 +584,57 @@ fn argument_count_errors_use_command_usage() {
     assert_eq!(s.ok(&["createlayer", "-i", "al"]), "al\n");
     assert_eq!(s.ok(&["getnames", "al"]), "");
 }
+
+#[test]
+fn copy_into_and_between_layers() {
+    use std::os::unix::fs::MetadataExt;
+    let s = store();
+    s.ok(&["create-layer", "-i", "l1"]);
+    s.ok(&[
+        "create-layer",
+        "-i",
+        "l2",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:200000:65536",
+    ]);
+    let src = s.tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("f"), "a").unwrap();
+    std::fs::write(src.join("sub/g"), "b").unwrap();
+    std::os::unix::fs::chown(src.join("f"), Some(5), Some(6)).unwrap();
+    let src_s = src.to_string_lossy().into_owned();
+    assert_eq!(s.ok(&["copy", &src_s, "l1:/dst"]), "");
+    let l1 = Path::new(&s.graph).join("vfs/dir/l1");
+    assert_eq!(std::fs::read_to_string(l1.join("dst/sub/g")).unwrap(), "b");
+    let md = std::fs::metadata(l1.join("dst/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (5, 6));
+    // Layer to layer: owners go through the source's and the target's maps.
+    s.ok(&["copy", "l1:/dst/f", "l2:/x/"]);
+    let md = std::fs::metadata(Path::new(&s.graph).join("vfs/dir/l2/x/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100005, 200006));
+    s.ok(&["copy", "-o", "7:8", "l1:/dst/f", "l2:/y"]);
+    let md = std::fs::metadata(Path::new(&s.graph).join("vfs/dir/l2/y")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100007, 200008));
+    // Nothing stays mounted.
+    assert_eq!(s.ok(&["mounted", "l1", "l2"]), "");
+    let o = s.ours(&["copy", "nol:/a", "l1:/z"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "error finding layer \"nol\": layer not known\n")
+    );
+    let o = s.ours(&["copy", "-o", "x", &src_s, "l1:/q"]);
+    assert_eq!(
+        o.stderr,
+        "bad UID: strconv.ParseUint: parsing \"x\": invalid syntax\n"
+    );
+    let o = s.ours(&["copy", "/nonexistent", "l1:/z"]);
+    assert_eq!(
+        o.stderr,
+        format!(
+            "error copying \"/nonexistent\" to \"{}/z\": stat /nonexistent: no such file or directory\n",
+            l1.display()
+        )
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod any;
 pub mod check;
+pub mod copy;
 pub mod layers;
 pub mod records;
 
@@ -306,6 +307,18 @@ pub static COMMANDS: &[Command] = &[
         Some(0),
         &[JSON],
         records::containers
+    ),
+    cmd!(
+        &["copy"],
+        "[options [...]] [sourceLayerNameOrID:]/path [...] targetLayerNameOrID:/path",
+        "Copy files or directories into a layer, possibly from another layer",
+        2,
+        None,
+        &[
+            flag(&["-chown", "o"], Kind::Str, "Set owner on new copies"),
+            JSON,
+        ],
+        copy::copy
     ),
     cmd!(
         &["create-storage-layer"],

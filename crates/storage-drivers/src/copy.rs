@@ -348,7 +348,7 @@ fn copy_data(
     }
     if st.range_ok {
         match copy_segments(src, dst, size, st, true) {
-            Ok(()) => return rustix::fs::ftruncate(dst, size),
+            Ok(end) => return set_len(dst, end, size),
             Err(e) if disables(e) => {
                 st.range_ok = false;
                 rustix::fs::ftruncate(dst, 0)?;
@@ -356,9 +356,21 @@ fn copy_data(
             Err(e) => return Err(e),
         }
     }
-    copy_segments(src, dst, size, st, false)?;
-    rustix::fs::ftruncate(dst, size)
+    let end = copy_segments(src, dst, size, st, false)?;
+    set_len(dst, end, size)
 }
+
+/// Extends `dst` over a trailing hole (only needed when the data stopped short).
+fn set_len(dst: BorrowedFd<'_>, end: u64, size: u64) -> std::result::Result<(), Errno> {
+    if end < size {
+        rustix::fs::ftruncate(dst, size)
+    } else {
+        Ok(())
+    }
+}
+
+/// Files up to this size are copied in one go: looking for holes costs more than it saves.
+const SMALL_FILE: u64 = 64 * 1024;
 
 /// Copies each data segment of `src` (whole file when SEEK_DATA is unsupported).
 fn copy_segments(
@@ -367,8 +379,12 @@ fn copy_segments(
     size: u64,
     st: &mut State,
     use_range: bool,
-) -> std::result::Result<(), Errno> {
+) -> std::result::Result<u64, Errno> {
+    if size <= SMALL_FILE {
+        return copy_range(src, dst, 0, size, st, use_range);
+    }
     let mut pos = 0u64;
+    let mut written = 0u64;
     while pos < size {
         let start = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
             Ok(s) => s,
@@ -383,10 +399,10 @@ fn copy_segments(
         if end <= start {
             break;
         }
-        copy_range(src, dst, start, end, st, use_range)?;
+        written = copy_range(src, dst, start, end, st, use_range)?;
         pos = end;
     }
-    Ok(())
+    Ok(written)
 }
 
 fn copy_range(
@@ -396,7 +412,7 @@ fn copy_range(
     end: u64,
     st: &mut State,
     use_range: bool,
-) -> std::result::Result<(), Errno> {
+) -> std::result::Result<u64, Errno> {
     let mut off_in = start;
     let mut off_out = start;
     if use_range {
@@ -410,7 +426,7 @@ fn copy_range(
                 break;
             }
         }
-        return Ok(());
+        return Ok(off_out);
     }
     if st.data.len() < 1 << 17 {
         st.data.resize(1 << 17, 0);
@@ -431,5 +447,5 @@ fn copy_range(
         }
         off_in += n as u64;
     }
-    Ok(())
+    Ok(off_out)
 }

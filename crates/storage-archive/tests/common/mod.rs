@@ -349,6 +349,18 @@ pub fn go_import_with(
     let tmp = tempfile::tempdir().expect("tempdir");
     let g = tmp.path().join("G");
     let r = tmp.path().join("R");
+    // Go's overlay driver bind-mounts its home onto itself and leaves it mounted:
+    // always unmount it before the temporary directory goes away.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for sub in ["overlay", "vfs"] {
+                let _ =
+                    rustix::mount::unmount(self.0.join(sub), rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+    let _unmount = Unmount(g.clone());
     let mut parent: Option<String> = None;
     for (i, tar) in tars.iter().enumerate() {
         let file = tmp.path().join(format!("layer{i}.tar"));

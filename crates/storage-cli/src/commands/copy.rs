@@ -148,10 +148,10 @@ fn copy_with_tar(src: &Path, dst: &str, owners: &Owners) -> Result<(), String> {
         return Ok(());
     }
     let mut dst_path = PathBuf::from(dst);
-    if dst.ends_with('/') {
-        if let Some(name) = src.file_name() {
-            dst_path = dst_path.join(name);
-        }
+    if dst.ends_with('/')
+        && let Some(name) = src.file_name()
+    {
+        dst_path = dst_path.join(name);
     }
     if let Some(parent) = dst_path.parent() {
         let mut builder = std::fs::DirBuilder::new();

@@ -9,13 +9,24 @@
 //! `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and `<R>/<drv>-locks/`
 //! directories, and initialises the driver (auto-selected when no name is given).
 //!
-//! Locks are always taken in Go's order: `storage.lock`, layers, images, containers.
+//! Operations span the stores the way Go's `store.go` does: layers (create/import, apply,
+//! diff, changes, mount counting, names, metadata, data items, safety-checked and unchecked
+//! deletion), images (create, data items, digests, sizes, deletion with the unused part of
+//! their layer chain), containers (create with a read-write layer, data items, directories,
+//! sizes, deletion), [`Store::wipe`] and [`Store::shutdown`]. Read-only additional stores
+//! (`<driver>.imagestore=PATH`) are searched after the read-write ones.
 //!
-//! Limits: layer records are not managed yet by this crate's public API (until the layer
-//! store is wired in, [`Store::wipe`] refuses to run when `layers.json` holds records and
-//! [`Store::shutdown`] refuses when `mountpoints.json` lists mounted layers, instead of
-//! silently doing half the job); split image stores (`--image-store`) put the image records
-//! under the image store root but are otherwise not special-cased.
+//! Locks are taken in Go's order (store.md §4.6): `storage.lock` (only around driver work and
+//! to obtain the layer store handle, re-initialising the driver when another process shut
+//! it down), layers (exclusive even for reads, like Go), images, containers.
+//!
+//! Limits: a container whose image top layer is ID-mapped differently gets a layer with the
+//! requested maps on top of the unmapped parent (no mapped copy of the top layer, §8.5);
+//! creating an image with the ID of a read-only image does not "pull up" the read-only one;
+//! renaming read-only images is refused (`ErrStoreIsReadOnly`) instead of pulling them up;
+//! split image stores (`--image-store`) put image records and non-writeable layers under the
+//! image store root but are otherwise not special-cased; auto user namespaces are not
+//! implemented.
 //!
 //! ```
 //! use containers_storage::Store;

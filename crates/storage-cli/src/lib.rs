@@ -7,7 +7,11 @@
 //! handler function.
 //!
 //! Limits: only the commands whose library support exists are registered (see the global
-//! `--help`); `--unshare` is accepted but never re-executes (as root it is a no-op in Go too).
+//! `--help`): `unshare` and `applydiff-using-staging-dir` are missing; `--unshare` is
+//! accepted but never re-executes (as root it is a no-op in Go too). Log lines always use
+//! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
+//! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a
+//! terminal.
 //!
 //! ```
 //! let tmp = tempfile::tempdir().unwrap();

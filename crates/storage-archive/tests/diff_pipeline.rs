@@ -220,3 +220,83 @@ fn dropping_the_reader_early_stops_the_thread() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The record Go's layer store writes for the same blobs: digests, sizes,
+/// compression, uidset/gidset must equal our `DiffStats`.
+#[test]
+fn stats_match_the_layer_records_go_writes() {
+    if !common::require(common::have_go(), "Go's containers-storage (run as root)") {
+        return;
+    }
+    // A PAX global header first (Go's logger sees it, with uid 0), then the
+    // sample, then junk after the end-of-archive blocks (digested too).
+    let mut raw = tar(&[Entry::file("pax_global_header", b"")
+        .typeflag(b'g')
+        .owner(0, 0)]);
+    raw.truncate(512);
+    raw.extend(sample_tar());
+    raw.extend_from_slice(b"trailing junk after the end of the archive");
+    let cases: &[(&str, &[&str])] = &[
+        ("cat", &[]),
+        ("gzip", &["-c"]),
+        ("bzip2", &["-c"]),
+        ("xz", &["-c"]),
+        ("zstd", &["-c", "-q"]),
+    ];
+    for (cmd, args) in cases {
+        let blob = tool(cmd, args, &raw).expect(cmd);
+        let r = open_diff(Box::new(std::io::Cursor::new(blob.clone()))).expect("open");
+        let ours = r.finish().expect("finish");
+
+        let tmp = tempfile::tempdir().expect("tmp");
+        let file = tmp.path().join("blob");
+        std::fs::write(&file, &blob).expect("write");
+        let g = tmp.path().join("G");
+        let out = Command::new(common::GO_CLI)
+            .arg("--graph")
+            .arg(&g)
+            .arg("--run")
+            .arg(tmp.path().join("R"))
+            .args(["--storage-driver", "vfs", "import-layer", "-f"])
+            .arg(&file)
+            .output()
+            .expect("go");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = std::fs::read(g.join("vfs-layers/layers.json")).expect("layers.json");
+        let layers: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        let l = &layers[0];
+        assert_eq!(
+            l["compressed-diff-digest"],
+            ours.compressed_digest.to_string(),
+            "{cmd}"
+        );
+        assert_eq!(l["compressed-size"], ours.compressed_size, "{cmd}");
+        assert_eq!(
+            l["diff-digest"],
+            ours.uncompressed_digest.to_string(),
+            "{cmd}"
+        );
+        assert_eq!(l["diff-size"], ours.uncompressed_size, "{cmd}");
+        let compression = l
+            .get("compression")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        assert_eq!(compression, i64::from(ours.compression.as_i32()), "{cmd}");
+        let ids = |k: &str| -> Vec<u32> {
+            l[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64())
+                        .map(|v| v as u32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(ids("uidset"), ours.uidset, "{cmd}");
+        assert_eq!(ids("gidset"), ours.gidset, "{cmd}");
+    }
+}

@@ -458,3 +458,176 @@ pub fn changes_size(root: &Path, changes: &[Change]) -> i64 {
     }
     size
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+        let ts = rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos as _,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &rustix::fs::Timestamps {
+                last_access: ts,
+                last_modification: ts,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+
+    fn pairs(v: &[Change]) -> Vec<(&str, &str)> {
+        v.iter()
+            .map(|c| (c.path.as_str(), c.kind.letter()))
+            .collect()
+    }
+
+    /// Two identical trees with equal times (like a vfs copy).
+    fn twins() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+        for root in [&old, &new] {
+            std::fs::create_dir_all(root.join("a/b")).unwrap();
+            std::fs::write(root.join("a/b/f"), b"same").unwrap();
+            std::fs::write(root.join("top"), b"top").unwrap();
+            std::os::unix::fs::symlink("top", root.join("link")).unwrap();
+            for p in ["a/b/f", "a/b", "a", "top", "link", ""] {
+                set_mtime(&root.join(p), 1_000_000, 250);
+            }
+        }
+        (tmp, old, new)
+    }
+
+    #[test]
+    fn identical_trees_have_no_changes() {
+        let (_t, old, new) = twins();
+        assert_eq!(changes_dirs(&new, Some(&old)).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn nanoseconds_zero_on_one_side_is_the_same_time() {
+        let (_t, old, new) = twins();
+        set_mtime(&new.join("top"), 1_000_000, 0);
+        assert_eq!(changes_dirs(&new, Some(&old)).unwrap(), vec![]);
+        set_mtime(&new.join("top"), 1_000_000, 251);
+        assert_eq!(
+            pairs(&changes_dirs(&new, Some(&old)).unwrap()),
+            vec![("/top", "C")]
+        );
+    }
+
+    #[test]
+    fn kinds_and_order() {
+        let (_t, old, new) = twins();
+        std::fs::remove_dir_all(new.join("a/b")).unwrap();
+        std::fs::write(new.join("a/added"), b"x").unwrap();
+        std::fs::remove_file(new.join("link")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", new.join("link")).unwrap();
+        set_mtime(&new.join("link"), 1_000_000, 250);
+        std::fs::set_permissions(new.join("top"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let got = changes_dirs(&new, Some(&old)).unwrap();
+        // The dir's Modify is inserted before what changed inside it; the deleted
+        // directory is reported once; a changed symlink target is a Modify.
+        assert_eq!(
+            pairs(&got),
+            vec![
+                ("/a", "C"),
+                ("/a/added", "A"),
+                ("/a/b", "D"),
+                ("/link", "C"),
+                ("/top", "C")
+            ]
+        );
+    }
+
+    #[test]
+    fn file_replaced_by_dir_and_back() {
+        let (_t, old, new) = twins();
+        std::fs::remove_file(new.join("top")).unwrap();
+        std::fs::create_dir(new.join("top")).unwrap();
+        std::fs::write(new.join("top/inner"), b"i").unwrap();
+        std::fs::remove_dir_all(new.join("a")).unwrap();
+        std::fs::write(new.join("a"), b"now a file").unwrap();
+        let got = changes_dirs(&new, Some(&old)).unwrap();
+        // Old children of a dir turned file are not reported (Go only recurses into
+        // the old tree when the new node is a directory).
+        assert_eq!(
+            pairs(&got),
+            vec![("/a", "C"), ("/top", "C"), ("/top/inner", "A")]
+        );
+    }
+
+    #[test]
+    fn no_parent_means_everything_added() {
+        let (_t, _old, new) = twins();
+        let got = changes_dirs(&new, None).unwrap();
+        assert_eq!(
+            pairs(&got),
+            vec![
+                ("/a", "A"),
+                ("/a/b", "A"),
+                ("/a/b/f", "A"),
+                ("/link", "A"),
+                ("/top", "A")
+            ]
+        );
+        // Hard links count once in the size; deletes count 0; dirs count 0.
+        std::fs::hard_link(new.join("top"), new.join("top2")).unwrap();
+        let mut changes = changes_dirs(&new, None).unwrap();
+        changes.push(Change {
+            path: "/gone".into(),
+            kind: ChangeKind::Delete,
+        });
+        assert_eq!(changes_size(&new, &changes), 4 + 3 + 3);
+    }
+
+    #[test]
+    fn user_xattrs_count_as_modification() {
+        let (_t, old, new) = twins();
+        let f = new.join("a/b/f");
+        if rustix::fs::lsetxattr(&f, "user.k", b"v", rustix::fs::XattrFlags::empty()).is_err() {
+            eprintln!("SKIPPING: user xattrs unsupported on the temp file system");
+            return;
+        }
+        let got = changes_dirs(&new, Some(&old)).unwrap();
+        assert_eq!(
+            pairs(&got),
+            vec![("/a", "C"), ("/a/b", "C"), ("/a/b/f", "C")]
+        );
+    }
+
+    #[test]
+    fn owners_compare_after_mapping() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs root in CI"
+            );
+            eprintln!("SKIPPING: chown needs root");
+            return;
+        }
+        let (_t, old, new) = twins();
+        let f = new.join("a/b/f");
+        std::os::unix::fs::lchown(&f, Some(100_000), Some(100_000)).unwrap();
+        set_mtime(&f, 1_000_000, 250);
+        let plain = changes_dirs(&new, Some(&old)).unwrap();
+        assert_eq!(
+            pairs(&plain),
+            vec![("/a", "C"), ("/a/b", "C"), ("/a/b/f", "C")]
+        );
+        let m = [IdMap {
+            container_id: 0,
+            host_id: 100_000,
+            size: 10,
+        }];
+        // New side mapped: host 100000 is container 0, like the old side's 0.
+        let got = changes_dirs_mapped(&new, (&m, &m), Some(&old), (&[], &[])).unwrap();
+        // (The rest of the new tree, owned by host 0, is unmappable and so modified.)
+        assert!(!got.iter().any(|c| c.path == "/a/b/f"), "{got:?}");
+    }
+}

@@ -377,6 +377,11 @@ impl Overlay {
         }
         mkdir_all(&run_home, 0o700)?;
 
+        if !supports_d_type(&home) {
+            return Err(native_error(format!(
+                "overlay: the backing {backing_fs} filesystem is formatted without d_type support, which leads to incorrect behavior. Reformat the filesystem with ftype=1 to enable d_type support. Running without d_type is not supported.: {ERR_NOT_SUPPORTED}"
+            )));
+        }
         let xattr_prefix = if rootless {
             "user.overlay."
         } else {
@@ -1171,10 +1176,37 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The process umask, read from `/proc/self/status` (changing it to read it would race
+/// with other threads creating files).
 fn umask() -> u32 {
-    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    rustix::process::umask(old);
-    old.as_raw_mode()
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Go's `fsutils.SupportsDType`: the directory entries of `dir` carry their type.
+fn supports_d_type(dir: &Path) -> bool {
+    let Ok(fd) = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return true;
+    };
+    let Ok(mut d) = rustix::fs::Dir::read_from(&fd) else {
+        return true;
+    };
+    while let Some(Ok(e)) = d.read() {
+        if e.file_type() == rustix::fs::FileType::Unknown {
+            return false;
+        }
+    }
+    true
 }
 
 /// Parses `user.containers.override_stat` (`uid:gid:mode[:type]`, mode octal).
@@ -1536,6 +1568,16 @@ mod tests {
         assert_eq!(parse_override(b"0:0:0755:dir"), Some((0, 0, 0o755)));
         assert_eq!(parse_override(b"1:2:0555"), Some((1, 2, 0o555)));
         assert_eq!(parse_override(b"junk"), None);
+    }
+
+    #[test]
+    fn umask_and_d_type() {
+        let m = umask();
+        assert_eq!(m & !0o777, 0);
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        // ext4, xfs (ftype=1), btrfs and tmpfs all report entry types.
+        assert!(supports_d_type(tmp.path()));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
 #![deny(missing_docs)]
 
+pub mod oci;
+pub mod peers;
 pub mod tars;
 
 use std::ffi::OsStr;
@@ -63,7 +65,14 @@ pub fn ours() -> &'static Path {
     BIN.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "storage-cli", "--bin", "containers-storage"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "storage-cli",
+                "--bin",
+                "containers-storage",
+            ])
             .current_dir(workspace_root())
             .status()
             .expect("running cargo build for containers-storage");
@@ -175,7 +184,10 @@ pub fn ok(out: &Output) -> String {
 
 /// sha256 of a byte slice as `sha256:<hex>`, computed by the system's `sha256sum`.
 pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     let s = String::from_utf8_lossy(&out.stdout);
     format!("sha256:{}", s.split_whitespace().next().unwrap_or(""))
 }

@@ -48,13 +48,17 @@ impl TarBuilder {
     /// Adds a symlink.
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
-        self.0.append_link(&mut h, path, target).expect("tar symlink");
+        self.0
+            .append_link(&mut h, path, target)
+            .expect("tar symlink");
         self
     }
     /// Adds a hard link to an earlier entry.
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Link, 0o644, 0, 0, 0);
-        self.0.append_link(&mut h, path, target).expect("tar hardlink");
+        self.0
+            .append_link(&mut h, path, target)
+            .expect("tar hardlink");
         self
     }
     /// Finishes the archive (two zero blocks; the `tar` crate does not pad to 10240).

@@ -10,7 +10,11 @@ fn listing(cs: &Cs) -> String {
 
 fn dir_entries(p: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -28,8 +32,14 @@ fn bad_input_leaves_no_layer_behind() {
     let good = sample_layer();
     let dir = cs.dir.path();
     let mut cases: Vec<(String, Vec<u8>)> = vec![
-        ("junk".into(), b"this is certainly not a tar archive, not at all".repeat(40)),
-        ("truncated tar".into(), good[..good.len() / 2 + 100].to_vec()),
+        (
+            "junk".into(),
+            b"this is certainly not a tar archive, not at all".repeat(40),
+        ),
+        (
+            "truncated tar".into(),
+            good[..good.len() / 2 + 100].to_vec(),
+        ),
         ("gzip header + garbage".into(), {
             let mut v = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
             v.extend(b"garbage garbage garbage".repeat(20));
@@ -43,31 +53,69 @@ fn bad_input_leaves_no_layer_behind() {
     let bz = dir.join("junk.bz2");
     compress_with("bzip2", b"no tar inside this bzip2 stream at all", &bz);
     cases.push(("bzip2 of non-tar".into(), std::fs::read(&bz).unwrap()));
-    let dup = TarBuilder::new().file("f", 0o644, b"a").file("./f", 0o644, b"b").finish();
+    let dup = TarBuilder::new()
+        .file("f", 0o644, b"a")
+        .file("./f", 0o644, b"b")
+        .finish();
     cases.push(("duplicate paths".into(), dup));
 
     for (what, data) in cases {
         let f = dir.join("input");
         std::fs::write(&f, &data).unwrap();
         for args in [
-            vec!["applydiff".to_string(), "-f".into(), f.display().to_string(), base.clone()],
-            vec!["import-layer".to_string(), "-f".into(), f.display().to_string(), base.clone()],
+            vec![
+                "applydiff".to_string(),
+                "-f".into(),
+                f.display().to_string(),
+                base.clone(),
+            ],
+            vec![
+                "import-layer".to_string(),
+                "-f".into(),
+                f.display().to_string(),
+                base.clone(),
+            ],
         ] {
             let out = cs.ours(&args);
             assert!(!out.status.success(), "{what}: {} succeeded", args[0]);
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!err.trim().is_empty(), "{what}: {} gave no error text", args[0]);
+            assert!(
+                !err.trim().is_empty(),
+                "{what}: {} gave no error text",
+                args[0]
+            );
             assert!(!err.contains("panicked"), "{what}: panic: {err}");
-            assert_eq!(listing(&cs), before, "{what}: {} changed the layer list", args[0]);
-            assert_eq!(dir_entries(&cs.graph.join("vfs/dir")), vfs_before, "{what}: driver dirs");
-            assert_eq!(dir_entries(&cs.graph.join("vfs-layers")), layers_before, "{what}: layer files");
+            assert_eq!(
+                listing(&cs),
+                before,
+                "{what}: {} changed the layer list",
+                args[0]
+            );
+            assert_eq!(
+                dir_entries(&cs.graph.join("vfs/dir")),
+                vfs_before,
+                "{what}: driver dirs"
+            );
+            assert_eq!(
+                dir_entries(&cs.graph.join("vfs-layers")),
+                layers_before,
+                "{what}: layer files"
+            );
         }
     }
     // Go's words for the classic cases.
     std::fs::write(dir.join("junk"), b"junk".repeat(300)).unwrap();
-    let out = cs.ours(&["applydiff".as_ref(), "-f".as_ref(), dir.join("junk").as_os_str(), base.as_ref()]);
+    let out = cs.ours(&[
+        "applydiff".as_ref(),
+        "-f".as_ref(),
+        dir.join("junk").as_os_str(),
+        base.as_ref(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unexpected EOF") || err.contains("invalid tar header"), "{err}");
+    assert!(
+        err.contains("unexpected EOF") || err.contains("invalid tar header"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,10 +124,16 @@ fn chain_of_300_layers_and_deletion_rules() {
     let mut parent: Option<String> = None;
     let mut ids = Vec::new();
     for i in 0..300 {
-        let tar = TarBuilder::new().file(&format!("f{i}"), 0o644, format!("{i}\n").as_bytes()).finish();
+        let tar = TarBuilder::new()
+            .file(&format!("f{i}"), 0o644, format!("{i}\n").as_bytes())
+            .finish();
         let f = cs.dir.path().join("l.tar");
         std::fs::write(&f, tar).unwrap();
-        let mut args = vec!["import-layer".to_string(), "-f".into(), f.display().to_string()];
+        let mut args = vec![
+            "import-layer".to_string(),
+            "-f".into(),
+            f.display().to_string(),
+        ];
         if let Some(p) = &parent {
             args.push(p.clone());
         }
@@ -93,16 +147,25 @@ fn chain_of_300_layers_and_deletion_rules() {
     let mnt = ok(&cs.ours(&["mount", top]));
     let mnt = std::path::PathBuf::from(mnt.trim());
     for i in [0, 150, 299] {
-        assert_eq!(std::fs::read_to_string(mnt.join(format!("f{i}"))).unwrap(), format!("{i}\n"));
+        assert_eq!(
+            std::fs::read_to_string(mnt.join(format!("f{i}"))).unwrap(),
+            format!("{i}\n")
+        );
     }
     ok(&cs.ours(&["unmount", top]));
     // Deleting a parent with children fails with Go's error, also by name or prefix.
     let out = cs.ours(&["delete-layer", &ids[0]]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("used by layer {}: layer has children", ids[1])), "{err}");
+    assert!(
+        err.contains(&format!("used by layer {}: layer has children", ids[1])),
+        "{err}"
+    );
     let out = cs.ours(&["delete-layer", &ids[0][..12]]);
-    assert!(!out.status.success(), "deleting by prefix must keep the safety checks");
+    assert!(
+        !out.status.success(),
+        "deleting by prefix must keep the safety checks"
+    );
     // The top layer can go.
     ok(&cs.ours(&["delete-layer", top]));
     assert_eq!(ok(&cs.ours(&["layers", "-q"])).lines().count(), 299);

@@ -35,7 +35,12 @@ fn variants(dir: &std::path::Path, tar: &[u8]) -> Vec<(std::path::PathBuf, i64)>
     let plain = dir.join("layer.tar");
     std::fs::write(&plain, tar).unwrap();
     let mut v = vec![(plain, 0)];
-    for (tool, ext, code) in [("gzip", "gz", 2), ("bzip2", "bz2", 1), ("xz", "xz", 3), ("zstd", "zst", 4)] {
+    for (tool, ext, code) in [
+        ("gzip", "gz", 2),
+        ("bzip2", "bz2", 1),
+        ("xz", "xz", 3),
+        ("zstd", "zst", 4),
+    ] {
         let p = dir.join(format!("layer.tar.{ext}"));
         compress_with(tool, tar, &p);
         v.push((p, code));
@@ -45,27 +50,47 @@ fn variants(dir: &std::path::Path, tar: &[u8]) -> Vec<(std::path::PathBuf, i64)>
 
 #[test]
 fn applied_by_ours_diffed_by_go_and_back() {
-    if !require(go_cs().is_some(), "Debian's Go containers-storage (/usr/bin/containers-storage)") {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
         return;
     }
     let tar = sample_layer();
     let want = sha256(&tar);
     let cs = Cs::new("vfs");
     for (file, code) in variants(cs.dir.path(), &tar) {
-        let id = first_line(&ok(&cs.ours(&["import-layer".as_ref(), "-f".as_ref(), file.as_os_str()])));
+        let id = first_line(&ok(&cs.ours(&[
+            "import-layer".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])));
         let rec = layer_json(&cs, false, &id);
         assert_eq!(rec["diff-digest"], want, "{}", file.display());
         assert_eq!(rec["diff-size"], tar.len() as i64);
         assert_eq!(rec["compression"].as_i64().unwrap_or(0), code);
-        assert_eq!(rec["compressed-diff-digest"], sha256(&std::fs::read(&file).unwrap()));
+        assert_eq!(
+            rec["compressed-diff-digest"],
+            sha256(&std::fs::read(&file).unwrap())
+        );
         // Go reads our store and reproduces the original bytes from our tar-split.
         let go_diff = cs.go(&["diff", "-u", &id]);
         ok(&go_diff);
-        assert_eq!(sha256(&go_diff.stdout), want, "Go's diff of our {}", file.display());
+        assert_eq!(
+            sha256(&go_diff.stdout),
+            want,
+            "Go's diff of our {}",
+            file.display()
+        );
         // And so do we.
         let our_diff = cs.ours(&["diff", "-u", &id]);
         ok(&our_diff);
-        assert_eq!(sha256(&our_diff.stdout), want, "our diff of {}", file.display());
+        assert_eq!(
+            sha256(&our_diff.stdout),
+            want,
+            "our diff of {}",
+            file.display()
+        );
         // Go sees the same record.
         let go_rec = layer_json(&cs, true, &id);
         for f in FIELDS {
@@ -76,17 +101,29 @@ fn applied_by_ours_diffed_by_go_and_back() {
 
 #[test]
 fn applied_by_go_diffed_by_ours() {
-    if !require(go_cs().is_some(), "Debian's Go containers-storage (/usr/bin/containers-storage)") {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
         return;
     }
     let tar = sample_layer();
     let want = sha256(&tar);
     let cs = Cs::new("vfs");
     for (file, _) in variants(cs.dir.path(), &tar) {
-        let id = first_line(&ok(&cs.go(&["import-layer".as_ref(), "-f".as_ref(), file.as_os_str()])));
+        let id = first_line(&ok(&cs.go(&[
+            "import-layer".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])));
         let out = cs.ours(&["diff", "-u", &id]);
         ok(&out);
-        assert_eq!(sha256(&out.stdout), want, "our diff of Go's {}", file.display());
+        assert_eq!(
+            sha256(&out.stdout),
+            want,
+            "our diff of Go's {}",
+            file.display()
+        );
         let ours = layer_json(&cs, false, &id);
         let go = layer_json(&cs, true, &id);
         for f in FIELDS {
@@ -97,15 +134,26 @@ fn applied_by_go_diffed_by_ours() {
 
 #[test]
 fn both_tools_record_the_same_digests() {
-    if !require(go_cs().is_some(), "Debian's Go containers-storage (/usr/bin/containers-storage)") {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
         return;
     }
     let tar = sample_layer();
     let a = Cs::new("vfs");
     let b = Cs::new("vfs");
     for (file, _) in variants(a.dir.path(), &tar) {
-        let ours = first_line(&ok(&a.ours(&["import-layer".as_ref(), "-f".as_ref(), file.as_os_str()])));
-        let go = first_line(&ok(&b.go(&["import-layer".as_ref(), "-f".as_ref(), file.as_os_str()])));
+        let ours = first_line(&ok(&a.ours(&[
+            "import-layer".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])));
+        let go = first_line(&ok(&b.go(&[
+            "import-layer".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])));
         let ours = layer_json(&a, false, &ours);
         let go = layer_json(&b, true, &go);
         for f in FIELDS {

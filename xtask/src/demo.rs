@@ -128,7 +128,14 @@ fn list_tree(root: &Path, rel: &Path, out: &mut Vec<String>) -> std::io::Result<
 pub fn run(root: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(cargo)
-        .args(["build", "--quiet", "-p", "storage-cli", "--bin", "containers-storage"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "storage-cli",
+            "--bin",
+            "containers-storage",
+        ])
         .current_dir(root))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -197,14 +204,20 @@ pub fn run(root: &Path) -> Result<(), String> {
     }
     let top = ids.last().cloned().unwrap_or_default();
     cs.show(&["create-image", "-n", "localhost/demo:latest", top.as_str()])?;
-    cs.show(&["create-container", "-n", "demo-ctr", "localhost/demo:latest"])?;
+    cs.show(&[
+        "create-container",
+        "-n",
+        "demo-ctr",
+        "localhost/demo:latest",
+    ])?;
     cs.show(&["layers", "--tree"])?;
     cs.show(&["images"])?;
     cs.show(&["containers"])?;
     let mnt = cs.show(&["mount", "demo-ctr"])?;
     let mnt = PathBuf::from(mnt.trim());
     let mut tree = Vec::new();
-    list_tree(&mnt, Path::new(""), &mut tree).map_err(|e| format!("listing {}: {e}", mnt.display()))?;
+    list_tree(&mnt, Path::new(""), &mut tree)
+        .map_err(|e| format!("listing {}: {e}", mnt.display()))?;
     println!("-- files of container demo-ctr at {} --", mnt.display());
     for line in &tree {
         println!("{line}");
@@ -217,19 +230,27 @@ pub fn run(root: &Path) -> Result<(), String> {
     // Every applied layer diffs back to its recorded digest.
     let json = cs.out(&["layers", "--json"])?;
     for id in &ids {
-        let out = cs.cmd(&["diff", "-u", id.as_str()]).output().map_err(|e| e.to_string())?;
+        let out = cs
+            .cmd(&["diff", "-u", id.as_str()])
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!("diff {id} failed"));
         }
         let digest = sha256_hex(&out.stdout);
         if !json.contains(&format!("\"diff-digest\":\"sha256:{digest}\"")) {
-            return Err(format!("diff of layer {id} does not reproduce its recorded digest"));
+            return Err(format!(
+                "diff of layer {id} does not reproduce its recorded digest"
+            ));
         }
         println!("layer {id}: diff reproduces sha256:{digest}");
     }
     cs.show(&["delete-container", "demo-ctr"])?;
     cs.show(&["shutdown"])?;
-    println!("demo finished: store left at {} (run the demo again to reset it)", demo.display());
+    println!(
+        "demo finished: store left at {} (run the demo again to reset it)",
+        demo.display()
+    );
     Ok(())
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn chown_by_maps(
     new: (&[IdMap], &[IdMap]),
 ) -> Result<()> {
     let mut seen: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
-    walk(root, Path::new("."), old, new, &mut seen)
+    walk(root, Path::new(""), old, new, &mut seen)
 }
 
 fn walk(

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use storage_types::{Error, ErrorKind, IdMap, Result};
+use storage_types::{Error, IdMap, Result};
 
 use crate::{ApplyDiffOpts, Change};
 
@@ -74,8 +74,7 @@ pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts
         force_mask: opts.force_mask,
         in_user_ns: in_user_ns(),
     };
-    storage_archive::unpack(diff, layer, &unpack)
-        .map_err(|e| Error::msg(ErrorKind::Other, e.to_string()))
+    storage_archive::unpack(diff, layer, &unpack).map_err(Error::from)
 }
 
 /// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned, so `..`

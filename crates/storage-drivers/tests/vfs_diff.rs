@@ -646,5 +646,8 @@ fn update_layer_id_map_rechowns() {
     let err = d
         .update_layer_id_map("l", &new_uid, &new_gid, &[], &[])
         .unwrap_err();
-    assert!(err.to_string().contains("cannot be mapped"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "mapping host ID pair idtools.IDPair{UID:5, GID:5} for \"dir/file\" to container: host ID 5 cannot be mapped to a container ID"
+    );
 }

@@ -637,7 +637,11 @@ impl Overlay {
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let parts: Vec<&str> = target.split('/').collect();
-                if parts.len() != 3 || parts[0] != ".." || parts[2] != "diff" {
+                if parts.len() != 3
+                    || parts[0] != ".."
+                    || parts[2] != "diff"
+                    || matches!(parts[1], "" | "." | "..")
+                {
                     std::fs::remove_file(&lp).map_err(|e| Error::io("remove", &lp, e))?;
                     progress = true;
                     continue;
@@ -1351,6 +1355,11 @@ impl Driver for Overlay {
 
     fn cleanup(&self) -> Result<()> {
         if self.cfg.skip_mount_home || self.rootless {
+            return Ok(());
+        }
+        // Go 1.60 keeps the home mounted while staged (partial-pull) layers remain.
+        let staging = self.home.join("staging");
+        if std::fs::read_dir(&staging).is_ok_and(|mut rd| rd.next().is_some()) {
             return Ok(());
         }
         mount::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))

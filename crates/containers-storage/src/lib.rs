@@ -89,6 +89,8 @@ pub struct Store {
     driver: Mutex<DriverState>,
     images: ImageStore,
     ro_images: Vec<ImageStore>,
+    /// With a split image store: `<G>/<drv>-images`, an additional read-write image store.
+    extra_images: Vec<ImageStore>,
     containers: ContainerStore,
 }
 
@@ -277,6 +279,13 @@ impl Store {
             &images_root.join(format!("{name}-images")),
             &run_root.join(format!("{name}-images")),
         )?;
+        let mut extra_images = Vec::new();
+        if image_store_root.is_some() {
+            extra_images.push(ImageStore::open(
+                &graph_root.join(format!("{name}-images")),
+                &run_root.join(format!("{name}-images")),
+            )?);
+        }
         let mut ro_images = Vec::new();
         for extra in &extra_roots {
             if let Some(s) = ImageStore::open_read_only(
@@ -313,6 +322,7 @@ impl Store {
             }),
             images,
             ro_images,
+            extra_images,
             containers,
         })
     }
@@ -350,6 +360,12 @@ impl Store {
     /// The read-write image store.
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// The read-write image stores: the primary one, then (with a split image store) the
+    /// graph root's `<drv>-images`.
+    pub fn rw_images(&self) -> impl Iterator<Item = &ImageStore> {
+        std::iter::once(&self.images).chain(self.extra_images.iter())
     }
 
     /// The read-only additional image stores, in configuration order.
@@ -466,10 +482,15 @@ impl Store {
     pub fn wipe(&self) -> Result<()> {
         let layers = self.layer_store()?;
         let mut l = layers.write()?;
-        let mut images = self.images.write()?;
+        let mut images = Vec::new();
+        for store in self.rw_images() {
+            images.push(store.write()?);
+        }
         let mut containers = self.containers.write()?;
         containers.wipe()?;
-        images.wipe()?;
+        for i in &mut images {
+            i.wipe()?;
+        }
         l.wipe()
     }
 }

@@ -107,7 +107,10 @@ impl Store {
     pub fn delete_layer(&self, key: &str) -> Result<()> {
         let rw = self.layer_store()?;
         let mut w = rw.write()?;
-        let images = self.images.read()?;
+        let mut image_views = Vec::new();
+        for store in self.rw_images() {
+            image_views.push(store.read()?);
+        }
         let containers = self.containers.read()?;
         let Some(layer) = w.lookup(key).cloned() else {
             return Err(Error::new(ErrorKind::NotALayer));
@@ -117,7 +120,7 @@ impl Store {
             return Err(Error::new(ErrorKind::LayerHasChildren)
                 .context(format!("used by layer {}", child.id)));
         }
-        for image in images.images() {
+        for image in image_views.iter().flat_map(|v| v.images()) {
             if image.layer == id || image.mapped_layers.contains(&id) {
                 return Err(Error::new(ErrorKind::LayerUsedByImage)
                     .context(format!("layer {id} used by image {}", image.id)));
@@ -130,7 +133,7 @@ impl Store {
             }
         }
         drop(containers);
-        drop(images);
+        drop(image_views);
         w.delete_unchecked(&id)
     }
 
@@ -384,8 +387,10 @@ impl Store {
     }
 
     fn image_record(&self, key: &str) -> Result<Option<storage_types::Image>> {
-        if let Some(i) = self.images.read()?.lookup_image(key) {
-            return Ok(Some(i.clone()));
+        for store in self.rw_images() {
+            if let Some(i) = store.read()?.lookup_image(key) {
+                return Ok(Some(i.clone()));
+            }
         }
         for ro in &self.ro_images {
             if let Some(i) = ro.read()?.lookup_image(key) {
@@ -430,8 +435,8 @@ impl Store {
                 return Err(Error::new(ErrorKind::StoreIsReadOnly));
             }
         }
-        {
-            let mut images = self.images.write()?;
+        for store in self.rw_images() {
+            let mut images = store.write()?;
             if images.lookup_image(key).is_some() {
                 let op = match op {
                     NamesOp::Set => storage_images::NamesOp::Set,
@@ -481,8 +486,8 @@ impl Store {
                 return w.set_metadata(&l.id, metadata);
             }
         }
-        {
-            let mut images = self.images.write()?;
+        for store in self.rw_images() {
+            let mut images = store.write()?;
             if let Some(i) = images.lookup_image(key).cloned() {
                 return images.set_metadata(&i.id, metadata);
             }
@@ -511,7 +516,9 @@ impl Store {
                 }
             }
         };
-        add_images(self.images.read()?.images());
+        for store in self.rw_images() {
+            add_images(store.read()?.images());
+        }
         for ro in &self.ro_images {
             add_images(ro.read()?.images());
         }

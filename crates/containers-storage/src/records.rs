@@ -38,7 +38,14 @@ impl Store {
     /// Every image: the read-write store's, then the read-only stores' (with
     /// `read_only` set).
     pub fn images_list(&self) -> Result<Vec<Image>> {
-        let mut out: Vec<Image> = self.images.read()?.images().to_vec();
+        let mut out: Vec<Image> = Vec::new();
+        for store in self.rw_images() {
+            for i in store.read()?.images() {
+                if !out.iter().any(|x| x.id == i.id) {
+                    out.push(i.clone());
+                }
+            }
+        }
         for ro in &self.ro_images {
             for i in ro.read()?.images() {
                 if !out.iter().any(|x| x.id == i.id) {
@@ -53,8 +60,10 @@ impl Store {
 
     /// The image named by `key` (read-write store first).
     pub fn image(&self, key: &str) -> Result<Image> {
-        if let Some(i) = self.images.read()?.lookup_image(key) {
-            return Ok(i.clone());
+        for store in self.rw_images() {
+            if let Some(i) = store.read()?.lookup_image(key) {
+                return Ok(i.clone());
+            }
         }
         for ro in &self.ro_images {
             if let Some(i) = ro.read()?.lookup_image(key) {
@@ -68,13 +77,14 @@ impl Store {
 
     /// Images whose digest list contains `digest`.
     pub fn images_by_digest(&self, digest: &Digest) -> Result<Vec<Image>> {
-        let mut out: Vec<Image> = self
-            .images
-            .read()?
-            .by_digest(digest)
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut out: Vec<Image> = Vec::new();
+        for store in self.rw_images() {
+            for i in store.read()?.by_digest(digest) {
+                if !out.iter().any(|x| x.id == i.id) {
+                    out.push(i.clone());
+                }
+            }
+        }
         for ro in &self.ro_images {
             for i in ro.read()?.by_digest(digest) {
                 if !out.iter().any(|x| x.id == i.id) {
@@ -93,8 +103,8 @@ impl Store {
         key: &str,
         f: impl Fn(&storage_images::ImageSet, &str) -> Result<T>,
     ) -> Result<T> {
-        {
-            let rw = self.images.read()?;
+        for store in self.rw_images() {
+            let rw = store.read()?;
             if let Some(i) = rw.lookup_image(key) {
                 let id = i.id.clone();
                 return f(&rw, &id);
@@ -133,8 +143,8 @@ impl Store {
 
     /// Stores an image data item (manifest keys get the sha256 of the bytes as digest).
     pub fn set_image_big_data(&self, key: &str, item: &str, data: &[u8]) -> Result<()> {
-        {
-            let mut w = self.images.write()?;
+        for store in self.rw_images() {
+            let mut w = store.write()?;
             if w.lookup_image(key).is_some() {
                 return w.set_big_data(key, item, data, Some(Digest::sha256(data)));
             }
@@ -201,9 +211,16 @@ impl Store {
     pub fn delete_image(&self, key: &str, commit: bool) -> Result<Vec<String>> {
         let layers = self.layer_store()?;
         let mut l = layers.write()?;
-        let mut images = self.images.write()?;
+        let mut stores = Vec::new();
+        for store in self.rw_images() {
+            stores.push(store.write()?);
+        }
         let containers = self.containers.write()?;
-        let Some(image) = images.lookup_image(key).cloned() else {
+        let Some((home, image)) = stores
+            .iter()
+            .enumerate()
+            .find_map(|(n, s)| s.lookup_image(key).map(|i| (n, i.clone())))
+        else {
             return Err(Error::new(ErrorKind::NotAnImage));
         };
         if let Some(c) = containers.containers().iter().find(|c| c.image == image.id) {
@@ -211,7 +228,7 @@ impl Store {
                 .context(format!("image used by {}", c.id)));
         }
         let mut remove: Vec<String> = image.mapped_layers.clone();
-        let others: HashSet<String> = images
+        let others: HashSet<String> = stores[home]
             .images()
             .iter()
             .filter(|i| i.id != image.id)
@@ -248,7 +265,8 @@ impl Store {
             next = layer.parent.clone();
         }
         if commit {
-            images.delete(&image.id)?;
+            stores[home].delete(&image.id)?;
+            drop(stores);
             drop(containers);
             for id in &remove {
                 if l.lookup(id).is_some() {
@@ -344,7 +362,10 @@ impl Store {
     pub fn delete_container(&self, key: &str) -> Result<()> {
         let layers = self.layer_store()?;
         let mut l = layers.write()?;
-        let _images = self.images.write()?;
+        let mut images = Vec::new();
+        for store in self.rw_images() {
+            images.push(store.write()?);
+        }
         let mut containers = self.containers.write()?;
         let Some(c) = containers.lookup_container(key).cloned() else {
             return Err(Error::new(ErrorKind::NotAContainer));
@@ -376,8 +397,8 @@ impl Store {
             }
             return self.delete_container(key);
         }
-        {
-            let mut images = self.images.write()?;
+        for store in self.rw_images() {
+            let mut images = store.write()?;
             if let Some(i) = images.lookup_image(key).cloned() {
                 return images.delete(&i.id);
             }

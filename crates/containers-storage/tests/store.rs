@@ -335,3 +335,52 @@ fn wipe_removes_layers_images_containers_and_driver_leftovers() {
     assert!(store.driver_layers().unwrap().is_empty());
     store.shutdown(false).unwrap();
 }
+
+#[test]
+fn split_image_store_keeps_graph_root_images_visible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = Store::open(&opts(tmp.path())).unwrap();
+    let (l0, _) = plain
+        .create_layer(
+            &CreateLayerOptions {
+                id: Some("l0".into()),
+                ..CreateLayerOptions::default()
+            },
+            None,
+        )
+        .unwrap();
+    plain
+        .create_image(storage_images::NewImage {
+            id: Some("old".into()),
+            layer: l0.id.clone(),
+            ..storage_images::NewImage::default()
+        })
+        .unwrap();
+    drop(plain);
+    let mut o = opts(tmp.path());
+    o.image_store = Some(tmp.path().join("is"));
+    let split = Store::open(&o).unwrap();
+    split
+        .create_image(storage_images::NewImage {
+            id: Some("new".into()),
+            ..storage_images::NewImage::default()
+        })
+        .unwrap();
+    assert!(tmp.path().join("is/vfs-images/images.json").exists());
+    let ids: Vec<String> = split
+        .images_list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, vec!["new".to_string(), "old".to_string()]);
+    assert!(!split.image("old").unwrap().read_only);
+    split.set_metadata("old", "m").unwrap();
+    assert_eq!(split.metadata("old").unwrap(), "m");
+    assert_eq!(
+        split.delete_image("old", true).unwrap(),
+        vec!["l0".to_string()]
+    );
+    assert!(split.image("old").is_err());
+    assert!(split.layers().unwrap().is_empty());
+}

@@ -1,0 +1,219 @@
+//! Running the image-level peers (`podman`, `skopeo`) on a scratch [`Cs`] store, and a guard
+//! that leaves no mount behind.
+//!
+//! Peers get a clean environment for storage (`STORAGE_OPTS`, `STORAGE_DRIVER` and
+//! `CONTAINERS_STORAGE_CONF` removed, no `--storage-opt`), so every tool sees the same store
+//! with its default options.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::{Cs, go_cs, ours, peer};
+
+fn clean(c: &mut Command) -> &mut Command {
+    c.env_remove("STORAGE_OPTS")
+        .env_remove("STORAGE_DRIVER")
+        .env_remove("CONTAINERS_STORAGE_CONF")
+        .stdin(Stdio::null())
+}
+
+/// `containers-storage:[DRIVER@GRAPH+RUN]NAME`, the skopeo reference of image `name` in `cs`.
+pub fn storage_ref(cs: &Cs, name: &str) -> String {
+    format!(
+        "containers-storage:[{}@{}+{}]{}",
+        cs.driver,
+        cs.graph.display(),
+        cs.run.display(),
+        name
+    )
+}
+
+/// Runs `skopeo ARGS` (panics if skopeo is missing: check [`peer`] first).
+pub fn skopeo<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    let bin = peer("skopeo").expect("skopeo");
+    let mut c = Command::new(bin);
+    clean(&mut c).args(args).output().expect("run skopeo")
+}
+
+/// `skopeo copy SRC DST` (quietly).
+pub fn skopeo_copy(src: &str, dst: &str) -> Output {
+    skopeo(&["copy", "--quiet", src, dst])
+}
+
+/// Directory podman uses for its own temporary state for store `cs`.
+fn podman_tmp(cs: &Cs) -> PathBuf {
+    cs.dir.path().join("podman-tmp")
+}
+
+/// A `podman` command on store `cs` (root, run root, driver), with cgroupfs and no events.
+pub fn podman_cmd(cs: &Cs) -> Command {
+    let bin = peer("podman").expect("podman");
+    let mut c = Command::new(bin);
+    clean(&mut c)
+        .arg("--root")
+        .arg(&cs.graph)
+        .arg("--runroot")
+        .arg(&cs.run)
+        .arg("--storage-driver")
+        .arg(&cs.driver)
+        .arg("--tmpdir")
+        .arg(podman_tmp(cs))
+        .arg("--cgroup-manager")
+        .arg("cgroupfs")
+        .arg("--events-backend")
+        .arg("none");
+    c
+}
+
+/// Runs `podman … ARGS` on store `cs`.
+pub fn podman<S: AsRef<OsStr>>(cs: &Cs, args: &[S]) -> Output {
+    podman_cmd(cs).args(args).output().expect("run podman")
+}
+
+/// Mount points under `dir` (from `/proc/self/mountinfo`), deepest last.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Unmounts everything when dropped (also when the test panics): our `shutdown -f`, Go's
+/// `shutdown -f`, `podman unmount --all` (when podman was used) and finally a lazy unmount of
+/// anything still mounted under the store's temporary directory.
+pub struct Unmounter<'a> {
+    cs: &'a Cs,
+    podman: bool,
+}
+
+impl<'a> Unmounter<'a> {
+    /// A guard for `cs`; `podman` says whether podman may have mounted something there.
+    pub fn new(cs: &'a Cs, podman: bool) -> Self {
+        Unmounter { cs, podman }
+    }
+}
+
+impl Drop for Unmounter<'_> {
+    fn drop(&mut self) {
+        let cs = self.cs;
+        if self.podman && peer("podman").is_some() && cs.graph.exists() {
+            let _ = podman_cmd(cs)
+                .args(["unmount", "--all", "--force"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let global = |bin: &Path| {
+            let mut c = Command::new(bin);
+            clean(&mut c)
+                .arg("--graph")
+                .arg(&cs.graph)
+                .arg("--run")
+                .arg(&cs.run)
+                .arg("--storage-driver")
+                .arg(&cs.driver)
+                .args(["shutdown", "-f"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        if cs.graph.exists() {
+            let _ = global(ours()).status();
+            if let Some(go) = go_cs() {
+                let _ = global(&go).status();
+            }
+        }
+        for m in mounts_under(cs.dir.path()).iter().rev() {
+            eprintln!("cleanup: lazily unmounting leftover {}", m.display());
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// First line of a command's stdout, trimmed (the ID printed by `import-layer`, `create-*`).
+pub fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Stores `img` in a store the way containers/image does, with one CLI (`run` runs our or
+/// Go's binary on the store): `import-layer` of each gzip blob onto the previous one,
+/// `create-image -i <config hex> --digest <manifest digest> -n NAME TOP`, then `set-image-data`
+/// of `manifest`, `manifest-<digest>` and the config under its digest. Returns the top layer.
+pub fn import_image(
+    run: &dyn Fn(&[&OsStr]) -> Output,
+    img: &crate::oci::OciImage,
+    name: &str,
+) -> String {
+    let mut parent: Option<String> = None;
+    for l in &img.layers {
+        let mut args: Vec<&OsStr> =
+            vec!["import-layer".as_ref(), "-f".as_ref(), l.blob.as_os_str()];
+        if let Some(p) = &parent {
+            args.push(p.as_ref());
+        }
+        let id = first_line(&crate::ok(&run(&args)));
+        assert_eq!(id.len(), 64, "import-layer printed {id:?}");
+        parent = Some(id);
+    }
+    let top = parent.unwrap_or_default();
+    let out = run(&[
+        "create-image".as_ref(),
+        "-i".as_ref(),
+        img.image_id().as_ref(),
+        "--digest".as_ref(),
+        img.manifest_digest.as_ref(),
+        "-n".as_ref(),
+        name.as_ref(),
+        top.as_ref(),
+    ]);
+    assert_eq!(first_line(&crate::ok(&out)), img.image_id());
+    let mkey = format!("manifest-{}", img.manifest_digest);
+    for (key, file) in [
+        ("manifest", &img.manifest_path),
+        (mkey.as_str(), &img.manifest_path),
+        (img.config_digest.as_str(), &img.config_path),
+    ] {
+        crate::ok(&run(&[
+            "set-image-data".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            img.image_id().as_ref(),
+            key.as_ref(),
+        ]));
+    }
+    top
+}
+
+/// The layer records of the chain ending at `top` (from a `layers --json` array), base first.
+pub fn layer_chain(layers_json: &str, top: &str) -> Vec<serde_json::Value> {
+    let all: serde_json::Value = serde_json::from_str(layers_json).expect("layers --json is JSON");
+    let all = all.as_array().cloned().unwrap_or_default();
+    let mut chain = Vec::new();
+    let mut cur = Some(top.to_string());
+    while let Some(id) = cur {
+        let rec = all
+            .iter()
+            .find(|l| l["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("layer {id} not listed"))
+            .clone();
+        cur = rec["parent"].as_str().map(str::to_string);
+        chain.push(rec);
+        assert!(chain.len() <= all.len(), "parent loop in layers");
+    }
+    chain.reverse();
+    chain
+}
+
+/// The `diff-digest` of every record of `chain`.
+pub fn diff_digests(chain: &[serde_json::Value]) -> Vec<String> {
+    chain
+        .iter()
+        .map(|l| l["diff-digest"].as_str().unwrap_or_default().to_string())
+        .collect()
+}

@@ -1,0 +1,366 @@
+//! Real-peer interop on vfs: an image written by skopeo and read by our CLI, an image written
+//! by our CLI and read by podman, skopeo and Go's containers-storage, and both CLIs taking
+//! turns on one store.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use storage_tests::oci::{
+    OciImage, assert_rootfs, blob_path, busybox_available, gunzip, read_layout, sample_layers,
+};
+use storage_tests::peers::{
+    Unmounter, diff_digests, first_line, import_image, layer_chain, podman, skopeo_copy,
+    storage_ref,
+};
+use storage_tests::tars::sha256;
+use storage_tests::{Cs, go_cs, ok, peer, require};
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Checks everything our CLI says about a skopeo-written image `name` made from `img`, diffs
+/// each layer, mounts the top layer and a container; returns nothing, panics on a mismatch.
+pub fn ours_reads_pulled_image(cs: &Cs, img: &OciImage, name: &str, busybox: bool) {
+    let images = json(&ok(&cs.ours(&["images", "--json"])));
+    let rec = images
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["id"] == img.image_id()))
+        .unwrap_or_else(|| panic!("image {} not listed: {images}", img.image_id()))
+        .clone();
+    assert_eq!(rec["digest"], img.manifest_digest.as_str());
+    assert!(
+        rec["names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "names of {rec}"
+    );
+    let top = rec["layer"].as_str().expect("top layer").to_string();
+    let plain = ok(&cs.ours(&["image", name]));
+    for want in [
+        format!("ID: {}", img.image_id()),
+        format!("Name: {name}"),
+        format!("Top Layer: {top}"),
+        format!("Digest: {}", img.manifest_digest),
+        "Data: manifest".to_string(),
+    ] {
+        assert!(
+            plain.lines().any(|l| l == want),
+            "`image {name}` lacks {want:?}:\n{plain}"
+        );
+    }
+    let by_digest = ok(&cs.ours(&["images-by-digest", "-q", &img.manifest_digest]));
+    assert_eq!(first_line(&by_digest), img.image_id());
+
+    // Layers: diff digests are the config's diff_ids, compressed digests the manifest's.
+    let chain = layer_chain(&ok(&cs.ours(&["layers", "--json"])), &top);
+    assert_eq!(diff_digests(&chain), img.diff_ids());
+    for (rec, l) in chain.iter().zip(&img.layers) {
+        assert_eq!(rec["compressed-diff-digest"], l.digest.as_str());
+        assert_eq!(rec["diff-size"], l.tar.len() as u64);
+        let id = rec["id"].as_str().unwrap_or_default();
+        let d = cs.ours(&["diff", "-u", id]);
+        ok(&d);
+        assert_eq!(sha256(&d.stdout), l.diff_id, "our diff -u of layer {id}");
+    }
+
+    // Manifest and config bytes.
+    let keys = ok(&cs.ours(&["list-image-data", name]));
+    let mkey = format!("manifest-{}", img.manifest_digest);
+    for k in ["manifest", mkey.as_str(), img.config_digest.as_str()] {
+        assert!(
+            keys.lines().any(|l| l == k),
+            "list-image-data lacks {k}:\n{keys}"
+        );
+    }
+    for (k, want) in [
+        ("manifest", &img.manifest),
+        (mkey.as_str(), &img.manifest),
+        (img.config_digest.as_str(), &img.config),
+    ] {
+        let got = cs.ours(&["get-image-data", name, k]);
+        ok(&got);
+        assert_eq!(&got.stdout, want, "get-image-data {name} {k}");
+    }
+
+    // The top layer mounted, then a container made from the image.
+    let mp = first_line(&ok(&cs.ours(&["mount", &top])));
+    assert_rootfs(Path::new(&mp), busybox, "our mount of the top layer");
+    ok(&cs.ours(&["unmount", &top]));
+    let cid = first_line(&ok(&cs.ours(&["create-container", "-n", "reader", name])));
+    let mp = first_line(&ok(&cs.ours(&["mount", &cid])));
+    assert_rootfs(Path::new(&mp), busybox, "our mount of a container");
+    ok(&cs.ours(&["unmount", &cid]));
+    ok(&cs.ours(&["delete-container", &cid]));
+}
+
+#[test]
+fn skopeo_writes_ours_reads() {
+    if !require(peer("skopeo").is_some(), "skopeo") {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, false);
+    let bb = busybox_available();
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(bb));
+    let name = "localhost/pulled:v1";
+    ok(&skopeo_copy(&img.reference(), &storage_ref(&cs, name)));
+    ours_reads_pulled_image(&cs, &img, name, bb);
+}
+
+/// Uncompressed bytes of an exported layer blob, by media type.
+fn layer_bytes(dir: &Path, desc: &serde_json::Value) -> Vec<u8> {
+    let digest = desc["digest"].as_str().unwrap_or_default();
+    let raw = std::fs::read(blob_path(dir, digest)).expect("read exported blob");
+    assert_eq!(sha256(&raw), digest, "exported blob digest");
+    let mt = desc["mediaType"].as_str().unwrap_or_default();
+    if mt.ends_with("gzip") {
+        gunzip(&raw)
+    } else {
+        assert!(mt.ends_with(".tar"), "unexpected layer media type {mt}");
+        raw
+    }
+}
+
+#[test]
+fn ours_writes_podman_skopeo_go_read() {
+    if !require(peer("podman").is_some(), "podman")
+        || !require(peer("skopeo").is_some(), "skopeo")
+        || !require(go_cs().is_some(), "Debian's Go containers-storage")
+    {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, true);
+    let bb = busybox_available();
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(bb));
+    let name = "localhost/ours:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    let top = import_image(&run, &img, name);
+
+    // podman lists and inspects it.
+    let list = json(&ok(&podman(&cs, &["images", "--format", "json"])));
+    let entry = list
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["Id"] == img.image_id()))
+        .unwrap_or_else(|| panic!("podman images lacks {}: {list}", img.image_id()))
+        .clone();
+    assert_eq!(entry["Digest"], img.manifest_digest.as_str(), "{entry}");
+    assert!(
+        entry["Names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "podman names: {entry}"
+    );
+    let insp = json(&ok(&podman(&cs, &["image", "inspect", name])));
+    let insp = &insp[0];
+    assert_eq!(insp["Id"], img.image_id());
+    assert_eq!(insp["Digest"], img.manifest_digest.as_str());
+    assert!(
+        insp["RepoTags"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "RepoTags: {insp}"
+    );
+    let layers: Vec<String> = insp["RootFS"]["Layers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(layers, img.diff_ids(), "podman RootFS.Layers");
+    let total: u64 = img.layers.iter().map(|l| l.tar.len() as u64).sum();
+    assert!(
+        insp["Size"].as_u64().unwrap_or(0) >= total - 10240 * 3,
+        "podman Size: {}",
+        insp["Size"]
+    );
+
+    // podman mounts the image (through our layer records).
+    let mp = first_line(&ok(&podman(&cs, &["image", "mount", name])));
+    assert_rootfs(Path::new(&mp), bb, "podman image mount of our image");
+    ok(&podman(&cs, &["image", "unmount", name]));
+
+    // Go makes a container of it and mounts it.
+    let cid = first_line(&ok(&cs.go(&["create-container", "-n", "goctr", name])));
+    let mp = first_line(&ok(&cs.go(&["mount", &cid])));
+    assert_rootfs(Path::new(&mp), bb, "Go's mount of a container of our image");
+    ok(&cs.go(&["unmount", &cid]));
+    ok(&cs.go(&["delete-container", &cid]));
+
+    // skopeo exports it with the same layers.
+    let out = cs.dir.path().join("exported");
+    ok(&skopeo_copy(
+        &storage_ref(&cs, name),
+        &format!("oci:{}:x", out.display()),
+    ));
+    let (manifest, config) = read_layout(&out, "x");
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, img.diff_ids(), "exported config diff_ids");
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(descs.len(), img.layers.len());
+    for (d, l) in descs.iter().zip(&img.layers) {
+        let bytes = layer_bytes(&out, d);
+        assert_eq!(sha256(&bytes), l.diff_id, "uncompressed exported layer");
+    }
+    // The top layer is still ours, unchanged.
+    let chain = layer_chain(&ok(&cs.ours(&["layers", "--json"])), &top);
+    assert_eq!(diff_digests(&chain), img.diff_ids());
+}
+
+#[test]
+fn rootfs_check_catches_a_naive_extraction() {
+    // Unpacking the layers one over the other without whiteout handling must be reported.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for tar in sample_layers(false) {
+        let mut a = tar::Archive::new(&tar[..]);
+        a.set_preserve_permissions(true);
+        a.set_preserve_ownerships(storage_tests::is_root());
+        a.unpack(dir.path()).expect("unpack");
+    }
+    let bad = storage_tests::oci::check_rootfs(dir.path(), false).join("\n");
+    for want in [
+        "gone/file: should have been deleted",
+        "gone-dir: should have been deleted",
+        "opq/old1: should have been deleted",
+        "opq (opaque) holds",
+        "whiteout left",
+    ] {
+        assert!(
+            bad.contains(want),
+            "check_rootfs missed {want:?}; it said:\n{bad}"
+        );
+    }
+    assert!(
+        !bad.contains("etc/motd"),
+        "etc/motd is right in a naive extraction too:\n{bad}"
+    );
+}
+
+fn names_of(cs: &Cs, go: bool, id: &str) -> Vec<String> {
+    let args = ["get-names", "--json", id];
+    let out = if go { cs.go(&args) } else { cs.ours(&args) };
+    serde_json::from_str(&ok(&out)).unwrap_or_else(|e| panic!("get-names --json: {e}"))
+}
+
+fn metadata_of(cs: &Cs, go: bool, id: &str) -> String {
+    let args = ["metadata", "-q", id];
+    let out = if go { cs.go(&args) } else { cs.ours(&args) };
+    ok(&out).trim_end().to_string()
+}
+
+fn listed(cs: &Cs, go: bool, what: &str) -> Vec<String> {
+    let args = [what, "--json"];
+    let out = if go { cs.go(&args) } else { cs.ours(&args) };
+    let v = json(&ok(&out));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One tool (`first`) stores an image and a container; the other lists them, renames, sets
+/// metadata and deletes the container; the first sees all of it, then deletes the image.
+fn take_turns(first_is_go: bool) {
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, false);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let (a, b) = (first_is_go, !first_is_go);
+    let run = |args: &[&OsStr]| if a { cs.go(args) } else { cs.ours(args) };
+    let top = import_image(&run, &img, "localhost/turns:v1");
+    let id = img.image_id().to_string();
+    let cid = first_line(&ok(&run(&[
+        "create-container".as_ref(),
+        "-n".as_ref(),
+        "c1".as_ref(),
+        id.as_ref(),
+    ])));
+
+    // The other tool sees everything.
+    assert!(listed(&cs, b, "images").contains(&id));
+    assert_eq!(listed(&cs, b, "containers"), vec![cid.clone()]);
+    let chain = layer_chain(
+        &ok(&if b {
+            cs.go(&["layers", "--json"])
+        } else {
+            cs.ours(&["layers", "--json"])
+        }),
+        &top,
+    );
+    assert_eq!(diff_digests(&chain), img.diff_ids());
+    let data = if b {
+        cs.go(&["get-image-data", &id, "manifest"])
+    } else {
+        cs.ours(&["get-image-data", &id, "manifest"])
+    };
+    assert_eq!(ok(&data).as_bytes(), &img.manifest[..]);
+
+    // … and mutates it.
+    let other = |args: &[&str]| if b { cs.go(args) } else { cs.ours(args) };
+    ok(&other(&["add-names", "-n", "extra", &id]));
+    ok(&other(&["set-metadata", "-m", "image meta", &id]));
+    ok(&other(&["set-metadata", "-m", "ctr meta", &cid]));
+    ok(&other(&[
+        "set-image-data",
+        "-f",
+        &img.config_path.to_string_lossy(),
+        &id,
+        "extra-item",
+    ]));
+
+    let mut names = names_of(&cs, a, &id);
+    names.sort();
+    assert_eq!(names, ["extra", "localhost/turns:v1"]);
+    assert_eq!(metadata_of(&cs, a, &id), "image meta");
+    assert_eq!(metadata_of(&cs, a, &cid), "ctr meta");
+    let item = if a {
+        cs.go(&["get-image-data", &id, "extra-item"])
+    } else {
+        cs.ours(&["get-image-data", &id, "extra-item"])
+    };
+    assert_eq!(ok(&item).as_bytes(), &img.config[..]);
+
+    ok(&other(&["delete-container", &cid]));
+    assert!(
+        listed(&cs, a, "containers").is_empty(),
+        "container still listed after the other tool deleted it"
+    );
+
+    // The first tool deletes the image and its layers; the other sees an empty store.
+    let del = if a {
+        cs.go(&["delete-image", &id])
+    } else {
+        cs.ours(&["delete-image", &id])
+    };
+    ok(&del);
+    assert!(listed(&cs, b, "images").is_empty());
+    assert!(listed(&cs, b, "layers").is_empty());
+}
+
+#[test]
+fn ours_writes_go_mutates() {
+    if !require(go_cs().is_some(), "Debian's Go containers-storage") {
+        return;
+    }
+    take_turns(false);
+}
+
+#[test]
+fn go_writes_ours_mutates() {
+    if !require(go_cs().is_some(), "Debian's Go containers-storage") {
+        return;
+    }
+    take_turns(true);
+}

@@ -53,8 +53,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod tindex;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -63,8 +61,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::Value;
 use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
 use storage_types::{Container, Digest, Error, ErrorKind, IdMap, Result, Timestamp, go_quote};
-
-use crate::tindex::TruncIndex;
 
 /// File name of the records file of ordinary containers.
 pub const CONTAINERS_JSON: &str = "containers.json";
@@ -335,7 +331,7 @@ pub struct ContainerSet {
     by_id: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     by_layer: HashMap<String, usize>,
-    index: TruncIndex,
+    index: storage_types::IdIndex,
     token: Option<Token>,
 }
 
@@ -351,7 +347,8 @@ impl ContainerSet {
                 self.by_name.insert(name.clone(), n);
             }
         }
-        self.index = TruncIndex::new(self.containers.iter().map(|c| c.id.as_str()));
+        self.index =
+            storage_types::IdIndex::from_ids(self.containers.iter().map(|c| c.id.as_str()));
     }
 
     /// Go's lookup: exact ID, exact name, layer ID, unique ID prefix.
@@ -365,7 +362,7 @@ impl ContainerSet {
         if let Some(&n) = self.by_layer.get(id) {
             return Some(n);
         }
-        let full = self.index.get(id)?;
+        let full = self.index.unique(id)?;
         self.by_id.get(full).copied()
     }
 

@@ -46,8 +46,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod tindex;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -55,8 +53,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, Image, Result, Timestamp, go_quote};
-
-use crate::tindex::TruncIndex;
 
 /// File name of the records file.
 pub const IMAGES_JSON: &str = "images.json";
@@ -303,7 +299,7 @@ pub struct ImageSet {
     images: Vec<Image>,
     by_id: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
-    index: TruncIndex,
+    index: storage_types::IdIndex,
     /// Token seen at the last load or save; `None` before the first load.
     token: Option<Token>,
 }
@@ -363,7 +359,7 @@ impl ImageSet {
                 self.by_name.insert(name.clone(), n);
             }
         }
-        self.index = TruncIndex::new(self.images.iter().map(|i| i.id.as_str()));
+        self.index = storage_types::IdIndex::from_ids(self.images.iter().map(|i| i.id.as_str()));
     }
 
     fn lookup(&self, id: &str) -> Option<usize> {
@@ -373,7 +369,7 @@ impl ImageSet {
         if let Some(&n) = self.by_name.get(id) {
             return Some(n);
         }
-        let full = self.index.get(id)?;
+        let full = self.index.unique(id)?;
         self.by_id.get(full).copied()
     }
 

@@ -89,6 +89,15 @@ impl IdIndex {
             (Some(_), Some(_)) => PrefixMatch::Ambiguous,
         }
     }
+
+    /// The ID `prefix` designates, if exactly one ID starts with it (Go's `truncindex.Get`
+    /// as lookups use it: no match and ambiguity are both "not found").
+    pub fn unique(&self, prefix: &str) -> Option<&str> {
+        match self.get(prefix) {
+            PrefixMatch::Unique(id) => Some(id),
+            PrefixMatch::NotFound | PrefixMatch::Ambiguous => None,
+        }
+    }
 }
 
 /// Finds the record `key` designates (§5.2): exact ID, then exact name, then
@@ -238,6 +247,9 @@ mod tests {
         assert!(!idx.insert(""));
         idx.remove("abcd");
         assert_eq!(idx.get("ab"), PrefixMatch::Unique("abc"));
+        assert_eq!(idx.unique("ab"), Some("abc"));
+        assert_eq!(idx.unique("77"), None, "ambiguous is not found");
+        assert_eq!(idx.unique("zz"), None);
     }
 
     #[test]

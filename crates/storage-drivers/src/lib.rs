@@ -170,6 +170,51 @@ pub trait Driver: Send + Sync {
         new_uid: &[IdMap],
         new_gid: &[IdMap],
     ) -> Result<()>;
+
+    /// [`Driver::diff`] with the parent's own ID maps. Go compares owners after mapping
+    /// each side with *its* layer's maps (`Diff(id, idMappings, parent, parentMappings)`),
+    /// which matters when a mapped layer sits on an unmapped parent (user-namespaced
+    /// containers). The default assumes the parent shares the layer's maps.
+    fn diff_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        self.diff(id, parent.map(|p| p.0), maps.uid, maps.gid, out)
+    }
+
+    /// [`Driver::changes`] with both layers' ID maps (see [`Driver::diff_mapped`]).
+    fn changes_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<Vec<Change>> {
+        let _ = maps;
+        self.changes(id, parent.map(|p| p.0))
+    }
+
+    /// [`Driver::diff_size`] with both layers' ID maps (see [`Driver::diff_mapped`]).
+    fn diff_size_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<i64> {
+        let _ = maps;
+        self.diff_size(id, parent.map(|p| p.0))
+    }
+}
+
+/// The ID maps of one layer as recorded in its record (empty slices: identity).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerMaps<'a> {
+    /// UID map.
+    pub uid: &'a [IdMap],
+    /// GID map.
+    pub gid: &'a [IdMap],
 }
 
 /// Names Go registers but this implementation does not provide.

@@ -7,6 +7,9 @@ use storage_types::{Error, IdMap, Result};
 
 use crate::{ApplyDiffOpts, Change};
 
+/// `(uid_map, gid_map)` of one layer.
+pub(crate) type Maps<'a> = (&'a [IdMap], &'a [IdMap]);
+
 fn archive_err(e: std::io::Error) -> Error {
     Error::from(e)
 }
@@ -21,15 +24,31 @@ pub(crate) fn diff(
     gid_map: &[IdMap],
     out: &mut dyn Write,
 ) -> Result<()> {
+    diff_mapped(
+        layer,
+        (uid_map, gid_map),
+        parent.map(|p| (p, (uid_map, gid_map))),
+        out,
+    )
+}
+
+/// Naive `Diff` with each side's own `(uid_map, gid_map)`.
+pub(crate) fn diff_mapped(
+    layer: &Path,
+    maps: Maps<'_>,
+    parent: Option<(&Path, Maps<'_>)>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (uid_map, gid_map) = maps;
     let start = std::time::SystemTime::now();
     let result = match parent {
         None => storage_archive::export::tar_dir(layer, uid_map, gid_map, out).map_err(archive_err),
         Some(parent) => {
             let changes = storage_archive::changes::changes_dirs_mapped(
                 layer,
-                (uid_map, gid_map),
-                Some(parent),
-                (uid_map, gid_map),
+                maps,
+                Some(parent.0),
+                parent.1,
             )
             .map_err(archive_err)?;
             storage_archive::export::export_changes(layer, &changes, uid_map, gid_map, out)
@@ -50,6 +69,20 @@ pub(crate) fn diff(
 /// Naive `Changes`.
 pub(crate) fn changes(layer: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
     storage_archive::changes::changes_dirs(layer, parent).map_err(archive_err)
+}
+
+/// Naive `Changes` with each side's own `(uid_map, gid_map)`.
+pub(crate) fn changes_mapped(
+    layer: &Path,
+    maps: Maps<'_>,
+    parent: Option<(&Path, Maps<'_>)>,
+) -> Result<Vec<Change>> {
+    let (parent, parent_maps) = match parent {
+        Some((p, m)) => (Some(p), m),
+        None => (None, (&[][..], &[][..])),
+    };
+    storage_archive::changes::changes_dirs_mapped(layer, maps, parent, parent_maps)
+        .map_err(archive_err)
 }
 
 /// Whether this process runs in a non-initial user namespace.

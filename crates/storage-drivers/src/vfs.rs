@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
+use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 /// The vfs driver.
 pub(crate) struct Vfs {
@@ -234,6 +234,26 @@ impl Vfs {
     }
 }
 
+impl Vfs {
+    /// The paths of `id` and of its parent (with the parent's maps), as read-only "mounts".
+    fn ro_pair<'m>(
+        &self,
+        id: &str,
+        parent: Option<(&str, LayerMaps<'m>)>,
+    ) -> Result<(PathBuf, Option<(PathBuf, LayerMaps<'m>)>)> {
+        let ro = MountOpts {
+            options: vec!["ro".to_owned()],
+            ..MountOpts::default()
+        };
+        let layer = self.mount_path(id, &ro)?;
+        let parent = match parent {
+            Some((p, m)) => Some((self.mount_path(p, &ro)?, m)),
+            None => None,
+        };
+        Ok((layer, parent))
+    }
+}
+
 /// `rm -rf`, tolerating a missing path.
 pub(crate) fn remove_all(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
@@ -391,6 +411,41 @@ impl Driver for Vfs {
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
         Ok(Box::new(crate::naive::PathFileGetter::new(self.dir(id))))
+    }
+
+    fn diff_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let (layer, parent) = self.ro_pair(id, parent)?;
+        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+        crate::naive::diff_mapped(&layer, (maps.uid, maps.gid), parent, out)
+    }
+
+    fn changes_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<Vec<Change>> {
+        let (layer, parent) = self.ro_pair(id, parent)?;
+        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+        crate::naive::changes_mapped(&layer, (maps.uid, maps.gid), parent)
+    }
+
+    fn diff_size_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<i64> {
+        let (layer, parent) = self.ro_pair(id, parent)?;
+        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+        let changes = crate::naive::changes_mapped(&layer, (maps.uid, maps.gid), parent)?;
+        Ok(storage_archive::changes::changes_size(&layer, &changes))
     }
 
     fn update_layer_id_map(

@@ -651,3 +651,91 @@ fn update_layer_id_map_rechowns() {
         "mapping host ID pair idtools.IDPair{UID:5, GID:5} for \"dir/file\" to container: host ID 5 cannot be mapped to a container ID"
     );
 }
+
+#[test]
+fn mapped_child_matches_go() {
+    let Some(bin) = go_cs() else {
+        require(false, "Go's containers-storage is not installed");
+        return;
+    };
+    if !require(is_root(), "Go's CLI store needs root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let go = GoStore {
+        graph: tmp.path().join("g"),
+        run: tmp.path().join("r"),
+        bin,
+        _tmp: tmp,
+    };
+    let base = go.cs_str(&["create-layer"]);
+    let bm = PathBuf::from(go.cs_str(&["mount", &base]));
+    std::fs::create_dir(bm.join("d")).unwrap();
+    std::fs::write(bm.join("d/f"), b"x\n").unwrap();
+    lchown(&bm.join("d/f"), 1000, 1000);
+    chmod(&bm.join("d/f"), 0o4755);
+    std::fs::hard_link(bm.join("d/f"), bm.join("hl")).unwrap();
+    std::os::unix::fs::symlink("d/f", bm.join("sym")).unwrap();
+    lchown(&bm.join("sym"), 3, 4);
+    go.cs(&["unmount", &base]);
+    let (uid_arg, gid_arg) = ("0:100000:65536", "0:200000:65536");
+    let child = go.cs_str(&[
+        "create-layer",
+        "--uidmap",
+        uid_arg,
+        "--gidmap",
+        gid_arg,
+        &base,
+    ]);
+    let go_changes = go.cs(&["changes", &child]);
+    let go_diff = go.cs(&["diff", "-u", &child]);
+
+    let uid = [IdMap {
+        container_id: 0,
+        host_id: 100000,
+        size: 65536,
+    }];
+    let gid = [IdMap {
+        container_id: 0,
+        host_id: 200000,
+        size: 65536,
+    }];
+    let d = vfs_with_home(&go.graph);
+    let opts = CreateOpts {
+        uid_map: uid.to_vec(),
+        gid_map: gid.to_vec(),
+        ..Default::default()
+    };
+    d.create("ours", Some(&base), &opts).unwrap();
+    d.update_layer_id_map("ours", &[], &[], &uid, &gid).unwrap();
+    let theirs = go.graph.join("vfs/dir").join(&child);
+    let ours = go.graph.join("vfs/dir/ours");
+    assert_eq!(common::tree(&ours), common::tree(&theirs));
+    // The root's mtime is the moment the hard link `hl` was re-linked by the chown walk
+    // (Go does the same), so only that field may differ.
+    let (mut root_ours, root_theirs) = (node(&ours), node(&theirs));
+    root_ours.mtime = root_theirs.mtime;
+    assert_eq!(root_ours, root_theirs, "root dir");
+    for p in common::tree(&theirs) {
+        assert_eq!(
+            node(&ours.join(&p)),
+            node(&theirs.join(&p)),
+            "{}",
+            p.display()
+        );
+    }
+
+    // Compared with each side's own maps nothing changed, as Go says.
+    let maps = storage_drivers::LayerMaps {
+        uid: &uid,
+        gid: &gid,
+    };
+    let parent = Some((base.as_str(), storage_drivers::LayerMaps::default()));
+    assert_eq!(go_changes, b"");
+    assert_eq!(d.changes_mapped("ours", maps, parent).unwrap(), vec![]);
+    assert_eq!(d.diff_size_mapped("ours", maps, parent).unwrap(), 0);
+    let mut diff = Vec::new();
+    d.diff_mapped("ours", maps, parent, &mut diff).unwrap();
+    assert_eq!(diff, go_diff);
+    assert_eq!(diff, vec![0u8; 1024]);
+}

@@ -1055,3 +1055,102 @@ fn lost_links_are_repaired() {
     assert!(std::fs::symlink_metadata(home.join("l/WEIRD")).is_err());
     assert_eq!(std::fs::read_dir(home.join("l")).unwrap().count(), 3);
 }
+
+/// Owners of a layer created with ID maps, and a `merged` dir Go 1.43 removed.
+#[test]
+fn id_mapped_layers_match_go() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let Some(go) = go_cs() else {
+        require(false, "Go containers-storage is not installed");
+        return;
+    };
+    let g = fx.tmp.path().join("go/graph");
+    let r = fx.tmp.path().join("go/run");
+    let cs = |args: &[&str]| {
+        let mut c = Command::new(&go);
+        c.arg("--graph").arg(&g).arg("--run").arg(&r);
+        c.arg("--storage-driver").arg("overlay").args(args);
+        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
+    };
+    // Make Go's overlay believe idmapped mounts are unusable (its cached probe), so that
+    // its store hands the maps to the driver instead of shifting at mount time.
+    std::fs::create_dir_all(r.join("overlay")).unwrap();
+    std::fs::write(r.join("overlay/idmapped-lower-dir-false"), b"").unwrap();
+    let gl = cs(&[
+        "create-layer",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:200000:65536",
+    ]);
+    let gc = cs(&[
+        "create-layer",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:200000:65536",
+        &gl,
+    ]);
+    cs(&["shutdown"]);
+    unmount_all_under(&g);
+    let maps = CreateOpts {
+        uid_map: vec![storage_types::IdMap {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65536,
+        }],
+        gid_map: vec![storage_types::IdMap {
+            container_id: 0,
+            host_id: 200_000,
+            size: 65536,
+        }],
+        ..CreateOpts::default()
+    };
+    let d = fx.d();
+    d.create("m1", None, &maps).unwrap();
+    d.create("c", Some("m1"), &maps).unwrap();
+    let owners = |dir: &Path| {
+        let mut v: Vec<(String, u32, u32, u32)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = std::fs::symlink_metadata(e.path()).unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    md.uid(),
+                    md.gid(),
+                    md.mode(),
+                )
+            })
+            .collect();
+        v.sort();
+        let md = std::fs::metadata(dir).unwrap();
+        v.push((".".into(), md.uid(), md.gid(), md.mode()));
+        v
+    };
+    // Go's store re-owns a mapped base layer with UpdateLayerIDMap (diff → diff1); only
+    // what Create made is comparable there. The child (same maps as its parent) is pure
+    // Create.
+    let created = |v: Vec<(String, u32, u32, u32)>| {
+        v.into_iter()
+            .filter(|e| matches!(e.0.as_str(), "." | "empty" | "link"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        created(owners(&g.join("overlay").join(&gl))),
+        created(owners(&fx.home().join("m1")))
+    );
+    assert_eq!(
+        owners(&g.join("overlay").join(&gc)),
+        owners(&fx.home().join("c"))
+    );
+
+    // 1.43 removes `merged` on unmount; mounting recreates it.
+    std::fs::remove_dir(fx.home().join("c/merged")).unwrap();
+    let m = d.get("c", &MountOpts::default()).unwrap();
+    assert!(mounted(&m));
+    d.put("c").unwrap();
+    assert!(m.is_dir());
+}

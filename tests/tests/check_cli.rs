@@ -1,0 +1,237 @@
+//! `check`, `gc` and `dedup` through our CLI: output channels, exit statuses, JSON shapes,
+//! repair, and a store whose `images.json` was cut short.
+
+use std::process::Output;
+
+use storage_tests::tars::sample_layer;
+use storage_tests::{Cs, go_cs, ok, require};
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn first_line(o: &Output) -> String {
+    ok(o).lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn import(cs: &Cs) -> String {
+    let tar = cs.dir.path().join("layer.tar");
+    std::fs::write(&tar, sample_layer()).expect("write tar");
+    first_line(&cs.ours(&["import-layer", "-f", &tar.display().to_string()]))
+}
+
+const CLEAN_JSON: &str =
+    "{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}\n";
+
+#[test]
+fn clean_store_is_silent() {
+    let cs = Cs::new("vfs");
+    let l = import(&cs);
+    ok(&cs.ours(&["create-image", &l]));
+    let o = cs.ours(&["check"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o), "");
+    assert_eq!(err(&o), "");
+    let o = cs.ours(&["check", "--json"]);
+    assert_eq!(out(&o), CLEAN_JSON);
+    assert!(o.status.success());
+    let o = cs.ours(&["check", "-q", "-m", "1h30m"]);
+    assert!(o.status.success());
+    let o = cs.ours(&["check", "extra"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).starts_with("check: too many arguments ([extra]).\n"));
+}
+
+#[test]
+fn unaccounted_layer_is_reported_then_repaired() {
+    let cs = Cs::new("vfs");
+    let id = first_line(&cs.ours(&["create-storage-layer"]));
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        out(&o),
+        format!(
+            "layer {id}:\n layer {id}: layer in lower level storage driver not accounted for\n"
+        )
+    );
+    assert_eq!(
+        err(&o),
+        "1 layer errors, 0 read-only layer errors, 0 image errors, 0 read-only image errors, 0 container errors\n"
+    );
+    let o = cs.ours(&["check", "--json"]);
+    assert_eq!(
+        out(&o),
+        format!(
+            "{{\"Layers\":{{\"{id}\":[{{}}]}},\"ROLayers\":{{}},\"Images\":{{}},\"ROImages\":{{}},\"Containers\":{{}}}}\n"
+        )
+    );
+    let o = cs.ours(&["check", "-r"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!cs.graph.join("vfs/dir").join(&id).exists());
+    let o = cs.ours(&["check"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+}
+
+#[test]
+fn unreferenced_layers_count_with_a_zero_max_age() {
+    let cs = Cs::new("vfs");
+    let l = first_line(&cs.ours(&["create-layer"]));
+    assert!(cs.ours(&["check"]).status.success());
+    let o = cs.ours(&["check", "-m", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).contains(&format!(
+            " layer {l}: layer not referenced by any images or containers\n"
+        )),
+        "{}",
+        out(&o)
+    );
+    let o = cs.ours(&["check", "-m", "bogus"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("bogus"));
+    // Repair deletes it (Go does the same with user-created layers).
+    assert!(cs.ours(&["check", "-r", "-m", "0"]).status.success());
+    assert_eq!(ok(&cs.ours(&["layers", "-q"])), "");
+}
+
+#[test]
+fn damaged_containers_are_removed_only_with_force() {
+    let cs = Cs::new("vfs");
+    let l = import(&cs);
+    let img = first_line(&cs.ours(&["create-image", &l]));
+    let data = cs.dir.path().join("data");
+    std::fs::write(&data, b"some configuration").expect("write");
+    ok(&cs.ours(&[
+        "set-image-data",
+        "-f",
+        &data.display().to_string(),
+        &img,
+        "config",
+    ]));
+    let ctr = first_line(&cs.ours(&["create-container", &img]));
+    assert!(cs.ours(&["check"]).status.success());
+    std::fs::remove_file(cs.graph.join("vfs-images").join(&img).join("config")).expect("rm");
+
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report = out(&o);
+    let missing = format!(" image {img}: data item \"config\": image data item is missing\n");
+    assert!(
+        report.contains(&format!("image {img}:\n{missing}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("container {ctr}:\n{missing}")),
+        "{report}"
+    );
+    assert_eq!(
+        err(&o),
+        "0 layer errors, 0 read-only layer errors, 1 image errors, 0 read-only image errors, 1 container errors\n"
+    );
+
+    // Without -f the image cannot go: its container still uses it.
+    let o = cs.ours(&["check", "-r"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains(&format!("deleting image {img}")),
+        "{}",
+        err(&o)
+    );
+    assert!(ok(&cs.ours(&["containers", "--json"])).contains(&ctr));
+
+    let o = cs.ours(&["check", "-f"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(!ok(&cs.ours(&["containers", "--json"])).contains(&ctr));
+    assert_eq!(ok(&cs.ours(&["images", "-q"])), "");
+    let o = cs.ours(&["check"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+}
+
+#[test]
+fn truncated_images_json_is_reported_and_salvaged() {
+    let cs = Cs::new("vfs");
+    let mut images = Vec::new();
+    for n in 0..3 {
+        let l = first_line(&cs.ours(&["create-layer", "-n", &format!("l{n}")]));
+        images.push(first_line(&cs.ours(&[
+            "create-image",
+            "-n",
+            &format!("i{n}"),
+            &l,
+        ])));
+    }
+    let json = cs.graph.join("vfs-images/images.json");
+    let data = std::fs::read(&json).expect("read");
+    let cut = String::from_utf8_lossy(&data)
+        .find(&format!("{{\"id\":\"{}\"", images[2]))
+        .expect("third record")
+        + 30;
+    std::fs::write(&json, &data[..cut]).expect("truncate");
+
+    let o = cs.ours(&["images"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).starts_with(&format!("file {}:\n ", json.display())),
+        "{}",
+        out(&o)
+    );
+    assert!(err(&o).contains("damaged record files"), "{}", err(&o));
+    // Nothing was changed by looking.
+    assert_eq!(std::fs::read(&json).expect("read"), &data[..cut]);
+
+    let o = cs.ours(&["check", "-r"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("kept 2 records"), "{}", err(&o));
+    let listed = ok(&cs.ours(&["images", "-q"]));
+    assert!(listed.contains(&images[0]) && listed.contains(&images[1]));
+    assert!(!listed.contains(&images[2]));
+    let backups: Vec<_> = std::fs::read_dir(cs.graph.join("vfs-images"))
+        .expect("dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("images.json.damaged-")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        std::fs::read(backups[0].path()).expect("backup"),
+        &data[..cut]
+    );
+    assert!(cs.ours(&["check"]).status.success());
+    if require(go_cs().is_some(), "Go containers-storage") {
+        let o = cs.go(&["images"]);
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(out(&o).contains(&images[1]));
+    }
+}
+
+#[test]
+fn gc_and_dedup_outputs() {
+    let cs = Cs::new("vfs");
+    let o = cs.ours(&["gc"]);
+    assert!(o.status.success());
+    assert_eq!(out(&o), "");
+    assert_eq!(out(&cs.ours(&["gc", "--json"])), "\"\"\n");
+    let id = first_line(&cs.ours(&["create-storage-layer"]));
+    ok(&cs.ours(&["gc"]));
+    assert!(!cs.graph.join("vfs/dir").join(&id).exists());
+
+    let o = cs.ours(&["dedup"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "Deduplicated 0 bytes\n");
+    assert_eq!(out(&cs.ours(&["dedup", "-j"])), "{\"Deduped\":0}\n");
+    let o = cs.ours(&["dedup", "--hash-method", "bogus"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err(&o), "invalid hash method: bogus\n");
+    for m in ["size", "crc", "sha256"] {
+        assert!(cs.ours(&["dedup", "--hash-method", m]).status.success());
+    }
+}

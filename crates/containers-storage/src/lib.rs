@@ -527,8 +527,21 @@ fn open_layer_stores(
     }
     for root in extras {
         let dir = root.join(format!("{name}-layers"));
-        if !dir.join("layers.lock").exists() {
+        if !dir.is_dir() {
             continue;
+        }
+        // Go opens read-only lock files with O_CREAT: a missing one is created when the
+        // file system allows it.
+        let lock = dir.join("layers.lock");
+        if !lock.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&lock);
         }
         let mut o =
             LayerStoreOptions::new(dir, run_root.join(format!("{name}-layers")), driver.clone());

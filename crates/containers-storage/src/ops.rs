@@ -447,8 +447,25 @@ impl Store {
             }
         }
         for ro in &self.ro_images {
-            if ro.read()?.lookup_image(key).is_some() {
-                return Err(Error::new(ErrorKind::StoreIsReadOnly));
+            let pulled = {
+                let r = ro.read()?;
+                match r.lookup_image(key) {
+                    Some(i) => Some(r.pull_up_options(&i.id.clone())?),
+                    None => None,
+                }
+            };
+            if let Some(mut new) = pulled {
+                // Go copies ("pulls up") the read-only image into the read-write store with
+                // the same ID, then renames the copy.
+                new.digest = new.digest.filter(|d| !d.is_empty());
+                let mut images = self.images.write()?;
+                let copy = images.create(new)?;
+                let op = match op {
+                    NamesOp::Set => storage_images::NamesOp::Set,
+                    NamesOp::Add => storage_images::NamesOp::Add,
+                    NamesOp::Remove => storage_images::NamesOp::Remove,
+                };
+                return images.update_names(&copy.id, &names, op);
             }
         }
         let mut containers = self.containers.write()?;

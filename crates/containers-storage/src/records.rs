@@ -166,8 +166,41 @@ impl Store {
         if !new.layer.is_empty() {
             new.layer = self.layer(&new.layer)?.0.id;
         }
+        // An ID that names a read-only image: that image is pulled up (its data, digest,
+        // times and flags copied); its names are added after the caller's.
+        let mut ro_names = Vec::new();
+        if let Some(id) = new.id.clone().filter(|i| !i.is_empty())
+            && self.images.read()?.lookup_image(&id).is_none()
+        {
+            for ro in &self.ro_images {
+                let r = ro.read()?;
+                let Some(i) = r.images().iter().find(|i| i.id == id) else {
+                    continue;
+                };
+                let pulled = r.pull_up_options(&i.id.clone())?;
+                ro_names = pulled.names.clone();
+                if new.metadata.is_empty() {
+                    new.metadata = pulled.metadata;
+                }
+                new.created = pulled.created;
+                if new.digest.is_none() {
+                    new.digest = pulled.digest.filter(|d| !d.is_empty());
+                }
+                new.names_history = pulled.names_history;
+                new.flags = pulled.flags;
+                new.big_data = pulled.big_data;
+                break;
+            }
+        }
         let mut w = self.images.write()?;
-        w.create(new)
+        let image = w.create(new)?;
+        if ro_names.is_empty() {
+            return Ok(image);
+        }
+        let mut names = image.names.clone();
+        names.extend(ro_names);
+        w.update_names(&image.id, &names, storage_images::NamesOp::Set)?;
+        w.get(&image.id).cloned()
     }
 
     /// The layers of a layer's ancestry plus its own size, summed (Go's `ImageSize`).

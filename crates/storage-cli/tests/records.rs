@@ -332,3 +332,67 @@ impl Store {
         self.ok(&["layers", "-q"]).lines().count()
     }
 }
+
+#[test]
+fn read_only_image_stores_and_pull_up() {
+    if !go_available() {
+        return;
+    }
+    let ais = store();
+    ais.ok(&["create-layer", "-i", "rol", "-n", "rolname"]);
+    ais.ok(&["create-image", "-i", "roimg", "-n", "roname", "rol"]);
+    assert_eq!(
+        ais.exec(OURS, &["set-image-data", "roimg", "item"], Some(b"x\n"))
+            .code,
+        0
+    );
+    let s = store();
+    let opt = format!("vfs.imagestore={}", ais.graph);
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["--storage-opt".to_string(), opt.clone()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    };
+    let run = |bin: &str, args: &[&str]| -> Out {
+        let v = with(args);
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        s.exec(bin, &refs, None)
+    };
+    for args in [
+        &["images"][..],
+        &["image", "roimg"],
+        &["layer", "rol"],
+        &["layers"],
+        &["layers", "-t"],
+    ] {
+        let ours = run(OURS, args);
+        assert_eq!(ours, run(GO, args), "{args:?}");
+        assert_eq!(ours.code, 0, "{args:?}");
+    }
+    assert!(
+        run(OURS, &["image", "roimg"])
+            .stdout
+            .ends_with("Read Only: true\n")
+    );
+    assert_eq!(
+        run(OURS, &["layer", "rol"]).stdout,
+        "ID: rol\nName: rolname\nRead Only: true\n"
+    );
+    // Renaming pulls the image up into the read-write store.
+    assert_eq!(run(OURS, &["add-names", "-n", "newname", "roimg"]).code, 0);
+    assert!(Path::new(&format!("{}/vfs-images/roimg/item", s.graph)).exists());
+    let image = run(OURS, &["image", "roimg"]).stdout;
+    assert_eq!(
+        image,
+        "ID: roimg\nName: newname\nName: roname\nTop Layer: rol\nData: item\nSize: 2\n"
+    );
+    assert_eq!(run(GO, &["image", "roimg"]).stdout, image);
+    // The read-only store is untouched.
+    assert_eq!(ais.ok(&["get-names", "roimg"]), "roname\n");
+    // Read-only layers cannot be mounted or deleted.
+    assert_eq!(run(OURS, &["mount", "rol"]).code, 1);
+    assert_eq!(
+        run(OURS, &["delete-layer", "rol"]).stderr,
+        "rol: identifier is not a layer\n"
+    );
+}

@@ -174,9 +174,9 @@ pub fn limit_and_target(
         "applydiff large (tar)" => (l("tar -x large.tar"), Some(Target::Limit(1.3)), apply_rss),
         "import-layer large (.tar.gz)" => (l("tar -xz large.tar.gz"), None, apply_rss),
         "import-layer large (.tar.zst)" => (l("tar --zstd -x large.tar.zst"), None, apply_rss),
-        "applydiff upper (tar)"
-        | "import-layer upper (.tar.gz)"
-        | "import-layer upper (.tar.zst)" => (None, None, apply_rss),
+        "applydiff upper (tar)" | "applydiff upper (.tar.gz)" | "applydiff upper (.tar.zst)" => {
+            (None, None, apply_rss)
+        }
         "diff -u small" => (l("tar -c small tree"), Some(Target::Limit(1.3)), None),
         "diff -c small" => (l("tar -c small tree | pigz"), None, None),
         "changes small" => (l("find small tree"), Some(Target::Limit(2.0)), None),
@@ -242,6 +242,18 @@ fn first_id(o: &Outcome) -> Result<String, String> {
     }
 }
 
+/// The row name of applying `name` in format `fmt`: `import-layer` for base layers in a
+/// compressed format, `applydiff` (onto a created layer) otherwise.
+fn apply_workload(name: &str, fmt: Fmt, child: bool) -> String {
+    match (fmt, child) {
+        (Fmt::Tar, _) => format!("applydiff {name} (tar)"),
+        (Fmt::Gz, true) => format!("applydiff {name} (.tar.gz)"),
+        (Fmt::Zst, true) => format!("applydiff {name} (.tar.zst)"),
+        (Fmt::Gz, false) => format!("import-layer {name} (.tar.gz)"),
+        (Fmt::Zst, false) => format!("import-layer {name} (.tar.zst)"),
+    }
+}
+
 /// The workload sequence of one binary on one fresh store, recording into `res`.
 struct Seq<'a> {
     cli: Cli,
@@ -250,6 +262,7 @@ struct Seq<'a> {
     data: &'a Data,
     scale: &'a Scale,
     groups: &'a [String],
+    started: std::time::Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -300,8 +313,19 @@ impl Seq<'_> {
         };
         if !o.status.success() {
             let why = o.reason();
+            eprintln!(
+                "bench: {:>6.1}s  {w}: failed: {why}",
+                self.started.elapsed().as_secs_f64()
+            );
             self.error(w, why.clone());
             return Err(why);
+        }
+        if !w.contains("per call") {
+            eprintln!(
+                "bench: {:>6.1}s  {w}: {}",
+                self.started.elapsed().as_secs_f64(),
+                report::secs(o.secs)
+            );
         }
         let c = self.cell(w);
         c.secs.push(o.secs);
@@ -345,14 +369,17 @@ impl Seq<'_> {
         parent: Option<&str>,
         diff_workload: Option<&str>,
     ) -> Option<String> {
-        let (w, file) = match fmt {
-            Fmt::Tar => (format!("applydiff {} (tar)", ds.name), &ds.tar),
-            Fmt::Gz => (format!("import-layer {} (.tar.gz)", ds.name), &ds.gz),
-            Fmt::Zst => (format!("import-layer {} (.tar.zst)", ds.name), &ds.zst),
+        let w = apply_workload(&ds.name, fmt, parent.is_some());
+        let file = match fmt {
+            Fmt::Tar => &ds.tar,
+            Fmt::Gz => &ds.gz,
+            Fmt::Zst => &ds.zst,
         };
         let parent_args: Vec<String> = parent.map(String::from).into_iter().collect();
-        let id = match fmt {
-            Fmt::Tar => {
+        // Children (the upper layer) are created first and filled by applydiff so that the
+        // vfs copy of the parent is not part of the measured apply.
+        let id = match (fmt, parent.is_some()) {
+            (Fmt::Tar, _) | (_, true) => {
                 let created = self
                     .cli
                     .untimed(
@@ -371,7 +398,7 @@ impl Seq<'_> {
                 self.timed(&w, &args, None, Sink::Capture).ok()?;
                 id
             }
-            Fmt::Gz | Fmt::Zst => {
+            (Fmt::Gz | Fmt::Zst, false) => {
                 let args = [
                     vec!["import-layer".to_string(), "-f".into(), s(file)],
                     parent_args,
@@ -440,13 +467,9 @@ impl Seq<'_> {
                         }
                     }
                     None => {
-                        let w = match fmt {
-                            Fmt::Tar => "applydiff upper (tar)",
-                            Fmt::Gz => "import-layer upper (.tar.gz)",
-                            Fmt::Zst => "import-layer upper (.tar.zst)",
-                        };
+                        let w = apply_workload("upper", fmt, true);
                         self.error(
-                            w,
+                            &w,
                             "needs the small layer, which could not be applied".into(),
                         );
                     }
@@ -1015,6 +1038,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
                     driver: d.clone(),
                     conf: conf.clone(),
                 };
+                let started = std::time::Instant::now();
                 let mut seq = Seq {
                     cli,
                     imp,
@@ -1022,9 +1046,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
                     data: &data,
                     scale: &scale,
                     groups: &opts.groups,
+                    started,
                 };
                 seq.run();
                 remove_dir(&dir)?;
+                eprintln!(
+                    "bench: ({} for this sequence)",
+                    report::secs(started.elapsed().as_secs_f64())
+                );
             }
         }
         eprintln!("bench: round {round}/{}: reference tools", opts.rounds);

@@ -220,6 +220,8 @@ pub struct GoTarWriter<W: Write> {
     /// Content bytes still expected for the current entry, and padding after it.
     remaining: u64,
     pad: usize,
+    /// Reused copy buffer.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> GoTarWriter<W> {
@@ -229,6 +231,7 @@ impl<W: Write> GoTarWriter<W> {
             out,
             remaining: 0,
             pad: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -498,7 +501,14 @@ impl<W: Write> GoTarWriter<W> {
 
     /// Copies up to the remaining size of the current entry from `r`.
     fn copy_content(&mut self, r: &mut dyn Read) -> io::Result<()> {
-        let mut buf = vec![0u8; 128 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(128 * 1024, 0);
+        let result = self.copy_with(r, &mut buf);
+        self.buf = buf;
+        result
+    }
+
+    fn copy_with(&mut self, r: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
         while self.remaining > 0 {
             let want = usize::try_from(self.remaining)
                 .unwrap_or(buf.len())
@@ -598,7 +608,7 @@ fn export_xattrs(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec<u
 
 /// Go's `tarAppender`: one archive being built.
 struct Appender<'a> {
-    tw: GoTarWriter<&'a mut dyn Write>,
+    tw: GoTarWriter<io::BufWriter<&'a mut dyn Write>>,
     uid_map: &'a [IdMap],
     gid_map: &'a [IdMap],
     seen: HashMap<u64, Vec<u8>>,
@@ -688,10 +698,13 @@ fn walk(app: &mut Appender<'_>, dir: &Path, rel: &[u8]) -> io::Result<()> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Ok(());
     };
-    let mut names: Vec<std::ffi::OsString> =
-        rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
+    // WalkDir's view: names sorted byte-wise, "is a directory" from the dirent type.
+    let mut names: Vec<(std::ffi::OsString, bool)> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect();
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, is_dir) in names {
         let path = dir.join(&name);
         let mut child = rel.to_vec();
         if !child.is_empty() {
@@ -701,9 +714,10 @@ fn walk(app: &mut Appender<'_>, dir: &Path, rel: &[u8]) -> io::Result<()> {
         match app.add(&path, &child) {
             Ok(_) => {}
             Err(e) if is_write_error(&e) => return Err(e),
-            Err(_) => continue,
+            // Go logs "Can't add file …" and walks on, into the directory too.
+            Err(_) => {}
         }
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        if is_dir {
             walk(app, &path, &child)?;
         }
     }
@@ -764,7 +778,7 @@ pub fn tar_dir(
     let mut tagged = TaggedWriter(out);
     let run = |w: &mut dyn Write| -> io::Result<()> {
         let mut app = Appender {
-            tw: GoTarWriter::new(w),
+            tw: GoTarWriter::new(io::BufWriter::with_capacity(64 * 1024, w)),
             uid_map,
             gid_map,
             seen: HashMap::new(),
@@ -791,7 +805,7 @@ pub fn export_changes(
     let mut tagged = TaggedWriter(out);
     let run = |w: &mut dyn Write| -> io::Result<()> {
         let mut app = Appender {
-            tw: GoTarWriter::new(w),
+            tw: GoTarWriter::new(io::BufWriter::with_capacity(64 * 1024, w)),
             uid_map,
             gid_map,
             seen: HashMap::new(),

@@ -564,6 +564,11 @@ fn diff_with_id_maps() {
     lchown(&m.join("unmapped"), 5, 6);
     std::fs::write(m.join(".wh.kept"), b"").unwrap();
     lchown(&m.join(".wh.kept"), 5, 6);
+    // An unmappable directory is skipped, but the walk still goes into it.
+    std::fs::create_dir(m.join("udir")).unwrap();
+    std::fs::write(m.join("udir/child"), b"c").unwrap();
+    lchown(&m.join("udir/child"), 100001, 200001);
+    lchown(&m.join("udir"), 5, 6);
     let mut out = Vec::new();
     d.diff("m", None, &uid_map, &gid_map, &mut out).unwrap();
     let mut ar = tar::Archive::new(&out[..]);
@@ -583,7 +588,11 @@ fn diff_with_id_maps() {
     // The unmappable entry is skipped; `.wh.` entries keep their host IDs.
     assert_eq!(
         got,
-        vec![(".wh.kept".to_owned(), 5, 6), ("mapped".to_owned(), 5, 6)]
+        vec![
+            (".wh.kept".to_owned(), 5, 6),
+            ("mapped".to_owned(), 5, 6),
+            ("udir/child".to_owned(), 1, 1)
+        ]
     );
 }
 

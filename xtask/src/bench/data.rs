@@ -26,7 +26,7 @@ impl Params {
     /// The cache key: changes whenever the data would.
     pub fn key(&self) -> String {
         let large: Vec<String> = self.large_mib.iter().map(u64::to_string).collect();
-        format!("v1-small{}-large{}", self.files, large.join("x"))
+        format!("v2-small{}-large{}", self.files, large.join("x"))
     }
 }
 
@@ -58,10 +58,18 @@ pub struct Data {
     pub small: Dataset,
     /// A few large files.
     pub large: Dataset,
-    /// Changes on top of `small`: whiteouts, deleted directories, an opaque directory.
+    /// A tree like `small` with a tenth of the files: the parent of `upper` (small, so that the
+    /// vfs copies of it made for every upper apply stay cheap).
+    pub lower: Dataset,
+    /// Changes on top of `lower`: whiteouts, deleted directories, an opaque directory.
     pub upper: Dataset,
     /// `small` extracted (for `cp -a`, `find`, `du`, `tar -c`).
     pub tree: PathBuf,
+}
+
+/// Files of the `lower` tree (the parent of `upper`).
+fn lower_files(files: usize) -> usize {
+    (files / 10).max(300)
 }
 
 /// splitmix64: small, fast, deterministic.
@@ -407,12 +415,14 @@ fn path_of(dirs: &[Dir], e: &FileEnt) -> String {
     format!("{}/{}", dirs[e.dir].path, e.name)
 }
 
-fn write_small(
+fn write_tree(
     path: &Path,
+    name: &str,
+    seed: u64,
     pools: &Pools,
     files: usize,
 ) -> io::Result<(Dataset, Vec<Dir>, Vec<FileEnt>)> {
-    let mut rng = Rng(1);
+    let mut rng = Rng(seed);
     let (dirs, ents) = small_tree(&mut rng, files);
     let mut t = TarOut::create(path)?;
     let mtime = |rng: &mut Rng| 1_700_000_000 + rng.below(10_000_000);
@@ -440,7 +450,7 @@ fn write_small(
         }
     }
     let (sha256, size, entries) = t.finish()?;
-    Ok((dataset("small", path, sha256, size, entries), dirs, ents))
+    Ok((dataset(name, path, sha256, size, entries), dirs, ents))
 }
 
 fn write_large(path: &Path, pools: &Pools, sizes_mib: &[u64]) -> io::Result<Dataset> {
@@ -647,7 +657,8 @@ fn manifest_json(d: &Data, params: &Params) -> serde_json::Value {
         |d: &Dataset| serde_json::json!({"sha256": d.sha256, "size": d.size, "entries": d.entries});
     serde_json::json!({
         "key": params.key(),
-        "small": ds(&d.small), "large": ds(&d.large), "upper": ds(&d.upper),
+        "small": ds(&d.small), "large": ds(&d.large), "lower": ds(&d.lower),
+        "upper": ds(&d.upper),
     })
 }
 
@@ -674,6 +685,7 @@ fn load(dir: &Path, params: &Params) -> Option<Data> {
         dir: dir.to_path_buf(),
         small: ds("small")?,
         large: ds("large")?,
+        lower: ds("lower")?,
         upper: ds("upper")?,
         tree,
     })
@@ -693,11 +705,19 @@ pub fn prepare(base: &Path, params: &Params) -> Result<Data, String> {
     eprintln!("bench: generating data in {} (once) ...", dir.display());
     let pools = Pools::new();
     let err = |e: io::Error| e.to_string();
-    let (small, dirs, ents) =
-        write_small(&dir.join("small.tar"), &pools, params.files).map_err(err)?;
+    let (small, _, _) =
+        write_tree(&dir.join("small.tar"), "small", 1, &pools, params.files).map_err(err)?;
     let large = write_large(&dir.join("large.tar"), &pools, &params.large_mib).map_err(err)?;
+    let (lower, dirs, ents) = write_tree(
+        &dir.join("lower.tar"),
+        "lower",
+        4,
+        &pools,
+        lower_files(params.files),
+    )
+    .map_err(err)?;
     let upper = write_upper(&dir.join("upper.tar"), &pools, &dirs, &ents).map_err(err)?;
-    for ds in [&small, &large, &upper] {
+    for ds in [&small, &large, &lower, &upper] {
         compress(ds)?;
     }
     let tree = dir.join("tree-small");
@@ -713,12 +733,13 @@ pub fn prepare(base: &Path, params: &Params) -> Result<Data, String> {
         dir: dir.clone(),
         small,
         large,
+        lower,
         upper,
         tree,
     };
     let manifest = manifest_json(&data, params);
     fs::write(dir.join("manifest.json"), manifest.to_string()).map_err(err)?;
-    for ds in [&data.small, &data.large, &data.upper] {
+    for ds in [&data.small, &data.large, &data.lower, &data.upper] {
         eprintln!(
             "bench: {}: {} entries, {:.1} MiB tar, sha256 {}",
             ds.name,

@@ -418,6 +418,22 @@ impl Seq<'_> {
         Some(id)
     }
 
+    /// Creates a layer (child of `parent`) and fills it with `ds`'s plain tar, unmeasured.
+    fn apply_untimed(&mut self, ds: &Dataset, parent: Option<&str>) -> Result<String, String> {
+        let mut args = vec!["create-layer".to_string()];
+        args.extend(parent.map(String::from));
+        let id = first_id(&self.cli.untimed(&args, Sink::Capture)?)?;
+        let args = vec!["applydiff".to_string(), "-f".into(), s(&ds.tar), id.clone()];
+        self.cli.untimed(&args, Sink::Capture)?;
+        Ok(id)
+    }
+
+    fn delete_layer(&mut self, id: String) {
+        let _ = self
+            .cli
+            .untimed(&["delete-layer".into(), id], Sink::Capture);
+    }
+
     fn run(&mut self) {
         let data = self.data;
         let apply = self.want("apply");
@@ -427,51 +443,44 @@ impl Seq<'_> {
         let small = if apply {
             self.apply(&data.small, Fmt::Tar, None, diff_w)
         } else {
-            let created = self
-                .cli
-                .untimed(&["create-layer".into()], Sink::Capture)
-                .and_then(|o| first_id(&o));
-            created.ok().and_then(|id| {
-                let args = vec![
-                    "applydiff".to_string(),
-                    "-f".into(),
-                    s(&data.small.tar),
-                    id.clone(),
-                ];
-                self.cli.untimed(&args, Sink::Capture).ok()?;
-                if let Some(dw) = diff_w {
-                    self.check(dw, &id, &data.small, Some(dw));
-                }
-                Some(id)
-            })
+            let id = self.apply_untimed(&data.small, None).ok();
+            if let (Some(id), Some(dw)) = (&id, diff_w) {
+                self.check(dw, id, &data.small, Some(dw));
+            }
+            id
         };
         if apply {
+            // Layers not needed later are deleted to keep the store small.
             for fmt in [Fmt::Gz, Fmt::Zst] {
-                self.apply(&data.small, fmt, None, None);
-            }
-            for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
-                // Large layers are not needed later: delete them to keep the store small.
-                if let Some(id) = self.apply(&data.large, fmt, None, None) {
-                    let _ = self
-                        .cli
-                        .untimed(&["delete-layer".into(), id], Sink::Capture);
+                if let Some(id) = self.apply(&data.small, fmt, None, None) {
+                    self.delete_layer(id);
                 }
             }
             for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
-                match &small {
-                    Some(p) => {
+                if let Some(id) = self.apply(&data.large, fmt, None, None) {
+                    self.delete_layer(id);
+                }
+            }
+            // The upper layer goes on top of `lower` (checked like every apply).
+            let lower = self.apply_untimed(&data.lower, None).and_then(|id| {
+                let args = vec!["diff".to_string(), "-u".into(), id.clone()];
+                let o = self.cli.untimed(&args, Sink::Hash)?;
+                if o.sha256.as_deref() == Some(data.lower.sha256.as_str()) {
+                    Ok(id)
+                } else {
+                    Err("the lower layer does not diff back to its tar".into())
+                }
+            });
+            for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
+                match &lower {
+                    Ok(p) => {
                         if let Some(id) = self.apply(&data.upper, fmt, Some(p.as_str()), None) {
-                            let _ = self
-                                .cli
-                                .untimed(&["delete-layer".into(), id], Sink::Capture);
+                            self.delete_layer(id);
                         }
                     }
-                    None => {
+                    Err(e) => {
                         let w = apply_workload("upper", fmt, true);
-                        self.error(
-                            &w,
-                            "needs the small layer, which could not be applied".into(),
-                        );
+                        self.error(&w, format!("needs the lower layer: {e}"));
                     }
                 }
             }
@@ -1081,6 +1090,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         "go": s(&opts.go),
         "small": {"files": scale.params.files, "tar_bytes": data.small.size, "entries": data.small.entries},
         "large": {"mib": scale.params.large_mib, "tar_bytes": data.large.size},
+        "lower": {"tar_bytes": data.lower.size, "entries": data.lower.entries},
         "upper": {"tar_bytes": data.upper.size, "entries": data.upper.entries},
         "data_dir": s(&data.dir),
         "images": scale.images,

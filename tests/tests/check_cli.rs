@@ -235,3 +235,51 @@ fn gc_and_dedup_outputs() {
         assert!(cs.ours(&["dedup", "--hash-method", m]).status.success());
     }
 }
+
+#[test]
+fn read_only_store_damage_is_reported_but_never_repaired() {
+    let ro = Cs::new("vfs");
+    let l = import(&ro);
+    let img = first_line(&ro.ours(&["create-image", "-n", "roimg", &l]));
+    let cs = Cs::new("vfs");
+    let opt = format!("vfs.imagestore={}", ro.graph.display());
+    let with_ro = |args: &[&str]| {
+        let mut v = vec!["--storage-opt", opt.as_str()];
+        v.extend_from_slice(args);
+        cs.ours(&v)
+    };
+    let o = with_ro(&["check"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    std::fs::write(
+        ro.graph.join("vfs/dir").join(&l).join("etc/hello.txt"),
+        b"HELLO\n",
+    )
+    .expect("edit");
+    let o = with_ro(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report = out(&o);
+    assert!(
+        report.contains(&format!("read-only layer {l}:\n read-only layer {l}: ")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("read-only image {img}:\n")),
+        "{report}"
+    );
+    assert_eq!(
+        err(&o),
+        "0 layer errors, 1 read-only layer errors, 0 image errors, 1 read-only image errors, 0 container errors\n"
+    );
+    let before = std::fs::read(ro.graph.join("vfs-images/images.json")).expect("read");
+    let o = with_ro(&["check", "-r"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        err(&o),
+        "1 read-only layer errors, 1 read-only image errors, 0 container errors\n"
+    );
+    assert_eq!(
+        std::fs::read(ro.graph.join("vfs-images/images.json")).expect("read"),
+        before
+    );
+    assert!(ro.graph.join("vfs/dir").join(&l).exists());
+}

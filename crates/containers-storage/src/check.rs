@@ -313,17 +313,8 @@ impl Store {
         let mut stores: Vec<(&Arc<LayerStore>, bool)> = vec![(&rw, false)];
         stores.extend(ros.iter().map(|s| (s, true)));
         for (store, read_only) in stores {
-            let guard = if read_only {
-                None
-            } else {
-                Some(store.write()?)
-            };
-            let rguard = if read_only { Some(store.read()?) } else { None };
-            let layers: &Layers = match (&guard, &rguard) {
-                (Some(w), _) => w,
-                (_, Some(r)) => r,
-                _ => continue,
-            };
+            let guard = store.read()?;
+            let layers: &Layers = &guard;
             let desc = if read_only { "read-only " } else { "" };
             let list: Vec<Layer> = layers
                 .layers()

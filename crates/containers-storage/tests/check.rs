@@ -229,6 +229,28 @@ fn removed_big_data_is_found_and_repaired() {
 }
 
 #[test]
+fn removed_layer_data_is_found_and_repaired() {
+    let s = scratch();
+    let store = Store::open(&s.opts).expect("open");
+    let l = layer_from(&store, None, tar_of(&s.work, "a", &[("a.txt", b"hello")]));
+    store
+        .set_layer_big_data(&l, "item", &mut &b"payload"[..])
+        .expect("set");
+    let img = image_on(&store, &l);
+    assert_clean(&store);
+    std::fs::remove_file(s.opts.graph_root.join("vfs-layers").join(&l).join("item")).expect("rm");
+    let r = store.check(&CheckOptions::default()).expect("check");
+    let want = vec![format!(
+        "layer {l}: data item \"item\": layer data item is missing"
+    )];
+    assert_eq!(r.layers.get(&l).cloned().unwrap_or_default(), want);
+    assert_eq!(r.images.get(&img).cloned().unwrap_or_default(), want);
+    assert!(store.repair(&r, &RepairOptions::default()).is_empty());
+    assert_clean(&store);
+    assert!(store.layers().expect("layers").is_empty());
+}
+
+#[test]
 fn wrong_size_big_data_is_reported() {
     let s = scratch();
     let store = Store::open(&s.opts).expect("open");

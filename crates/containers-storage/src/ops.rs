@@ -102,8 +102,9 @@ impl Store {
         w.create_with_parent(parent.as_ref(), opts, diff)
     }
 
-    /// Go's `DeleteLayer`: refuses when the layer has children, is an image's (mapped) top
-    /// layer or a container's layer.
+    /// Go's `DeleteLayer`: refuses when the layer has children, is an image's top layer or a
+    /// container's layer (an ID-mapped copy is not protected; it is removed from the images'
+    /// `mapped-layers`).
     pub fn delete_layer(&self, key: &str) -> Result<()> {
         let rw = self.layer_store()?;
         let mut w = rw.write()?;
@@ -121,7 +122,7 @@ impl Store {
                 .context(format!("used by layer {}", child.id)));
         }
         for image in image_views.iter().flat_map(|v| v.images()) {
-            if image.layer == id || image.mapped_layers.contains(&id) {
+            if image.layer == id {
                 return Err(Error::new(ErrorKind::LayerUsedByImage)
                     .context(format!("layer {id} used by image {}", image.id)));
             }
@@ -133,8 +134,24 @@ impl Store {
             }
         }
         drop(containers);
+        let users: Vec<String> = image_views
+            .iter()
+            .flat_map(|v| v.images())
+            .filter(|i| i.mapped_layers.contains(&id))
+            .map(|i| i.id.clone())
+            .collect();
         drop(image_views);
-        w.delete_unchecked(&id)
+        w.delete_unchecked(&id)?;
+        // Go forgets a deleted mapped copy in every image that lists it.
+        for store in self.rw_images() {
+            let mut images = store.write()?;
+            for image in &users {
+                if images.lookup_image(image).is_some() {
+                    images.remove_mapped_layer(image, &id)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies a (possibly compressed) tar stream to layer `key` (Go's `ApplyDiff`).

@@ -343,10 +343,31 @@ impl Store {
                 e.context(format!("locating image with ID {}", go_quote(&opts.image)))
             })?)
         };
-        let parent = image
-            .as_ref()
-            .map(|i| i.layer.clone())
-            .filter(|l| !l.is_empty());
+        let requested = (!opts.uid_map.is_empty()
+            || !opts.gid_map.is_empty()
+            || opts.host_uid_mapping
+            || opts.host_gid_mapping)
+            .then(|| {
+                (
+                    if opts.host_uid_mapping {
+                        Vec::new()
+                    } else {
+                        opts.uid_map.clone()
+                    },
+                    if opts.host_gid_mapping {
+                        Vec::new()
+                    } else {
+                        opts.gid_map.clone()
+                    },
+                )
+            });
+        let parent = match (&image, requested) {
+            (Some(i), Some((u, g))) if !i.layer.is_empty() => {
+                Some(self.mapped_top_layer(i, &u, &g)?)
+            }
+            (Some(i), _) if !i.layer.is_empty() => Some(i.layer.clone()),
+            _ => None,
+        };
         let volatile = opts.volatile || self.is_transient();
         if let Some(id) = opts.id.as_deref().filter(|i| !i.is_empty())
             && self.containers.read()?.lookup_container(id).is_some()
@@ -389,6 +410,79 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// The layer a container with maps `uid`/`gid` is created on (store.md §8.5): the image's
+    /// top layer or one of its `mapped-layers` with exactly these maps; else, for an image of a
+    /// read-write store whose top layer is in the primary layer store, a new ID-mapped copy of
+    /// the top layer (recorded in the image's `mapped-layers`); else the top layer itself.
+    fn mapped_top_layer(&self, image: &Image, uid: &[IdMap], gid: &[IdMap]) -> Result<String> {
+        let candidates: Vec<&String> = std::iter::once(&image.layer)
+            .chain(image.mapped_layers.iter())
+            .collect();
+        let rw = self.layer_store()?;
+        let ro_stores = self.read_only_layer_stores()?;
+        let mut w = rw.write()?;
+        for c in &candidates {
+            if let Some(l) = w.lookup(c)
+                && l.uidmap == uid
+                && l.gidmap == gid
+            {
+                return Ok(l.id.clone());
+            }
+        }
+        for ro in &ro_stores {
+            let r = ro.read()?;
+            for c in &candidates {
+                if let Some(l) = r.lookup(c)
+                    && l.uidmap == uid
+                    && l.gidmap == gid
+                {
+                    return Ok(l.id.clone());
+                }
+            }
+        }
+        let Some(top) = w.lookup(&image.layer).cloned() else {
+            return Ok(image.layer.clone());
+        };
+        let mut home = None;
+        for store in self.rw_images() {
+            if store.read()?.lookup_image(&image.id).is_some() {
+                home = Some(store);
+                break;
+            }
+        }
+        let Some(home) = home else {
+            return Ok(top.id);
+        };
+        let parent = if top.parent.is_empty() {
+            None
+        } else if let Some(p) = w.lookup(&top.parent).cloned() {
+            Some(p)
+        } else {
+            let mut found = None;
+            for ro in &ro_stores {
+                if let Some(p) = ro.read()?.lookup(&top.parent) {
+                    found = Some(p.clone());
+                    break;
+                }
+            }
+            found
+        };
+        let (copy, _) = w.create_with_parent(
+            parent.as_ref(),
+            &CreateLayerOptions {
+                template: Some(top.id.clone()),
+                uid_map: uid.to_vec(),
+                gid_map: gid.to_vec(),
+                host_uid_mapping: uid.is_empty(),
+                host_gid_mapping: gid.is_empty(),
+                ..CreateLayerOptions::default()
+            },
+            None,
+        )?;
+        home.write()?.add_mapped_layer(&image.id, &copy.id)?;
+        Ok(copy.id)
     }
 
     /// Go's `DeleteContainer`: the container's layer, data and userdata dirs, then the record.

@@ -396,3 +396,82 @@ fn read_only_image_stores_and_pull_up() {
         "rol: identifier is not a layer\n"
     );
 }
+
+/// Replaces 64-hex IDs by `ID`.
+fn mask_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in s.chars() {
+        if c.is_ascii_hexdigit() && !c.is_ascii_uppercase() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() == 64 { "ID" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.push_str(if run.len() == 64 { "ID" } else { &run });
+    out
+}
+
+#[test]
+fn mapped_containers_get_a_mapped_copy_of_the_top_layer_like_go() {
+    use std::os::unix::fs::MetadataExt;
+    if !go_available() {
+        return;
+    }
+    let mut trees = Vec::new();
+    for bin in [OURS, GO] {
+        let s = store();
+        let src = s.tmp.path().join("src/etc");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("hello.txt"), "hi").unwrap();
+        let tar = s.tmp.path().join("a.tar").to_string_lossy().into_owned();
+        let st = Command::new("tar")
+            .args([
+                "-C",
+                &s.tmp.path().join("src").to_string_lossy(),
+                "-cf",
+                &tar,
+                "etc",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let run = |args: &[&str]| {
+            let o = s.exec(bin, args, None);
+            assert_eq!(o.code, 0, "{bin} {args:?}: {o:?}");
+            o.stdout
+        };
+        run(&["import-layer", "-i", "base", "-f", &tar]);
+        run(&["create-image", "-i", "img", "base"]);
+        for c in ["c1", "c2"] {
+            run(&[
+                "create-container",
+                "-i",
+                c,
+                "--uidmap",
+                "0:101000:65536",
+                "--gidmap",
+                "0:101000:65536",
+                "img",
+            ]);
+        }
+        let mp = run(&["mount", "c1"]);
+        let md = std::fs::metadata(Path::new(mp.trim()).join("etc/hello.txt")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (101000, 101000), "{bin}");
+        run(&["unmount", "c1"]);
+        let image = run(&["image", "--json", "img"]);
+        assert_eq!(
+            image.matches("\"mapped-layers\":[\"").count(),
+            1,
+            "{bin}: {image}"
+        );
+        trees.push(mask_ids(&run(&["layers", "-t"])));
+    }
+    assert_eq!(trees[0], trees[1]);
+    assert_eq!(
+        trees[0],
+        "(base)\n├─base\n│ image: img\n└─ID\n  image: img\n  ├─ID\n  │ container: c1\n  └─ID\n    container: c2\n"
+    );
+}

@@ -217,3 +217,99 @@ pub fn diff_digests(chain: &[serde_json::Value]) -> Vec<String> {
         .map(|l| l["diff-digest"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// Checks everything our CLI says about a skopeo-written image `name` made from `img`, diffs
+/// each layer, mounts the top layer and a container; returns nothing, panics on a mismatch.
+pub fn ours_reads_pulled_image(cs: &Cs, img: &crate::oci::OciImage, name: &str, busybox: bool) {
+    let images = json(&crate::ok(&cs.ours(&["images", "--json"])));
+    let rec = images
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["id"] == img.image_id()))
+        .unwrap_or_else(|| panic!("image {} not listed: {images}", img.image_id()))
+        .clone();
+    assert_eq!(rec["digest"], img.manifest_digest.as_str());
+    assert!(
+        rec["names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "names of {rec}"
+    );
+    let top = rec["layer"].as_str().expect("top layer").to_string();
+    let plain = crate::ok(&cs.ours(&["image", name]));
+    for want in [
+        format!("ID: {}", img.image_id()),
+        format!("Name: {name}"),
+        format!("Top Layer: {top}"),
+        format!("Digest: {}", img.manifest_digest),
+        "Data: manifest".to_string(),
+    ] {
+        assert!(
+            plain.lines().any(|l| l == want),
+            "`image {name}` lacks {want:?}:\n{plain}"
+        );
+    }
+    let by_digest = crate::ok(&cs.ours(&["images-by-digest", "-q", &img.manifest_digest]));
+    assert_eq!(first_line(&by_digest), img.image_id());
+
+    // Layers: diff digests are the config's diff_ids, compressed digests the manifest's.
+    let chain = layer_chain(&crate::ok(&cs.ours(&["layers", "--json"])), &top);
+    assert_eq!(diff_digests(&chain), img.diff_ids());
+    for (rec, l) in chain.iter().zip(&img.layers) {
+        assert_eq!(rec["compressed-diff-digest"], l.digest.as_str());
+        assert_eq!(rec["diff-size"], l.tar.len() as u64);
+        let id = rec["id"].as_str().unwrap_or_default();
+        let d = cs.ours(&["diff", "-u", id]);
+        crate::ok(&d);
+        assert_eq!(
+            crate::tars::sha256(&d.stdout),
+            l.diff_id,
+            "our diff -u of layer {id}"
+        );
+    }
+
+    // Manifest and config bytes.
+    let keys = crate::ok(&cs.ours(&["list-image-data", name]));
+    let mkey = format!("manifest-{}", img.manifest_digest);
+    for k in ["manifest", mkey.as_str(), img.config_digest.as_str()] {
+        assert!(
+            keys.lines().any(|l| l == k),
+            "list-image-data lacks {k}:\n{keys}"
+        );
+    }
+    for (k, want) in [
+        ("manifest", &img.manifest),
+        (mkey.as_str(), &img.manifest),
+        (img.config_digest.as_str(), &img.config),
+    ] {
+        let got = cs.ours(&["get-image-data", name, k]);
+        crate::ok(&got);
+        assert_eq!(&got.stdout, want, "get-image-data {name} {k}");
+    }
+
+    // The top layer mounted, then a container made from the image.
+    let mp = first_line(&crate::ok(&cs.ours(&["mount", &top])));
+    crate::oci::assert_rootfs(
+        std::path::Path::new(&mp),
+        busybox,
+        "our mount of the top layer",
+    );
+    crate::ok(&cs.ours(&["unmount", &top]));
+    let cid = first_line(&crate::ok(&cs.ours(&[
+        "create-container",
+        "-n",
+        "reader",
+        name,
+    ])));
+    let mp = first_line(&crate::ok(&cs.ours(&["mount", &cid])));
+    crate::oci::assert_rootfs(
+        std::path::Path::new(&mp),
+        busybox,
+        "our mount of a container",
+    );
+    crate::ok(&cs.ours(&["unmount", &cid]));
+    crate::ok(&cs.ours(&["delete-container", &cid]));
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}

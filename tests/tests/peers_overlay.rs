@@ -1,0 +1,179 @@
+//! Real-peer interop on overlay (root only): our image listed, inspected, mounted and run by
+//! podman and mounted by Go's containers-storage; an image skopeo writes mounted by us.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
+use storage_tests::peers::{
+    Unmounter, first_line, import_image, ours_reads_pulled_image, podman, skopeo_copy, storage_ref,
+};
+use storage_tests::{Cs, go_cs, is_root, ok, peer, require};
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn peers_ready(need: &[&str]) -> bool {
+    if !require(is_root(), "root (overlay mounts)") {
+        return false;
+    }
+    for p in need {
+        let have = if *p == "go" {
+            go_cs().is_some()
+        } else {
+            peer(p).is_some()
+        };
+        if !require(have, p) {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn our_overlay_image_read_by_podman_and_go() {
+    if !peers_ready(&["podman", "go"]) {
+        return;
+    }
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, true);
+    let bb = busybox_available();
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(bb));
+    let name = "localhost/ours-overlay:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    let top = import_image(&run, &img, name);
+
+    // Our own view first.
+    let cid = first_line(&ok(&cs.ours(&["create-container", "-n", "ourctr", name])));
+    let mp = first_line(&ok(&cs.ours(&["mount", &cid])));
+    let ctr = json(&ok(&cs.ours(&["container", "--json", &cid])));
+    let layer = ctr[0]["layer"].as_str().unwrap_or_default().to_string();
+    let want_mp = cs.graph.join("overlay").join(&layer).join("merged");
+    assert_eq!(Path::new(&mp), want_mp, "our overlay mount point");
+    assert_rootfs(Path::new(&mp), bb, "our mount of our overlay container");
+    ok(&cs.ours(&["unmount", &cid]));
+
+    // podman lists, inspects and mounts it.
+    let list = json(&ok(&podman(&cs, &["images", "--format", "json"])));
+    assert!(
+        list.as_array().is_some_and(|a| a
+            .iter()
+            .any(|i| i["Id"] == img.image_id() && i["Digest"] == img.manifest_digest.as_str())),
+        "podman images: {list}"
+    );
+    let insp = json(&ok(&podman(&cs, &["image", "inspect", name])));
+    let insp = &insp[0];
+    assert_eq!(insp["Id"], img.image_id());
+    assert_eq!(insp["Digest"], img.manifest_digest.as_str());
+    assert_eq!(insp["GraphDriver"]["Name"], "overlay");
+    let upper = cs.graph.join("overlay").join(&top).join("diff");
+    assert_eq!(
+        insp["GraphDriver"]["Data"]["UpperDir"],
+        upper.to_string_lossy().as_ref()
+    );
+    let lowers = insp["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        lowers.split(':').count(),
+        img.layers.len() - 1,
+        "LowerDir {lowers}"
+    );
+    let layers: Vec<&str> = insp["RootFS"]["Layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(layers, img.diff_ids());
+    let mp = first_line(&ok(&podman(&cs, &["image", "mount", name])));
+    assert_rootfs(
+        Path::new(&mp),
+        bb,
+        "podman image mount of our overlay image",
+    );
+    ok(&podman(&cs, &["image", "unmount", name]));
+
+    // Go makes a container of it and mounts it: same files.
+    let gid = first_line(&ok(&cs.go(&["create-container", "-n", "goctr", name])));
+    let mp = first_line(&ok(&cs.go(&["mount", &gid])));
+    assert!(mp.ends_with("/merged"), "Go mount point {mp}");
+    assert_rootfs(
+        Path::new(&mp),
+        bb,
+        "Go's mount of a container of our overlay image",
+    );
+    // We see Go's mount count, and Go sees ours.
+    assert_eq!(
+        ok(&cs.ours(&["mounted", &gid])).trim(),
+        format!("{gid} mounted")
+    );
+    ok(&cs.go(&["unmount", &gid]));
+    ok(&cs.go(&["delete-container", &gid]));
+    ok(&cs.ours(&["delete-container", &cid]));
+    let left = json(&ok(&cs.go(&["containers", "--json"])));
+    assert_eq!(left, serde_json::json!([]));
+}
+
+#[test]
+fn skopeo_writes_overlay_ours_mounts() {
+    if !peers_ready(&["skopeo"]) {
+        return;
+    }
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, false);
+    let bb = busybox_available();
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(bb));
+    let name = "localhost/pulled-overlay:v1";
+    ok(&skopeo_copy(&img.reference(), &storage_ref(&cs, name)));
+    ours_reads_pulled_image(&cs, &img, name, bb);
+}
+
+#[test]
+fn podman_runs_our_overlay_image() {
+    if !peers_ready(&["podman"])
+        || !require(
+            busybox_available(),
+            "a static /bin/busybox to ship in the image",
+        )
+    {
+        return;
+    }
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(true));
+    let name = "localhost/runnable:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    import_image(&run, &img, name);
+    // Podman asks for higher nofile/nproc limits than a process without CAP_SYS_RESOURCE may
+    // set; lowering them is always allowed.
+    let base = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        name,
+    ];
+    let started = std::time::Instant::now();
+    let t = podman(&cs, &[&base[..], &["/bin/true"]].concat());
+    eprintln!("podman run /bin/true took {:?}", started.elapsed());
+    if !t.status.success() {
+        let err = String::from_utf8_lossy(&t.stderr);
+        // The one allowed skip, even in CI: the machine does not let podman run containers.
+        if err.contains("cgroup") || err.contains("OCI runtime") || err.contains("conmon") {
+            eprintln!("SKIPPED: podman cannot run containers on this machine: {err}");
+            return;
+        }
+        panic!("podman run {name} /bin/true failed: {err}");
+    }
+    // The container sees the merged layers: changed file, opaque dir, deletion, owners.
+    let script = "cat /etc/motd; ls -A /opq; test ! -e /gone/file && echo gone; stat -c '%u:%g %a' /etc/secret /usr/bin/suid";
+    let out = ok(&podman(
+        &cs,
+        &[&base[..], &["/bin/sh", "-c", script]].concat(),
+    ));
+    assert_eq!(out, "layer2 motd\nnew\ngone\n1000:1000 600\n0:0 4755\n");
+}

@@ -20,13 +20,15 @@
 //! to obtain the layer store handle, re-initialising the driver when another process shut
 //! it down), layers (exclusive even for reads, like Go), images, containers.
 //!
-//! Limits: a container whose image top layer is ID-mapped differently gets a layer with the
-//! requested maps on top of the unmapped parent (no mapped copy of the top layer, §8.5);
-//! creating an image with the ID of a read-only image does not "pull up" the read-only one;
-//! renaming read-only images is refused (`ErrStoreIsReadOnly`) instead of pulling them up;
-//! split image stores (`--image-store`) put image records and non-writeable layers under the
-//! image store root but are otherwise not special-cased; auto user namespaces are not
-//! implemented.
+//! Read-only images are "pulled up" into the read-write store when renamed or re-created
+//! with their ID; containers with ID maps get an ID-mapped copy of the image's top layer
+//! (recorded in the image's `mapped-layers`), like Go.
+//!
+//! Limits: auto user namespaces are not implemented; the mapped-copy search does not treat a
+//! map-less layer as a match on drivers that can shift IDs at mount time; a split image store
+//! (`--image-store`) keeps `<G>/<drv>-images` as an additional read-write store but the
+//! 1.60 "search the graph root's layers as read-only" detail is covered only through the
+//! layer store's own split-store support.
 //!
 //! ```
 //! use containers_storage::Store;

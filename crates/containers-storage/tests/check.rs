@@ -411,6 +411,45 @@ fn gc_removes_strays_but_keeps_records() {
 }
 
 #[test]
+fn gc_removes_incomplete_layers_and_abandoned_staging_dirs() {
+    let s = scratch();
+    let (keep, doomed) = {
+        let store = Store::open(&s.opts).expect("open");
+        let keep = layer_from(&store, None, tar_of(&s.work, "k", &[("k", b"k")]));
+        let doomed = layer_from(&store, None, tar_of(&s.work, "d", &[("d", b"d")]));
+        (keep, doomed)
+    };
+    // A crashed writer: the record still carries the incomplete flag.
+    let json = s.opts.graph_root.join("vfs-layers/layers.json");
+    let text = std::fs::read_to_string(&json).expect("read");
+    let needle = format!("{{\"id\":\"{doomed}\",");
+    assert!(text.contains(&needle));
+    let text = text.replace(
+        &needle,
+        &format!("{needle}\"flags\":{{\"incomplete\":true}},"),
+    );
+    std::fs::write(&json, text).expect("write");
+    // An abandoned deferred-deletion staging directory.
+    let tmp = s.opts.graph_root.join("vfs-layers/tmp");
+    std::fs::create_dir_all(tmp.join("temp-dir-123/x")).expect("mkdir");
+    std::fs::write(tmp.join("lock-123"), b"").expect("lock");
+
+    let store = Store::open(&s.opts).expect("open");
+    store.garbage_collect().expect("gc");
+    let ids: Vec<String> = store
+        .layers()
+        .expect("layers")
+        .into_iter()
+        .map(|(l, _)| l.id)
+        .collect();
+    assert_eq!(ids, vec![keep]);
+    assert!(!layer_dir(&s, &doomed).exists());
+    assert!(!tmp.join("temp-dir-123").exists());
+    assert!(!tmp.join("lock-123").exists());
+    assert_clean(&store);
+}
+
+#[test]
 fn bad_hash_method_is_refused() {
     let e = "bogus".parse::<HashMethod>().expect_err("bogus");
     assert_eq!(e.to_string(), "invalid hash method: bogus");

@@ -161,6 +161,12 @@ pub trait Driver: Send + Sync {
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64>;
     /// Opens files of the layer by tar name, for tar-split reassembly.
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>>;
+    /// Whether [`Driver::get`] can apply these ID maps at mount time (Go's
+    /// `SupportsShifting`). When true, the store creates layers without maps and passes
+    /// them to `get` instead. Drivers that cannot shift keep this default.
+    fn supports_shifting(&self, _uid_map: &[IdMap], _gid_map: &[IdMap]) -> bool {
+        false
+    }
     /// Re-owns the content of a freshly created layer from the old maps to the new ones.
     fn update_layer_id_map(
         &self,

@@ -1154,3 +1154,84 @@ fn id_mapped_layers_match_go() {
     d.put("c").unwrap();
     assert!(m.is_dir());
 }
+
+/// Mount-time ID shifting through idmapped lowers (root, kernel ≥ 5.19).
+#[test]
+fn mount_time_shifting() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    let uid = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65536,
+    }];
+    let gid = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 200_000,
+        size: 65536,
+    }];
+    let disabled = std::env::var("_CONTAINERS_OVERLAY_DISABLE_IDMAP").as_deref() == Ok("yes");
+    let status = d
+        .status()
+        .into_iter()
+        .find(|(k, _)| k == "Supports shifting")
+        .unwrap()
+        .1;
+    assert_eq!(status, d.supports_shifting(&uid, &gid).to_string());
+    if disabled {
+        assert!(!d.supports_shifting(&uid, &gid));
+        return;
+    }
+    if !require(
+        d.supports_shifting(&uid, &gid),
+        "kernel without idmapped overlay lowers",
+    ) {
+        return;
+    }
+    assert!(
+        fx.tmp
+            .path()
+            .join("run/overlay/idmapped-lower-dir-true")
+            .exists()
+    );
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create_read_write("c", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let shifted = MountOpts {
+        uid_map: uid.to_vec(),
+        gid_map: gid.to_vec(),
+        ..MountOpts::default()
+    };
+    let m = d.get("c", &shifted).unwrap();
+    let md = std::fs::metadata(m.join("etc/group")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100_000, 200_000));
+    assert!(
+        !fx.home().join("c/mapped").exists(),
+        "views are detached and removed right after mounting"
+    );
+    d.put("c").unwrap();
+    // On disk nothing changed.
+    let md = std::fs::metadata(fx.home().join("base/diff/etc/group")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    // Read-only shifted mounts map the layer's own diff too.
+    let ro = MountOpts {
+        options: vec!["ro".into()],
+        ..shifted
+    };
+    let m = d.get("base", &ro).unwrap();
+    assert_eq!(std::fs::metadata(m.join("etc")).unwrap().uid(), 100_000);
+    d.put("base").unwrap();
+
+    // `_CONTAINERS_OVERLAY_DISABLE_IDMAP=yes` turns shifting off (checked in a child).
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", "mount_time_shifting", "--test-threads=1"])
+        .env("_CONTAINERS_OVERLAY_DISABLE_IDMAP", "yes")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+}

@@ -35,6 +35,7 @@
 //! layer stores, no composefs, no SELinux labels, no staged (partial) pulls; XFS project
 //! quotas only where the kernel provides them.
 
+mod idmapped;
 mod mount;
 mod native;
 mod probe;
@@ -254,6 +255,8 @@ pub(crate) struct Overlay {
     rootless: bool,
     quota: Option<quota::Control>,
     refs: Mutex<HashMap<PathBuf, RefEntry>>,
+    /// Cached `idmapped-lower-dir` probe.
+    idmapped: std::sync::OnceLock<bool>,
 }
 
 fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
@@ -493,6 +496,7 @@ impl Overlay {
             rootless,
             quota,
             refs: Mutex::new(HashMap::new()),
+            idmapped: std::sync::OnceLock::new(),
         })
     }
 
@@ -502,6 +506,55 @@ impl Overlay {
         } else {
             "trusted.overlay.opaque"
         }
+    }
+
+    /// Whether idmapped lowers work here (root only; probe cached in the run home).
+    fn idmapped_lowers(&self) -> bool {
+        *self.idmapped.get_or_init(|| {
+            !self.rootless
+                && probe::cached(&self.run_home, "idmapped-lower-dir", || {
+                    probe::idmapped(&self.home)
+                })
+                .is_ok()
+        })
+    }
+
+    /// Replaces `lowers` by paths inside idmapped views of their mapping roots, mounted
+    /// at `<dir>/mapped/<n>`; returns the view mount points (to detach after mounting).
+    fn map_lowers(
+        &self,
+        dir: &Path,
+        lowers: &mut [PathBuf],
+        uid_map: &[IdMap],
+        gid_map: &[IdMap],
+    ) -> Result<Vec<PathBuf>> {
+        let ns = idmapped::user_namespace(uid_map, gid_map)
+            .map_err(|e| Error::io("create user namespace", dir, e))?;
+        let mapped = dir.join("mapped");
+        if !mapped.exists() {
+            mkdir_mode(&mapped, 0o700)?;
+        }
+        let mut roots: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for lower in lowers.iter_mut() {
+            let (root, rel) = idmapped::mapping_root(lower);
+            let view = match roots.iter().find(|(r, _)| *r == root) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    let v = mapped.join(roots.len().to_string());
+                    if !v.exists() {
+                        mkdir_mode(&v, 0o700)?;
+                    }
+                    if let Err(e) = idmapped::idmapped_mount(&root, &v, &ns) {
+                        release_views(&roots.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+                        return Err(Error::io("create mapped mount for", &root, e));
+                    }
+                    roots.push((root, v.clone()));
+                    v
+                }
+            };
+            *lower = view.join(rel);
+        }
+        Ok(roots.into_iter().map(|(_, v)| v).collect())
     }
 
     fn use_naive_diff(&self) -> bool {
@@ -1001,6 +1054,15 @@ impl Overlay {
         if let Some(prog) = &self.mount_program {
             return self.mount_with_program(prog, &lowers, upper, work, &data, merged, opts);
         }
+        let mut views = Vec::new();
+        if !opts.uid_map.is_empty()
+            && !opts.gid_map.is_empty()
+            && self.supports_shifting(&opts.uid_map, &opts.gid_map)
+        {
+            views = self.map_lowers(dir, &mut lowers, &opts.uid_map, &opts.gid_map)?;
+            // The views live below the layer dir, not under `l/`: no relative form.
+            relative.clear();
+        }
         let spec = mount::Spec {
             lowers,
             relative_lowers: relative,
@@ -1011,7 +1073,10 @@ impl Overlay {
             target: merged.to_path_buf(),
             home: self.home.clone(),
         };
-        mount::mount_overlay(&spec, mount::method_from_env()).map_err(|e| {
+        let mounted = mount::mount_overlay(&spec, mount::method_from_env());
+        // The overlay holds its own references: the views go right away.
+        release_views(&views);
+        mounted.map_err(|e| {
             Error::msg(
                 ErrorKind::Io,
                 format!(
@@ -1105,6 +1170,10 @@ impl Overlay {
         if self.ref_dec(&merged) > 0 {
             return Ok(());
         }
+        if let Ok(rd) = std::fs::read_dir(dir.join("mapped")) {
+            let views: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            release_views(&views);
+        }
         if self.mount_program.is_some() && mount::is_mountpoint(&merged) {
             let ok = ["fusermount3", "fusermount"].iter().any(|p| {
                 std::process::Command::new(p)
@@ -1170,6 +1239,17 @@ impl Overlay {
         }
         let _ = self.unmount_layer(id);
         result
+    }
+}
+
+/// Detaches idmapped views and removes their directories (best effort).
+fn release_views(views: &[PathBuf]) {
+    for v in views {
+        let _ = mount::unmount(v);
+        let _ = std::fs::remove_dir(v);
+    }
+    if let Some(parent) = views.first().and_then(|v| v.parent()) {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
@@ -1321,7 +1401,10 @@ impl Driver for Overlay {
                 (!self.use_naive_diff()).to_string(),
             ),
             ("Using metacopy".into(), self.metacopy.to_string()),
-            ("Supports shifting".into(), "false".into()),
+            (
+                "Supports shifting".into(),
+                self.supports_shifting(&[], &[]).to_string(),
+            ),
             ("Supports volatile".into(), self.volatile.to_string()),
         ]
     }
@@ -1465,6 +1548,17 @@ impl Driver for Overlay {
         let mut dirs = vec![dir.join("diff")];
         dirs.extend(self.lower_diffs(id)?);
         Ok(Box::new(native::LayeredFileGetter::new(dirs)))
+    }
+
+    fn supports_shifting(&self, uid_map: &[IdMap], gid_map: &[IdMap]) -> bool {
+        if std::env::var("_CONTAINERS_OVERLAY_DISABLE_IDMAP").as_deref() == Ok("yes") {
+            return false;
+        }
+        if self.mount_program.is_some() {
+            // fuse-overlayfs maps the upper layer too: contiguous maps only.
+            return idmapped::is_contiguous(uid_map) && idmapped::is_contiguous(gid_map);
+        }
+        self.idmapped_lowers()
     }
 
     fn update_layer_id_map(

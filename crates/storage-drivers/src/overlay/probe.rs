@@ -82,9 +82,11 @@ impl TempProbeDir {
 
 impl Drop for TempProbeDir {
     fn drop(&mut self) {
-        let merged = self.path.join("merged");
-        if mount::is_mountpoint(&merged) {
-            let _ = mount::unmount(&merged);
+        for sub in ["merged", "mapped"] {
+            let p = self.path.join(sub);
+            if mount::is_mountpoint(&p) {
+                let _ = mount::unmount(&p);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.path);
     }
@@ -258,6 +260,28 @@ pub(crate) fn volatile(home: &Path, extra: &[String]) -> Probe {
         .map_err(|e| format!("failed to mount overlay with volatile: {}", io_text(&e)))?;
     let _ = mount::unmount(&dirs[3]);
     Ok(())
+}
+
+/// Go's `supportsIdmappedLowerLayers`: an overlay whose lower is an idmapped mount.
+pub(crate) fn idmapped(home: &Path) -> Probe {
+    let t = TempProbeDir::new(home, "idmapped-check").map_err(|e| io_text(&e))?;
+    let dirs = t
+        .sub(&["lower", "upper", "work", "merged", "mapped"])
+        .map_err(|e| io_text(&e))?;
+    let map = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 1,
+        size: 1,
+    }];
+    let ns = super::idmapped::user_namespace(&map, &map)
+        .map_err(|e| format!("create user namespace: {}", io_text(&e)))?;
+    super::idmapped::idmapped_mount(&dirs[0], &dirs[4], &ns)
+        .map_err(|e| format!("create mapped mount: {}", io_text(&e)))?;
+    let (data, flags) = mount_data(&[&dirs[4]], &dirs[1], &dirs[2], &[]);
+    let r = mount::mount_classic(&data, &dirs[3], flags);
+    let _ = mount::unmount(&dirs[3]);
+    let _ = mount::unmount(&dirs[4]);
+    r.map_err(|e| format!("mount overlay with idmapped lower: {}", io_text(&e)))
 }
 
 #[cfg(test)]

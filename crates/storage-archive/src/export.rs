@@ -943,4 +943,119 @@ mod tests {
         assert_eq!(&out[1024..1027], b"d/f");
         assert_eq!(out.len(), 512 * 5);
     }
+
+    fn write_one(h: &TarHeader) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut tw = GoTarWriter::new(&mut out);
+        tw.write_header(h).unwrap();
+        tw.write_content(&vec![b'z'; usize::try_from(h.size).unwrap()])
+            .unwrap();
+        tw.finish().unwrap();
+        out
+    }
+
+    fn base(name: &[u8]) -> TarHeader {
+        TarHeader {
+            name: name.to_vec(),
+            typeflag: b'0',
+            mode: 0o644,
+            mtime: 1_600_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn long_names_use_ustar_prefix_then_pax() {
+        // Splittable: plain USTAR with a prefix.
+        let split = format!("{}/{}", "p".repeat(120), "n".repeat(90));
+        let out = write_one(&base(split.as_bytes()));
+        assert_eq!(out[156], b'0');
+        assert_eq!(&out[345..465], "p".repeat(120).as_bytes());
+        // A 120-byte base name cannot be split: PAX `path`, name truncated in the header.
+        let long = "n".repeat(120);
+        let out = write_one(&base(long.as_bytes()));
+        assert_eq!(&out[..29], b"PaxHeaders.0/nnnnnnnnnnnnnnnn");
+        assert_eq!(out[156], b'x');
+        let rec = format!("130 path={long}\n");
+        assert_eq!(&out[512..512 + rec.len()], rec.as_bytes());
+        assert_eq!(&out[1024..1124], "n".repeat(100).as_bytes());
+        let mut r = storage_tarsplit::TarReader::new(&out[..]);
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!(h.name, long.as_bytes());
+        assert!(r.next_header().unwrap().is_none());
+    }
+
+    #[test]
+    fn non_ascii_and_big_numbers_use_pax_records() {
+        let mut h = base("café".as_bytes());
+        h.uid = 3_000_000;
+        h.uname = vec![b'u'; 40];
+        let out = write_one(&h);
+        assert_eq!(out[156], b'x');
+        let data_len = usize::try_from(
+            u64::from_str_radix(std::str::from_utf8(&out[124..135]).unwrap(), 8).unwrap(),
+        )
+        .unwrap();
+        let data = std::str::from_utf8(&out[512..512 + data_len]).unwrap();
+        let keys: Vec<&str> = data
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.split_once('=').unwrap().0)
+            .collect();
+        assert_eq!(keys, vec!["path", "uid", "uname"]);
+        // The main header holds the ASCII-only name and a zeroed uid field.
+        assert_eq!(&out[1024..1028], b"caf\0");
+        assert_eq!(&out[1024 + 108..1024 + 116], b"0000000\0");
+    }
+
+    #[test]
+    fn negative_mtime_goes_to_pax() {
+        let mut h = base(b"old");
+        h.mtime = -5;
+        let out = write_one(&h);
+        assert_eq!(out[156], b'x');
+        assert_eq!(&out[512..524], b"12 mtime=-5\n");
+    }
+
+    #[test]
+    fn unrepresentable_device_numbers_fall_back_to_gnu() {
+        let mut h = base(&[b'd'; 120]);
+        h.typeflag = b'3';
+        h.devmajor = 1 << 25;
+        let out = write_one(&h);
+        // GNU long name first, then the entry with a base-256 major and GNU magic.
+        assert_eq!(&out[..13], b"././@LongLink");
+        assert_eq!(out[156], b'L');
+        assert_eq!(&out[512..632], &[b'd'; 120][..]);
+        assert_eq!(out[632], 0);
+        let hdr = &out[1024..1536];
+        assert_eq!(hdr[156], b'3');
+        assert_eq!(&hdr[257..265], b"ustar  \0");
+        assert_eq!(hdr[329] & 0x80, 0x80);
+        assert_eq!(&hdr[329..337], &[0x80, 0, 0, 0, 0x02, 0, 0, 0]);
+    }
+
+    #[test]
+    fn delete_whiteouts_are_bare_headers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let changes = [
+            Change {
+                path: "/z".into(),
+                kind: ChangeKind::Delete,
+            },
+            Change {
+                path: "/a/b".into(),
+                kind: ChangeKind::Delete,
+            },
+        ];
+        let mut out = Vec::new();
+        export_changes(tmp.path(), &changes, &[], &[], &mut out).unwrap();
+        assert_eq!(out.len(), 512 * 4);
+        assert_eq!(&out[..8], b"a/.wh.b\0");
+        assert_eq!(&out[512..519], b".wh.z\0\0");
+        for blk in [&out[..512], &out[512..1024]] {
+            assert_eq!(blk[156], b'0');
+            assert_eq!(&blk[100..108], b"0000000\0");
+            assert_eq!(&blk[265..297], &[0u8; 32][..]);
+        }
+    }
 }

@@ -30,10 +30,15 @@
 //! `overlay.imagestore=` stores are searched read-only and their layers mount under the
 //! run home.
 //!
-//! Limits: no mount-time ID shifting (`Supports shifting: false`, so the store chowns
-//! layers and `_CONTAINERS_OVERLAY_DISABLE_IDMAP` has nothing to disable), no additional
-//! layer stores, no composefs, no SELinux labels, no staged (partial) pulls; XFS project
-//! quotas only where the kernel provides them.
+//! Mount-time ID shifting ([`Driver::supports_shifting`]): as root, mounts given ID maps
+//! use idmapped views of the lowers (probe `idmapped-lower-dir`), like Go 1.60;
+//! `_CONTAINERS_OVERLAY_DISABLE_IDMAP=yes` turns it off. With a mount program, contiguous
+//! maps are passed to it as `uidmapping=`/`gidmapping=`.
+//!
+//! Limits: no additional layer stores, no composefs, no SELinux labels, no staged
+//! (partial) pulls; XFS project quotas only where the kernel provides them (not on this
+//! project's test host); rootless native overlay is not attempted (fuse-overlayfs is
+//! used when installed).
 
 mod idmapped;
 mod mount;

@@ -283,3 +283,91 @@ fn read_only_store_damage_is_reported_but_never_repaired() {
     );
     assert!(ro.graph.join("vfs/dir").join(&l).exists());
 }
+
+/// A loop-mounted XFS (or btrfs) file system, unmounted on drop.
+struct LoopMount(tempfile::TempDir);
+
+impl LoopMount {
+    fn new() -> Option<LoopMount> {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-dedup-cli-")
+            .tempdir()
+            .ok()?;
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).ok()?;
+        let run = |c: &mut std::process::Command| c.output().is_ok_and(|o| o.status.success());
+        if !run(std::process::Command::new("truncate")
+            .arg("-s")
+            .arg("400M")
+            .arg(&img))
+        {
+            return None;
+        }
+        let made = ["mkfs.xfs", "mkfs.btrfs"]
+            .iter()
+            .any(|m| run(std::process::Command::new(m).arg("-q").arg("-f").arg(&img)));
+        if !made
+            || !run(std::process::Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(&img)
+                .arg(&mnt))
+        {
+            return None;
+        }
+        Some(LoopMount(dir))
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path().join("mnt"))
+            .status();
+    }
+}
+
+#[test]
+fn dedup_reports_bytes_shared_on_a_reflink_file_system() {
+    if !require(storage_tests::is_root(), "root to loop-mount a file system") {
+        return;
+    }
+    let mnt = LoopMount::new();
+    if !require(mnt.is_some(), "mkfs.xfs/mkfs.btrfs and a loop device") {
+        return;
+    }
+    let Some(mnt) = mnt else { return };
+    let dir = tempfile::Builder::new()
+        .prefix("store-")
+        .tempdir_in(mnt.0.path().join("mnt"))
+        .expect("tempdir");
+    let cs = Cs {
+        graph: dir.path().join("root"),
+        run: dir.path().join("run"),
+        driver: "vfs".into(),
+        dir,
+    };
+    // Two images whose layers carry the same 300 KB file.
+    let a = import(&cs);
+    let b = import(&cs);
+    ok(&cs.ours(&["create-image", &a]));
+    ok(&cs.ours(&["create-image", &b]));
+    let before =
+        std::fs::read(cs.graph.join("vfs/dir").join(&b).join("usr/bin/tool")).expect("read");
+    let o = cs.ours(&["dedup", "--hash-method", "sha256"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let n: u64 = out(&o)
+        .trim()
+        .strip_prefix("Deduplicated ")
+        .and_then(|r| r.strip_suffix(" bytes"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {:?}", out(&o)));
+    assert!(n >= 300_000, "deduplicated only {n} bytes");
+    let after =
+        std::fs::read(cs.graph.join("vfs/dir").join(&b).join("usr/bin/tool")).expect("read");
+    assert_eq!(before, after);
+    assert!(cs.ours(&["check"]).status.success());
+    drop(cs);
+    drop(mnt);
+}

@@ -10,8 +10,9 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// 0 = error only, 1 = warnings too, 2 = debug.
-static VERBOSITY: AtomicU8 = AtomicU8::new(0);
+/// 0 = error only, 1 = info and warnings too (logrus' default level, in effect until the
+/// command line has been parsed), 2 = debug.
+static VERBOSITY: AtomicU8 = AtomicU8::new(1);
 
 /// Installs the subscriber (once per process). Without a call, library events are dropped.
 pub fn install() {
@@ -27,8 +28,9 @@ fn level_enabled(level: &Level) -> bool {
     let v = VERBOSITY.load(Ordering::Relaxed);
     match *level {
         Level::ERROR => true,
-        Level::WARN => v >= 1 || v >= 2,
-        _ => v >= 2 && *level != Level::TRACE,
+        Level::WARN | Level::INFO => v >= 1,
+        Level::DEBUG => v >= 2,
+        Level::TRACE => false,
     }
 }
 

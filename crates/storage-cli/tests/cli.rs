@@ -762,3 +762,32 @@ fn config_prints_options_json() {
         "{\"runroot\":\"/cr\",\"root\":\"/cg\",\"RootlessStoragePath\":\"\",\"driver\":\"vfs\",\"PullOptions\":null}\n"
     );
 }
+
+#[test]
+fn storage_conf_warnings_are_logged_before_the_level_is_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\nbogus = 1\nrunroot = \"{}\"\ngraphroot = \"{}\"\n",
+            tmp.path().join("r").display(),
+            tmp.path().join("g").display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let o = run_with(OURS, &["status"], &[("CONTAINERS_STORAGE_CONF", c)]);
+    assert_eq!(o.code, 0);
+    let first = strip_times(o.stderr.lines().next().unwrap());
+    assert_eq!(
+        first,
+        format!(
+            "time=\"T\" level=warning msg=\"Failed to decode the keys [\\\"storage.bogus\\\"] from \\\"{c}\\\"\""
+        )
+    );
+    if let Some(go) = go_binary() {
+        let g = run_with(go, &["status"], &[("CONTAINERS_STORAGE_CONF", c)]);
+        assert_eq!(strip_times(&g.stderr), strip_times(&o.stderr));
+    }
+}

@@ -240,3 +240,35 @@ fn chown_failures_can_be_ignored() {
         );
     }
 }
+
+#[test]
+fn returns_the_sum_of_header_sizes_in_every_format() {
+    // Sizes count every header, whiteouts and skipped entries included
+    // (the whiteout "file" has content here, as some tools write).
+    let entries = vec![
+        Entry::dir("d/"),
+        Entry::file("d/a", &[1u8; 1000]),
+        Entry::file("d/.wh.b", b"xyz"),
+        Entry::file(".wh..wh.plnk/9", b"12345"),
+        Entry::symlink("l", "d/a"),
+    ];
+    let bytes = tar(&entries);
+    for whiteout in [
+        WhiteoutFormat::Apply,
+        WhiteoutFormat::Overlay {
+            opaque_xattr: "user.overlay.opaque",
+        },
+        WhiteoutFormat::Aufs,
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let opts = UnpackOptions {
+            whiteout,
+            ..Default::default()
+        };
+        let n = storage_archive::unpack(&mut &bytes[..], tmp.path(), &opts);
+        if matches!(whiteout, WhiteoutFormat::Overlay { .. }) && !is_root() {
+            continue; // mknod of the whiteout needs privileges
+        }
+        assert_eq!(n.expect("unpack"), 1008, "{whiteout:?}");
+    }
+}

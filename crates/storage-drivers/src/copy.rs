@@ -42,9 +42,24 @@ fn open_dir_at(dirfd: BorrowedFd<'_>, name: &CStr) -> std::result::Result<OwnedF
     )
 }
 
+/// Raises the soft open-file limit to the hard one, once, as Go's runtime does at
+/// start-up: the copy holds two directory fds per level of nesting.
+fn raise_nofile_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            lim.current = lim.maximum;
+            let _ = setrlimit(Resource::Nofile, lim);
+        }
+    });
+}
+
 /// Copies the tree at `src` into the existing directory `dst` (whose own metadata is
 /// set from `src`'s root, like Go's walk that includes the root).
 pub(crate) fn dir_copy(src: &Path, dst: &Path) -> Result<()> {
+    raise_nofile_limit();
     let open_root = |p: &Path| {
         rustix::fs::open(
             p,

@@ -407,3 +407,34 @@ fn split_image_store() {
     assert!(!is.join("vfs/dir/ro").exists());
     assert!(!d.exists("ro"));
 }
+
+#[test]
+fn deep_tree_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let b = d.get("base", &MountOpts::default()).unwrap();
+    // 700 levels: the copy holds two directory fds per level.
+    let mut deep = b.clone();
+    for _ in 0..700 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("leaf"), b"bottom").unwrap();
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let c = d.get("child", &MountOpts::default()).unwrap();
+    let leaf = c.join(deep.strip_prefix(&b).unwrap()).join("leaf");
+    assert_eq!(std::fs::read(leaf).unwrap(), b"bottom");
+    assert_eq!(d.changes("child", Some("base")).unwrap(), vec![]);
+    let mut tar = Vec::new();
+    d.diff("child", None, &[], &[], &mut tar).unwrap();
+    let mut ar = tar::Archive::new(&tar[..]);
+    let names: Vec<Vec<u8>> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert_eq!(names.len(), 701);
+    assert_eq!(names.last().map(|n| n.len()), Some(700 * 2 + 4));
+}

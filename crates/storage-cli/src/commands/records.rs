@@ -189,8 +189,22 @@ pub fn list_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
+fn create_output(file: &str) -> Result<(), String> {
+    if file.is_empty() {
+        return Ok(());
+    }
+    std::fs::File::create(file)
+        .map(|_| ())
+        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))
+}
+
 /// `get-image-data IMAGE KEY`.
 pub fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    // Like Go: the image is resolved, then the output file created, then the item read.
+    ctx.store
+        .image_big_data_names(&ctx.args[0])
+        .map_err(|e| e.to_string())?;
+    create_output(&ctx.flags.str("-file"))?;
     let data = ctx
         .store
         .image_big_data(&ctx.args[0], &ctx.args[1])
@@ -392,6 +406,10 @@ pub fn list_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `get-container-data CONTAINER KEY`.
 pub fn get_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    ctx.store
+        .container_big_data_names(&ctx.args[0])
+        .map_err(|e| e.to_string())?;
+    create_output(&ctx.flags.str("-file"))?;
     let data = ctx
         .store
         .container_big_data(&ctx.args[0], &ctx.args[1])

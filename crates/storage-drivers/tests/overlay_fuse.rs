@@ -164,6 +164,46 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         .collect();
     assert!(names.contains(&"etc/.wh.group".to_owned()), "{names:?}");
 
+    // Contiguous maps are shifted by fuse-overlayfs itself.
+    let uid = vec![storage_types::IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65536,
+    }];
+    assert!(d.supports_shifting(&uid, &uid));
+    let split = [
+        storage_types::IdMap {
+            container_id: 0,
+            host_id: 1000,
+            size: 1,
+        },
+        storage_types::IdMap {
+            container_id: 1,
+            host_id: 100_000,
+            size: 65535,
+        },
+    ];
+    assert!(!d.supports_shifting(&split, &split));
+    let m = d
+        .get(
+            "rw",
+            &MountOpts {
+                uid_map: uid.clone(),
+                gid_map: uid,
+                ..MountOpts::default()
+            },
+        )
+        .unwrap();
+    let md = std::fs::metadata(m.join("bin/new")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&md),
+            std::os::unix::fs::MetadataExt::gid(&md)
+        ),
+        (100_000, 100_000)
+    );
+    d.put("rw").unwrap();
+
     // Reopening without the option keeps using a mount program (the store needs one).
     d.cleanup().unwrap();
     g.1 = None;

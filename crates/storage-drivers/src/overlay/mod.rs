@@ -76,23 +76,26 @@ const OVERRIDE_XATTR: &str = "user.containers.override_stat";
 /// Go's `graphdriver.FsNames` for the backing file system line.
 pub(crate) fn fs_name(magic: i64) -> &'static str {
     match magic {
-        0xEF53 => "extfs",
-        0x5846_5342 => "xfs",
-        0x9123_683E => "btrfs",
-        0x0102_1994 => "tmpfs",
-        0x794C_7630 => "overlayfs",
-        0x6573_5546 => "fuseblk",
-        0x2FC1_2FC1 => "zfs",
         0x6175_6673 => "aufs",
-        0xF15F => "ecryptfs",
-        0x6969 => "nfs",
-        0xF2F5_2010 => "f2fs",
-        0x7371_7368 => "squashfs",
-        0x8584_58F6 => "ramfs",
+        0x9123_683E => "btrfs",
         0x28CD_3D45 => "cramfs",
-        0x5265_4973 => "reiserfs",
+        0xF15F => "ecryptfs",
+        0xEF53 => "extfs",
+        0xF2F5_2010 => "f2fs",
+        0x6573_5546 => "fuse",
+        0x4750_4653 => "gpfs",
         0x0000_72B6 => "jffs2",
-        0x0102_1997 => "v9fs",
+        0x3153_464A => "jfs",
+        0x6969 => "nfs",
+        0x794C_7630 => "overlayfs",
+        0x8584_58F6 => "ramfs",
+        0x5265_4973 => "reiserfs",
+        0x0000_517B => "smb",
+        0x7371_7368 => "squashfs",
+        0x0102_1994 => "tmpfs",
+        0xA501_FCF5 => "vxfs",
+        0x5846_5342 => "xfs",
+        0x2FC1_2FC1 => "zfs",
         _ => "<unknown>",
     }
 }
@@ -262,6 +265,9 @@ pub(crate) struct Overlay {
     refs: Mutex<HashMap<PathBuf, RefEntry>>,
     /// Cached `idmapped-lower-dir` probe.
     idmapped: std::sync::OnceLock<bool>,
+    /// Serializes mounts and unmounts (Go's per-layer locker), so that a second `get`
+    /// never returns a path whose mount is still being made.
+    mount_lock: Mutex<()>,
 }
 
 fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
@@ -502,6 +508,7 @@ impl Overlay {
             quota,
             refs: Mutex::new(HashMap::new()),
             idmapped: std::sync::OnceLock::new(),
+            mount_lock: Mutex::new(()),
         })
     }
 
@@ -926,6 +933,7 @@ impl Overlay {
 
     fn mount_layer(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         Self::check_id(id)?;
+        let _serial = self.mount_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (dir, in_store) = self.dir(id);
         if !dir.is_dir() {
             return Err(Error::msg(
@@ -1129,11 +1137,16 @@ impl Overlay {
                 .collect::<Vec<_>>()
                 .join(":")
         };
-        if !opts.uid_map.is_empty() {
-            data.push_str(&format!(",uidmapping={}", maps(&opts.uid_map)));
+        // Go: a single one-ID map squashes every owner to it.
+        match opts.uid_map.as_slice() {
+            [] => {}
+            [m] if m.size == 1 => data.push_str(&format!(",squash_to_uid={}", m.host_id)),
+            all => data.push_str(&format!(",uidmapping={}", maps(all))),
         }
-        if !opts.gid_map.is_empty() {
-            data.push_str(&format!(",gidmapping={}", maps(&opts.gid_map)));
+        match opts.gid_map.as_slice() {
+            [] => {}
+            [m] if m.size == 1 => data.push_str(&format!(",squash_to_gid={}", m.host_id)),
+            all => data.push_str(&format!(",gidmapping={}", maps(all))),
         }
         if self.cfg.force_mask.is_some() {
             data.push_str(",xattr_permissions=2");
@@ -1170,6 +1183,7 @@ impl Overlay {
     }
 
     fn unmount_layer(&self, id: &str) -> Result<()> {
+        let _serial = self.mount_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (dir, in_store) = self.dir(id);
         let merged = self.merged_dir(id, &dir, in_store);
         if self.ref_dec(&merged) > 0 {

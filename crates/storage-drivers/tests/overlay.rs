@@ -1235,3 +1235,27 @@ fn mount_time_shifting() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("1 passed"), "{text}");
 }
+
+#[test]
+fn concurrent_get_put_balance() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    apply(d, "base", None, &base_tar());
+    d.create_read_write("c", Some("base"), &CreateOpts::default())
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    let m = d.get("c", &MountOpts::default()).unwrap();
+                    assert!(m.join("etc/group").exists(), "mounted when get returns");
+                    d.put("c").unwrap();
+                }
+            });
+        }
+    });
+    assert!(!mounted(&fx.home().join("c/merged")));
+}

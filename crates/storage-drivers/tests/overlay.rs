@@ -1259,3 +1259,40 @@ fn concurrent_get_put_balance() {
     });
     assert!(!mounted(&fx.home().join("c/merged")));
 }
+
+#[test]
+fn force_mask_keeps_real_modes_in_xattrs() {
+    let Some(fx) = Fixture::new(vec!["overlay.force_mask=private".into()]) else {
+        return;
+    };
+    let d = fx.d();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let diff = fx.home().join("base/diff");
+    assert_eq!(mode(&diff) & 0o7777, 0o700);
+    assert_eq!(
+        get_xattr(&diff, "user.containers.override_stat").as_deref(),
+        Some(&b"0:0:0555:dir"[..])
+    );
+    apply(d, "base", None, &base_tar());
+    let f = diff.join("etc/group");
+    assert_eq!(mode(&f) & 0o7777, 0o700);
+    let v = get_xattr(&f, "user.containers.override_stat").unwrap();
+    assert!(String::from_utf8_lossy(&v).starts_with("0:0:0644"), "{v:?}");
+    // A child takes the real stat of its parent's diff from the xattr (which the
+    // extraction rewrote from the tar's root entry).
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    assert_eq!(
+        get_xattr(
+            &fx.home().join("child/diff"),
+            "user.containers.override_stat"
+        ),
+        get_xattr(&diff, "user.containers.override_stat")
+    );
+    // 1.60: writable layers need a mount program for force_mask.
+    let e = d
+        .create_read_write("rw", Some("base"), &CreateOpts::default())
+        .unwrap_err();
+    assert!(e.message().contains("force_mask"), "{e}");
+    assert!(!fx.home().join("rw").exists());
+}

@@ -313,3 +313,47 @@ pub fn ours_reads_pulled_image(cs: &Cs, img: &crate::oci::OciImage, name: &str, 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// Exports image `name` from `cs` with `skopeo copy … oci:DIR:x` and checks the exported config's
+/// `rootfs.diff_ids` and the uncompressed digest of every exported layer blob against `img`.
+pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImage) {
+    let out = cs.dir.path().join("exported");
+    crate::ok(&skopeo_copy(
+        &storage_ref(cs, name),
+        &format!("oci:{}:x", out.display()),
+    ));
+    let (manifest, config) = crate::oci::read_layout(&out, "x");
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, img.diff_ids(), "exported config diff_ids");
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(descs.len(), img.layers.len());
+    for (d, l) in descs.iter().zip(&img.layers) {
+        let bytes = layer_bytes(&out, d);
+        assert_eq!(
+            crate::tars::sha256(&bytes),
+            l.diff_id,
+            "uncompressed exported layer"
+        );
+    }
+}
+
+/// Uncompressed bytes of an exported layer blob, by media type.
+pub fn layer_bytes(dir: &Path, desc: &serde_json::Value) -> Vec<u8> {
+    let digest = desc["digest"].as_str().unwrap_or_default();
+    let raw = std::fs::read(crate::oci::blob_path(dir, digest)).expect("read exported blob");
+    assert_eq!(crate::tars::sha256(&raw), digest, "exported blob digest");
+    let mt = desc["mediaType"].as_str().unwrap_or_default();
+    if mt.ends_with("gzip") {
+        crate::oci::gunzip(&raw)
+    } else {
+        assert!(mt.ends_with(".tar"), "unexpected layer media type {mt}");
+        raw
+    }
+}

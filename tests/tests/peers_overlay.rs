@@ -6,7 +6,8 @@ use std::path::Path;
 
 use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
 use storage_tests::peers::{
-    Unmounter, first_line, import_image, ours_reads_pulled_image, podman, skopeo_copy, storage_ref,
+    Unmounter, first_line, import_image, ours_reads_pulled_image, podman, skopeo_copy,
+    skopeo_exports_same_layers, storage_ref,
 };
 use storage_tests::{Cs, go_cs, is_root, ok, peer, require};
 
@@ -112,6 +113,9 @@ fn our_overlay_image_read_by_podman_and_go() {
     ok(&cs.ours(&["delete-container", &cid]));
     let left = json(&ok(&cs.go(&["containers", "--json"])));
     assert_eq!(left, serde_json::json!([]));
+
+    // skopeo exports it from overlay with the same layers (diffs rebuilt from tar-split).
+    skopeo_exports_same_layers(&cs, name, &img);
 }
 
 #[test]
@@ -176,4 +180,153 @@ fn podman_runs_our_overlay_image() {
         &[&base[..], &["/bin/sh", "-c", script]].concat(),
     ));
     assert_eq!(out, "layer2 motd\nnew\ngone\n1000:1000 600\n0:0 4755\n");
+}
+
+/// Tar entries: path → (type byte, mode, uid, gid, sha256 of the data, link name).
+type Entries = std::collections::BTreeMap<String, (u8, u32, u64, u64, String, String)>;
+
+/// Entries of a tar stream.
+fn tar_entries(data: &[u8]) -> Entries {
+    let mut a = tar::Archive::new(data);
+    let mut m = std::collections::BTreeMap::new();
+    for e in a.entries().expect("tar entries") {
+        let mut e = e.expect("tar entry");
+        let path = e.path().expect("entry path").to_string_lossy().into_owned();
+        let h = e.header().clone();
+        let link = e
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).expect("entry body");
+        m.insert(
+            path,
+            (
+                h.entry_type().as_byte(),
+                h.mode().unwrap_or(0),
+                h.uid().unwrap_or(0),
+                h.gid().unwrap_or(0),
+                storage_tests::tars::sha256(&body),
+                link,
+            ),
+        );
+    }
+    m
+}
+
+#[test]
+fn container_changes_shared_on_overlay() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !peers_ready(&["go"]) {
+        return;
+    }
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, false);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let run = |a: &[&OsStr]| cs.ours(a);
+    import_image(&run, &img, "localhost/changes:v1");
+    let cid = first_line(&ok(&cs.ours(&[
+        "create-container",
+        "-n",
+        "c",
+        "localhost/changes:v1",
+    ])));
+    let ctr = json(&ok(&cs.ours(&["container", "--json", &cid])));
+    let layer = ctr[0]["layer"].as_str().unwrap_or_default().to_string();
+
+    // Change the container's files through our mount.
+    let mp = first_line(&ok(&cs.ours(&["mount", &cid])));
+    let root = Path::new(&mp);
+    std::fs::write(root.join("etc/new-file"), b"new in container\n").expect("write");
+    std::os::unix::fs::chown(root.join("etc/new-file"), Some(1000), Some(1000)).expect("chown");
+    std::fs::remove_file(root.join("etc/motd")).expect("rm motd");
+    std::fs::remove_dir_all(root.join("data")).expect("rm data");
+    ok(&cs.ours(&["unmount", &cid]));
+
+    // The kernel left a 0/0 character device as the whiteout in the container layer.
+    let wh = cs.graph.join("overlay").join(&layer).join("diff/etc/motd");
+    let md = std::fs::symlink_metadata(&wh).expect("whiteout in diff/");
+    assert!(
+        md.file_type().is_char_device() && md.rdev() == 0,
+        "{} is not a whiteout",
+        wh.display()
+    );
+
+    // Go mounts the container and sees our changes.
+    let gmp = first_line(&ok(&cs.go(&["mount", &cid])));
+    let groot = Path::new(&gmp);
+    assert_eq!(
+        std::fs::read(groot.join("etc/new-file")).ok().as_deref(),
+        Some(&b"new in container\n"[..])
+    );
+    assert_eq!(
+        std::fs::metadata(groot.join("etc/new-file"))
+            .map(|m| m.uid())
+            .ok(),
+        Some(1000)
+    );
+    assert!(!groot.join("etc/motd").exists() && !groot.join("data").exists());
+    assert!(groot.join("etc/secret").exists());
+    ok(&cs.go(&["unmount", &cid]));
+
+    // Both export the same changes (AUFS whiteouts in the tar).
+    let ours_diff = cs.ours(&["diff", "-u", &layer]);
+    let go_diff = cs.go(&["diff", "-u", &layer]);
+    ok(&ours_diff);
+    ok(&go_diff);
+    let (o, g) = (tar_entries(&ours_diff.stdout), tar_entries(&go_diff.stdout));
+    for want in ["etc/.wh.motd", ".wh.data", "etc/new-file"] {
+        assert!(
+            o.contains_key(want),
+            "our diff lacks {want}: {:?}",
+            o.keys()
+        );
+    }
+    // Go 1.43 differs from 1.60 (our target) in two documented ways (drivers spec §5.1.2,
+    // §5.1.4): it ORs file-type bits into the mode, and a kernel-shared whiteout inode gives
+    // the 2nd whiteout a stale linkname naming the 1st *before* renaming (1.60: after).
+    let normalize = |m: &Entries| -> Entries {
+        m.iter()
+            .map(|(k, (t, mode, u, g, d, link))| {
+                let wh = Path::new(k)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".wh."));
+                let link = if wh && *t == b'0' {
+                    String::new()
+                } else {
+                    link.clone()
+                };
+                (k.clone(), (*t, mode & 0o7777, *u, *g, d.clone(), link))
+            })
+            .collect()
+    };
+    assert_eq!(
+        normalize(&o),
+        normalize(&g),
+        "our diff and Go's diff of the container layer"
+    );
+    for (k, (t, _, _, _, _, link)) in &o {
+        if *t == b'0' && !link.is_empty() {
+            let target = Path::new(link)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert!(
+                target.starts_with(".wh."),
+                "1.60 names the renamed first whiteout: {k} -> {link}"
+            );
+        }
+    }
+    let sorted = |s: String| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(ok(&cs.ours(&["changes", &layer]))),
+        sorted(ok(&cs.go(&["changes", &layer]))),
+        "changes"
+    );
 }

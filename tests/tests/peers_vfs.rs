@@ -5,14 +5,11 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use storage_tests::oci::{
-    OciImage, assert_rootfs, blob_path, busybox_available, gunzip, read_layout, sample_layers,
-};
+use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
 use storage_tests::peers::{
     Unmounter, diff_digests, first_line, import_image, layer_chain, ours_reads_pulled_image,
-    podman, skopeo_copy, storage_ref,
+    podman, skopeo_copy, skopeo_exports_same_layers, storage_ref,
 };
-use storage_tests::tars::sha256;
 use storage_tests::{Cs, go_cs, ok, peer, require};
 
 fn json(s: &str) -> serde_json::Value {
@@ -31,20 +28,6 @@ fn skopeo_writes_ours_reads() {
     let name = "localhost/pulled:v1";
     ok(&skopeo_copy(&img.reference(), &storage_ref(&cs, name)));
     ours_reads_pulled_image(&cs, &img, name, bb);
-}
-
-/// Uncompressed bytes of an exported layer blob, by media type.
-fn layer_bytes(dir: &Path, desc: &serde_json::Value) -> Vec<u8> {
-    let digest = desc["digest"].as_str().unwrap_or_default();
-    let raw = std::fs::read(blob_path(dir, digest)).expect("read exported blob");
-    assert_eq!(sha256(&raw), digest, "exported blob digest");
-    let mt = desc["mediaType"].as_str().unwrap_or_default();
-    if mt.ends_with("gzip") {
-        gunzip(&raw)
-    } else {
-        assert!(mt.ends_with(".tar"), "unexpected layer media type {mt}");
-        raw
-    }
 }
 
 #[test]
@@ -116,27 +99,7 @@ fn ours_writes_podman_skopeo_go_read() {
     ok(&cs.go(&["delete-container", &cid]));
 
     // skopeo exports it with the same layers.
-    let out = cs.dir.path().join("exported");
-    ok(&skopeo_copy(
-        &storage_ref(&cs, name),
-        &format!("oci:{}:x", out.display()),
-    ));
-    let (manifest, config) = read_layout(&out, "x");
-    let ids: Vec<String> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(ids, img.diff_ids(), "exported config diff_ids");
-    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    assert_eq!(descs.len(), img.layers.len());
-    for (d, l) in descs.iter().zip(&img.layers) {
-        let bytes = layer_bytes(&out, d);
-        assert_eq!(sha256(&bytes), l.diff_id, "uncompressed exported layer");
-    }
+    skopeo_exports_same_layers(&cs, name, &img);
     // The top layer is still ours, unchanged.
     let chain = layer_chain(&ok(&cs.ours(&["layers", "--json"])), &top);
     assert_eq!(diff_digests(&chain), img.diff_ids());
@@ -288,4 +251,59 @@ fn go_writes_ours_mutates() {
         return;
     }
     take_turns(true);
+}
+
+#[test]
+fn podman_mutates_ours_sees() {
+    if !require(peer("podman").is_some(), "podman") {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let name = "localhost/shared:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    import_image(&run, &img, name);
+    let id = img.image_id();
+
+    // podman tags our image: we see the new name.
+    ok(&podman(&cs, &["tag", name, "localhost/tagged:v2"]));
+    let names = names_of(&cs, false, id);
+    assert!(
+        names.iter().any(|n| n == "localhost/tagged:v2"),
+        "names {names:?}"
+    );
+    assert!(names.iter().any(|n| n == name), "names {names:?}");
+
+    // podman creates a container (not run): we list it, mount it and see the image's files.
+    let pc = first_line(&ok(&podman(
+        &cs,
+        &["create", "--name", "pc", name, "/bin/true"],
+    )));
+    assert_eq!(listed(&cs, false, "containers"), vec![pc.clone()]);
+    let ctr = json(&ok(&cs.ours(&["container", "--json", "pc"])));
+    assert_eq!(ctr[0]["id"], pc.as_str());
+    assert_eq!(ctr[0]["image"], id);
+    let mp = first_line(&ok(&cs.ours(&["mount", "pc"])));
+    assert_rootfs(Path::new(&mp), false, "our mount of podman's container");
+    std::fs::write(Path::new(&mp).join("etc/written-by-ours"), b"hi\n").expect("write");
+    ok(&cs.ours(&["unmount", "pc"]));
+    // podman mounts the same container and sees our write.
+    let pmp = first_line(&ok(&podman(&cs, &["mount", "pc"])));
+    assert_eq!(
+        std::fs::read(Path::new(&pmp).join("etc/written-by-ours"))
+            .ok()
+            .as_deref(),
+        Some(&b"hi\n"[..])
+    );
+    ok(&podman(&cs, &["unmount", "pc"]));
+
+    // podman removes the container, untags and removes the image: we see an empty store.
+    ok(&podman(&cs, &["rm", "pc"]));
+    assert!(listed(&cs, false, "containers").is_empty());
+    ok(&podman(&cs, &["untag", id, "localhost/tagged:v2"]));
+    assert_eq!(names_of(&cs, false, id), [name]);
+    ok(&podman(&cs, &["rmi", name]));
+    assert!(listed(&cs, false, "images").is_empty());
+    assert!(listed(&cs, false, "layers").is_empty());
 }

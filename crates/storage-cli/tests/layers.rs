@@ -638,3 +638,43 @@ fn copy_into_and_between_layers() {
         )
     );
 }
+
+#[test]
+fn diff_into_a_closed_pipe_dies_quietly_like_go() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let s = store();
+    let big = "x".repeat(4 << 20);
+    let tar = s.tar("big.tar", &[("big", big.as_str())]);
+    s.ok(&["import-layer", "-i", "big", "-f", &tar]);
+    let mut child = Command::new(OURS)
+        .args([
+            "--graph",
+            &s.graph,
+            "--run",
+            &s.run,
+            "--storage-driver",
+            "vfs",
+            "diff",
+            "big",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

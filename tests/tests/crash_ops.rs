@@ -175,6 +175,32 @@ fn cp_tree(from: &Path, to: &Path) {
     assert!(st.success(), "cp -a {} {}", from.display(), to.display());
 }
 
+/// Unmounts everything under the store's directory (the overlay driver keeps its home
+/// bind-mounted between commands, as Go's does): `shutdown -f` first, then any leftover.
+fn release(cs: &Cs) {
+    let _ = cs.ours(&["shutdown", "-f"]);
+    let root = cs.dir.path().to_string_lossy().into_owned();
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
+/// Calls [`release`] when dropped (also when a test panics).
+struct Released<'a>(&'a Cs);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        release(self.0);
+    }
+}
+
 /// One mutating operation of the CLI.
 struct Op {
     name: &'static str,
@@ -194,7 +220,7 @@ struct Harness {
 impl Harness {
     /// A fresh copy of the template store.
     fn copy(&self) -> Cs {
-        let cs = Cs::new("vfs");
+        let cs = Cs::new(&self.template.driver);
         cp_tree(&self.template.graph, &cs.graph);
         cp_tree(&self.template.run, &cs.run);
         cs
@@ -208,7 +234,7 @@ impl Harness {
             "--run".into(),
             cs.run.clone().into(),
             "--storage-driver".into(),
-            "vfs".into(),
+            self.template.driver.clone().into(),
         ];
         v.extend(op.args.iter().map(OsString::from));
         v
@@ -232,6 +258,7 @@ impl Harness {
     /// a complete run leaves.
     fn count(&self, op: &Op) -> (BTreeMap<String, usize>, Snapshot) {
         let cs = self.copy();
+        let _released = Released(&cs);
         let log = cs.dir.path().join("count.trace");
         let mut all: Vec<&str> = DURABLE.to_vec();
         all.extend(OTHER_WRITES);
@@ -268,8 +295,9 @@ impl Harness {
                 *counts.entry(name.to_string()).or_insert(0) += 1;
             }
         }
-        let done = snapshot(&cs, self.has_images, self.has_containers)
-            .expect("snapshot after a complete run");
+        let done = snapshot(&cs, self.has_images, self.has_containers);
+        drop(_released);
+        let done = done.expect("snapshot after a complete run");
         (counts, done)
     }
 
@@ -383,6 +411,37 @@ fn first_line(out: &Output) -> String {
 
 #[test]
 fn killed_operations_never_break_the_store() {
+    run_harness("vfs", 210, None);
+}
+
+/// The layer, image and container operations on overlay (what podman uses): fewer points.
+#[test]
+fn killed_overlay_operations_never_break_the_store() {
+    if !require(storage_tests::is_root(), "root for overlay mounts") {
+        return;
+    }
+    let supported = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.trim_end().ends_with("overlay")));
+    if !require(supported, "overlay in /proc/filesystems") {
+        return;
+    }
+    run_harness(
+        "overlay",
+        0,
+        Some(&[
+            "create-layer",
+            "applydiff",
+            "delete-layer",
+            "create-image",
+            "create-container",
+            "delete-image",
+        ]),
+    );
+}
+
+/// Runs every operation (or those named in `only`) on `driver`, killing each at least 24
+/// times; `min_total` kill points must be exercised overall.
+fn run_harness(driver: &str, min_total: usize, only: Option<&[&str]>) {
     let strace = peer("strace");
     if !require(strace.is_some(), "strace for the crash harness") {
         return;
@@ -404,7 +463,8 @@ fn killed_operations_never_break_the_store() {
     // The template store: a base layer from a tar, a lone layer, an empty target layer for
     // applydiff, and when supported an image (with data), a second image on its own layer,
     // and a container.
-    let template = Cs::new("vfs");
+    let template = Cs::new(driver);
+    let template_released = Released(&template);
     let work = template.dir.path().join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     let small = TarBuilder::new()
@@ -541,6 +601,7 @@ fn killed_operations_never_break_the_store() {
         eprintln!("crash harness: not covered (command missing from our CLI): {missing:?}");
     }
 
+    drop(template_released);
     let harness = Harness {
         template,
         strace,
@@ -548,7 +609,11 @@ fn killed_operations_never_break_the_store() {
         has_containers,
         before,
     };
-    let per_op = 210usize.div_ceil(ops.len().max(1)).max(24);
+    let _released = Released(&harness.template);
+    if let Some(only) = only {
+        ops.retain(|o| only.contains(&o.command));
+    }
+    let per_op = min_total.div_ceil(ops.len().max(1)).max(24);
     let mut total_tried = 0;
     let mut failures: Vec<String> = Vec::new();
     let mut summary = Vec::new();
@@ -559,6 +624,7 @@ fn killed_operations_never_break_the_store() {
         let (mut tried, mut passed, mut completed) = (0, 0, 0);
         for (sys, k) in &points {
             let cs = harness.copy();
+            let _released = Released(&cs);
             let out = harness.strace(
                 &[
                     "-o".into(),
@@ -592,7 +658,7 @@ fn killed_operations_never_break_the_store() {
         total_tried += tried;
     }
     eprintln!(
-        "crash harness: {total_tried} kill points, {} failures, {:.1}s",
+        "crash harness ({driver}): {total_tried} kill points, {} failures, {:.1}s",
         failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -603,7 +669,7 @@ fn killed_operations_never_break_the_store() {
         failures.join("\n\n")
     );
     assert!(
-        total_tried >= 200,
+        total_tried >= min_total,
         "only {total_tried} kill points were exercised:\n{}",
         summary.join("\n")
     );

@@ -16,10 +16,22 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timestamps, XattrFla
 use rustix::io::Errno;
 use storage_types::{Error, Result};
 
+/// Fixed for one copy: the destination root (hard link targets are relative to it) and
+/// the source root (for messages).
+struct Ctx<'a> {
+    dst_root: BorrowedFd<'a>,
+    src_base: &'a Path,
+}
+
 struct State {
     clone_ok: bool,
     range_ok: bool,
     rootless: bool,
+    /// Our effective IDs: a new file already has them unless its dir is setgid.
+    euid: u32,
+    egid: u32,
+    /// The process umask, when known (`/proc/self/status`).
+    umask: Option<u32>,
     /// (dev, ino) of already copied multi-link regular files → their path relative to the
     /// destination root.
     links: HashMap<(u64, u64), CString>,
@@ -74,21 +86,41 @@ pub(crate) fn dir_copy(src: &Path, dst: &Path) -> Result<()> {
         clone_ok: true,
         range_ok: true,
         rootless: !rustix::process::geteuid().is_root(),
+        euid: rustix::process::geteuid().as_raw(),
+        egid: rustix::process::getegid().as_raw(),
+        umask: read_umask(),
         links: HashMap::new(),
         names: vec![0; 4096],
         value: vec![0; 4096],
         data: Vec::new(),
     };
     let root_stat = rustix::fs::fstat(&src_fd).map_err(|e| err("stat", src, e))?;
+    let dst_setgid = is_setgid(dst_fd.as_fd(), dst)?;
+    let ctx = Ctx {
+        dst_root: dst_fd.as_fd(),
+        src_base: src,
+    };
     copy_children(
         src_fd.as_fd(),
         dst_fd.as_fd(),
-        dst_fd.as_fd(),
-        src,
+        &ctx,
         &mut Vec::new(),
+        dst_setgid,
         &mut st,
     )?;
     finish_dir(src_fd.as_fd(), dst_fd.as_fd(), &root_stat, dst, &mut st)
+}
+
+fn is_setgid(fd: BorrowedFd<'_>, path: &Path) -> Result<bool> {
+    let st = rustix::fs::fstat(fd).map_err(|e| err("stat", path, e))?;
+    Ok(st.st_mode & 0o2000 != 0)
+}
+
+/// The umask from `/proc/self/status` (reading it with `umask(2)` would change it).
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
 }
 
 /// Owner, xattrs, mode and times of a copied directory (after its children).
@@ -170,7 +202,6 @@ fn copy_xattrs(
     is_dir: bool,
     st: &mut State,
 ) -> Result<()> {
-    copy_one_xattr(src, dst, c"security.capability", path, st, false)?;
     let n = loop {
         match rustix::fs::flistxattr(src, &mut st.names[..]) {
             Ok(n) => break n,
@@ -183,16 +214,22 @@ fn copy_xattrs(
             Err(e) => return Err(err("llistxattr", path, e)),
         }
     };
-    if n > 0 {
-        let list = st.names[..n].to_vec();
-        for name in list.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
-            let Ok(cname) = CString::new(name) else {
-                continue;
-            };
-            copy_one_xattr(src, dst, &cname, path, st, st.rootless)?;
-        }
+    // One listing tells which of the attributes Go copies exist (most files have none).
+    if n == 0 {
+        return Ok(());
     }
-    if is_dir && !st.rootless {
+    let list = st.names[..n].to_vec();
+    let has = |want: &[u8]| list.split(|b| *b == 0).any(|n| n == want);
+    if has(b"security.capability") {
+        copy_one_xattr(src, dst, c"security.capability", path, st, false)?;
+    }
+    for name in list.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
+        copy_one_xattr(src, dst, &cname, path, st, st.rootless)?;
+    }
+    if is_dir && !st.rootless && has(b"trusted.overlay.opaque") {
         copy_one_xattr(src, dst, c"trusted.overlay.opaque", path, st, false)?;
     }
     Ok(())
@@ -208,16 +245,16 @@ fn rel_display(base: &Path, rel: &[u8]) -> std::path::PathBuf {
 fn copy_children(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    dst_root: BorrowedFd<'_>,
-    src_base: &Path,
+    ctx: &Ctx<'_>,
     rel: &mut Vec<u8>,
+    dst_setgid: bool,
     st: &mut State,
 ) -> Result<()> {
-    let mut dir =
-        rustix::fs::Dir::read_from(src).map_err(|e| err("open", &rel_display(src_base, rel), e))?;
+    let mut dir = rustix::fs::Dir::read_from(src)
+        .map_err(|e| err("open", &rel_display(ctx.src_base, rel), e))?;
     let mut names: Vec<CString> = Vec::new();
     while let Some(entry) = dir.read() {
-        let entry = entry.map_err(|e| err("readdirent", &rel_display(src_base, rel), e))?;
+        let entry = entry.map_err(|e| err("readdirent", &rel_display(ctx.src_base, rel), e))?;
         let name = entry.file_name();
         if name == c"." || name == c".." {
             continue;
@@ -231,7 +268,7 @@ fn copy_children(
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        let r = copy_entry(src, dst, dst_root, &name, src_base, rel, st);
+        let r = copy_entry(src, dst, ctx, &name, rel, dst_setgid, st);
         rel.truncate(rel_len);
         r?;
     }
@@ -241,13 +278,13 @@ fn copy_children(
 fn copy_entry(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    dst_root: BorrowedFd<'_>,
+    ctx: &Ctx<'_>,
     name: &CStr,
-    src_base: &Path,
     rel: &mut Vec<u8>,
+    dst_setgid: bool,
     st: &mut State,
 ) -> Result<()> {
-    let path = rel_display(src_base, rel);
+    let path = rel_display(ctx.src_base, rel);
     let stat = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| err("lstat", &path, e))?;
     let ftype = FileType::from_raw_mode(stat.st_mode);
@@ -258,13 +295,16 @@ fn copy_entry(
     );
     match ftype {
         FileType::Directory => {
-            match rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            // Created 0700 (not setgid) and given its real mode after its children.
+            let created = match rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => return Err(err("mkdir", &path, e)),
-            }
+            };
             let s = open_dir_at(src, name).map_err(|e| err("open", &path, e))?;
             let d = open_dir_at(dst, name).map_err(|e| err("open", &path, e))?;
-            copy_children(s.as_fd(), d.as_fd(), dst_root, src_base, rel, st)?;
+            let setgid = !created && is_setgid(d.as_fd(), &path)?;
+            copy_children(s.as_fd(), d.as_fd(), ctx, rel, setgid, st)?;
             finish_dir(s.as_fd(), d.as_fd(), &stat, &path, st)
         }
         FileType::RegularFile => {
@@ -272,8 +312,14 @@ fn copy_entry(
             if stat.st_nlink > 1
                 && let Some(first) = st.links.get(&key)
             {
-                return rustix::fs::linkat(dst_root, first.as_c_str(), dst, name, AtFlags::empty())
-                    .map_err(|e| err("link", &path, e));
+                return rustix::fs::linkat(
+                    ctx.dst_root,
+                    first.as_c_str(),
+                    dst,
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| err("link", &path, e));
             }
             let s = rustix::fs::openat(
                 src,
@@ -296,9 +342,18 @@ fn copy_entry(
             {
                 st.links.insert(key, c);
             }
-            rustix::fs::fchown(&d, owner.0, owner.1).map_err(|e| err("lchown", &path, e))?;
+            // A new file is owned by our effective IDs (group: the dir's when it is
+            // setgid) and has `perm & !umask`: skip the calls that would change nothing.
+            let owned = stat.st_uid == st.euid && stat.st_gid == st.egid && !dst_setgid;
+            if !owned {
+                rustix::fs::fchown(&d, owner.0, owner.1).map_err(|e| err("lchown", &path, e))?;
+            }
             copy_xattrs(s.as_fd(), d.as_fd(), &path, false, st)?;
-            rustix::fs::fchmod(&d, perm).map_err(|e| err("chmod", &path, e))?;
+            let bits = stat.st_mode & 0o7777;
+            let mode_ok = owned && bits & 0o7000 == 0 && st.umask.is_some_and(|u| bits & u == 0);
+            if !mode_ok {
+                rustix::fs::fchmod(&d, perm).map_err(|e| err("chmod", &path, e))?;
+            }
             rustix::fs::futimens(&d, &times(&stat)).map_err(|e| err("utimes", &path, e))
         }
         FileType::Symlink => {

@@ -791,3 +791,35 @@ fn storage_conf_warnings_are_logged_before_the_level_is_set() {
         assert_eq!(strip_times(&g.stderr), strip_times(&o.stderr));
     }
 }
+
+#[test]
+fn unshare_runs_the_command_as_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs root in CI");
+        }
+        eprintln!("SKIPPING: unshare test needs root");
+        return;
+    }
+    let r = roots();
+    let o = run(&r.args(&["unshare", "sh", "-c", "echo hi; echo err >&2"]));
+    assert_eq!(
+        o,
+        Out {
+            stdout: "hi\n".into(),
+            stderr: "err\n".into(),
+            code: 0
+        }
+    );
+    let o = run(&r.args(&["unshare", "sh", "-c", "exit 3"]));
+    assert_eq!((o.code, o.stderr.as_str()), (1, "exit status 3\n"));
+    let o = run(&r.args(&["unshare", "no-such-command-xyz"]));
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            1,
+            "exec: \"no-such-command-xyz\": executable file not found in $PATH\n"
+        )
+    );
+}

@@ -731,6 +731,15 @@ pub static COMMANDS: &[Command] = &[
         status
     ),
     cmd!(
+        &["unshare"],
+        "[command [...]]",
+        "Run a command in a user namespace",
+        0,
+        None,
+        &[],
+        unshare
+    ),
+    cmd!(
         &["version"],
         "",
         "Return containers-storage version information",
@@ -844,6 +853,48 @@ fn wipe(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         }
         (Err(e), false) => Err(format!("wipe: {e}")),
     }
+}
+
+/// `unshare [command …]`: as root no namespace is needed (Go's re-exec is a no-op), so the
+/// command (default `$SHELL`, else `/bin/sh`) just runs with inherited stdio. Its exit
+/// status is not propagated: a failure is reported as an error (exit 1), like Go.
+fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("unshare: running without root privileges is not supported".into());
+    }
+    let shell = std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    let (prog, args) = match ctx.args.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => (shell, Vec::new()),
+    };
+    let _ = std::io::stdout().flush();
+    let status = std::process::Command::new(&prog)
+        .args(&args)
+        .status()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "exec: {}: executable file not found in $PATH",
+                    storage_config::json_string(&prog)
+                )
+            } else {
+                format!("fork/exec {prog}: {}", storage_types::go_io_error_text(&e))
+            }
+        })?;
+    if status.success() {
+        return Ok(0);
+    }
+    Err(match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            format!("signal: {}", status.signal().unwrap_or(0))
+        }
+    })
 }
 
 fn config(ctx: &mut Ctx<'_>) -> Result<i32, String> {

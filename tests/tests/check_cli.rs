@@ -371,3 +371,52 @@ fn dedup_reports_bytes_shared_on_a_reflink_file_system() {
     drop(cs);
     drop(mnt);
 }
+
+#[test]
+fn missing_container_data_and_missing_image_layers() {
+    let cs = Cs::new("vfs");
+    let l = import(&cs);
+    let img = first_line(&cs.ours(&["create-image", &l]));
+    let ctr = first_line(&cs.ours(&["create-container", &img]));
+    let data = cs.dir.path().join("data");
+    std::fs::write(&data, b"container state").expect("write");
+    ok(&cs.ours(&[
+        "set-container-data",
+        "-f",
+        &data.display().to_string(),
+        &ctr,
+        "state",
+    ]));
+    assert!(cs.ours(&["check"]).status.success());
+    std::fs::remove_file(cs.graph.join("vfs-containers").join(&ctr).join("state")).expect("rm");
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        out(&o),
+        format!(
+            "container {ctr}:\n container {ctr}: data item \"state\": container data item is missing\n"
+        )
+    );
+    // Without -f the container stays and the status says so.
+    let o = cs.ours(&["check", "-r"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        err(&o),
+        "0 read-only layer errors, 0 read-only image errors, 1 container errors\n"
+    );
+    let o = cs.ours(&["check", "-r", "-f"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(!ok(&cs.ours(&["containers", "--json"])).contains(&ctr));
+
+    // An image whose top layer was deleted without safety checks.
+    ok(&cs.ours(&["delete", &l]));
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        out(&o),
+        format!("image {img}:\n image {img}: layer {l}: image layer is missing\n")
+    );
+    assert!(cs.ours(&["check", "-r"]).status.success());
+    assert_eq!(ok(&cs.ours(&["images", "-q"])), "");
+    assert!(cs.ours(&["check"]).status.success());
+}

@@ -7,8 +7,9 @@
 //! handler function.
 //!
 //! Limits: only the commands whose library support exists are registered (see the global
-//! `--help`): `unshare` and `applydiff-using-staging-dir` are missing; `--unshare` is
-//! accepted but never re-executes (as root it is a no-op in Go too). Log lines always use
+//! `--help`): `applydiff-using-staging-dir` is missing; `unshare` and `--unshare` only work
+//! as root, where Go's user-namespace re-exec is a no-op (rootless `unshare` is refused,
+//! `--unshare` is accepted and ignored). Log lines always use
 //! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
 //! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a
 //! terminal.

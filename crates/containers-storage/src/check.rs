@@ -58,7 +58,7 @@ pub struct CheckOptions {
     /// Skip the layer digests and the comparison of mounted content (Go's `CheckQuick`).
     pub quick: bool,
     /// Layers referenced by no image or container and older than this are reported;
-    /// `None` means [`DEFAULT_MAX_AGE`].
+    /// `None` means Go's default of 24 hours.
     pub max_age: Option<Duration>,
 }
 

@@ -1,7 +1,7 @@
 //! Damaged record files (`layers.json`, `images.json`, `containers.json` and their volatile
 //! variants): finding them without opening the store, and salvaging every complete record.
 //!
-//! [`Store::open`] refuses a store whose record files cannot be parsed, so `check` looks at
+//! [`crate::Store::open`] refuses a store whose record files cannot be parsed, so `check` looks at
 //! them first with [`check_record_files`]. [`repair_record_files`] keeps a copy of each
 //! damaged file next to it (`images.json.damaged-<unix seconds>`), then rewrites it with the
 //! records that could be read: the JSON array is parsed one element at a time and parsing

@@ -153,6 +153,8 @@ fn podman_runs_our_overlay_image() {
     let base = [
         "run",
         "--rm",
+        "--cgroups",
+        "disabled",
         "--network",
         "none",
         "--ulimit",

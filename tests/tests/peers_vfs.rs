@@ -307,3 +307,139 @@ fn podman_mutates_ours_sees() {
     assert!(listed(&cs, false, "images").is_empty());
     assert!(listed(&cs, false, "layers").is_empty());
 }
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    if !require(go_cs().is_some(), "Debian's Go containers-storage") {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, false);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let run = |a: &[&OsStr]| cs.ours(a);
+    import_image(&run, &img, "localhost/busy:v1");
+    let id = img.image_id();
+    const N: usize = 8;
+    // Both tools create containers and add image data items at the same time.
+    std::thread::scope(|s| {
+        for go in [false, true] {
+            let cs = &cs;
+            let cfg = img.config_path.to_string_lossy().into_owned();
+            s.spawn(move || {
+                let who = if go { "go" } else { "ours" };
+                for i in 0..N {
+                    let ctr = format!("{who}-ctr-{i}");
+                    let key = format!("{who}-item-{i}");
+                    let a = ["create-container", "-n", &ctr, id];
+                    let b = ["set-image-data", "-f", &cfg, id, &key];
+                    for args in [&a[..], &b[..]] {
+                        let out = if go { cs.go(args) } else { cs.ours(args) };
+                        ok(&out);
+                    }
+                }
+            });
+        }
+    });
+    for reader in [false, true] {
+        let ctrs = json(&ok(&if reader {
+            cs.go(&["containers", "--json"])
+        } else {
+            cs.ours(&["containers", "--json"])
+        }));
+        let mut names: Vec<String> = ctrs
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["names"][0].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let mut want: Vec<String> = (0..N)
+            .flat_map(|i| [format!("go-ctr-{i}"), format!("ours-ctr-{i}")])
+            .collect();
+        want.sort();
+        assert_eq!(
+            names,
+            want,
+            "containers seen by {}",
+            if reader { "Go" } else { "ours" }
+        );
+        let keys = ok(&if reader {
+            cs.go(&["list-image-data", id])
+        } else {
+            cs.ours(&["list-image-data", id])
+        });
+        for i in 0..N {
+            for who in ["go", "ours"] {
+                let k = format!("{who}-item-{i}");
+                assert!(
+                    keys.lines().any(|l| l == k),
+                    "{k} missing from list-image-data:\n{keys}"
+                );
+            }
+        }
+        // Every container has its own layer on top of the image's.
+        let layers = listed(&cs, reader, "layers");
+        assert_eq!(layers.len(), img.layers.len() + 2 * N);
+    }
+}
+
+#[test]
+fn digest_filled_from_manifest_seen_by_all() {
+    if !require(go_cs().is_some(), "Debian's Go containers-storage")
+        || !require(peer("podman").is_some(), "podman")
+    {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let mut parent = String::new();
+    for l in &img.layers {
+        let mut args = vec![
+            "import-layer".to_string(),
+            "-f".into(),
+            l.blob.to_string_lossy().into_owned(),
+        ];
+        if !parent.is_empty() {
+            args.push(parent.clone());
+        }
+        parent = first_line(&ok(&cs.ours(&args)));
+    }
+    // No --digest: the first manifest item stored fills it in.
+    let id = first_line(&ok(&cs.ours(&[
+        "create-image",
+        "-i",
+        img.image_id(),
+        "-n",
+        "localhost/nodigest:v1",
+        &parent,
+    ])));
+    let rec = json(&ok(&cs.ours(&["image", "--json", &id])));
+    assert!(
+        rec[0].get("digest").is_none_or(|d| d.is_null()),
+        "digest before any manifest: {rec}"
+    );
+    let mkey = format!("manifest-{}", img.manifest_digest);
+    let mpath = img.manifest_path.to_string_lossy().into_owned();
+    let cpath = img.config_path.to_string_lossy().into_owned();
+    ok(&cs.ours(&["set-image-data", "-f", &mpath, &id, &mkey]));
+    ok(&cs.ours(&["set-image-data", "-f", &cpath, &id, &img.config_digest]));
+    let rec = json(&ok(&cs.ours(&["image", "--json", &id])));
+    assert_eq!(rec[0]["digest"], img.manifest_digest.as_str());
+    assert_eq!(
+        first_line(&ok(&cs.go(&[
+            "images-by-digest",
+            "-q",
+            &img.manifest_digest
+        ]))),
+        id
+    );
+    let go_rec = json(&ok(&cs.go(&["image", "--json", &id])));
+    assert_eq!(go_rec[0]["digest"], img.manifest_digest.as_str());
+    // podman needs the plain `manifest` item too (containers/image always writes it).
+    ok(&cs.ours(&["set-image-data", "-f", &mpath, &id, "manifest"]));
+    let insp = json(&ok(&podman(&cs, &["image", "inspect", &id])));
+    assert_eq!(insp[0]["Digest"], img.manifest_digest.as_str());
+}

@@ -1296,3 +1296,65 @@ fn force_mask_keeps_real_modes_in_xattrs() {
     assert!(e.message().contains("force_mask"), "{e}");
     assert!(!fx.home().join("rw").exists());
 }
+
+/// Go 1.43 mounts layers our driver created and filled (the records are written by
+/// hand here; the layer store owns them in real use).
+#[test]
+fn go_mounts_our_layers() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let Some(go) = go_cs() else {
+        require(false, "Go containers-storage is not installed");
+        return;
+    };
+    let d = fx.d();
+    let base = "a".repeat(64);
+    let child = "b".repeat(64);
+    d.create(&base, None, &CreateOpts::default()).unwrap();
+    apply(d, &base, None, &base_tar());
+    d.create(&child, Some(&base), &CreateOpts::default())
+        .unwrap();
+    apply(d, &child, Some(&base), &child_tar());
+    d.cleanup().unwrap();
+    let g = fx.tmp.path().join("graph");
+    let r = fx.tmp.path().join("run");
+    std::fs::create_dir_all(g.join("overlay-layers")).unwrap();
+    std::fs::write(
+        g.join("overlay-layers/layers.json"),
+        format!(
+            r#"[{{"id":"{base}","created":"2026-01-01T00:00:00Z"}},{{"id":"{child}","parent":"{base}","created":"2026-01-01T00:00:00Z"}}]"#
+        ),
+    )
+    .unwrap();
+    let cs = |args: &[&str]| {
+        let mut c = Command::new(&go);
+        c.arg("--graph").arg(&g).arg("--run").arg(&r);
+        c.arg("--storage-driver").arg("overlay").args(args);
+        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
+    };
+    let m = PathBuf::from(cs(&["mount", &child]));
+    let seen = (
+        m.join("etc/group").exists(),
+        m.join("etc/passwd").exists(),
+        m.join("bin/sh").exists(),
+        m.join("bin/newsh").exists(),
+        std::fs::read_dir(m.join("d"))
+            .map(|r| r.count())
+            .unwrap_or(99),
+    );
+    cs(&["unmount", &child]);
+    // Go's changes of our layer come from its native overlay diff of our upper dir.
+    let changes = cs(&["changes", &child]);
+    cs(&["shutdown"]);
+    unmount_all_under(fx.tmp.path());
+    assert_eq!(seen, (true, false, false, true, 0));
+    for want in [
+        "Delete \"/etc/passwd\"",
+        "Add \"/etc/hello\"",
+        "Delete \"/bin\"",
+        "Add \"/bin/newsh\"",
+    ] {
+        assert!(changes.lines().any(|l| l == want), "{want} in {changes}");
+    }
+}

@@ -54,6 +54,7 @@
 mod check;
 mod dedup;
 mod gc;
+pub mod guide;
 mod ops;
 mod records;
 mod salvage;

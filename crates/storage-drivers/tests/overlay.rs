@@ -678,7 +678,7 @@ fn options_and_errors() {
     let e = open_with(vec!["overlay.size=10M".into()]).err().unwrap();
     assert!(
         e.message()
-            .starts_with("Storage option overlay.size only supported for backingFS XFS. Found "),
+            .starts_with("storage option overlay.size and overlay.inodes only supported for backingFS XFS. Found "),
         "{e}"
     );
     let driver = Some(open_with(vec!["overlay2.MOUNTOPT=nodev".into()]).unwrap());

@@ -467,19 +467,24 @@ impl Overlay {
             (native_diff, metacopy, volatile)
         };
 
+        let wants_quota = cfg.quota_size.is_some() || cfg.quota_inodes.is_some();
         let quota = if backing_fs == "xfs" {
-            quota::Control::new(&home).ok()
+            match quota::Control::new(&home) {
+                Ok(c) => Some(c),
+                Err(e) if wants_quota => {
+                    return Err(invalid(format!(
+                        "storage options overlay.size and overlay.inodes not supported. Filesystem does not support Project Quota: {}",
+                        e.message()
+                    )));
+                }
+                Err(_) => None,
+            }
         } else {
             None
         };
-        if (cfg.quota_size.is_some() || cfg.quota_inodes.is_some()) && quota.is_none() {
-            let what = if cfg.quota_size.is_some() {
-                "overlay.size"
-            } else {
-                "overlay.inodes"
-            };
+        if wants_quota && quota.is_none() {
             return Err(invalid(format!(
-                "Storage option {what} only supported for backingFS XFS. Found {backing_fs}"
+                "storage option overlay.size and overlay.inodes only supported for backingFS XFS. Found {backing_fs}"
             )));
         }
 

@@ -11,6 +11,7 @@
 //! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
 #![deny(missing_docs)]
 
+pub mod fs;
 pub mod oci;
 pub mod peers;
 pub mod tars;

@@ -1,14 +1,55 @@
-//! Layer commands of our CLI on vfs: bad input leaves nothing behind, long chains, deletion
-//! rules — checked against the store's listing before and after.
+//! Layer commands of our CLI on every driver (vfs, overlay, btrfs): bad input leaves nothing
+//! behind, long chains, deletion rules — checked against the store's listing before and after.
+//! Each test is one function per driver (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
 
+use std::path::Path;
+
+use storage_tests::fs::DriverStore;
 use storage_tests::tars::{TarBuilder, compress_with, sample_layer};
 use storage_tests::{Cs, ok};
+
+macro_rules! per_driver {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$name("vfs")
+            }
+            #[test]
+            fn overlay() {
+                super::$name("overlay")
+            }
+            #[test]
+            fn btrfs() {
+                super::$name("btrfs")
+            }
+        }
+    };
+}
+
+per_driver!(bad_input_leaves_no_layer_behind);
+per_driver!(chain_of_300_layers_and_deletion_rules);
 
 fn listing(cs: &Cs) -> String {
     ok(&cs.ours(&["layers", "--json"]))
 }
 
-fn dir_entries(p: &std::path::Path) -> Vec<String> {
+/// Entries of `p` and of its subdirectories, two levels deep (`dir/<id>` for vfs,
+/// `<id>/diff` and `l/<short>` for overlay, `subvolumes/<id>` for btrfs).
+fn driver_entries(p: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for top in dir_entries(p) {
+        let sub = p.join(&top);
+        if sub.is_dir() && !sub.is_symlink() {
+            v.extend(dir_entries(&sub).into_iter().map(|e| format!("{top}/{e}")));
+        }
+        v.push(top);
+    }
+    v.sort();
+    v
+}
+
+fn dir_entries(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -20,14 +61,17 @@ fn dir_entries(p: &std::path::Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn bad_input_leaves_no_layer_behind() {
-    let cs = Cs::new("vfs");
+fn bad_input_leaves_no_layer_behind(driver: &str) {
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
+    let home = cs.home();
+    let layer_files = cs.graph.join(format!("{driver}-layers"));
     let base = ok(&cs.ours(&["create-layer", "-n", "base"]));
     let base = base.lines().next().unwrap().to_string();
     let before = listing(&cs);
-    let vfs_before = dir_entries(&cs.graph.join("vfs/dir"));
-    let layers_before = dir_entries(&cs.graph.join("vfs-layers"));
+    let driver_before = driver_entries(&home);
+    let layers_before = dir_entries(&layer_files);
 
     let good = sample_layer();
     let dir = cs.dir.path();
@@ -92,12 +136,12 @@ fn bad_input_leaves_no_layer_behind() {
                 args[0]
             );
             assert_eq!(
-                dir_entries(&cs.graph.join("vfs/dir")),
-                vfs_before,
-                "{what}: driver dirs"
+                driver_entries(&home),
+                driver_before,
+                "{what}: {driver} dirs"
             );
             assert_eq!(
-                dir_entries(&cs.graph.join("vfs-layers")),
+                dir_entries(&layer_files),
                 layers_before,
                 "{what}: layer files"
             );
@@ -118,9 +162,10 @@ fn bad_input_leaves_no_layer_behind() {
     );
 }
 
-#[test]
-fn chain_of_300_layers_and_deletion_rules() {
-    let cs = Cs::new("vfs");
+fn chain_of_300_layers_and_deletion_rules(driver: &str) {
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
     let mut parent: Option<String> = None;
     let mut ids = Vec::new();
     for i in 0..300 {
@@ -152,7 +197,15 @@ fn chain_of_300_layers_and_deletion_rules() {
             format!("{i}\n")
         );
     }
+    let mut names = dir_entries(&mnt);
+    names.retain(|n| n.starts_with('f'));
+    assert_eq!(names.len(), 300, "files seen through the {driver} mount");
     ok(&cs.ours(&["unmount", top]));
+    assert!(
+        storage_tests::peers::mounts_under(&mnt).is_empty(),
+        "{driver}: {} still mounted after unmount",
+        mnt.display()
+    );
     // Deleting a parent with children fails with Go's error, also by name or prefix.
     let out = cs.ours(&["delete-layer", &ids[0]]);
     assert!(!out.status.success());

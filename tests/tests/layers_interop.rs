@@ -1,8 +1,33 @@
 //! Layers shared with Debian's Go `containers-storage`: byte-exact diffs both ways and the same
-//! digests and sizes in `layers --json`.
+//! digests and sizes in `layers --json`, on every driver (one test function per driver:
+//! `<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
 
+use storage_tests::fs::DriverStore;
 use storage_tests::tars::{compress_with, sample_layer, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
+
+macro_rules! per_driver {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$name("vfs")
+            }
+            #[test]
+            fn overlay() {
+                super::$name("overlay")
+            }
+            #[test]
+            fn btrfs() {
+                super::$name("btrfs")
+            }
+        }
+    };
+}
+
+per_driver!(applied_by_ours_diffed_by_go_and_back);
+per_driver!(applied_by_go_diffed_by_ours);
+per_driver!(both_tools_record_the_same_digests);
 
 const FIELDS: &[&str] = &[
     "compressed-diff-digest",
@@ -48,8 +73,7 @@ fn variants(dir: &std::path::Path, tar: &[u8]) -> Vec<(std::path::PathBuf, i64)>
     v
 }
 
-#[test]
-fn applied_by_ours_diffed_by_go_and_back() {
+fn applied_by_ours_diffed_by_go_and_back(driver: &str) {
     if !require(
         go_cs().is_some(),
         "Debian's Go containers-storage (/usr/bin/containers-storage)",
@@ -58,7 +82,9 @@ fn applied_by_ours_diffed_by_go_and_back() {
     }
     let tar = sample_layer();
     let want = sha256(&tar);
-    let cs = Cs::new("vfs");
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
     for (file, code) in variants(cs.dir.path(), &tar) {
         let id = first_line(&ok(&cs.ours(&[
             "import-layer".as_ref(),
@@ -99,8 +125,7 @@ fn applied_by_ours_diffed_by_go_and_back() {
     }
 }
 
-#[test]
-fn applied_by_go_diffed_by_ours() {
+fn applied_by_go_diffed_by_ours(driver: &str) {
     if !require(
         go_cs().is_some(),
         "Debian's Go containers-storage (/usr/bin/containers-storage)",
@@ -109,7 +134,9 @@ fn applied_by_go_diffed_by_ours() {
     }
     let tar = sample_layer();
     let want = sha256(&tar);
-    let cs = Cs::new("vfs");
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
     for (file, _) in variants(cs.dir.path(), &tar) {
         let id = first_line(&ok(&cs.go(&[
             "import-layer".as_ref(),
@@ -132,8 +159,7 @@ fn applied_by_go_diffed_by_ours() {
     }
 }
 
-#[test]
-fn both_tools_record_the_same_digests() {
+fn both_tools_record_the_same_digests(driver: &str) {
     if !require(
         go_cs().is_some(),
         "Debian's Go containers-storage (/usr/bin/containers-storage)",
@@ -141,8 +167,9 @@ fn both_tools_record_the_same_digests() {
         return;
     }
     let tar = sample_layer();
-    let a = Cs::new("vfs");
-    let b = Cs::new("vfs");
+    let (Some(a), Some(b)) = (DriverStore::new(driver), DriverStore::new(driver)) else {
+        return;
+    };
     for (file, _) in variants(a.dir.path(), &tar) {
         let ours = first_line(&ok(&a.ours(&[
             "import-layer".as_ref(),

@@ -1,0 +1,218 @@
+//! Scratch stores on each graph driver: `vfs` and `overlay` in a temporary directory, `btrfs`
+//! on a loop-mounted btrfs file system the test makes itself.
+//!
+//! [`DriverStore::new`] returns `None` (after a loud message) when the driver cannot run here
+//! and `CI` is not `true`; in CI it panics instead (see [`crate::require`]). Dropping a
+//! [`DriverStore`] — also while a test panics — runs our `shutdown -f` twice and Go's once,
+//! lazily unmounts anything still mounted under the store (e.g. overlay's `<graph>/overlay`
+//! bind mount), then unmounts the btrfs file system and detaches its loop device.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::peers::mounts_under;
+use crate::{Cs, go_cs, is_root, ours, require};
+
+/// The drivers every layer, image and container test runs on.
+pub const DRIVERS: &[&str] = &["vfs", "overlay", "btrfs"];
+
+fn quiet(c: &mut Command) -> &mut Command {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+}
+
+fn run_ok(c: &mut Command) -> Result<String, String> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{c:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{c:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn have_tool(name: &str) -> bool {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(name).is_file())
+}
+
+fn kernel_has_fs(fs: &str) -> bool {
+    let listed = |fs: &str| {
+        std::fs::read_to_string("/proc/filesystems")
+            .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some(fs)))
+            .unwrap_or(false)
+    };
+    if listed(fs) {
+        return true;
+    }
+    let _ = quiet(Command::new("modprobe").arg(fs)).status();
+    listed(fs)
+}
+
+/// A btrfs file system in a sparse 1 GiB image file, mounted through a loop device; unmounted
+/// and detached on drop.
+pub struct LoopBtrfs {
+    mnt: PathBuf,
+    device: String,
+}
+
+impl LoopBtrfs {
+    /// Makes `<dir>/btrfs.img`, formats it and mounts it on `<dir>/mnt`.
+    pub fn new(dir: &Path) -> Result<LoopBtrfs, String> {
+        let img = dir.join("btrfs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+        let f = std::fs::File::create(&img).map_err(|e| format!("create image: {e}"))?;
+        f.set_len(1 << 30)
+            .map_err(|e| format!("truncate image: {e}"))?;
+        drop(f);
+        run_ok(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&img))?;
+        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&img))?;
+        let fs = LoopBtrfs { mnt, device };
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "btrfs"])
+                .arg(&fs.device)
+                .arg(&fs.mnt),
+        )?;
+        Ok(fs)
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        for m in mounts_under(&self.mnt).iter().rev() {
+            if m != &self.mnt {
+                let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
+            }
+        }
+        let unmounted = quiet(Command::new("umount").arg(&self.mnt))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !unmounted && !mounts_under(&self.mnt).is_empty() {
+            eprintln!("cleanup: {} busy, unmounting lazily", self.mnt.display());
+            let _ = quiet(Command::new("umount").arg("-l").arg(&self.mnt)).status();
+        }
+        let _ = quiet(Command::new("losetup").arg("-d").arg(&self.device)).status();
+    }
+}
+
+/// A scratch store on one driver (dereferences to its [`Cs`]).
+pub struct DriverStore {
+    // Field order matters: the file system goes after the cleanup in `drop`, and before the
+    // temporary directory holding its image is removed.
+    fs: Option<LoopBtrfs>,
+    cs: Cs,
+}
+
+impl DriverStore {
+    /// A new empty store on `driver` (`vfs`, `overlay` or `btrfs`), or `None` when the driver
+    /// cannot run here (only outside CI; a loud message says why).
+    pub fn new(driver: &str) -> Option<DriverStore> {
+        let mut cs = Cs::new(driver);
+        let mut fs = None;
+        match driver {
+            "vfs" => {}
+            "overlay" => {
+                if !require(is_root(), "root (overlay mounts)")
+                    || !require(kernel_has_fs("overlay"), "overlay in the kernel")
+                {
+                    return None;
+                }
+            }
+            "btrfs" => {
+                if !require(is_root(), "root (loop-mounted btrfs)")
+                    || !require(
+                        have_tool("mkfs.btrfs") && have_tool("losetup"),
+                        "mkfs.btrfs and losetup",
+                    )
+                    || !require(kernel_has_fs("btrfs"), "btrfs in the kernel")
+                {
+                    return None;
+                }
+                match LoopBtrfs::new(cs.dir.path()) {
+                    Ok(b) => {
+                        cs.graph = b.path().join("root");
+                        fs = Some(b);
+                    }
+                    Err(e) => {
+                        require(false, &format!("a loop-mounted btrfs: {e}"));
+                        return None;
+                    }
+                }
+            }
+            other => panic!("unknown driver {other}"),
+        }
+        Some(DriverStore { fs, cs })
+    }
+
+    /// The driver's home, `<graph>/<driver>`.
+    pub fn home(&self) -> PathBuf {
+        self.cs.graph.join(&self.cs.driver)
+    }
+
+    /// Whether the store lives on a loop-mounted file system made by the test.
+    pub fn on_loop_fs(&self) -> bool {
+        self.fs.is_some()
+    }
+}
+
+impl Deref for DriverStore {
+    type Target = Cs;
+    fn deref(&self) -> &Cs {
+        &self.cs
+    }
+}
+
+impl Drop for DriverStore {
+    fn drop(&mut self) {
+        let cs = &self.cs;
+        if cs.graph.exists() {
+            let shutdown = |bin: &Path| {
+                let mut c = Command::new(bin);
+                c.arg("--graph")
+                    .arg(&cs.graph)
+                    .arg("--run")
+                    .arg(&cs.run)
+                    .arg("--storage-driver")
+                    .arg(&cs.driver)
+                    .args(["shutdown", "-f"])
+                    .env_remove("STORAGE_OPTS")
+                    .env_remove("STORAGE_DRIVER")
+                    .env_remove("CONTAINERS_STORAGE_CONF");
+                let _ = quiet(&mut c).status();
+            };
+            shutdown(ours());
+            shutdown(ours());
+            if let Some(go) = go_cs() {
+                shutdown(&go);
+            }
+        }
+        let root = self
+            .fs
+            .as_ref()
+            .map(|f| f.path().to_path_buf())
+            .unwrap_or_else(|| cs.dir.path().to_path_buf());
+        for m in mounts_under(cs.dir.path()).iter().rev() {
+            if m == &root && self.fs.is_some() {
+                continue;
+            }
+            eprintln!("cleanup: lazily unmounting leftover {}", m.display());
+            let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
+        }
+    }
+}

@@ -183,6 +183,7 @@ pub fn limit_and_target(
         "diffsize small" => (l("du -sb small tree"), Some(Target::Limit(2.0)), None),
         "create-layer child of small" if driver == "vfs" => (l("cp -a small tree"), None, None),
         "delete-layer child" if driver == "vfs" => (l("rm -rf copy of small tree"), None, None),
+        "delete-layer small" => (l("rm -rf copy of small tree"), None, None),
         w if w.starts_with("create-image per call") => {
             (None, Some(Target::FasterThanGo(3.0)), None)
         }
@@ -453,7 +454,12 @@ impl Seq<'_> {
             // Layers not needed later are deleted to keep the store small.
             for fmt in [Fmt::Gz, Fmt::Zst] {
                 if let Some(id) = self.apply(&data.small, fmt, None, None) {
-                    self.delete_layer(id);
+                    if matches!(fmt, Fmt::Gz) {
+                        let args = vec!["delete-layer".to_string(), id];
+                        let _ = self.timed("delete-layer small", &args, None, Sink::Capture);
+                    } else {
+                        self.delete_layer(id);
+                    }
                 }
             }
             for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
@@ -894,7 +900,7 @@ fn limits(
             Sink::Drain,
         );
     }
-    if want("child") {
+    if want("child") || want("apply") {
         let copy = dir.join("copy");
         rec(
             "cp -a small tree",
@@ -907,6 +913,7 @@ fn limits(
             Sink::Null,
         );
     }
+    rec("true (RSS floor)", &mut Command::new("true"), Sink::Null);
     let f = dir.join("dd.out");
     rec(
         &format!("dd {} MiB conv=fdatasync", scale.dd_mib),

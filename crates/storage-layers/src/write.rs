@@ -37,6 +37,8 @@ pub struct CreateLayerOptions {
     /// Record the layer in `volatile-layers.json`.
     pub volatile: bool,
     /// Explicit UID map; empty = inherit (parent's maps, or the store default without parent).
+    /// When the driver can shift the resulting maps at mount time (Go's `canUseShifting`),
+    /// the layer is recorded without maps and its content stays canonical.
     pub uid_map: Vec<IdMap>,
     /// Explicit GID map; empty = inherit.
     pub gid_map: Vec<IdMap>,
@@ -152,6 +154,28 @@ fn archive_error(e: storage_archive::Error) -> Error {
     Error::msg(ErrorKind::Other, e.to_string())
 }
 
+/// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
+/// the previous one ends.
+fn is_contiguous(maps: &[IdMap]) -> bool {
+    let adjacent = |v: &[IdMap], key: fn(&IdMap) -> u32| {
+        let mut v = v.to_vec();
+        v.sort_by_key(key);
+        v.windows(2)
+            .all(|w| key(&w[0]).checked_add(w[0].size) == Some(key(&w[1])))
+    };
+    adjacent(maps, |m| m.host_id) && adjacent(maps, |m| m.container_id)
+}
+
+/// Go's `store.canUseShifting`: the driver applies these maps at mount time (e.g. overlay
+/// with idmapped mounts) and both maps are contiguous.
+pub(crate) fn can_use_shifting(
+    driver: &dyn storage_drivers::Driver,
+    uid_map: &[IdMap],
+    gid_map: &[IdMap],
+) -> bool {
+    driver.supports_shifting(uid_map, gid_map) && is_contiguous(uid_map) && is_contiguous(gid_map)
+}
+
 /// One `syncfs(2)` of the file system holding `dir`.
 fn sync_filesystem(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
@@ -171,6 +195,14 @@ impl<'a> LayersWrite<'a> {
             guard,
             mounts_lock,
         }
+    }
+
+    /// Whether this store's driver can apply these ID maps at mount time (Go's
+    /// `store.canUseShifting`: the driver's `SupportsShifting` and contiguous maps). When it
+    /// can, [`create`](Self::create) records new layers without maps and
+    /// [`mount`](Self::mount) passes differing maps to the driver.
+    pub fn can_use_shifting(&self, uid_map: &[IdMap], gid_map: &[IdMap]) -> bool {
+        can_use_shifting(self.state.ctx.driver.as_ref(), uid_map, gid_map)
     }
 
     // ---------------------------------------------------------------- saving
@@ -375,18 +407,24 @@ impl<'a> LayersWrite<'a> {
                     default.clone()
                 }
             };
-        let uidmap = pick(
+        let mut uidmap = pick(
             opts.host_uid_mapping,
             &opts.uid_map,
             &parent_uid,
             &ctx.uid_map,
         );
-        let gidmap = pick(
+        let mut gidmap = pick(
             opts.host_gid_mapping,
             &opts.gid_map,
             &parent_gid,
             &ctx.gid_map,
         );
+        // Go's putLayer/CreateContainer: a driver that shifts IDs at mount time gets the
+        // layer without maps (canonical content); the maps are applied when mounting.
+        if can_use_shifting(ctx.driver.as_ref(), &uidmap, &gidmap) {
+            uidmap.clear();
+            gidmap.clear();
+        }
         let location = if opts.volatile {
             Location::Volatile
         } else if !opts.writeable && ctx.image_store_dir.is_some() {
@@ -739,7 +777,10 @@ impl<'a> LayersWrite<'a> {
 
     /// Mounts layer `key` through the driver and bumps its count in `mountpoints.json`
     /// (Go's layer-store `Mount`). A layer already mounted at its recorded path only gets its
-    /// count bumped; a stale count is incremented, not reset.
+    /// count bumped; a stale count is incremented, not reset. ID maps in `opts` that differ
+    /// from the layer's are shifted by the driver at mount time when it can (see
+    /// [`can_use_shifting`](Self::can_use_shifting)); otherwise they fail with `cannot mount
+    /// layer <id>: shifting not enabled`.
     pub fn mount(&mut self, key: &str, opts: &MountOpts) -> Result<PathBuf> {
         let mguard = self.lock_mounts()?;
         let i = self.state.index_or_unknown(key)?;
@@ -759,16 +800,25 @@ impl<'a> LayersWrite<'a> {
         if o.mount_label.is_empty() {
             o.mount_label = layer.mount_label.clone();
         }
-        if (!o.uid_map.is_empty() || !o.gid_map.is_empty())
-            && (o.uid_map != layer.uidmap || o.gid_map != layer.gidmap)
-        {
-            return Err(Error::msg(
-                ErrorKind::InvalidInput,
-                format!("cannot mount layer {}: shifting not enabled", layer.id),
-            ));
+        let driver = self.state.ctx.driver.clone();
+        if !o.uid_map.is_empty() || !o.gid_map.is_empty() {
+            let differ = o.uid_map != layer.uidmap || o.gid_map != layer.gidmap;
+            if differ && !driver.supports_shifting(&o.uid_map, &o.gid_map) {
+                return Err(Error::msg(
+                    ErrorKind::InvalidInput,
+                    format!("cannot mount layer {}: shifting not enabled", layer.id),
+                ));
+            }
+            // Go's `DisableShifting`: the driver shifts only what the store may shift. Maps
+            // equal to the layer's describe content that is already owned so: shifting it
+            // again would map the IDs twice.
+            if !differ || !can_use_shifting(driver.as_ref(), &o.uid_map, &o.gid_map) {
+                o.uid_map.clear();
+                o.gid_map.clear();
+            }
         }
         let id = layer.id.clone();
-        let path = clean_path(&self.state.ctx.driver.get(&id, &o)?);
+        let path = clean_path(&driver.get(&id, &o)?);
         let e = &mut self.state.entries[i];
         e.mount_point = Some(path.clone());
         e.mount_count += 1;

@@ -443,3 +443,47 @@ fn digest_filled_from_manifest_seen_by_all() {
     let insp = json(&ok(&podman(&cs, &["image", "inspect", &id])));
     assert_eq!(insp[0]["Digest"], img.manifest_digest.as_str());
 }
+
+#[test]
+fn podman_lists_our_containers_as_external() {
+    if !require(peer("podman").is_some(), "podman") {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let name = "localhost/ext:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    import_image(&run, &img, name);
+    let cid = first_line(&ok(&cs.ours(&["create-container", "-n", "ours-ctr", name])));
+    let ps = json(&ok(&podman(
+        &cs,
+        &["ps", "--all", "--external", "--format", "json"],
+    )));
+    let e = ps
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["Id"] == cid.as_str()))
+        .unwrap_or_else(|| panic!("podman ps --external lacks {cid}: {ps}"));
+    assert_eq!(e["Names"], serde_json::json!(["ours-ctr"]));
+    assert_eq!(e["ImageID"], img.image_id());
+    assert_eq!(e["State"], "storage");
+    // podman parsed our `created` time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let created = e["Created"].as_i64().unwrap_or(0);
+    assert!(
+        (now - created).abs() < 600,
+        "podman's Created {created}, now {now}"
+    );
+    // podman refuses to remove the image while our container uses it…
+    let rmi = podman(&cs, &["rmi", name]);
+    assert!(
+        !rmi.status.success(),
+        "podman rmi removed an image our container uses"
+    );
+    // … and removes our container when asked to (`rm --force` works on external containers).
+    ok(&podman(&cs, &["rm", "--force", &cid]));
+    assert!(listed(&cs, false, "containers").is_empty());
+}

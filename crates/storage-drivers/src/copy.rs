@@ -295,7 +295,7 @@ fn copy_entry(
     );
     match ftype {
         FileType::Directory => {
-            // Created 0700 (not setgid) and given its real mode after its children.
+            // Created 0700 and given its real mode after its children.
             let created = match rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)) {
                 Ok(()) => true,
                 Err(Errno::EXIST) => false,
@@ -303,7 +303,12 @@ fn copy_entry(
             };
             let s = open_dir_at(src, name).map_err(|e| err("open", &path, e))?;
             let d = open_dir_at(dst, name).map_err(|e| err("open", &path, e))?;
-            let setgid = !created && is_setgid(d.as_fd(), &path)?;
+            // A directory made inside a setgid one inherits the bit (until finish_dir).
+            let setgid = if created {
+                dst_setgid
+            } else {
+                is_setgid(d.as_fd(), &path)?
+            };
             copy_children(s.as_fd(), d.as_fd(), ctx, rel, setgid, st)?;
             finish_dir(s.as_fd(), d.as_fd(), &stat, &path, st)
         }
@@ -361,8 +366,11 @@ fn copy_entry(
                 .map_err(|e| err("readlink", &path, e))?;
             rustix::fs::symlinkat(target.as_c_str(), dst, name)
                 .map_err(|e| err("symlink", &path, e))?;
-            rustix::fs::chownat(dst, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| err("lchown", &path, e))?;
+            let owned = stat.st_uid == st.euid && stat.st_gid == st.egid && !dst_setgid;
+            if !owned {
+                rustix::fs::chownat(dst, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| err("lchown", &path, e))?;
+            }
             rustix::fs::utimensat(dst, name, &times(&stat), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| err("utimes", &path, e))
         }

@@ -438,3 +438,31 @@ fn deep_tree_copies() {
     assert_eq!(names.len(), 701);
     assert_eq!(names.last().map(|n| n.len()), Some(700 * 2 + 4));
 }
+
+#[test]
+fn setgid_dirs_do_not_leak_their_group() {
+    if !require(is_root(), "chown needs root") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let b = d.get("base", &MountOpts::default()).unwrap();
+    std::fs::create_dir(b.join("sg")).unwrap();
+    std::fs::write(b.join("top"), b"t").unwrap();
+    std::fs::write(b.join("sg/inner"), b"i").unwrap();
+    std::os::unix::fs::symlink("top", b.join("link")).unwrap();
+    for p in ["top", "sg/inner", "link"] {
+        lchown(&b.join(p), 0, 0);
+    }
+    lchown(&b.join("sg"), 0, 55);
+    chmod(&b.join("sg"), 0o2755);
+    lchown(&b, 0, 56);
+    chmod(&b, 0o2755);
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    let c = d.get("child", &MountOpts::default()).unwrap();
+    for p in ["", "sg", "top", "sg/inner", "link"] {
+        assert_eq!(node(&c.join(p)), node(&b.join(p)), "{p}");
+    }
+}

@@ -22,10 +22,11 @@
 //!
 //! Read-only images are "pulled up" into the read-write store when renamed or re-created
 //! with their ID; containers with ID maps get an ID-mapped copy of the image's top layer
-//! (recorded in the image's `mapped-layers`), like Go.
+//! (recorded in the image's `mapped-layers`), like Go — unless the driver shifts IDs at mount
+//! time (overlay with idmapped mounts): then layers stay map-less and canonical, and the
+//! container's maps are applied when it is mounted.
 //!
-//! Limits: auto user namespaces are not implemented; the mapped-copy search does not treat a
-//! map-less layer as a match on drivers that can shift IDs at mount time; a split image store
+//! Limits: auto user namespaces are not implemented; a split image store
 //! (`--image-store`) keeps `<G>/<drv>-images` as an additional read-write store but the
 //! 1.60 "search the graph root's layers as read-only" detail is covered only through the
 //! layer store's own split-store support.

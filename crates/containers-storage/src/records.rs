@@ -413,7 +413,8 @@ impl Store {
     }
 
     /// The layer a container with maps `uid`/`gid` is created on (store.md §8.5): the image's
-    /// top layer or one of its `mapped-layers` with exactly these maps; else, for an image of a
+    /// top layer or one of its `mapped-layers` with exactly these maps (or without maps when
+    /// the driver can shift these at mount time); else, for an image of a
     /// read-write store whose top layer is in the primary layer store, a new ID-mapped copy of
     /// the top layer (recorded in the image's `mapped-layers`); else the top layer itself.
     fn mapped_top_layer(&self, image: &Image, uid: &[IdMap], gid: &[IdMap]) -> Result<String> {
@@ -423,10 +424,16 @@ impl Store {
         let rw = self.layer_store()?;
         let ro_stores = self.read_only_layer_stores()?;
         let mut w = rw.write()?;
+        // Go's layerMatchesMappingOptions: a map-less layer also fits when the driver can
+        // shift these maps at mount time.
+        let shift = w.can_use_shifting(uid, gid);
+        let fits = |l: &storage_types::Layer| {
+            (shift && l.uidmap.is_empty() && l.gidmap.is_empty())
+                || (l.uidmap == uid && l.gidmap == gid)
+        };
         for c in &candidates {
             if let Some(l) = w.lookup(c)
-                && l.uidmap == uid
-                && l.gidmap == gid
+                && fits(l)
             {
                 return Ok(l.id.clone());
             }
@@ -435,8 +442,7 @@ impl Store {
             let r = ro.read()?;
             for c in &candidates {
                 if let Some(l) = r.lookup(c)
-                    && l.uidmap == uid
-                    && l.gidmap == gid
+                    && fits(l)
                 {
                     return Ok(l.id.clone());
                 }

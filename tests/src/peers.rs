@@ -357,3 +357,72 @@ pub fn layer_bytes(dir: &Path, desc: &serde_json::Value) -> Vec<u8> {
         raw
     }
 }
+
+/// A file system of type `mkfs` (e.g. `mkfs.btrfs`) on a loop device, mounted at `at`
+/// (e.g. a [`Cs`] graph root before first use). Dropping it unmounts it; declare it
+/// *before* the [`Unmounter`] of the store so the store is shut down first.
+pub struct LoopFs {
+    at: PathBuf,
+}
+
+impl LoopFs {
+    /// Makes a `size_mib` MiB image file next to `at` and mounts it there; `None` (after a
+    /// loud skip, or a panic in CI) when the tool, loop devices or root are missing.
+    pub fn new(mkfs: &str, size_mib: u64, at: &Path) -> Option<LoopFs> {
+        let tool = ["/usr/sbin", "/sbin", "/usr/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(mkfs))
+            .find(|p| p.is_file());
+        if !crate::require(
+            crate::is_root() && tool.is_some(),
+            &format!("root and {mkfs} for a loop file system"),
+        ) {
+            return None;
+        }
+        let img = at.with_extension("img");
+        let f = std::fs::File::create(&img).expect("create fs image");
+        f.set_len(size_mib << 20).expect("size fs image");
+        drop(f);
+        let mk = Command::new(tool.expect("checked"))
+            .arg("-q")
+            .arg(&img)
+            .output()
+            .expect("run mkfs");
+        assert!(
+            mk.status.success(),
+            "{mkfs}: {}",
+            String::from_utf8_lossy(&mk.stderr)
+        );
+        std::fs::create_dir_all(at).expect("mount point");
+        let m = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(at)
+            .output()
+            .expect("run mount");
+        if !crate::require(
+            m.status.success(),
+            &format!("mount -o loop: {}", String::from_utf8_lossy(&m.stderr)),
+        ) {
+            return None;
+        }
+        Some(LoopFs {
+            at: at.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // `mount -o loop` sets autoclear: the loop device goes away with the mount.
+        if mounts_under(&self.at).contains(&self.at) {
+            let ok = Command::new("umount")
+                .arg(&self.at)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+            }
+        }
+    }
+}

@@ -171,8 +171,10 @@ impl Vfs {
             }
             None => None,
         };
+        // Go's MkdirAndChown accepts an existing directory.
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
             Err(e) => return Err(Error::io("mkdir", &dir, e)),
         }
         let result = (|| -> Result<()> {
@@ -185,10 +187,11 @@ impl Vfs {
             .map_err(|e| Error::io("chmod", &dir, e))?;
             if let Some(pd) = parent_dir {
                 if !pd.is_dir() {
+                    // Go: fmt.Errorf("%s: %s", parent, Get's error).
                     return Err(Error::msg(
-                        ErrorKind::LayerUnknown,
+                        ErrorKind::Io,
                         format!(
-                            "{}: stat {}: no such file or directory",
+                            "{}: {}: not a directory",
                             parent.unwrap_or(""),
                             pd.display()
                         ),

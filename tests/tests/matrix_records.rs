@@ -1,0 +1,461 @@
+//! Image and container records on every driver (vfs, overlay, btrfs): one CLI scenario from
+//! layers to `wipe`, and after every step Debian's Go `containers-storage` (1.43), run on the
+//! same store with the same driver, must list exactly the same layers, images and containers.
+//! One test function per driver: `scenario::vfs`, `scenario::overlay`, `scenario::btrfs`.
+
+use std::path::{Path, PathBuf};
+
+use storage_tests::fs::DriverStore;
+use storage_tests::peers::{first_line, mounts_under};
+use storage_tests::tars::{TarBuilder, sha256};
+use storage_tests::{Cs, go_cs, ok, require};
+
+macro_rules! per_driver {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$name("vfs")
+            }
+            #[test]
+            fn overlay() {
+                super::$name("overlay")
+            }
+            #[test]
+            fn btrfs() {
+                super::$name("btrfs")
+            }
+        }
+    };
+}
+
+per_driver!(scenario);
+per_driver!(go_writes_ours_reads);
+
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// Asserts that Go and we list the same records (byte for byte, in JSON).
+#[track_caller]
+fn same_records(cs: &Cs, step: &str) {
+    for what in ["layers", "images", "containers"] {
+        let ours = ok(&cs.ours(&[what, "--json"]));
+        let go = ok(&cs.go(&[what, "--json"]));
+        // An empty list is `null` in 1.60 (our target) and `[]` for 1.43's `layers`.
+        let parse = |s: &str, who: &str| -> serde_json::Value {
+            match serde_json::from_str(s) {
+                Ok(serde_json::Value::Null) => serde_json::Value::Array(Vec::new()),
+                Ok(v) => v,
+                Err(e) => panic!("{step}: {who} {what} --json is not JSON ({e}): {s}"),
+            }
+        };
+        assert_eq!(
+            parse(&ours, "our"),
+            parse(&go, "Go's"),
+            "{} after {step}: {what} listed differently by Go",
+            cs.driver
+        );
+    }
+}
+
+/// Runs a read-only command with both tools; the outputs must be equal. Returns ours.
+#[track_caller]
+fn both(cs: &Cs, args: &[&str]) -> String {
+    let ours = ok(&cs.ours(args));
+    let go = ok(&cs.go(args));
+    assert_eq!(
+        ours,
+        go,
+        "{}: `{}` differs from Go",
+        cs.driver,
+        args.join(" ")
+    );
+    ours
+}
+
+/// `changes LAYER` by both tools, as sorted lines (Go's naive walk order is random).
+#[track_caller]
+fn changes(cs: &Cs, layer: &str) -> Vec<String> {
+    let sorted = |s: String| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let ours = sorted(ok(&cs.ours(&["changes", layer])));
+    let go = sorted(ok(&cs.go(&["changes", layer])));
+    assert_eq!(
+        ours, go,
+        "{}: changes of {layer} differ from Go's",
+        cs.driver
+    );
+    ours
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write input file");
+    p
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Base layer: files, a dir that the child makes opaque, a file the child deletes.
+fn base_tar() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("etc/", 0o755)
+        .file("etc/hello.txt", 0o644, b"hello\n")
+        .file("etc/gone.txt", 0o644, b"to be deleted\n")
+        .dir("opq/", 0o755)
+        .file("opq/old1", 0o644, b"old 1\n")
+        .file("opq/old2", 0o644, b"old 2\n")
+        .dir("keep/", 0o755)
+        .file("keep/k", 0o644, b"kept\n")
+        .finish()
+}
+
+/// Child layer: a whiteout, an opaque directory with a new file, a changed file.
+fn child_tar() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("etc/", 0o755)
+        .file("etc/.wh.gone.txt", 0o644, b"")
+        .file("etc/hello.txt", 0o644, b"hello again\n")
+        .dir("opq/", 0o755)
+        .file("opq/.wh..wh..opq", 0o644, b"")
+        .file("opq/new", 0o644, b"new\n")
+        .finish()
+}
+
+fn names(list: &str) -> Vec<String> {
+    let mut v: Vec<String> = list.lines().map(|l| l.trim().to_string()).collect();
+    v.sort();
+    v
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn tar_names(data: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(data);
+    let mut v: Vec<String> = a
+        .entries()
+        .expect("diff is a tar")
+        .map(|e| {
+            e.expect("tar entry")
+                .path()
+                .expect("entry path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Name, type, permissions, owner, size, mtime (0 for whiteouts, which get the time of the
+/// export) and content of each entry of a tar.
+type Header = (String, u8, u32, u64, u64, u64, u64, Vec<u8>);
+
+fn tar_headers(data: &[u8]) -> Vec<Header> {
+    use std::io::Read;
+    let mut a = tar::Archive::new(data);
+    let mut v = Vec::new();
+    for e in a.entries().expect("diff is a tar") {
+        let mut e = e.expect("tar entry");
+        let name = e.path().expect("entry path").display().to_string();
+        let h = e.header().clone();
+        let mut body = Vec::new();
+        e.read_to_end(&mut body).expect("entry data");
+        let wh = name
+            .rsplit('/')
+            .next()
+            .is_some_and(|b| b.starts_with(".wh."));
+        v.push((
+            name,
+            h.entry_type().as_byte(),
+            h.mode().expect("mode") & 0o7777,
+            h.uid().expect("uid"),
+            h.gid().expect("gid"),
+            h.size().expect("size"),
+            if wh { 0 } else { h.mtime().expect("mtime") },
+            body,
+        ));
+    }
+    v.sort();
+    v
+}
+
+fn scenario(driver: &str) {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
+        return;
+    }
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
+    let tmp = cs.dir.path();
+
+    // Layers: base by us, child by us.
+    let base = write(tmp, "base.tar", &base_tar());
+    let child = write(tmp, "child.tar", &child_tar());
+    let l1 = first_line(&ok(&cs.ours(&["import-layer", "-f", &s(&base)])));
+    let l2 = first_line(&ok(&cs.ours(&["import-layer", "-f", &s(&child), &l1])));
+    same_records(&cs, "import-layer");
+
+    // create-image with names, digest and metadata.
+    let img = first_line(&ok(&cs.ours(&[
+        "create-image",
+        "-n",
+        "localhost/matrix:one",
+        "-n",
+        "localhost/matrix:two",
+        "--digest",
+        DIGEST,
+        "-m",
+        "{\"image\":\"meta\"}",
+        &l2,
+    ])));
+    same_records(&cs, "create-image");
+    let shown: serde_json::Value =
+        serde_json::from_str(&both(&cs, &["image", "--json", &img])).expect("image --json is JSON");
+    assert_eq!(shown[0]["layer"], l2.as_str());
+    assert_eq!(shown[0]["digest"], DIGEST);
+    assert_eq!(shown[0]["metadata"], "{\"image\":\"meta\"}");
+    both(&cs, &["images"]);
+    both(&cs, &["image", "localhost/matrix:two"]);
+    let by_digest = both(&cs, &["images-by-digest", "-q", DIGEST]);
+    assert_eq!(by_digest.trim(), img, "images-by-digest");
+
+    // Image data: set by us, read by both.
+    let manifest = br#"{"schemaVersion":2,"layers":[]}"#;
+    let mf = write(tmp, "manifest", manifest);
+    ok(&cs.ours(&["set-image-data", "-f", &s(&mf), &img, "manifest"]));
+    let cfg = write(tmp, "config", b"{\"config\":{}}\n");
+    ok(&cs.ours(&["set-image-data", "-f", &s(&cfg), &img, "config-blob"]));
+    same_records(&cs, "set-image-data");
+    assert_eq!(
+        names(&both(&cs, &["list-image-data", &img])),
+        ["config-blob", "manifest"]
+    );
+    let out = tmp.join("got");
+    for bin in ["ours", "go"] {
+        let args = ["get-image-data", "-f", &s(&out), &img, "manifest"];
+        ok(&if bin == "ours" {
+            cs.ours(&args)
+        } else {
+            cs.go(&args)
+        });
+        assert_eq!(std::fs::read(&out).expect("data file"), manifest, "{bin}");
+    }
+    assert_eq!(
+        both(&cs, &["get-image-data-size", &img, "manifest"]).trim(),
+        manifest.len().to_string()
+    );
+    assert_eq!(
+        both(&cs, &["get-image-data-digest", &img, "manifest"]).trim(),
+        sha256(manifest)
+    );
+
+    // A container from the image.
+    let ctr = first_line(&ok(&cs.ours(&[
+        "create-container",
+        "-n",
+        "matrix-ctr",
+        "-m",
+        "ctr meta",
+        &img,
+    ])));
+    same_records(&cs, "create-container");
+    let c: serde_json::Value = serde_json::from_str(&both(&cs, &["container", "--json", &ctr]))
+        .expect("container --json is JSON");
+    let cl = c[0]["layer"].as_str().expect("container layer").to_string();
+    assert_eq!(c[0]["image"], img.as_str());
+    assert_eq!(c[0]["metadata"], "ctr meta");
+    both(&cs, &["containers"]);
+
+    // Mount: the image's files with the whiteout and the opaque dir applied; write a file.
+    let mnt = PathBuf::from(ok(&cs.ours(&["mount", &ctr])).trim());
+    same_records(&cs, "mount");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/hello.txt")).expect("etc/hello.txt"),
+        "hello again\n"
+    );
+    assert_eq!(entries(&mnt.join("etc")), ["hello.txt"], "whiteout applied");
+    assert_eq!(entries(&mnt.join("opq")), ["new"], "opaque dir applied");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("keep/k")).expect("keep/k"),
+        "kept\n"
+    );
+    std::fs::write(mnt.join("etc/written"), b"by the container\n").expect("write in container");
+    std::fs::remove_file(mnt.join("keep/k")).expect("delete in container");
+    ok(&cs.ours(&["unmount", &ctr]));
+    assert!(
+        mounts_under(&mnt).is_empty(),
+        "{driver}: {} still mounted",
+        mnt.display()
+    );
+    same_records(&cs, "unmount");
+
+    // changes and diff of the container layer show the write and the deletion.
+    let changes = changes(&cs, &cl);
+    assert_eq!(
+        changes,
+        [
+            "Add \"/etc/written\"",
+            "Delete \"/keep/k\"",
+            "Modify \"/etc\"",
+            "Modify \"/keep\"",
+        ],
+        "{driver}: changes of the container layer"
+    );
+    let ours = cs.ours(&["diff", "-u", &cl]);
+    ok(&ours);
+    let go = cs.go(&["diff", "-u", &cl]);
+    ok(&go);
+    let got = tar_names(&ours.stdout);
+    // Not byte-exact: 1.43 ORs the file-type bits into the mode and fills uname/gname,
+    // 1.60 does neither (drivers spec §5.1.2). Everything else must agree.
+    assert_eq!(
+        tar_headers(&ours.stdout),
+        tar_headers(&go.stdout),
+        "{driver}: diff entries vs Go's"
+    );
+    assert!(got.iter().any(|n| n.ends_with("etc/written")), "{got:?}");
+    assert!(got.iter().any(|n| n.ends_with("keep/.wh.k")), "{got:?}");
+
+    // Container data and dirs.
+    let cd = write(tmp, "cdata", b"container data\n");
+    ok(&cs.ours(&["set-container-data", "-f", &s(&cd), &ctr, "state"]));
+    same_records(&cs, "set-container-data");
+    assert_eq!(names(&both(&cs, &["list-container-data", &ctr])), ["state"]);
+    for bin in ["ours", "go"] {
+        let args = ["get-container-data", "-f", &s(&out), &ctr, "state"];
+        ok(&if bin == "ours" {
+            cs.ours(&args)
+        } else {
+            cs.go(&args)
+        });
+        assert_eq!(
+            std::fs::read(&out).expect("data file"),
+            b"container data\n",
+            "{bin}"
+        );
+    }
+    let dir = both(&cs, &["get-container-dir", &ctr]);
+    assert!(Path::new(dir.trim()).is_dir(), "container dir {dir}");
+    let rdir = both(&cs, &["get-container-run-dir", &ctr]);
+    assert!(Path::new(rdir.trim()).is_dir(), "container run dir {rdir}");
+
+    // Names and metadata on every kind.
+    for (id, kind) in [(&l1, "layer"), (&img, "image"), (&ctr, "container")] {
+        let n = format!("added-{kind}");
+        ok(&cs.ours(&["add-names", "-n", &n, id]));
+        same_records(&cs, &format!("add-names on a {kind}"));
+        assert!(both(&cs, &["get-names", id]).contains(&n), "{kind} names");
+        let n2 = format!("set-{kind}");
+        ok(&cs.ours(&["set-names", "-n", &n2, id]));
+        same_records(&cs, &format!("set-names on a {kind}"));
+        let got = both(&cs, &["get-names", id]);
+        assert!(got.contains(&n2) && !got.contains(&n), "{kind}: {got}");
+        let m = format!("{kind} metadata");
+        ok(&cs.ours(&["set-metadata", "-m", &m, id]));
+        same_records(&cs, &format!("set-metadata on a {kind}"));
+        assert_eq!(both(&cs, &["metadata", "-q", id]).trim(), m, "{kind}");
+    }
+
+    // Deletion: the container, then the image with its now-unused layers.
+    ok(&cs.ours(&["delete-container", &ctr]));
+    same_records(&cs, "delete-container");
+    assert!(!cs.ours(&["exists", "-c", &ctr]).status.success());
+    ok(&cs.ours(&["delete-image", &img]));
+    same_records(&cs, "delete-image");
+    assert_eq!(
+        ok(&cs.ours(&["layers", "-q"])).trim(),
+        "",
+        "{driver}: the image's layers went with it"
+    );
+    let leftovers: Vec<String> = entries(&cs.home())
+        .into_iter()
+        .filter(|e| e.len() == 64)
+        .collect();
+    assert!(leftovers.is_empty(), "{driver} dirs left: {leftovers:?}");
+
+    // wipe.
+    let l = first_line(&ok(&cs.ours(&["import-layer", "-f", &s(&base)])));
+    let i = first_line(&ok(&cs.ours(&["create-image", "-n", "wiped", &l])));
+    first_line(&ok(&cs.ours(&["create-container", &i])));
+    same_records(&cs, "re-create");
+    ok(&cs.ours(&["wipe"]));
+    same_records(&cs, "wipe");
+    assert_eq!(ok(&cs.ours(&["layers", "-q"])).trim(), "");
+    assert_eq!(ok(&cs.ours(&["images", "-q"])).trim(), "");
+    assert_eq!(ok(&cs.ours(&["containers"])).trim(), "");
+}
+
+/// The other direction: Go makes the records, we read them and mount its container.
+fn go_writes_ours_reads(driver: &str) {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
+        return;
+    }
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
+    let tmp = cs.dir.path();
+    let base = write(tmp, "base.tar", &base_tar());
+    let child = write(tmp, "child.tar", &child_tar());
+    let l1 = first_line(&ok(&cs.go(&["import-layer", "-f", &s(&base)])));
+    let l2 = first_line(&ok(&cs.go(&["import-layer", "-f", &s(&child), &l1])));
+    let img = first_line(&ok(&cs.go(&[
+        "create-image",
+        "-n",
+        "localhost/by-go:1",
+        "--digest",
+        DIGEST,
+        "-m",
+        "go meta",
+        &l2,
+    ])));
+    let mf = write(tmp, "manifest", b"{}");
+    ok(&cs.go(&["set-image-data", "-f", &s(&mf), &img, "manifest"]));
+    let ctr = first_line(&ok(&cs.go(&["create-container", "-n", "go-ctr", &img])));
+    same_records(&cs, "Go's records");
+    both(&cs, &["images-by-digest", DIGEST]);
+    both(&cs, &["list-image-data", &img]);
+
+    // Our mount of Go's container.
+    let mnt = PathBuf::from(ok(&cs.ours(&["mount", &ctr])).trim());
+    assert_eq!(entries(&mnt.join("etc")), ["hello.txt"], "whiteout applied");
+    assert_eq!(entries(&mnt.join("opq")), ["new"], "opaque dir applied");
+    std::fs::write(mnt.join("ours"), b"x\n").expect("write in Go's container");
+    ok(&cs.ours(&["unmount", &ctr]));
+    same_records(&cs, "our mount of Go's container");
+    let c: serde_json::Value = serde_json::from_str(&ok(&cs.go(&["container", "--json", &ctr])))
+        .expect("container --json");
+    let cl = c[0]["layer"].as_str().expect("container layer").to_string();
+    let changes = changes(&cs, &cl);
+    assert_eq!(
+        changes,
+        ["Add \"/ours\""],
+        "{driver}: changes of Go's container layer"
+    );
+
+    // We delete what Go made; Go sees an empty store.
+    ok(&cs.ours(&["delete-container", &ctr]));
+    ok(&cs.ours(&["delete-image", &img]));
+    same_records(&cs, "our deletions of Go's records");
+    assert_eq!(ok(&cs.ours(&["layers", "-q"])).trim(), "");
+}

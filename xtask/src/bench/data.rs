@@ -691,6 +691,11 @@ fn load(dir: &Path, params: &Params) -> Option<Data> {
     })
 }
 
+/// The cached data for `params` under `base`, if it is complete.
+pub fn cached(base: &Path, params: &Params) -> Option<Data> {
+    load(&base.join(params.key()), params)
+}
+
 /// Returns the cached data for `params` under `base`, generating it first if needed.
 pub fn prepare(base: &Path, params: &Params) -> Result<Data, String> {
     let dir = base.join(params.key());
@@ -757,6 +762,9 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_valid() {
+        let _serial = crate::bench::proc::tests::RSS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let tmp = std::env::temp_dir().join(format!("xtask-bench-data-{}", std::process::id()));
         let params = Params {
             files: 300,

@@ -45,6 +45,9 @@ struct Opts {
     ours: Option<PathBuf>,
     go: PathBuf,
     rounds: usize,
+    /// Internal: only generate the data (run in a child so that our own peak RSS, which
+    /// spawned processes inherit as a floor, stays small).
+    generate_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -55,6 +58,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         ours: None,
         go: PathBuf::from("/usr/bin/containers-storage"),
         rounds: 0,
+        generate_only: false,
     };
     let mut it = args.iter();
     let list = |v: Option<&String>, what: &str| -> Result<Vec<String>, String> {
@@ -78,6 +82,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         };
         match flag {
             "--quick" => o.quick = true,
+            "--generate-data" => o.generate_only = true,
             "--workloads" => {
                 o.groups = list(Some(&value("--workloads")?), "--workloads")?;
                 if let Some(bad) = o.groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
@@ -987,10 +992,15 @@ fn driver_works(bin: &Path, driver: &str, dir: &Path, conf: &Path) -> Result<(),
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let opts = parse(args)?;
     let scale = scale(opts.quick);
-    ensure_tools(&opts.go)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    let bench = target.join("bench");
+    let data_dir = bench.join("data");
+    if opts.generate_only {
+        return data::prepare(&data_dir, &scale.params).map(|_| ());
+    }
+    ensure_tools(&opts.go)?;
     let ours = match &opts.ours {
         Some(p) => p.clone(),
         None => {
@@ -1008,8 +1018,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             return Err(format!("{who}: {} does not exist", p.display()));
         }
     }
-    let bench = target.join("bench");
-    let data = data::prepare(&bench.join("data"), &scale.params)?;
+    let data = match data::cached(&data_dir, &scale.params) {
+        Some(d) => d,
+        None => {
+            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+            let mut c = Command::new(exe);
+            c.args(["bench", "--generate-data"]);
+            if opts.quick {
+                c.arg("--quick");
+            }
+            crate::run(&mut c)?;
+            data::cached(&data_dir, &scale.params)
+                .ok_or("the generated benchmark data is incomplete")?
+        }
+    };
     let run_dir = bench.join("run");
     remove_dir(&run_dir)?;
     fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;

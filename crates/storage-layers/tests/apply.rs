@@ -1,7 +1,13 @@
 //! Applying layer tars (all compressions), the recorded digests, byte-exact diffs through
-//! tar-split, and failure cleanup (vfs driver, temp dirs).
+//! tar-split, and failure cleanup — on every driver (`<test>::vfs`, `<test>::overlay`,
+//! `<test>::btrfs`; overlay and btrfs need root, btrfs a loop device), temp dirs.
 
 mod common;
+
+per_driver!(apply_records_digests_and_diff_reproduces_the_tar);
+per_driver!(child_layers_diff_against_their_parent);
+per_driver!(modified_content_fails_the_checksum);
+per_driver!(bad_input_leaves_no_half_layer);
 
 use std::io::Read;
 
@@ -20,9 +26,10 @@ fn diff_bytes(
     Ok(out)
 }
 
-#[test]
-fn apply_records_digests_and_diff_reproduces_the_tar() {
-    let s = Scratch::new();
+fn apply_records_digests_and_diff_reproduces_the_tar(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let tar = sample_tar("one");
     let variants: Vec<(&str, Vec<u8>, i32)> = vec![
@@ -50,7 +57,7 @@ fn apply_records_digests_and_diff_reproduces_the_tar() {
         assert_eq!(l.uidset, vec![0, 1000], "{name}");
         assert_eq!(l.gidset, vec![0, 1000], "{name}");
         assert_eq!(
-            std::fs::read(s.vfs_dir(&l.id).join("etc/hello.txt")).unwrap(),
+            std::fs::read(s.content_dir(&l.id).join("etc/hello.txt")).unwrap(),
             b"hello one\n"
         );
         ids.push(l.id);
@@ -113,9 +120,10 @@ fn apply_records_digests_and_diff_reproduces_the_tar() {
     );
 }
 
-#[test]
-fn child_layers_diff_against_their_parent() {
-    let s = Scratch::new();
+fn child_layers_diff_against_their_parent(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let mut w = store.write().unwrap();
     let base_tar = sample_tar("base");
@@ -134,7 +142,7 @@ fn child_layers_diff_against_their_parent() {
     assert_eq!(child.diff_digest, sha256(&child_tar));
     // The child sees its parent's files overwritten by its own.
     assert_eq!(
-        std::fs::read(s.vfs_dir(&child.id).join("etc/hello.txt")).unwrap(),
+        std::fs::read(s.content_dir(&child.id).join("etc/hello.txt")).unwrap(),
         b"hello child\n"
     );
     let got = diff_bytes(&w, &child.id, Some(Compression::None)).unwrap();
@@ -172,9 +180,10 @@ fn child_layers_diff_against_their_parent() {
     );
 }
 
-#[test]
-fn modified_content_fails_the_checksum() {
-    let s = Scratch::new();
+fn modified_content_fails_the_checksum(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let mut w = store.write().unwrap();
     let (l, _) = w
@@ -183,7 +192,7 @@ fn modified_content_fails_the_checksum() {
             Some(reader(sample_tar("x"))),
         )
         .unwrap();
-    std::fs::write(s.vfs_dir(&l.id).join("etc/hello.txt"), b"HELLO x\n").unwrap();
+    std::fs::write(s.content_dir(&l.id).join("etc/hello.txt"), b"HELLO x\n").unwrap();
     let e = diff_bytes(&w, &l.id, Some(Compression::None)).unwrap_err();
     assert!(
         e.to_string()
@@ -192,9 +201,10 @@ fn modified_content_fails_the_checksum() {
     );
 }
 
-#[test]
-fn bad_input_leaves_no_half_layer() {
-    let s = Scratch::new();
+fn bad_input_leaves_no_half_layer(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let tar = sample_tar("t");
     let mut truncated_gz = gzip(&tar);
@@ -210,7 +220,7 @@ fn bad_input_leaves_no_half_layer() {
     )
     .unwrap();
     let before_json = std::fs::read(s.layer_dir().join("layers.json")).unwrap();
-    let before_dirs = list_dir(&s.graph().join("vfs").join("dir"));
+    let before_dirs = s.driver_entries();
     for (what, blob) in [
         ("junk", junk),
         ("truncated tar", tar[..700].to_vec()),
@@ -232,9 +242,9 @@ fn bad_input_leaves_no_half_layer() {
         assert_eq!(w.len(), 1, "{what}: record gone");
         assert!(w.lookup("bad").is_none());
         assert_eq!(
-            list_dir(&s.graph().join("vfs").join("dir")),
+            s.driver_entries(),
             before_dirs,
-            "{what}: driver dir gone"
+            "{what}: {driver} dirs gone"
         );
         assert_eq!(
             list_dir(&s.layer_dir()),

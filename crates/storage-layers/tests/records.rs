@@ -3,6 +3,11 @@
 
 mod common;
 
+// Driver-parametrised (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
+per_driver!(delete_checks_children_and_removes_everything);
+per_driver!(long_chain_of_layers);
+per_driver!(mount_counts_in_mountpoints_json);
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 
@@ -241,9 +246,10 @@ fn big_data_items() {
     );
 }
 
-#[test]
-fn delete_checks_children_and_removes_everything() {
-    let s = Scratch::new();
+fn delete_checks_children_and_removes_everything(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let mut w = store.write().unwrap();
     let (base, _) = w.create(&named(&["base"]), None).unwrap();
@@ -262,11 +268,24 @@ fn delete_checks_children_and_removes_everything() {
         ErrorKind::LayerUnknown
     );
     w.delete("child").unwrap();
-    assert!(!s.vfs_dir(&child.id).exists());
+    assert!(!s.content_dir(&child.id).exists());
     w.delete("base").unwrap();
     assert!(w.is_empty());
     drop(w);
-    assert!(!s.vfs_dir(&base.id).exists());
+    assert!(!s.content_dir(&base.id).exists());
+    let left: Vec<String> = s
+        .driver_entries()
+        .into_iter()
+        .filter(|e| e.contains(&base.id) || e.contains(&child.id))
+        .collect();
+    assert!(left.is_empty(), "{driver}: left behind {left:?}");
+    if driver == "overlay" {
+        assert_eq!(
+            common::list_dir(&s.home().join("l")),
+            Vec::<String>::new(),
+            "short links removed"
+        );
+    }
     assert!(
         !s.layer_dir().join(&base.id).exists(),
         "big data dir removed"
@@ -274,9 +293,10 @@ fn delete_checks_children_and_removes_everything() {
     assert_eq!(s.layers_json(), serde_json::json!([]));
 }
 
-#[test]
-fn long_chain_of_layers() {
-    let s = Scratch::new();
+fn long_chain_of_layers(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let mut w = store.write().unwrap();
     let mut ids = Vec::new();
@@ -315,16 +335,32 @@ fn long_chain_of_layers() {
         w.delete(&format!("l{i}")).unwrap();
     }
     assert_eq!(w.len(), 250);
+    // The 250-deep chain mounts.
+    let p = w.mount("l249", &MountOpts::default()).unwrap();
+    assert_eq!(p, s.mount_path(&ids[249]));
+    assert!(p.is_dir(), "{driver}: {} is a dir", p.display());
+    assert!(!w.unmount("l249", false).unwrap());
+    assert!(
+        common::mounts_under(s.dir.path())
+            .iter()
+            .all(|m| !m.starts_with(&p)),
+        "{driver}: still mounted after unmount"
+    );
 }
 
-#[test]
-fn mount_counts_in_mountpoints_json() {
-    let s = Scratch::new();
+fn mount_counts_in_mountpoints_json(driver: &str) {
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let store = s.store();
     let mut w = store.write().unwrap();
     let (l, _) = w.create(&named(&["l"]), None).unwrap();
     let p1 = w.mount("l", &MountOpts::default()).unwrap();
-    assert_eq!(p1, s.vfs_dir(&l.id));
+    assert_eq!(p1, s.mount_path(&l.id));
+    let mounted = |p: &std::path::Path| common::mounts_under(s.dir.path()).iter().any(|m| m == p);
+    if driver == "overlay" {
+        assert!(mounted(&p1), "overlay mount of the layer in mountinfo");
+    }
     let p2 = w.mount(&l.id, &MountOpts::default()).unwrap();
     assert_eq!(p1, p2);
     assert_eq!(w.mounted("l").unwrap(), 2);
@@ -352,6 +388,7 @@ fn mount_counts_in_mountpoints_json() {
     assert_eq!(w.mounted("l").unwrap(), 0);
     drop(w);
     assert_eq!(s.mounts_json(), serde_json::json!([]));
+    assert!(!mounted(&p1), "{driver}: unmounted at count 0");
 
     // force drops every count at once; a stale count is incremented, not reset.
     let mut w = store.write().unwrap();
@@ -369,6 +406,7 @@ fn mount_counts_in_mountpoints_json() {
     w.delete("l").unwrap();
     drop(w);
     assert_eq!(s.mounts_json(), serde_json::json!([]));
+    assert!(!mounted(&p1), "{driver}: deleted layer still mounted");
 }
 
 #[test]

@@ -1,29 +1,109 @@
-//! Helpers shared by the layer store tests: scratch stores on the vfs driver, sample tars.
+//! Helpers shared by the layer store tests: scratch stores on the vfs driver (and, for the
+//! driver-parametrised tests, on overlay and on a loop-mounted btrfs), sample tars.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use sha2::Digest as _;
 use storage_drivers::{Driver, DriverOptions, open_driver};
 use storage_layers::{LayerStore, LayerStoreOptions};
 
+/// Generates `mod $name { fn vfs(); fn overlay(); fn btrfs() }`, each calling `$name(driver)`,
+/// so a failure names the driver.
+#[macro_export]
+macro_rules! per_driver {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$name("vfs")
+            }
+            #[test]
+            fn overlay() {
+                super::$name("overlay")
+            }
+            #[test]
+            fn btrfs() {
+                super::$name("btrfs")
+            }
+        }
+    };
+}
+
 /// A scratch graph root + run root.
 pub struct Scratch {
-    pub dir: tempfile::TempDir,
+    /// The driver; dropped first (fields drop in order).
     pub driver: Arc<dyn Driver>,
+    /// The loop-mounted btrfs holding the graph root (btrfs driver only).
+    fs: Option<LoopBtrfs>,
+    /// The temporary directory (removed last).
+    pub dir: tempfile::TempDir,
+    name: String,
+    graph: PathBuf,
 }
 
 impl Scratch {
+    /// A scratch store on vfs.
     pub fn new() -> Scratch {
+        Scratch::with_driver("vfs").expect("vfs driver")
+    }
+
+    /// A scratch store on `driver` (`vfs`, `overlay`, `btrfs`), or `None` when the driver
+    /// cannot run here — which fails the test in CI (`CI=true`) and skips it loudly otherwise.
+    pub fn with_driver(driver: &str) -> Option<Scratch> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let driver = open_vfs(dir.path());
-        Scratch { dir, driver }
+        let mut graph = dir.path().join("root");
+        let mut fs = None;
+        if driver != "vfs" {
+            if !require(is_root(), &format!("root for the {driver} driver")) {
+                return None;
+            }
+            if driver == "btrfs" {
+                match LoopBtrfs::new(dir.path()) {
+                    Ok(b) => {
+                        graph = b.mnt.join("root");
+                        fs = Some(b);
+                    }
+                    Err(e) => {
+                        require(false, &format!("a loop-mounted btrfs: {e}"));
+                        return None;
+                    }
+                }
+            }
+        }
+        let run = dir.path().join("run");
+        let d = open_driver(
+            driver,
+            &DriverOptions {
+                home: graph.join(driver),
+                run_home: run.join(driver),
+                graph_root: graph.clone(),
+                run_root: run,
+                image_store: None,
+                options: Vec::new(),
+            },
+        );
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => {
+                require(false, &format!("the {driver} driver: {e}"));
+                return None;
+            }
+        };
+        Some(Scratch {
+            driver: Arc::from(d),
+            fs,
+            dir,
+            name: driver.to_string(),
+            graph,
+        })
     }
 
     pub fn graph(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.graph.clone()
     }
 
     pub fn run(&self) -> PathBuf {
@@ -31,15 +111,53 @@ impl Scratch {
     }
 
     pub fn layer_dir(&self) -> PathBuf {
-        self.graph().join("vfs-layers")
+        self.graph().join(format!("{}-layers", self.name))
     }
 
     pub fn run_dir(&self) -> PathBuf {
-        self.run().join("vfs-layers")
+        self.run().join(format!("{}-layers", self.name))
     }
 
     pub fn vfs_dir(&self, id: &str) -> PathBuf {
         self.graph().join("vfs").join("dir").join(id)
+    }
+
+    /// The driver's home, `<graph>/<driver>`.
+    pub fn home(&self) -> PathBuf {
+        self.graph().join(&self.name)
+    }
+
+    /// Where the layer's own files are stored.
+    pub fn content_dir(&self, id: &str) -> PathBuf {
+        match self.name.as_str() {
+            "overlay" => self.home().join(id).join("diff"),
+            "btrfs" => self.home().join("subvolumes").join(id),
+            _ => self.vfs_dir(id),
+        }
+    }
+
+    /// The path `mount` returns for the layer.
+    pub fn mount_path(&self, id: &str) -> PathBuf {
+        match self.name.as_str() {
+            "overlay" => self.home().join(id).join("merged"),
+            _ => self.content_dir(id),
+        }
+    }
+
+    /// The driver home's entries, two levels deep (`dir/<id>`, `<id>/diff`, `l/<short>`,
+    /// `subvolumes/<id>`).
+    pub fn driver_entries(&self) -> Vec<String> {
+        let home = self.home();
+        let mut v = Vec::new();
+        for top in list_dir(&home) {
+            let sub = home.join(&top);
+            if sub.is_dir() && !sub.is_symlink() {
+                v.extend(list_dir(&sub).into_iter().map(|e| format!("{top}/{e}")));
+            }
+            v.push(top);
+        }
+        v.sort();
+        v
     }
 
     pub fn options(&self) -> LayerStoreOptions {
@@ -85,6 +203,121 @@ pub fn open_vfs(root: &Path) -> Arc<dyn Driver> {
     )
     .expect("vfs driver");
     Arc::from(d)
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.name == "vfs" {
+            return;
+        }
+        // Leftover mounts (a test that panicked while a layer was mounted), deepest first;
+        // the btrfs file system itself goes when `fs` is dropped.
+        let keep = self.fs.as_ref().map(|f| f.mnt.clone());
+        for m in mounts_under(self.dir.path()).iter().rev() {
+            if Some(m) != keep.as_ref() {
+                eprintln!("cleanup: lazily unmounting leftover {}", m.display());
+                let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
+            }
+        }
+    }
+}
+
+/// Mount points under `dir` (from `/proc/self/mountinfo`), sorted.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort();
+    v
+}
+
+fn quiet(c: &mut Command) -> &mut Command {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+}
+
+fn run_ok(c: &mut Command) -> Result<String, String> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{c:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{c:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A btrfs file system in a sparse 1 GiB file on a loop device, mounted on `<dir>/mnt`;
+/// unmounted and detached on drop (also when the test panics).
+struct LoopBtrfs {
+    mnt: PathBuf,
+    device: String,
+}
+
+impl LoopBtrfs {
+    fn new(dir: &Path) -> Result<LoopBtrfs, String> {
+        let img = dir.join("btrfs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+        let f = std::fs::File::create(&img).map_err(|e| format!("create image: {e}"))?;
+        f.set_len(1 << 30)
+            .map_err(|e| format!("truncate image: {e}"))?;
+        drop(f);
+        run_ok(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&img))?;
+        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&img))?;
+        let fs = LoopBtrfs { mnt, device };
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "btrfs"])
+                .arg(&fs.device)
+                .arg(&fs.mnt),
+        )?;
+        Ok(fs)
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        for m in mounts_under(&self.mnt).iter().rev() {
+            if m != &self.mnt {
+                let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
+            }
+        }
+        let ok = quiet(Command::new("umount").arg(&self.mnt))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok && !mounts_under(&self.mnt).is_empty() {
+            let _ = quiet(Command::new("umount").arg("-l").arg(&self.mnt)).status();
+        }
+        let _ = quiet(Command::new("losetup").arg("-d").arg(&self.device)).status();
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `Ok` → true; otherwise fails in CI and returns false after a loud message.
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("required for this test in CI: {why}");
+    }
+    eprintln!("SKIPPED (not in CI): {why}");
+    false
 }
 
 pub fn sha256(data: &[u8]) -> String {

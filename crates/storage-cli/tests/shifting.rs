@@ -294,6 +294,15 @@ fn mapped_containers_shift_at_mount_time_like_go() {
     assert_eq!(v["layers"].as_array().unwrap().len(), 3, "{v:#}");
     assert!(v["images"][0].get("mapped-layers").is_none(), "{v:#}");
     assert_eq!(ours.owners_in_mount(false, &second), SHIFTED);
+
+    // `create-layer --uidmap/--gidmap` makes map-less layers too, in both tools.
+    for (store, go) in [(&ours, false), (&go, true)] {
+        let args = ["create-layer", "--uidmap", MAP, "--gidmap", MAP];
+        let id = first_line(&store.ok(go, &args));
+        let rec: Value = serde_json::from_str(&store.ok(!go, &["layer", "--json", &id])).unwrap();
+        let keys: Vec<&String> = rec[0].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["created", "id"], "go={go}: {rec}");
+    }
 }
 
 #[test]

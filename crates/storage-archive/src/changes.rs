@@ -6,7 +6,7 @@
 //!
 //! * a path only in the new tree as [`ChangeKind::Add`] (and each descendant too);
 //! * a path only in the old tree as [`ChangeKind::Delete`] (descendants not reported);
-//! * a path in both whose mode, owner, rdev, mtime (`sameFsTimeSpec`), size (non-dirs),
+//! * a path in both whose mode, owner, rdev, mtime (`sameFsTimeSpec`, non-dirs), size (non-dirs),
 //!   `security.capability`, symlink target or `user.*` xattrs differ as
 //!   [`ChangeKind::Modify`];
 //! * a directory with any change below it as `Modify`, inserted before its children.
@@ -289,11 +289,14 @@ fn stat_different(ctx: &Ctx<'_>, old: &Node, new: &Node) -> bool {
     }
     let same_time = old.mtime.0 == new.mtime.0
         && (old.mtime.1 == new.mtime.1 || old.mtime.1 == 0 || new.mtime.1 == 0);
+    // Neither the size nor the mtime of a directory is a measure of change: Go's 1.43
+    // binary reports no change for a directory whose only difference is its mtime (for
+    // example after a hard link below it was re-created by an ID-map re-owning walk).
+    let is_dir = old.mode & libc::S_IFMT == libc::S_IFDIR;
     ou != nu
         || og != ng
         || old.rdev != new.rdev
-        || !same_time
-        || ((old.mode & libc::S_IFDIR != libc::S_IFDIR) && old.size != new.size)
+        || (!is_dir && (!same_time || old.size != new.size))
 }
 
 fn join(parent: &str, name: &OsStr) -> String {
@@ -518,6 +521,21 @@ mod tests {
         assert_eq!(
             pairs(&changes_dirs(&new, Some(&old)).unwrap()),
             vec![("/top", "C")]
+        );
+    }
+
+    #[test]
+    fn a_directory_mtime_alone_is_no_change() {
+        // Go 1.43's `changes` ignores a directory whose only difference is its mtime.
+        let (_t, old, new) = twins();
+        set_mtime(&new.join("a/b"), 2_000_000, 0);
+        set_mtime(&new.join("a"), 2_000_000, 0);
+        assert_eq!(changes_dirs(&new, Some(&old)).unwrap(), vec![]);
+        // A file's mtime still counts, and makes its directories Modify.
+        set_mtime(&new.join("a/b/f"), 2_000_000, 0);
+        assert_eq!(
+            pairs(&changes_dirs(&new, Some(&old)).unwrap()),
+            vec![("/a", "C"), ("/a/b", "C"), ("/a/b/f", "C")]
         );
     }
 

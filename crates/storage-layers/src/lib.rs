@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 
 mod mountinfo;
+mod pgzip;
 mod view;
 mod write;
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use storage_archive::Compression;
 use storage_archive::changes::Change;
+use storage_drivers::LayerMaps;
 use storage_lock::Token;
 use storage_types::{Digest, Error, ErrorKind, Layer, MountPoint, Result};
 
@@ -334,6 +335,13 @@ impl Layers {
 
     /// Go's `findParentAndLayer`: resolves `to`, and `from` (default: the parent of `to`;
     /// an unresolvable `from` falls back to the parent as well).
+    /// `from` with its ID maps, for the drivers' `*_mapped` comparisons: Go compares owners
+    /// through each layer's own maps, so a mapped container layer on an unmapped image layer
+    /// does not show every file as changed. A layer outside this store counts as unmapped.
+    fn with_maps<'a>(&'a self, from: Option<&'a str>) -> Option<(&'a str, LayerMaps<'a>)> {
+        from.map(|id| (id, self.lookup(id).map(maps_of).unwrap_or_default()))
+    }
+
     fn parent_and_layer(&self, from: Option<&str>, to: &str) -> Result<(Option<String>, &Layer)> {
         let layer = &self.entries[self.index_or_unknown(to)?].layer;
         let parent = layer_parent(layer).map(str::to_string);
@@ -380,11 +388,10 @@ impl Layers {
                 storage_tarsplit::reassemble(f, &mut *getter, &mut out).map_err(tarsplit_error)?;
             }
             None => {
-                self.ctx.driver.diff(
+                self.ctx.driver.diff_mapped(
                     &layer.id,
-                    from.as_deref(),
-                    &layer.uidmap,
-                    &layer.gidmap,
+                    maps_of(layer),
+                    self.with_maps(from.as_deref()),
                     &mut out,
                 )?;
             }
@@ -395,13 +402,17 @@ impl Layers {
     /// The changes of layer `to` relative to `from` (default: its parent).
     pub fn changes(&self, from: Option<&str>, to: &str) -> Result<Vec<Change>> {
         let (from, layer) = self.parent_and_layer(from, to)?;
-        self.ctx.driver.changes(&layer.id, from.as_deref())
+        self.ctx
+            .driver
+            .changes_mapped(&layer.id, maps_of(layer), self.with_maps(from.as_deref()))
     }
 
     /// Size of the changes of layer `to` relative to `from` (default: its parent).
     pub fn diff_size(&self, from: Option<&str>, to: &str) -> Result<i64> {
         let (from, layer) = self.parent_and_layer(from, to)?;
-        self.ctx.driver.diff_size(&layer.id, from.as_deref())
+        self.ctx
+            .driver
+            .diff_size_mapped(&layer.id, maps_of(layer), self.with_maps(from.as_deref()))
     }
 
     /// Go's `LayerParentOwners` (§8.7): host UIDs and GIDs owning the directories above the
@@ -454,7 +465,7 @@ pub(crate) fn tarsplit_error(e: storage_tarsplit::Error) -> Error {
 /// The output side of `diff`: raw, gzip or zstd.
 enum CompressedWriter<'a> {
     Plain(&'a mut dyn Write),
-    Gzip(flate2::write::GzEncoder<&'a mut dyn Write>),
+    Gzip(crate::pgzip::ParallelGzWriter<&'a mut dyn Write>),
     Zstd(zstd::Encoder<'static, &'a mut dyn Write>),
 }
 
@@ -462,10 +473,16 @@ impl<'a> CompressedWriter<'a> {
     fn new(c: Compression, out: &'a mut dyn Write) -> Result<Self> {
         Ok(match c {
             Compression::None => CompressedWriter::Plain(out),
-            Compression::Gzip => CompressedWriter::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::default(),
-            )),
+            Compression::Gzip => {
+                // Blocks deflated on worker threads, like Go's pgzip. Level 3 gives about the
+                // size Go's pgzip default gives (small-file bench tree: 22.7 MB vs Go's
+                // 22.4 MB; zlib level 6: 21.5 MB at 2.5x the CPU time).
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+                CompressedWriter::Gzip(
+                    crate::pgzip::ParallelGzWriter::new(out, flate2::Compression::new(3), threads)
+                        .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                )
+            }
             Compression::Zstd => CompressedWriter::Zstd(
                 zstd::Encoder::new(out, 3).map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
             ),
@@ -509,5 +526,13 @@ impl Write for CompressedWriter<'_> {
             CompressedWriter::Gzip(w) => w.flush(),
             CompressedWriter::Zstd(w) => w.flush(),
         }
+    }
+}
+
+/// The ID maps recorded in a layer record.
+fn maps_of(layer: &Layer) -> LayerMaps<'_> {
+    LayerMaps {
+        uid: &layer.uidmap,
+        gid: &layer.gidmap,
     }
 }

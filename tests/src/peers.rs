@@ -316,7 +316,9 @@ fn json(s: &str) -> serde_json::Value {
 
 /// Exports image `name` from `cs` with `skopeo copy … oci:DIR:x` and checks the exported config's
 /// `rootfs.diff_ids` and the uncompressed digest of every exported layer blob against `img`.
-pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImage) {
+///
+/// Returns the layout directory (tag `x`).
+pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImage) -> PathBuf {
     let out = cs.dir.path().join("exported");
     crate::ok(&skopeo_copy(
         &storage_ref(cs, name),
@@ -342,6 +344,7 @@ pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImag
             "uncompressed exported layer"
         );
     }
+    out
 }
 
 /// Uncompressed bytes of an exported layer blob, by media type.
@@ -425,4 +428,20 @@ impl Drop for LoopFs {
             }
         }
     }
+}
+
+/// Unpacks `DIR:TAG` with `umoci unpack` (an independent OCI implementation) into
+/// `bundle`; returns the root filesystem path.
+pub fn umoci_unpack(dir: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    let bin = peer("umoci").expect("umoci");
+    let mut c = Command::new(bin);
+    let out = clean(&mut c)
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", dir.display()))
+        .arg(bundle)
+        .output()
+        .expect("run umoci");
+    crate::ok(&out);
+    bundle.join("rootfs")
 }

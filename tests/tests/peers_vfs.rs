@@ -1,6 +1,7 @@
 //! Real-peer interop on vfs: an image written by skopeo and read by our CLI, an image written
 //! by our CLI and read by podman, skopeo and Go's containers-storage, and both CLIs taking
-//! turns on one store.
+//! turns on one store (plus the overlay variant of the podman-mutates test, and umoci
+//! unpacking exports and the fixture).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::path::Path;
 use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
 use storage_tests::peers::{
     Unmounter, diff_digests, first_line, import_image, layer_chain, ours_reads_pulled_image,
-    podman, skopeo_copy, skopeo_exports_same_layers, storage_ref,
+    podman, skopeo_copy, skopeo_exports_same_layers, storage_ref, umoci_unpack,
 };
 use storage_tests::{Cs, go_cs, ok, peer, require};
 
@@ -99,7 +100,14 @@ fn ours_writes_podman_skopeo_go_read() {
     ok(&cs.go(&["delete-container", &cid]));
 
     // skopeo exports it with the same layers.
-    skopeo_exports_same_layers(&cs, name, &img);
+    let exported = skopeo_exports_same_layers(&cs, name, &img);
+    // An independent OCI implementation unpacks the export to the same files.
+    if peer("umoci").is_some() {
+        let rootfs = umoci_unpack(&exported, "x", &cs.dir.path().join("bundle"));
+        assert_rootfs(&rootfs, bb, "umoci unpack of skopeo's export of our image");
+    } else {
+        eprintln!("umoci missing: export not unpacked");
+    }
     // The top layer is still ours, unchanged.
     let chain = layer_chain(&ok(&cs.ours(&["layers", "--json"])), &top);
     assert_eq!(diff_digests(&chain), img.diff_ids());
@@ -258,7 +266,23 @@ fn podman_mutates_ours_sees() {
     if !require(peer("podman").is_some(), "podman") {
         return;
     }
-    let cs = Cs::new("vfs");
+    podman_mutates("vfs");
+}
+
+#[test]
+fn podman_mutates_ours_sees_overlay() {
+    if !require(peer("podman").is_some(), "podman")
+        || !require(storage_tests::is_root(), "root (overlay mounts)")
+    {
+        return;
+    }
+    podman_mutates("overlay");
+}
+
+/// podman tags our image, creates a container of it (we mount it and write; podman's mount
+/// sees the write), removes the container, untags and removes the image; we see each step.
+fn podman_mutates(driver: &str) {
+    let cs = Cs::new(driver);
     let _g = Unmounter::new(&cs, true);
     let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
     let name = "localhost/shared:v1";
@@ -486,4 +510,22 @@ fn podman_lists_our_containers_as_external() {
     // … and removes our container when asked to (`rm --force` works on external containers).
     ok(&podman(&cs, &["rm", "--force", &cid]));
     assert!(listed(&cs, false, "containers").is_empty());
+}
+
+#[test]
+fn umoci_unpacks_the_fixture_as_expected() {
+    // The hand-written OCI layout is read the same way by an independent implementation.
+    if !require(peer("umoci").is_some(), "umoci")
+        || !require(storage_tests::is_root(), "root (umoci restores owners)")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = OciImage::write(
+        &dir.path().join("oci"),
+        "v1",
+        sample_layers(busybox_available()),
+    );
+    let rootfs = umoci_unpack(&img.dir, "v1", &dir.path().join("bundle"));
+    assert_rootfs(&rootfs, busybox_available(), "umoci unpack of the fixture");
 }

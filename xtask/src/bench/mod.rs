@@ -12,6 +12,12 @@
 //! layer is diffed back (`diff -u`) and its sha256 compared with the original uncompressed tar:
 //! a mismatch marks the workload FAIL. A command our CLI does not support is shown as
 //! `n/a (ours: <error>)`. Results go to `target/bench/latest.{json,md}`.
+//!
+//! Limits: timings are wall-clock on a shared machine (other load shows up as wide min–max);
+//! peak RSS is `ru_maxrss` from `wait4`, which has a floor of this process's own RSS at spawn
+//! time (reported as the `true (RSS floor)` reference). Data is generated once per size in a
+//! child process and cached under `target/bench/data/`; stores live under `target/bench/run/`
+//! and are removed (after `shutdown -f` and unmounting anything left) after each sequence.
 
 mod data;
 mod proc;
@@ -302,7 +308,7 @@ impl Seq<'_> {
         }
     }
 
-    /// Runs and records one measured command; `record` false runs it without recording.
+    /// Runs one measured command and records its time and peak RSS under `w` (or its error).
     fn timed(
         &mut self,
         w: &str,

@@ -47,8 +47,11 @@ use std::path::PathBuf;
 pub use storage_archive::changes::{Change, ChangeKind};
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use guard::Guarded;
+
 mod btrfs;
 mod copy;
+mod guard;
 mod idmap;
 mod naive;
 mod overlay;
@@ -228,13 +231,17 @@ const KNOWN_UNSUPPORTED: &[&str] = &["zfs", "aufs", "devicemapper"];
 
 /// Opens the driver `name` with `opts`.
 ///
+/// Every layer ID the returned driver is given (and every parent ID) must be a single
+/// path component: `""`, `.`, `..` and IDs holding `/` or NUL are refused with
+/// [`ErrorKind::InvalidInput`] (`invalid layer ID "../x"`), and `exists` is false for them.
+///
 /// Unknown names give Go's `driver not supported` ([`ErrorKind::NotSupported`]), which
 /// the store prefixes (`failed to GetDriver graph bogus R: driver not supported`).
 pub fn open_driver(name: &str, opts: &DriverOptions) -> Result<Box<dyn Driver>> {
     match name {
-        "vfs" => Ok(Box::new(vfs::Vfs::open(opts)?)),
-        "overlay" | "overlay2" => Ok(Box::new(overlay::Overlay::open(opts)?)),
-        "btrfs" => Ok(Box::new(btrfs::Btrfs::open(opts)?)),
+        "vfs" => Ok(Box::new(Guarded(vfs::Vfs::open(opts)?))),
+        "overlay" | "overlay2" => Ok(Box::new(Guarded(overlay::Overlay::open(opts)?))),
+        "btrfs" => Ok(Box::new(Guarded(btrfs::Btrfs::open(opts)?))),
         n if KNOWN_UNSUPPORTED.contains(&n) => Err(Error::msg(
             ErrorKind::NotSupported,
             format!(

@@ -466,3 +466,46 @@ fn setgid_dirs_do_not_leak_their_group() {
         assert_eq!(node(&c.join(p)), node(&b.join(p)), "{p}");
     }
 }
+
+/// Layer IDs are path components: `..`, `.`, `""` and IDs with `/` never reach the
+/// file system. (Before the guard, `remove("..")` removed `<home>/dir` with every layer.)
+#[test]
+fn hostile_layer_ids_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vfs(tmp.path());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let base = d.get("base", &MountOpts::default()).unwrap();
+    std::fs::write(base.join("keep"), b"k").unwrap();
+    let outside = tmp.path().join("graph/victim");
+    std::fs::create_dir_all(&outside).unwrap();
+    for bad in [
+        "..",
+        ".",
+        "",
+        "../victim",
+        "../../graph/victim",
+        "a/b",
+        "/abs",
+    ] {
+        let err = d.remove(bad).expect_err(bad);
+        assert_eq!(err.kind(), storage_types::ErrorKind::InvalidInput, "{bad}");
+        assert!(err.to_string().contains("invalid layer ID"), "{bad}: {err}");
+        assert!(d.get(bad, &MountOpts::default()).is_err(), "{bad}");
+        assert!(!d.exists(bad), "{bad}");
+        assert!(
+            d.create(bad, None, &CreateOpts::default()).is_err(),
+            "{bad}"
+        );
+        assert!(
+            d.create("child", Some(bad), &CreateOpts::default())
+                .is_err(),
+            "{bad}"
+        );
+        assert!(d.changes("base", Some(bad)).is_err(), "{bad}");
+        assert!(d.diff_getter(bad).is_err(), "{bad}");
+    }
+    assert!(!d.exists("child"));
+    assert!(outside.is_dir());
+    assert_eq!(std::fs::read(base.join("keep")).unwrap(), b"k");
+    assert_eq!(d.list_layers().unwrap(), vec!["base".to_owned()]);
+}

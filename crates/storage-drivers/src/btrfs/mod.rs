@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::guard::check_layer_id;
 use crate::overlay::ERR_PREREQUISITES;
 use crate::vfs::{parse_key_value, remove_all, root_pair};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
@@ -109,13 +110,6 @@ impl Btrfs {
         self.home.join("quotas")
     }
 
-    fn check_id(id: &str) -> Result<()> {
-        if id.is_empty() || id.contains('/') || id == "." || id == ".." {
-            return Err(invalid(format!("invalid layer ID {id:?}")));
-        }
-        Ok(())
-    }
-
     fn enable_quota(&self) -> Result<()> {
         use std::sync::atomic::Ordering;
         if self.quota_enabled.load(Ordering::Relaxed) {
@@ -138,7 +132,7 @@ impl Btrfs {
     }
 
     fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let mut size = None;
         for (k, v) in &opts.storage_opt {
             match k.to_lowercase().as_str() {
@@ -178,7 +172,7 @@ impl Btrfs {
                 }
             }
             Some(p) => {
-                Self::check_id(p)?;
+                check_layer_id(p)?;
                 let src = self.subvol(p);
                 if !src.is_dir() {
                     return Err(Error::msg(
@@ -258,7 +252,7 @@ impl Btrfs {
     }
 
     fn path_for(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         match opts.options.as_slice() {
             [] => {}
             [o] if o == "ro" => {}
@@ -308,7 +302,7 @@ impl Driver for Btrfs {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let dir = self.subvol(id);
         if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(());
@@ -339,11 +333,11 @@ impl Driver for Btrfs {
     }
 
     fn put(&self, id: &str) -> Result<()> {
-        Self::check_id(id)
+        check_layer_id(id)
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.subvol(id).is_dir()
+        check_layer_id(id).is_ok() && self.subvol(id).is_dir()
     }
 
     fn list_layers(&self) -> Result<Vec<String>> {
@@ -421,7 +415,7 @@ impl Driver for Btrfs {
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         Ok(Box::new(crate::naive::PathFileGetter::new(self.subvol(id))))
     }
 

@@ -56,6 +56,7 @@ use std::sync::Mutex;
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::guard::check_layer_id;
 use crate::vfs::{parse_bool, parse_key_value, remove_all, root_pair};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
 
@@ -600,13 +601,6 @@ impl Overlay {
         (own, false)
     }
 
-    fn check_id(id: &str) -> Result<()> {
-        if id.is_empty() || id.contains('/') || id == "." || id == ".." {
-            return Err(invalid(format!("invalid layer ID {id:?}")));
-        }
-        Ok(())
-    }
-
     /// The `lower` file's elements (empty for base layers).
     fn lower_elems(&self, dir: &Path) -> Result<Vec<String>> {
         match std::fs::read_to_string(dir.join("lower")) {
@@ -739,7 +733,7 @@ impl Overlay {
         opts: &CreateOpts,
         read_write: bool,
     ) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let mut quota_req = None;
         if !opts.storage_opt.is_empty() {
             if !read_write {
@@ -937,7 +931,7 @@ impl Overlay {
     }
 
     fn mount_layer(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let _serial = self.mount_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (dir, in_store) = self.dir(id);
         if !dir.is_dir() {
@@ -1357,7 +1351,7 @@ impl Driver for Overlay {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         // Never delete from the read-only additional stores.
         let homedir = match &self.image_store {
             Some(is) if !self.home.join(id).exists() && is.join(id).exists() => is.clone(),
@@ -1387,12 +1381,12 @@ impl Driver for Overlay {
     }
 
     fn put(&self, id: &str) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         self.unmount_layer(id)
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.dir(id).0.is_dir()
+        check_layer_id(id).is_ok() && self.dir(id).0.is_dir()
     }
 
     fn list_layers(&self) -> Result<Vec<String>> {
@@ -1434,7 +1428,7 @@ impl Driver for Overlay {
     }
 
     fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let (dir, in_store) = self.dir(id);
         if !dir.is_dir() {
             return Err(Error::msg(
@@ -1480,7 +1474,7 @@ impl Driver for Overlay {
         gid_map: &[IdMap],
         out: &mut dyn Write,
     ) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         if self.use_naive_diff() || !self.is_parent(id, parent) {
             return self.naive_mounts(id, parent, |layer, parent| {
                 crate::naive::diff(layer, parent, uid_map, gid_map, out)
@@ -1500,7 +1494,7 @@ impl Driver for Overlay {
     }
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         if self.use_naive_diff() || !self.is_parent(id, parent) {
             return self.naive_mounts(id, parent, crate::naive::changes);
         }
@@ -1518,7 +1512,7 @@ impl Driver for Overlay {
         diff: &mut dyn Read,
         opts: &ApplyDiffOpts,
     ) -> Result<i64> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let mut opts = opts.clone();
         if self.cfg.ignore_chown_errors {
             opts.ignore_chown_errors = true;
@@ -1555,7 +1549,7 @@ impl Driver for Overlay {
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         if self.use_naive_diff() || !self.is_parent(id, parent) {
             return self.naive_mounts(id, parent, |layer, parent| {
                 let changes = crate::naive::changes(layer, parent)?;
@@ -1567,7 +1561,7 @@ impl Driver for Overlay {
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let (dir, _) = self.dir(id);
         let mut dirs = vec![dir.join("diff")];
         dirs.extend(self.lower_diffs(id)?);
@@ -1593,7 +1587,7 @@ impl Driver for Overlay {
         new_uid: &[IdMap],
         new_gid: &[IdMap],
     ) -> Result<()> {
-        Self::check_id(id)?;
+        check_layer_id(id)?;
         let (dir, _) = self.dir(id);
         let merged = self.mount_layer(
             id,

@@ -30,7 +30,7 @@ fn have_go() -> bool {
 fn go(s: &Scratch, args: &[&str]) -> Vec<u8> {
     let out = Command::new(GO)
         .arg("--storage-driver")
-        .arg("vfs")
+        .arg(s.driver_name())
         .arg("--graph")
         .arg(s.graph())
         .arg("--run")
@@ -58,12 +58,13 @@ fn hex_sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
-#[test]
-fn go_lists_and_diffs_our_layers() {
+fn go_lists_and_diffs_our_layers(driver: &str) {
     if !have_go() {
         return;
     }
-    let s = Scratch::new();
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let base_tar = sample_tar("ours-base");
     let child_tar = sample_tar("ours-child");
     let (base, child, empty) = {
@@ -127,12 +128,13 @@ fn go_lists_and_diffs_our_layers() {
     assert!(store.read().unwrap().lookup(&empty.id).is_none());
 }
 
-#[test]
-fn we_load_diff_and_modify_what_go_wrote() {
+fn we_load_diff_and_modify_what_go_wrote(driver: &str) {
     if !have_go() {
         return;
     }
-    let s = Scratch::new();
+    let Some(s) = Scratch::with_driver(driver) else {
+        return;
+    };
     let tar = sample_tar("go");
     let file = s.dir.path().join("layer.tar.gz");
     std::fs::write(&file, gzip(&tar)).unwrap();
@@ -213,6 +215,10 @@ fn we_load_diff_and_modify_what_go_wrote() {
     // Go still reproduces its layer after our rewrite of layers.json.
     assert_eq!(hex_sha(&go(&s, &["diff", "-u", "renamed"])), sha256(&tar));
 }
+
+// Driver-parametrised (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
+per_driver!(go_lists_and_diffs_our_layers);
+per_driver!(we_load_diff_and_modify_what_go_wrote);
 
 #[test]
 fn our_rewrite_of_go_records_is_byte_identical() {

@@ -106,6 +106,11 @@ impl Scratch {
         self.graph.clone()
     }
 
+    /// The driver's name (`vfs`, `overlay`, `btrfs`).
+    pub fn driver_name(&self) -> &str {
+        &self.name
+    }
+
     pub fn run(&self) -> PathBuf {
         self.dir.path().join("run")
     }

@@ -39,6 +39,7 @@
 //! assert_eq!(opts.driver_options, vec!["vfs.imagestore=/ro".to_string()]);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod file;
 

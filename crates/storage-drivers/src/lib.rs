@@ -39,6 +39,9 @@
 //! assert_eq!(driver.list_layers().unwrap().len(), 2);
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the kernel-facing modules: `btrfs::ioctl` and overlay's
+// `mount`, `quota` and `idmapped`.
+#![deny(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};

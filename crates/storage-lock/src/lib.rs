@@ -134,8 +134,11 @@
 //! `/usr/bin/containers-storage`, as root; missing peer → skip with a message,
 //! or failure when `CI=true`).
 #![deny(missing_docs)]
+// `unsafe` is allowed only in `sys`, the module that talks to the kernel.
+#![deny(unsafe_code)]
 
 mod staging;
+#[allow(unsafe_code)]
 mod sys;
 
 pub use staging::{StagingLock, TempDir, recover_stale_dirs};

@@ -36,6 +36,7 @@
 //! assert!(Timestamp::default().is_zero());
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod bigdata;
 mod digest;

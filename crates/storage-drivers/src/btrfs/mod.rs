@@ -13,6 +13,7 @@
 //! Limits: no SELinux relabelling; `Build Version`/`Library Version` report the
 //! libbtrfs header values Debian's Go binary was built with, as no libbtrfs is linked.
 
+#[allow(unsafe_code)]
 mod ioctl;
 
 use std::collections::BTreeMap;

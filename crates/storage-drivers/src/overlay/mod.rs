@@ -40,10 +40,13 @@
 //! project's test host); rootless native overlay is not attempted (fuse-overlayfs is
 //! used when installed).
 
+#[allow(unsafe_code)]
 mod idmapped;
+#[allow(unsafe_code)]
 mod mount;
 mod native;
 mod probe;
+#[allow(unsafe_code)]
 mod quota;
 
 pub(crate) use mount::{make_private, unmount};

@@ -64,11 +64,13 @@ mount --make-rshared /
 echo "VMTEST-STAGE root"
 
 share=
+tmpdev=
 script=/vmtest/run.sh
 for w in $(cat /proc/cmdline); do
 	case "$w" in
 	vmtest.share=*) share=${w#vmtest.share=} ;;
 	vmtest.script=*) script=${w#vmtest.script=} ;;
+	vmtest.tmp=*) tmpdev=${w#vmtest.tmp=} ;;
 	esac
 done
 
@@ -77,6 +79,23 @@ while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
+
+if [ -n "$tmpdev" ]; then
+	# A disk-backed /tmp like a Debian root file system (ext4, else XFS): user xattrs (tmpfs
+	# has none before 6.6), overlay upper dirs, and no memory pressure.
+	if grep -qw ext4 /proc/filesystems && [ -x /usr/sbin/mkfs.ext4 ]; then
+		mkfs="mkfs.ext4 -q -F"
+		fstype=ext4
+	else
+		mkfs="mkfs.xfs -q -f"
+		fstype=xfs
+	fi
+	if $mkfs "$tmpdev" && mount -t $fstype "$tmpdev" /tmp; then
+		chmod 1777 /tmp
+	else
+		echo "vmtest-init: cannot put /tmp on $tmpdev; it stays a tmpfs"
+	fi
+fi
 
 if [ -n "$share" ]; then
 	mkdir -p "$share"

@@ -30,7 +30,7 @@ const MODULES: &[&str] = &[
     "9p",
 ];
 /// Modules loaded when the kernel has them.
-const OPTIONAL_MODULES: &[&str] = &["fuse"];
+const OPTIONAL_MODULES: &[&str] = &["fuse", "ext4"];
 /// Host tools copied into the base image with their libraries, and the guest directory they go
 /// to. util-linux's `mount`/`umount` shadow busybox's (which, e.g., ignore `-o bind,ro`).
 const TOOLS: &[(&str, &str)] = &[
@@ -39,7 +39,64 @@ const TOOLS: &[(&str, &str)] = &[
     ("xfs_quota", "usr/sbin"),
     ("mount", "usr/bin"),
     ("umount", "usr/bin"),
+    // Debian's busybox-static runs its own applets before $PATH (SH_STANDALONE), so scripts
+    // the tests run would get busybox's tar/cp: /bin/sh is dash, as on Debian.
+    ("dash", "usr/bin"),
 ];
+
+/// Host programs the tests call, copied (with their libraries) when the host has them. They go
+/// to `/usr/bin` or `/usr/sbin` and so shadow busybox's applets (in `/bin`), which lack options
+/// the tests use (GNU tar's `--format`, `cp -a` with xattrs, …).
+const OPTIONAL_TOOLS: &[&str] = &[
+    "tar",
+    "gzip",
+    "pigz",
+    "zstd",
+    "xz",
+    "bzip2",
+    "cp",
+    "find",
+    "du",
+    "btrfs",
+    "strace",
+    "getfattr",
+    "setfattr",
+    "mkfs.ext4",
+];
+/// Host trees the tests read (e.g. a "real tree" to archive), copied as they are.
+const TREES: &[&str] = &["/usr/share/zoneinfo", "/etc/ssl"];
+
+/// The guest path of a host program: `/usr/bin` or `/usr/sbin` (the host may find it through
+/// the merged `/bin`).
+fn guest_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let s = s.trim_start_matches('/');
+    match s.split_once('/') {
+        Some(("bin" | "sbin", rest)) if !s.starts_with("usr/") => {
+            format!("usr/{}", &s[..s.len() - rest.len()]) + rest
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Adds the tree under `dir` (directories, files, symlinks) to the archive.
+fn add_tree(w: &mut cpio::Writer, dir: &Path) -> std::io::Result<()> {
+    w.dir(&dir.to_string_lossy(), 0o755)?;
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let ft = e.file_type()?;
+        if ft.is_symlink() {
+            w.symlink(&p.to_string_lossy(), &fs::read_link(&p)?.to_string_lossy())?;
+        } else if ft.is_dir() {
+            add_tree(w, &p)?;
+        } else if ft.is_file() {
+            w.file(&p.to_string_lossy(), &p)?;
+        }
+    }
+    Ok(())
+}
 
 /// Finds `name` in `$PATH` plus the sbin directories.
 pub fn which(name: &str) -> Option<PathBuf> {
@@ -102,6 +159,12 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
         guest_tools.push((format!("{dir}/{t}"), p.clone()));
         tools.push(p);
     }
+    for t in OPTIONAL_TOOLS {
+        if let Some(p) = which(t) {
+            guest_tools.push((guest_path(&p), p.clone()));
+            tools.push(p);
+        }
+    }
     let module_dir = kernel.module_dir();
     let (closure, load) = module_closure(&module_dir, MODULES, OPTIONAL_MODULES)?;
     let libs = libraries(&tools)?;
@@ -110,6 +173,7 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     GUEST_INIT.hash(&mut h);
     kernel.package.hash(&mut h);
     load.hash(&mut h);
+    TREES.hash(&mut h);
     for p in [busybox.to_path_buf(), module_dir.join("modules.dep")]
         .iter()
         .chain(&tools)
@@ -133,6 +197,9 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     }
     w.bytes("init", 0o755, GUEST_INIT.as_bytes()).map_err(io)?;
     w.file("bin/busybox", busybox).map_err(io)?;
+    // `busybox --install` keeps existing names, so these stay dash.
+    w.symlink("bin/sh", "/usr/bin/dash").map_err(io)?;
+    w.symlink("usr/bin/sh", "dash").map_err(io)?;
     w.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
         .map_err(io)?;
     w.bytes("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
@@ -161,6 +228,12 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     }
     for l in &libs {
         w.file(&l.to_string_lossy(), l).map_err(io)?;
+    }
+    for t in TREES {
+        let t = Path::new(t);
+        if t.is_dir() {
+            add_tree(&mut w, t).map_err(io)?;
+        }
     }
     w.finish().map_err(io)?;
     fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -70,7 +70,9 @@ options:
   --accel auto|kvm|tcg         auto (default) uses KVM only when it really works, else TCG
   --refresh                    resolve linux-image-amd64 again (after a Debian kernel ABI bump)
   -p, --package PKG            only the test binaries of PKG (repeatable)
-  --timeout SECS               overall limit per boot (default 900)
+  --timeout SECS               overall limit per boot (default 3600; TCG runs the whole suite
+                               10-30x slower than the host)
+  --bin-timeout SECS           limit per test binary inside the guest (default 900)
   --power-cut [N]              the power-cut test: cut the power N (>= 5, default 6) times during
                                a large import-layer and check the store after each reboot
 
@@ -85,6 +87,7 @@ struct Options {
     refresh: bool,
     packages: Vec<String>,
     timeout: Duration,
+    bin_timeout: u64,
     power_cut: Option<u32>,
     filter: Option<String>,
 }
@@ -95,7 +98,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         accel: "auto".into(),
         refresh: std::env::var("VMTEST_REFRESH").as_deref() == Ok("1"),
         packages: Vec::new(),
-        timeout: Duration::from_secs(900),
+        timeout: Duration::from_secs(3600),
+        bin_timeout: 900,
         power_cut: None,
         filter: None,
     };
@@ -122,6 +126,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .parse()
                     .map_err(|_| format!("--timeout {v}: not a number"))?;
                 o.timeout = Duration::from_secs(s);
+            }
+            "--bin-timeout" => {
+                let v = value("--bin-timeout")?;
+                o.bin_timeout = v
+                    .parse()
+                    .map_err(|_| format!("--bin-timeout {v}: not a number"))?;
             }
             "--power-cut" => {
                 let n = match it.peek().and_then(|v| v.parse::<u32>().ok()) {
@@ -306,6 +316,13 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
         return powercut::run(root, &cache, &mut guest, n, opts.timeout);
     }
     let bins = test_binaries(root, &opts.packages, opts.filter.as_deref())?;
+    // Test helpers run our binary from the share; make sure it is current.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::run(
+        Command::new(cargo)
+            .args(["build", "-p", "storage-cli", "--bin", "containers-storage"])
+            .current_dir(root),
+    )?;
     if bins.is_empty() {
         return Err("no test binary matches".into());
     }
@@ -313,17 +330,25 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
     fs::create_dir_all(&runs).map_err(|e| format!("{}: {e}", runs.display()))?;
     let dir = RunDir(runs.join(std::process::id().to_string()));
     fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
-    let script = run_script(root, &bins, opts.filter.as_deref());
+    let script = run_script(root, &bins, opts.filter.as_deref(), opts.bin_timeout);
     let initrd = payload_initrd(
         &cache,
         &guest.base,
         &dir.0,
         &bins,
-        &[("vmtest/run.sh", script)],
+        &[
+            ("vmtest/run.sh", script),
+            ("usr/local/bin/cargo", CARGO_SHIM.into()),
+        ],
     )?;
-    let (vda, vdb) = (dir.0.join("vda.img"), dir.0.join("vdb.img"));
+    let (vda, vdb, vdc) = (
+        dir.0.join("vda.img"),
+        dir.0.join("vdb.img"),
+        dir.0.join("vdc.img"),
+    );
     sparse_disk(&vda, 512)?;
     sparse_disk(&vdb, 512)?;
+    sparse_disk(&vdc, 4096)?;
     let log = cache.join("last-console.log");
     let _ = fs::remove_file(&log);
     let prepared = started.elapsed();
@@ -343,8 +368,13 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
             cache: "unsafe",
             readonly: false,
         },
+        Drive {
+            path: vdc,
+            cache: "unsafe",
+            readonly: false,
+        },
     ];
-    let append = format!("vmtest.share={}", root.display());
+    let append = format!("vmtest.share={} vmtest.tmp=/dev/vdc", root.display());
     let mut checks = Vec::new();
     let spec = Boot {
         initrd: &initrd,
@@ -495,6 +525,13 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// `cargo` inside the guest: the workspace was built on the host before the boot (helpers that
+/// run `cargo build` to get our binary find it through the 9p share), so `build` has nothing to
+/// do; anything else is refused.
+const CARGO_SHIM: &str = "#!/bin/sh\n# vm-test guest: everything was built on the host before the boot.\n\
+[ \"$1\" = build ] && exit 0\n\
+echo \"cargo $*: not available inside the vm-test guest\" >&2\nexit 1\n";
+
 /// The guest's checks of the kernel features the tests rely on (shell functions).
 const CHECKS: &str = r#"checks_failed=0
 check() {
@@ -553,7 +590,7 @@ check share-9p check_share
 "#;
 
 /// The generated run.sh: environment, checks, then every test binary.
-fn run_script(root: &Path, bins: &[TestBin], filter: Option<&str>) -> String {
+fn run_script(root: &Path, bins: &[TestBin], filter: Option<&str>, bin_timeout: u64) -> String {
     let ci = if std::env::var("VMTEST_CI").as_deref() == Ok("true") {
         "true"
     } else {
@@ -570,12 +607,17 @@ fn run_script(root: &Path, bins: &[TestBin], filter: Option<&str>) -> String {
         s,
         "[ -f /vmtest/ld-library-path ] && export LD_LIBRARY_PATH=$(cat /vmtest/ld-library-path)"
     );
+    let _ = writeln!(s, "BIN_TIMEOUT={bin_timeout}");
+    s.push_str(
+        "echo \"VMTEST-INFO kernel=$(uname -r) tmp=$(awk '$2 == \"/tmp\" { t = $3 } END { print t }' /proc/mounts)\"\n",
+    );
     s.push_str(CHECKS);
     s.push_str(
         "nbins=0\nbins_failed=0\nrunbin() {\n\tname=$1\n\tdir=$2\n\tshift 2\n\tnbins=$((nbins + 1))\n\
          \techo\n\techo \"VMTEST-BIN $name\"\n\
-         \t(cd \"$dir\" 2>/dev/null || cd /tmp; CARGO_MANIFEST_DIR=$dir exec \"/vmtest/bin/$name\" --test-threads=1 \"$@\")\n\
+         \t(cd \"$dir\" 2>/dev/null || cd /tmp; CARGO_MANIFEST_DIR=$dir exec timeout -s KILL $BIN_TIMEOUT \"/vmtest/bin/$name\" --test-threads=1 \"$@\")\n\
          \trc=$?\n\tif [ $rc -ne 0 ]; then\n\t\tbins_failed=$((bins_failed + 1))\n\
+         \t\t[ $rc -eq 137 ] && echo \"VMTEST-BIN-TIMEOUT $name after ${BIN_TIMEOUT}s\"\n\
          \t\techo \"VMTEST-BIN-FAIL $name rc=$rc\"\n\tfi\n}\n",
     );
     for b in bins {

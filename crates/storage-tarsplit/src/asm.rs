@@ -1,7 +1,8 @@
 //! Reading side of tar-split: entry iteration and reassembly of the original tar stream.
 
-use std::collections::HashSet;
-use std::io::{self, BufReader, Read, Write};
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -40,31 +41,43 @@ pub struct Entry {
 }
 
 #[derive(Deserialize)]
-struct RawEntry {
+struct RawEntry<'a> {
     #[serde(rename = "type", default)]
     kind: i64,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    name_raw: Option<String>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name_raw: Option<Cow<'a, str>>,
     #[serde(default)]
     size: Option<i64>,
-    #[serde(default)]
-    payload: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<Cow<'a, str>>,
     #[serde(default)]
     position: Option<i64>,
 }
 
 fn b64(field: &str, s: &str) -> Result<Vec<u8>, Error> {
-    let cleaned: String = s.chars().filter(|&c| c != '\r' && c != '\n').collect();
-    B64.decode(cleaned.as_bytes())
-        .map_err(|e| Error::Json(format!("tar-split entry: invalid base64 in {field}: {e}")))
+    let bad = |e: base64::DecodeError| {
+        Error::Json(format!("tar-split entry: invalid base64 in {field}: {e}"))
+    };
+    if s.bytes().any(|b| b == b'\r' || b == b'\n') {
+        let cleaned: String = s.chars().filter(|&c| c != '\r' && c != '\n').collect();
+        return B64.decode(cleaned.as_bytes()).map_err(bad);
+    }
+    B64.decode(s.as_bytes()).map_err(bad)
 }
 
 /// Iterator over the entries of a tar-split stream, rejecting duplicate file names like
 /// Go's `jsonUnpacker`. Stops after the first error.
+///
+/// The stream is parsed a line at a time from a reused buffer (tar-split files hold one
+/// JSON value per line); values spanning lines or sharing one are handled too.
 pub struct Entries<R: Read> {
-    de: serde_json::StreamDeserializer<'static, serde_json::de::IoRead<BufReader<R>>, RawEntry>,
+    reader: BufReader<R>,
+    /// Bytes read but not parsed yet (the start of a value continued on the next line).
+    buf: Vec<u8>,
+    /// Entries (or the final error) parsed from the current line, in order.
+    queue: VecDeque<Result<Entry, Error>>,
     seen: HashSet<Vec<u8>>,
     done: bool,
 }
@@ -80,56 +93,103 @@ impl<R: Read> Entries<R> {
     /// Entries of an uncompressed JSON-lines stream.
     pub fn from_json(r: R) -> Self {
         Entries {
-            de: serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, r))
-                .into_iter(),
+            reader: BufReader::with_capacity(64 * 1024, r),
+            buf: Vec::new(),
+            queue: VecDeque::new(),
             seen: HashSet::new(),
             done: false,
         }
     }
 
-    fn convert(&mut self, raw: RawEntry) -> Result<Entry, Error> {
-        let name = match raw.name_raw.as_deref() {
-            Some(s) if !s.is_empty() => b64("name_raw", s)?,
-            _ => raw.name.unwrap_or_default().into_bytes(),
-        };
-        let kind = match raw.kind {
-            1 => EntryKind::File,
-            2 => EntryKind::Segment,
-            k => EntryKind::Other(k),
-        };
-        if kind == EntryKind::File && !self.seen.insert(clean_path(&name)) {
-            return Err(Error::DuplicatePath);
+    /// Reads lines until at least one entry or error is queued, or the input ends.
+    fn fill(&mut self) {
+        while self.queue.is_empty() && !self.done {
+            let eof = match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(n) => n == 0,
+                Err(e) => {
+                    self.queue.push_back(Err(Error::Io(e)));
+                    self.done = true;
+                    return;
+                }
+            };
+            let mut values =
+                serde_json::Deserializer::from_slice(&self.buf).into_iter::<RawEntry<'_>>();
+            let mut partial = false;
+            let mut failed = false;
+            for v in values.by_ref() {
+                match v {
+                    Ok(raw) => {
+                        let entry = convert(&mut self.seen, raw);
+                        failed = entry.is_err();
+                        self.queue.push_back(entry);
+                        if failed {
+                            break;
+                        }
+                    }
+                    // A value continued on the next line: keep its bytes, read more.
+                    Err(e) if e.is_eof() && !eof => {
+                        partial = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.queue.push_back(Err(if e.is_io() {
+                            Error::Io(io::Error::from(e))
+                        } else {
+                            Error::Json(e.to_string())
+                        }));
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let offset = values.byte_offset();
+            if failed || eof {
+                self.done = true;
+            } else if partial {
+                self.buf.drain(..offset);
+            } else {
+                self.buf.clear();
+            }
         }
-        let payload = match raw.payload.as_deref() {
-            Some(s) => Some(b64("payload", s)?),
-            None => None,
-        };
-        Ok(Entry {
-            kind,
-            name,
-            size: raw.size.unwrap_or(0),
-            payload,
-            position: raw.position.unwrap_or(0),
-        })
     }
+}
+
+fn convert(seen: &mut HashSet<Vec<u8>>, raw: RawEntry<'_>) -> Result<Entry, Error> {
+    let name = match raw.name_raw.as_deref() {
+        Some(s) if !s.is_empty() => b64("name_raw", s)?,
+        _ => raw
+            .name
+            .map(Cow::into_owned)
+            .unwrap_or_default()
+            .into_bytes(),
+    };
+    let kind = match raw.kind {
+        1 => EntryKind::File,
+        2 => EntryKind::Segment,
+        k => EntryKind::Other(k),
+    };
+    if kind == EntryKind::File && !seen.insert(clean_path(&name)) {
+        return Err(Error::DuplicatePath);
+    }
+    let payload = match raw.payload.as_deref() {
+        Some(s) => Some(b64("payload", s)?),
+        None => None,
+    };
+    Ok(Entry {
+        kind,
+        name,
+        size: raw.size.unwrap_or(0),
+        payload,
+        position: raw.position.unwrap_or(0),
+    })
 }
 
 impl<R: Read> Iterator for Entries<R> {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match self.de.next()? {
-            Ok(raw) => self.convert(raw),
-            Err(e) if e.is_io() => Err(Error::Io(io::Error::from(e))),
-            Err(e) => Err(Error::Json(e.to_string())),
-        };
-        if item.is_err() {
-            self.done = true;
-        }
-        Some(item)
+        self.fill();
+        self.queue.pop_front()
     }
 }
 
@@ -249,4 +309,52 @@ where
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(json: &[u8]) -> Vec<Result<(EntryKind, Vec<u8>), String>> {
+        Entries::from_json(json)
+            .map(|e| e.map(|e| (e.kind, e.name)).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn values_sharing_a_line_or_spanning_lines() {
+        let one_per_line =
+            kinds(b"{\"type\":1,\"name\":\"a\"}\n{\"type\":2,\"payload\":\"AA==\"}\n");
+        let shared = kinds(b"  {\"type\":1,\"name\":\"a\"} {\"type\":2,\"payload\":\"AA==\"}");
+        let spanning =
+            kinds(b"\n\n{\"type\":1,\n\"name\":\n\"a\"}\n{\"type\"\n:2,\"payload\":\"AA==\"}\n\n");
+        assert_eq!(one_per_line.len(), 2);
+        assert_eq!(one_per_line, shared);
+        assert_eq!(one_per_line, spanning);
+        assert_eq!(one_per_line[0], Ok((EntryKind::File, b"a".to_vec())));
+        assert!(kinds(b"").is_empty());
+        assert!(kinds(b"\n \n").is_empty());
+    }
+
+    #[test]
+    fn errors_end_the_stream() {
+        // Truncated value at the end of the input.
+        let r = kinds(b"{\"type\":1,\"name\":\"a\"}\n{\"type\":2,\"pay");
+        assert_eq!(r.len(), 2);
+        assert!(r[0].is_ok());
+        assert!(r[1].is_err());
+        // Garbage after a good value on the same line: the good one first, then the error.
+        let r = kinds(b"{\"type\":1,\"name\":\"a\"} nope\n{\"type\":1,\"name\":\"b\"}\n");
+        assert_eq!(r.len(), 2);
+        assert!(r[1].is_err());
+        // A duplicate stops the stream too.
+        let r = kinds(
+            b"{\"type\":1,\"name\":\"a\"}{\"type\":1,\"name\":\"./a\"}{\"type\":1,\"name\":\"c\"}",
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1], Err(Error::DuplicatePath.to_string()));
+        // Escaped strings (not borrowable) decode as well.
+        let r = kinds(b"{\"type\":1,\"name\":\"a\\u00e9\\\"b\"}\n");
+        assert_eq!(r[0], Ok((EntryKind::File, "aé\"b".as_bytes().to_vec())));
+    }
 }

@@ -33,6 +33,17 @@ per_driver!(scenario);
 per_driver!(go_writes_ours_reads);
 per_driver!(mapped_containers_like_go);
 
+mod read_only_image_store_containers {
+    #[test]
+    fn vfs() {
+        super::read_only_image_store_containers("vfs")
+    }
+    #[test]
+    fn overlay() {
+        super::read_only_image_store_containers("overlay")
+    }
+}
+
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// Asserts that Go and we list the same records (byte for byte, in JSON).
@@ -540,4 +551,79 @@ fn mapped_containers_like_go(driver: &str) {
         }
     }
     assert_eq!(results[0], results[1], "{driver}: ours vs Go's");
+}
+
+/// A container from an image in a read-only image store (`<driver>.imagestore`): both tools
+/// list the same records, and each mounts the container over the store's layers. btrfs has
+/// no image store option (neither in Go), so this runs on vfs and overlay.
+fn read_only_image_store_containers(driver: &str) {
+    if !require(
+        go_cs().is_some(),
+        "Debian's Go containers-storage (/usr/bin/containers-storage)",
+    ) {
+        return;
+    }
+    let (Some(ais), Some(cs)) = (DriverStore::new(driver), DriverStore::new(driver)) else {
+        return;
+    };
+    let base = write(ais.dir.path(), "base.tar", &base_tar());
+    let child = write(ais.dir.path(), "child.tar", &child_tar());
+    let l1 = first_line(&ok(&ais.ours(&["import-layer", "-f", &s(&base)])));
+    let l2 = first_line(&ok(&ais.ours(&["import-layer", "-f", &s(&child), &l1])));
+    let img = first_line(&ok(&ais.ours(&["create-image", "-n", "ro/image", &l2])));
+    let opt = format!("{driver}.imagestore={}", ais.graph.display());
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["--storage-opt".to_string(), opt.clone()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    };
+    let ours = |args: &[&str]| ok(&cs.ours(&with(args)));
+    let go = |args: &[&str]| ok(&cs.go(&with(args)));
+    for args in [
+        &["images", "--json"][..],
+        &["image", &img],
+        &["layers", "--json"],
+    ] {
+        assert_eq!(ours(args), go(args), "{driver}: {args:?}");
+    }
+    let ctr = first_line(&ours(&["create-container", "-n", "on-ro", &img]));
+    assert_eq!(
+        ours(&["containers", "--json"]),
+        go(&["containers", "--json"]),
+        "{driver}: containers"
+    );
+    // Both tools mount it (Go by ID) and see the image's files through the read-only layers.
+    for (who, mount) in [("ours", true), ("Go", false)] {
+        let mp = if mount {
+            ours(&["mount", &ctr])
+        } else {
+            go(&["mount", &ctr])
+        };
+        let mp = PathBuf::from(mp.trim());
+        assert_eq!(entries(&mp.join("etc")), ["hello.txt"], "{driver}: {who}");
+        assert_eq!(entries(&mp.join("opq")), ["new"], "{driver}: {who}");
+        std::fs::write(mp.join(format!("by-{who}")), who).expect("write in container");
+        if mount {
+            ours(&["unmount", &ctr]);
+        } else {
+            go(&["unmount", &ctr]);
+        }
+        assert!(mounts_under(&mp).is_empty(), "{driver}: {who} left a mount");
+    }
+    let c: serde_json::Value =
+        serde_json::from_str(&ours(&["container", "--json", &ctr])).expect("container --json");
+    let cl = c[0]["layer"].as_str().expect("container layer").to_string();
+    let changes_ours = ours(&["changes", &cl]);
+    let mut got: Vec<&str> = changes_ours.lines().collect();
+    got.sort();
+    assert_eq!(got, ["Add \"/by-Go\"", "Add \"/by-ours\""], "{driver}");
+    // The read-only store is untouched; deleting the container leaves its layers alone.
+    ours(&["delete-container", &ctr]);
+    assert_eq!(
+        ours(&["layers", "--json"]),
+        go(&["layers", "--json"]),
+        "{driver}: layers after delete-container"
+    );
+    assert_eq!(ok(&ais.ours(&["images", "-q"])).trim(), img);
+    assert_eq!(ok(&ais.ours(&["containers"])).trim(), "");
 }

@@ -323,13 +323,17 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = &field[i + 1..i + 4];
-            if let Ok(v) = u8::from_str_radix(oct, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        // The three bytes after `\` are taken as bytes: slicing the `str` there could
+        // split a multi-byte character.
+        if b[i] == b'\\'
+            && let Some(v) = b
+                .get(i + 1..i + 4)
+                .and_then(|o| std::str::from_utf8(o).ok())
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -361,6 +365,16 @@ pub(crate) fn make_private(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_unescape_never_splits_characters() {
+        assert_eq!(unescape(r"/mnt/a\040b\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
+        // A backslash followed by a multi-byte character used to panic (str slice
+        // inside the character).
+        assert_eq!(unescape("/x\\12\u{e9}"), "/x\\12\u{e9}");
+        assert_eq!(unescape("/x\\\u{e9}\u{e9}"), "/x\\\u{e9}\u{e9}");
+    }
 
     #[test]
     fn options_split_like_go() {

@@ -146,6 +146,15 @@ impl storage_tarsplit::FileGetter for PathFileGetter {
     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
         use std::os::unix::ffi::OsStrExt;
         let path = go_join(&self.root, Path::new(std::ffi::OsStr::from_bytes(name)));
+        // Go opens whatever `Join` gives, also outside the layer for a name with `..`
+        // from a hostile tar-split file. We never read outside the layer: such a name
+        // fails as if absent, with the text Go gives when nothing is there.
+        if !path.starts_with(go_join(&self.root, Path::new(""))) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("open {}: no such file or directory", path.display()),
+            ));
+        }
         let f = std::fs::File::open(&path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -162,8 +171,40 @@ impl storage_tarsplit::FileGetter for PathFileGetter {
 
 #[cfg(test)]
 mod tests {
-    use super::go_join;
+    use super::{PathFileGetter, go_join};
+    use std::io::Read;
     use std::path::Path;
+    use storage_tarsplit::FileGetter;
+
+    #[test]
+    fn file_getter_stays_in_the_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir_all(layer.join("d")).unwrap();
+        std::fs::write(layer.join("d/in"), b"inside").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
+        let mut g = PathFileGetter::new(layer.clone());
+        let mut got = String::new();
+        g.open(b"./d/../d/in")
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "inside");
+        for bad in [&b"../secret"[..], b"d/../../secret", b"../layer/../secret"] {
+            // The file exists outside the layer; it must not be read.
+            let err = g.open(bad).err().expect("escape refused");
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+            assert!(
+                err.to_string()
+                    .ends_with("secret: no such file or directory"),
+                "{err}"
+            );
+        }
+        assert!(
+            g.open(b"/d/in").is_ok(),
+            "absolute names stay inside like Go's Join"
+        );
+    }
 
     #[test]
     fn join_cleans_like_go() {

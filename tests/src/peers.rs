@@ -84,6 +84,35 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Waits (up to `limit`) until no process other than this one has `path` in its command line.
+fn wait_for_processes_naming(path: &Path, limit: std::time::Duration) {
+    let me = std::process::id().to_string();
+    let needle = path.as_os_str().as_encoded_bytes().to_vec();
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let busy = std::fs::read_dir("/proc")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).any(|e| {
+                    let name = e.file_name();
+                    let pid = name.to_string_lossy();
+                    pid.chars().all(|c| c.is_ascii_digit())
+                        && pid != me
+                        && std::fs::read(e.path().join("cmdline"))
+                            .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+                })
+            })
+            .unwrap_or(false);
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "cleanup: processes still name {} after {limit:?}",
+        path.display()
+    );
+}
+
 /// Unmounts everything when dropped (also when the test panics): our `shutdown -f`, Go's
 /// `shutdown -f`, `podman unmount --all` (when podman was used) and finally a lazy unmount of
 /// anything still mounted under the store's temporary directory.
@@ -102,6 +131,11 @@ impl<'a> Unmounter<'a> {
 impl Drop for Unmounter<'_> {
     fn drop(&mut self) {
         let cs = self.cs;
+        if self.podman {
+            // conmon runs `podman … container cleanup` asynchronously after a container
+            // exits; let such processes (they name our graph root) finish before cleaning up.
+            wait_for_processes_naming(&cs.graph, std::time::Duration::from_secs(20));
+        }
         if self.podman && peer("podman").is_some() && cs.graph.exists() {
             let _ = podman_cmd(cs)
                 .args(["unmount", "--all", "--force"])
@@ -247,6 +281,23 @@ pub fn ours_reads_pulled_image(cs: &Cs, img: &crate::oci::OciImage, name: &str, 
             plain.lines().any(|l| l == want),
             "`image {name}` lacks {want:?}:\n{plain}"
         );
+    }
+    let listing = crate::ok(&cs.ours(&["images"]));
+    for want in [
+        img.image_id().to_string(),
+        format!("\tname: {name}"),
+        format!("\tdigest: {}", img.manifest_digest),
+        "\tdata: manifest".to_string(),
+    ] {
+        assert!(
+            listing.lines().any(|l| l == want),
+            "`images` lacks {want:?}:\n{listing}"
+        );
+    }
+    if go_cs().is_some() {
+        // Go parses the same images.json to the same record.
+        let go_rec = json(&crate::ok(&cs.go(&["image", "--json", name])));
+        assert_eq!(go_rec[0], rec, "Go's record of the image");
     }
     let by_digest = crate::ok(&cs.ours(&["images-by-digest", "-q", &img.manifest_digest]));
     assert_eq!(first_line(&by_digest), img.image_id());

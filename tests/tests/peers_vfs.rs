@@ -529,3 +529,85 @@ fn umoci_unpacks_the_fixture_as_expected() {
     let rootfs = umoci_unpack(&img.dir, "v1", &dir.path().join("bundle"));
     assert_rootfs(&rootfs, busybox_available(), "umoci unpack of the fixture");
 }
+
+#[test]
+fn shared_base_layers_survive_our_delete_image() {
+    if !require(peer("skopeo").is_some(), "skopeo") || !require(peer("podman").is_some(), "podman")
+    {
+        return;
+    }
+    let cs = Cs::new("vfs");
+    let _g = Unmounter::new(&cs, true);
+    // Two images sharing their two base layers (same diff_ids chain → same layer IDs).
+    let layers = sample_layers(false);
+    let extra = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(6);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, "v2-only", &b"v2 !!\n"[..])
+            .expect("tar");
+        b.into_inner().expect("tar")
+    };
+    let v1 = OciImage::write(&cs.dir.path().join("oci1"), "v1", layers.clone());
+    let v2 = OciImage::write(
+        &cs.dir.path().join("oci2"),
+        "v2",
+        vec![layers[0].clone(), layers[1].clone(), extra],
+    );
+    ok(&skopeo_copy(
+        &v1.reference(),
+        &storage_ref(&cs, "localhost/shared:v1"),
+    ));
+    ok(&skopeo_copy(
+        &v2.reference(),
+        &storage_ref(&cs, "localhost/shared:v2"),
+    ));
+    assert_eq!(
+        listed(&cs, false, "layers").len(),
+        4,
+        "three layers of v1 plus v2's own top"
+    );
+
+    // We delete v2: only its own top layer goes.
+    let images = json(&ok(&cs.ours(&["images", "--json"])));
+    let top_of = |id: &str| {
+        images
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == id))
+            .and_then(|i| i["layer"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let v2_top = top_of(v2.image_id());
+    let del = cs.ours(&["delete-image", "localhost/shared:v2"]);
+    ok(&del);
+    assert_eq!(
+        String::from_utf8_lossy(&del.stderr).trim(),
+        format!("localhost/shared:v2: {v2_top}"),
+        "delete-image reports exactly v2's own layer"
+    );
+    assert_eq!(listed(&cs, false, "layers").len(), 3);
+
+    // podman and Go still have a whole v1.
+    let mp = first_line(&ok(&podman(
+        &cs,
+        &["image", "mount", "localhost/shared:v1"],
+    )));
+    assert_rootfs(
+        Path::new(&mp),
+        false,
+        "podman image mount of v1 after our delete of v2",
+    );
+    ok(&podman(&cs, &["image", "unmount", "localhost/shared:v1"]));
+    if go_cs().is_some() {
+        let chain = layer_chain(&ok(&cs.go(&["layers", "--json"])), &top_of(v1.image_id()));
+        assert_eq!(diff_digests(&chain), v1.diff_ids());
+    }
+    // podman removes v1: the store is empty for us.
+    ok(&podman(&cs, &["rmi", "localhost/shared:v1"]));
+    assert!(listed(&cs, false, "images").is_empty());
+    assert!(listed(&cs, false, "layers").is_empty());
+}

@@ -3,9 +3,9 @@
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use storage_types::{Error, IdMap, Result};
+use storage_types::{Error, ErrorKind, IdMap, Result};
 
-use crate::{ApplyDiffOpts, Change};
+use crate::{ApplyDiffOpts, Change, LayerMaps};
 
 /// `(uid_map, gid_map)` of one layer.
 pub(crate) type Maps<'a> = (&'a [IdMap], &'a [IdMap]);
@@ -64,6 +64,102 @@ pub(crate) fn diff_mapped(
         }
     }
     result
+}
+
+/// The directory of a layer of a plain-directory driver (vfs, btrfs) for `Get`: `ro` is
+/// the only mount option accepted, and `dir` must be an existing directory (a missing
+/// one is [`ErrorKind::LayerUnknown`]).
+pub(crate) fn plain_layer_dir(
+    driver: &str,
+    options: &[String],
+    dir: impl FnOnce() -> PathBuf,
+) -> Result<PathBuf> {
+    match options {
+        [] => {}
+        [o] if o == "ro" => {}
+        _ => {
+            return Err(Error::msg(
+                ErrorKind::InvalidInput,
+                format!("{driver} driver does not support mount options"),
+            ));
+        }
+    }
+    let dir = dir();
+    let md = std::fs::metadata(&dir).map_err(|e| {
+        let err = Error::io("stat", &dir, e);
+        if err.is_not_found() {
+            Error::msg(ErrorKind::LayerUnknown, err.message())
+        } else {
+            err
+        }
+    })?;
+    if !md.is_dir() {
+        return Err(Error::msg(
+            ErrorKind::Io,
+            format!("{}: not a directory", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+/// The paths of a layer and of its parent (with any `extra` of the parent, e.g. its ID
+/// maps), resolved by a plain-directory driver's `resolve`.
+pub(crate) fn layer_and_parent<T>(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    parent: Option<(&str, T)>,
+) -> Result<(PathBuf, Option<(PathBuf, T)>)> {
+    let layer = resolve(id)?;
+    let parent = match parent {
+        Some((p, extra)) => Some((resolve(p)?, extra)),
+        None => None,
+    };
+    Ok((layer, parent))
+}
+
+/// Naive `Diff` of layer `id` against `parent`, each compared through its own maps;
+/// `resolve` gives a layer's directory.
+pub(crate) fn diff_layers(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    maps: LayerMaps<'_>,
+    parent: Option<(&str, LayerMaps<'_>)>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (layer, parent) = layer_and_parent(resolve, id, parent)?;
+    let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+    diff_mapped(&layer, (maps.uid, maps.gid), parent, out)
+}
+
+/// Naive `Changes` of layer `id` against `parent`, each through its own maps.
+pub(crate) fn changes_layers(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    maps: LayerMaps<'_>,
+    parent: Option<(&str, LayerMaps<'_>)>,
+) -> Result<Vec<Change>> {
+    let (layer, parent) = layer_and_parent(resolve, id, parent)?;
+    let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+    changes_mapped(&layer, (maps.uid, maps.gid), parent)
+}
+
+/// Naive `DiffSize` of layer `id` against `parent`, each through its own maps.
+pub(crate) fn diff_size_layers(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    maps: LayerMaps<'_>,
+    parent: Option<(&str, LayerMaps<'_>)>,
+) -> Result<i64> {
+    let (layer, parent) = layer_and_parent(resolve, id, parent)?;
+    let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
+    let changes = changes_mapped(&layer, (maps.uid, maps.gid), parent)?;
+    Ok(storage_archive::changes::changes_size(&layer, &changes))
+}
+
+/// Naive `DiffSize`: the size of the changes between `layer` and `parent`.
+pub(crate) fn diff_size(layer: &Path, parent: Option<&Path>) -> Result<i64> {
+    let changes = changes(layer, parent)?;
+    Ok(storage_archive::changes::changes_size(layer, &changes))
 }
 
 /// Naive `Changes`.

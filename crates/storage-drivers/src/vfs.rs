@@ -208,52 +208,18 @@ impl Vfs {
     }
 
     fn mount_path(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        match opts.options.as_slice() {
-            [] => {}
-            [o] if o == "ro" => {}
-            _ => {
-                return Err(Error::msg(
-                    ErrorKind::InvalidInput,
-                    "vfs driver does not support mount options",
-                ));
-            }
-        }
-        let dir = self.dir(id);
-        let md = std::fs::metadata(&dir).map_err(|e| {
-            let err = Error::io("stat", &dir, e);
-            if err.is_not_found() {
-                Error::msg(ErrorKind::LayerUnknown, err.message())
-            } else {
-                err
-            }
-        })?;
-        if !md.is_dir() {
-            return Err(Error::msg(
-                ErrorKind::Io,
-                format!("{}: not a directory", dir.display()),
-            ));
-        }
-        Ok(dir)
+        crate::naive::plain_layer_dir("vfs", &opts.options, || self.dir(id))
     }
 }
 
 impl Vfs {
-    /// The paths of `id` and of its parent (with the parent's maps), as read-only "mounts".
-    fn ro_pair<'m>(
-        &self,
-        id: &str,
-        parent: Option<(&str, LayerMaps<'m>)>,
-    ) -> Result<(PathBuf, Option<(PathBuf, LayerMaps<'m>)>)> {
+    /// A layer's directory as a read-only "mount".
+    fn ro_path(&self, id: &str) -> Result<PathBuf> {
         let ro = MountOpts {
             options: vec!["ro".to_owned()],
             ..MountOpts::default()
         };
-        let layer = self.mount_path(id, &ro)?;
-        let parent = match parent {
-            Some((p, m)) => Some((self.mount_path(p, &ro)?, m)),
-            None => None,
-        };
-        Ok((layer, parent))
+        self.mount_path(id, &ro)
     }
 }
 
@@ -408,8 +374,7 @@ impl Driver for Vfs {
         };
         let layer = self.mount_path(id, &ro)?;
         let parent = parent.map(|p| self.mount_path(p, &ro)).transpose()?;
-        let changes = crate::naive::changes(&layer, parent.as_deref())?;
-        Ok(storage_archive::changes::changes_size(&layer, &changes))
+        crate::naive::diff_size(&layer, parent.as_deref())
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
@@ -423,9 +388,7 @@ impl Driver for Vfs {
         parent: Option<(&str, LayerMaps<'_>)>,
         out: &mut dyn Write,
     ) -> Result<()> {
-        let (layer, parent) = self.ro_pair(id, parent)?;
-        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
-        crate::naive::diff_mapped(&layer, (maps.uid, maps.gid), parent, out)
+        crate::naive::diff_layers(|p| self.ro_path(p), id, maps, parent, out)
     }
 
     fn changes_mapped(
@@ -434,9 +397,7 @@ impl Driver for Vfs {
         maps: LayerMaps<'_>,
         parent: Option<(&str, LayerMaps<'_>)>,
     ) -> Result<Vec<Change>> {
-        let (layer, parent) = self.ro_pair(id, parent)?;
-        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
-        crate::naive::changes_mapped(&layer, (maps.uid, maps.gid), parent)
+        crate::naive::changes_layers(|p| self.ro_path(p), id, maps, parent)
     }
 
     fn diff_size_mapped(
@@ -445,10 +406,7 @@ impl Driver for Vfs {
         maps: LayerMaps<'_>,
         parent: Option<(&str, LayerMaps<'_>)>,
     ) -> Result<i64> {
-        let (layer, parent) = self.ro_pair(id, parent)?;
-        let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
-        let changes = crate::naive::changes_mapped(&layer, (maps.uid, maps.gid), parent)?;
-        Ok(storage_archive::changes::changes_size(&layer, &changes))
+        crate::naive::diff_size_layers(|p| self.ro_path(p), id, maps, parent)
     }
 
     fn update_layer_id_map(

@@ -463,3 +463,55 @@ fn layout_equals_go() {
     assert!(gd.list_layers().unwrap().is_empty());
     gd.cleanup().unwrap();
 }
+
+/// A mapped layer on an unmapped parent is compared through each layer's own maps (Go's
+/// NaiveDiffDriver does): a child that only shifted owners has no changes. (btrfs used
+/// to compare the parent through the child's maps, so every entry looked changed.)
+#[test]
+fn mapped_child_compares_through_each_layers_maps() {
+    let Some(mut fx) = LoopBtrfs::new() else {
+        return;
+    };
+    let d = fx.open(vec![]);
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let b = d.get("base", &MountOpts::default()).unwrap();
+    std::fs::create_dir(b.join("d")).unwrap();
+    std::fs::write(b.join("d/f"), b"x\n").unwrap();
+    common::lchown(&b.join("d/f"), 1000, 1000);
+    d.put("base").unwrap();
+    let uid = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 100000,
+        size: 65536,
+    }];
+    let gid = [storage_types::IdMap {
+        container_id: 0,
+        host_id: 200000,
+        size: 65536,
+    }];
+    let opts = CreateOpts {
+        uid_map: uid.to_vec(),
+        gid_map: gid.to_vec(),
+        ..Default::default()
+    };
+    d.create("child", Some("base"), &opts).unwrap();
+    d.update_layer_id_map("child", &[], &[], &uid, &gid)
+        .unwrap();
+    let c = d.get("child", &MountOpts::default()).unwrap();
+    let md = std::fs::symlink_metadata(c.join("d/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (101000, 201000));
+    d.put("child").unwrap();
+
+    let maps = storage_drivers::LayerMaps {
+        uid: &uid,
+        gid: &gid,
+    };
+    let parent = Some(("base", storage_drivers::LayerMaps::default()));
+    assert_eq!(d.changes_mapped("child", maps, parent).unwrap(), vec![]);
+    assert_eq!(d.diff_size_mapped("child", maps, parent).unwrap(), 0);
+    let mut diff = Vec::new();
+    d.diff_mapped("child", maps, parent, &mut diff).unwrap();
+    assert_eq!(diff, vec![0u8; 1024]);
+    // Through the child's maps on both sides the parent's owners differ.
+    assert!(!d.changes("child", Some("base")).unwrap().is_empty());
+}

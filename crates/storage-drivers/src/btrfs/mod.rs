@@ -27,7 +27,7 @@ use storage_types::{Error, ErrorKind, IdMap, Result};
 use crate::guard::check_layer_id;
 use crate::overlay::ERR_PREREQUISITES;
 use crate::vfs::{parse_key_value, remove_all, root_pair};
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
+use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 const BTRFS_MAGIC: i64 = 0x9123_683E;
 
@@ -254,26 +254,7 @@ impl Btrfs {
 
     fn path_for(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         check_layer_id(id)?;
-        match opts.options.as_slice() {
-            [] => {}
-            [o] if o == "ro" => {}
-            _ => return Err(invalid("btrfs driver does not support mount options")),
-        }
-        let dir = self.subvol(id);
-        let md = std::fs::metadata(&dir).map_err(|e| {
-            let err = Error::io("stat", &dir, e);
-            if err.is_not_found() {
-                Error::msg(ErrorKind::LayerUnknown, err.message())
-            } else {
-                err
-            }
-        })?;
-        if !md.is_dir() {
-            return Err(Error::msg(
-                ErrorKind::Io,
-                format!("{}: not a directory", dir.display()),
-            ));
-        }
+        let dir = crate::naive::plain_layer_dir("btrfs", &opts.options, || self.subvol(id))?;
         if let Ok(s) = std::fs::read_to_string(self.quotas().join(id))
             && let Ok(size) = s.trim().parse::<u64>()
             && size >= self.min_space
@@ -411,13 +392,43 @@ impl Driver for Btrfs {
         let ro = MountOpts::default();
         let layer = self.path_for(id, &ro)?;
         let parent = parent.map(|p| self.path_for(p, &ro)).transpose()?;
-        let changes = crate::naive::changes(&layer, parent.as_deref())?;
-        Ok(storage_archive::changes::changes_size(&layer, &changes))
+        crate::naive::diff_size(&layer, parent.as_deref())
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
         check_layer_id(id)?;
         Ok(Box::new(crate::naive::PathFileGetter::new(self.subvol(id))))
+    }
+
+    fn diff_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let ro = MountOpts::default();
+        crate::naive::diff_layers(|p| self.path_for(p, &ro), id, maps, parent, out)
+    }
+
+    fn changes_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<Vec<Change>> {
+        let ro = MountOpts::default();
+        crate::naive::changes_layers(|p| self.path_for(p, &ro), id, maps, parent)
+    }
+
+    fn diff_size_mapped(
+        &self,
+        id: &str,
+        maps: LayerMaps<'_>,
+        parent: Option<(&str, LayerMaps<'_>)>,
+    ) -> Result<i64> {
+        let ro = MountOpts::default();
+        crate::naive::diff_size_layers(|p| self.path_for(p, &ro), id, maps, parent)
     }
 
     fn update_layer_id_map(

@@ -339,3 +339,90 @@ fn container_changes_shared_on_overlay() {
         "changes"
     );
 }
+
+/// Whether `path` is a mount point (in this mount namespace).
+fn is_mount_point(path: &Path) -> bool {
+    storage_tests::peers::mounts_under(path)
+        .iter()
+        .any(|m| m == path)
+}
+
+/// Mount count of layer `id` in the store's `mountpoints.json` (0 when absent).
+fn mount_count(cs: &Cs, id: &str) -> u64 {
+    let p = cs.run.join("overlay-layers/mountpoints.json");
+    let v: serde_json::Value = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    v.as_array()
+        .and_then(|a| a.iter().find(|m| m["id"] == id))
+        .and_then(|m| m["count"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn mount_counts_shared_by_ours_go_and_podman() {
+    if !peers_ready(&["go", "podman"]) {
+        return;
+    }
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", sample_layers(false));
+    let name = "localhost/counted:v1";
+    let run = |a: &[&OsStr]| cs.ours(a);
+    let top = import_image(&run, &img, name);
+    let cid = first_line(&ok(&cs.ours(&["create-container", "-n", "c", name])));
+    let layer = json(&ok(&cs.ours(&["container", "--json", &cid])))[0]["layer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // A container mounted by us, then by Go: one mount, count 2.
+    let a = first_line(&ok(&cs.ours(&["mount", &cid])));
+    let b = first_line(&ok(&cs.go(&["mount", &cid])));
+    assert_eq!(a, b, "same mount point");
+    assert_eq!(mount_count(&cs, &layer), 2);
+    ok(&cs.go(&["unmount", &cid]));
+    assert_eq!(mount_count(&cs, &layer), 1);
+    assert!(
+        is_mount_point(Path::new(&a)),
+        "Go's unmount took our mount away"
+    );
+    assert_eq!(
+        ok(&cs.ours(&["mounted", &cid])).trim(),
+        format!("{cid} mounted")
+    );
+    assert_rootfs(Path::new(&a), false, "our mount after Go's unmount");
+    assert_eq!(
+        ok(&cs.ours(&["unmount", &cid])).trim(),
+        format!("{cid} mountpoint unmounted")
+    );
+    assert!(
+        !is_mount_point(Path::new(&a)),
+        "still mounted after the last unmount"
+    );
+    assert_eq!(ok(&cs.go(&["mounted", &cid])), "");
+
+    // The image's top layer mounted by us and by podman (image mount) at the same time.
+    let ours_mp = first_line(&ok(&cs.ours(&["mount", &top])));
+    let podman_mp = first_line(&ok(&podman(&cs, &["image", "mount", name])));
+    assert_eq!(
+        ours_mp, podman_mp,
+        "podman reuses our mount of the top layer"
+    );
+    assert_eq!(mount_count(&cs, &top), 2);
+    ok(&podman(&cs, &["image", "unmount", name]));
+    assert_eq!(mount_count(&cs, &top), 1);
+    assert!(
+        is_mount_point(Path::new(&ours_mp)),
+        "podman's unmount took our mount away"
+    );
+    assert_rootfs(
+        Path::new(&ours_mp),
+        false,
+        "our top-layer mount after podman's unmount",
+    );
+    ok(&cs.ours(&["unmount", &top]));
+    assert_eq!(mount_count(&cs, &top), 0);
+    assert!(!is_mount_point(Path::new(&ours_mp)));
+}

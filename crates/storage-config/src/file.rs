@@ -339,6 +339,22 @@ pub(crate) fn apply_env(
     path: &Path,
     warn_unset: bool,
 ) {
+    driver_from_env(env, opts, warnings);
+    if warn_unset && opts.driver.is_empty() && opts.driver_priority.is_empty() {
+        warnings.push(format!(
+            "The storage 'driver' option should be set in {}. A driver was picked automatically.",
+            path.display()
+        ));
+    }
+}
+
+/// `$STORAGE_DRIVER` (when set and not empty) replaces the driver; `overlay2` then
+/// becomes `overlay`, with Go's warning.
+pub(crate) fn driver_from_env(
+    env: &Environment,
+    opts: &mut StoreOptions,
+    warnings: &mut Vec<String>,
+) {
     if let Some(d) = env.var("STORAGE_DRIVER").filter(|d| !d.is_empty()) {
         opts.driver = d.to_string();
     }
@@ -346,12 +362,6 @@ pub(crate) fn apply_env(
         warnings
             .push("Switching default driver from overlay2 to the equivalent overlay driver".into());
         opts.driver = "overlay".into();
-    }
-    if warn_unset && opts.driver.is_empty() && opts.driver_priority.is_empty() {
-        warnings.push(format!(
-            "The storage 'driver' option should be set in {}. A driver was picked automatically.",
-            path.display()
-        ));
     }
 }
 

@@ -561,14 +561,7 @@ fn rootless_options(
     ) {
         opts.driver = system.driver.clone();
     }
-    if let Some(d) = env.var("STORAGE_DRIVER").filter(|d| !d.is_empty()) {
-        opts.driver = d.to_string();
-    }
-    if opts.driver == "overlay2" {
-        warnings
-            .push("Switching default driver from overlay2 to the equivalent overlay driver".into());
-        opts.driver = "overlay".into();
-    }
+    file::driver_from_env(env, &mut opts, warnings);
     if opts.driver.is_empty() {
         if system.driver_priority.is_empty() {
             opts.driver = prior_driver(&opts.graph_root).unwrap_or_else(|| {

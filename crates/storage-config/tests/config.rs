@@ -346,3 +346,38 @@ fn config_json_shape() {
         r#"{"runroot":"/r","root":"/g","RootlessStoragePath":"","driver":"overlay","driver-options":["overlay.mountopt=nodev"],"PullOptions":{"enable_partial_images":"false","use_hard_links":"false"}}"#
     );
 }
+
+/// Hostile values never panic: numbers out of range, odd bytes, unterminated `${`,
+/// a lone `$` at the end of a path all give an error naming the line or a plain value.
+#[test]
+fn hostile_values_are_errors_not_panics() {
+    let f = Fixture::new();
+    for (i, (body, bad_line)) in [
+        ("[storage.options]\nauto-userns-max-size = -1\n", 2),
+        ("[storage.options]\nauto-userns-min-size = 99999999999\n", 2),
+        ("[storage.options]\nforce_mask = 4294967296\n", 2),
+        ("[storage]\ndriver = \"vfs\"\n\n\ngraphroot = [\"\\u00e9\"]\n", 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = f.write(&format!("h{i}.conf"), body);
+        let env = f
+            .env()
+            .with_var("CONTAINERS_STORAGE_CONF", p.to_str().unwrap());
+        match load_options(&env).unwrap_err() {
+            ConfigError::Parse { line, .. } => assert_eq!(line, bad_line, "{body}"),
+            other => panic!("unexpected error {other:?} for {body}"),
+        }
+    }
+    let p = f.write(
+        "odd.conf",
+        "[storage]\ndriver = \"vfs\"\ngraphroot = \"/g/\u{e9}${\u{e9}\"\nrunroot = \"/r/$\"\n",
+    );
+    let env = f
+        .env()
+        .with_var("CONTAINERS_STORAGE_CONF", p.to_str().unwrap());
+    let (o, _) = load_options(&env).unwrap();
+    assert!(o.graph_root.starts_with("/g"), "{:?}", o.graph_root);
+    assert_eq!(o.run_root, Path::new("/r/$"));
+}

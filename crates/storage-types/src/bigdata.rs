@@ -10,10 +10,21 @@ use crate::error::{Error, ErrorKind, Result};
 /// Like Go's path joining, a trailing `/` of the encoding is dropped (key `???`
 /// → `=Pz8`). Keys whose encoding has an interior `/` cannot be stored by Go
 /// either; they are rejected with [`ErrorKind::InvalidBigDataName`], as is the
-/// empty key.
+/// empty key. So are `.` and `..`: as file names they would name the record's own
+/// directory or its parent (Go joins them and then fails to write over a directory).
 pub fn big_data_file_name(key: &str) -> Result<String> {
     if key.is_empty() {
         return Err(Error::new(ErrorKind::InvalidBigDataName));
+    }
+    if key == "." || key == ".." {
+        return Err(Error::msg(
+            ErrorKind::InvalidBigDataName,
+            format!(
+                "{}: big data key {} names a directory",
+                ErrorKind::InvalidBigDataName.go_text(),
+                crate::go_quote(key)
+            ),
+        ));
     }
     if key
         .bytes()
@@ -70,6 +81,12 @@ mod tests {
             big_data_file_name("").expect_err("empty").to_string(),
             "not a valid name for a big data item"
         );
+        for dots in [".", ".."] {
+            let e = big_data_file_name(dots).expect_err(dots);
+            assert_eq!(e.kind(), ErrorKind::InvalidBigDataName);
+            assert!(e.to_string().ends_with("names a directory"), "{e}");
+        }
+        assert_eq!(big_data_file_name("...").expect("three dots"), "...");
         let e = big_data_file_name("???a").expect_err("interior slash");
         assert_eq!(e.kind(), ErrorKind::InvalidBigDataName);
         assert!(e.to_string().contains("=Pz8/YQ=="), "{e}");

@@ -118,6 +118,16 @@ mod tests {
             size: 2,
         }];
         assert_eq!(to_host(&edge, 1), None);
+        // Ranges that run past u32::MAX (Go's parser accepts them) map what fits and
+        // nothing beyond, in both directions.
+        let wrap = parse_id_maps("4294967295:0:10", "uid").expect("overflowing range");
+        assert_eq!(to_host(&wrap, u32::MAX), Some(0));
+        assert_eq!(to_container(&wrap, 0), Some(u32::MAX));
+        assert_eq!(to_container(&wrap, 5), None);
+        let wrap = parse_id_maps("0:4294967290:100", "uid").expect("overflowing host range");
+        assert_eq!(to_host(&wrap, 5), Some(u32::MAX));
+        assert_eq!(to_host(&wrap, 6), None);
+        assert_eq!(to_container(&wrap, u32::MAX), Some(5));
     }
 
     #[test]

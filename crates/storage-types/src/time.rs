@@ -375,4 +375,34 @@ mod tests {
             "\"2024-01-01T02:00:00+02:00\""
         );
     }
+    #[test]
+    fn extreme_instants_never_panic() {
+        for t in [
+            Timestamp::from_unix(i64::MAX, u32::MAX),
+            Timestamp::from_unix(i64::MIN, 0).with_offset(i32::MIN),
+            Timestamp::from_unix(i64::MAX, 0).with_offset(i32::MAX),
+            Timestamp::from_unix_nanos(i128::MAX),
+            Timestamp::from_unix_nanos(i128::MIN),
+        ] {
+            let text = t.to_string();
+            assert!(text.contains('T'), "{text}");
+            let _ = t.to_system_time();
+            let _ = t.unix_nanos();
+        }
+        assert_eq!(
+            Timestamp::from_unix(0, u32::MAX).subsec_nanos(),
+            294_967_295
+        );
+        for bad in [
+            "10000-01-01T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00+24:00",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00\u{e9}",
+            "",
+        ] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -84,6 +84,24 @@ fn both(cs: &Cs, args: &[&str]) -> String {
     ours
 }
 
+/// `changes LAYER REFERENCE` by both tools, as sorted lines.
+#[track_caller]
+fn changes_between(cs: &Cs, layer: &str, reference: &str) -> Vec<String> {
+    let sorted = |s: String| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let ours = sorted(ok(&cs.ours(&["changes", layer, reference])));
+    let go = sorted(ok(&cs.go(&["changes", layer, reference])));
+    assert_eq!(
+        ours, go,
+        "{}: changes of {layer} against {reference} differ from Go's",
+        cs.driver
+    );
+    ours
+}
+
 /// `changes LAYER` by both tools, as sorted lines (Go's naive walk order is random).
 #[track_caller]
 fn changes(cs: &Cs, layer: &str) -> Vec<String> {
@@ -345,6 +363,15 @@ fn scenario(driver: &str) {
     );
     assert!(got.iter().any(|n| n.ends_with("etc/written")), "{got:?}");
     assert!(got.iter().any(|n| n.ends_with("keep/.wh.k")), "{got:?}");
+
+    both(&cs, &["diffsize", &cl]);
+    // Against another layer (the image's base), the driver's generic diff.
+    let mut vs_base = changes_between(&cs, &cl, &l1);
+    vs_base.retain(|c| c.contains("/etc") || c.contains("/opq"));
+    assert!(
+        vs_base.contains(&"Add \"/opq/new\"".to_string()),
+        "{driver}: {vs_base:?}"
+    );
 
     // Container data and dirs.
     let cd = write(tmp, "cdata", b"container data\n");

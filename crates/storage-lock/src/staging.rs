@@ -14,6 +14,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -245,17 +246,26 @@ pub fn recover_stale_dirs(root: &Path) -> Result<(), LockError> {
             path: root.to_path_buf(),
             source,
         })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_prefix(TEMP_DIR_PREFIX) {
-            ids.insert(id.to_owned());
-        } else if let Some(id) = name.strip_prefix(LOCK_PREFIX) {
-            ids.insert(id.to_owned());
+        // Names are bytes: a lossy conversion would turn a non-UTF-8 `<x>` into a
+        // name that is not on disk, and the abandoned pair would never go away.
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        if let Some(id) = name
+            .strip_prefix(TEMP_DIR_PREFIX.as_bytes())
+            .or_else(|| name.strip_prefix(LOCK_PREFIX.as_bytes()))
+        {
+            ids.insert(id.to_vec());
         }
     }
     let mut first_err = None;
     for id in ids {
-        let lock_path = root.join(format!("{LOCK_PREFIX}{id}"));
-        let dir = root.join(format!("{TEMP_DIR_PREFIX}{id}"));
+        let with_prefix = |prefix: &str| {
+            let mut n = prefix.as_bytes().to_vec();
+            n.extend_from_slice(&id);
+            root.join(std::ffi::OsStr::from_bytes(&n))
+        };
+        let lock_path = with_prefix(LOCK_PREFIX);
+        let dir = with_prefix(TEMP_DIR_PREFIX);
         let Ok(Some(lock)) = StagingLock::try_acquire(&lock_path) else {
             continue;
         };

@@ -500,3 +500,34 @@ fn recover_stale_dirs_removes_only_abandoned_pairs() {
     // Missing root is fine.
     storage_lock::recover_stale_dirs(&root.join("nope")).unwrap();
 }
+
+/// Stale pairs whose `<x>` is not UTF-8 are removed too (a lossy name conversion
+/// used to miss them), and odd lock paths are errors naming the path.
+#[test]
+fn recover_stale_dirs_handles_non_utf8_names_and_odd_paths_fail_cleanly() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let name = |prefix: &[u8]| {
+        let mut n = prefix.to_vec();
+        n.extend_from_slice(b"\xff\xfe");
+        root.join(std::ffi::OsStr::from_bytes(&n))
+    };
+    std::fs::create_dir_all(name(b"temp-dir-").join("0-x")).unwrap();
+    std::fs::write(name(b"lock-"), b"").unwrap();
+    storage_lock::recover_stale_dirs(root).unwrap();
+    assert_eq!(std::fs::read_dir(root).unwrap().count(), 0);
+
+    let sub = root.join("a-dir");
+    std::fs::create_dir(&sub).unwrap();
+    let e = LockFile::open(&sub)
+        .err()
+        .expect("a directory is no lock file");
+    assert!(e.to_string().contains("a-dir"), "{e}");
+    let e = LockFile::open(std::path::Path::new(std::ffi::OsStr::from_bytes(
+        b"/tmp/a\0b",
+    )))
+    .err()
+    .expect("NUL in a lock path");
+    assert!(e.to_string().contains("invalid argument"), "{e}");
+}

@@ -419,3 +419,54 @@ fn layer_layout_matches_go(driver: &str) {
         }
     }
 }
+
+/// btrfs only: a container that made subvolumes of its own (nested twice) is deleted with
+/// them, as Go's driver does; nothing is left in the file system.
+#[test]
+fn btrfs_container_with_nested_subvolumes_is_deleted() {
+    if !require(
+        Path::new("/usr/bin/btrfs").is_file() || Path::new("/usr/sbin/btrfs").is_file(),
+        "the btrfs tool (btrfs-progs)",
+    ) {
+        return;
+    }
+    let Some(cs) = DriverStore::new("btrfs") else {
+        return;
+    };
+    let base = write(
+        cs.dir.path(),
+        "base.tar",
+        &TarBuilder::new().file("f", 0o644, b"f\n").finish(),
+    );
+    ok(&cs.ours(&["import-layer", "-i", "base", "-f", &s(&base)]));
+    ok(&cs.ours(&["create-image", "-i", "img", "base"]));
+    ok(&cs.ours(&["create-container", "-i", "ctr", "img"]));
+    let mp = PathBuf::from(ok(&cs.ours(&["mount", "ctr"])).trim());
+    for sub in ["nested", "nested/deeper"] {
+        let st = std::process::Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(mp.join(sub))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("btrfs subvolume create");
+        assert!(st.success(), "btrfs subvolume create {sub}");
+    }
+    std::fs::write(mp.join("nested/deeper/x"), b"x").expect("write in nested subvolume");
+    ok(&cs.ours(&["unmount", "ctr"]));
+    ok(&cs.ours(&["delete-container", "ctr"]));
+    ok(&cs.ours(&["delete-image", "img"]));
+    let fs_root = cs.graph.parent().expect("graph root is on the loop fs");
+    let out = std::process::Command::new("btrfs")
+        .args(["subvolume", "list"])
+        .arg(fs_root)
+        .output()
+        .expect("btrfs subvolume list");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "subvolumes left"
+    );
+    if go_cs().is_some() {
+        same_layers(&cs, "deletions");
+    }
+}

@@ -426,3 +426,94 @@ fn mount_counts_shared_by_ours_go_and_podman() {
     assert_eq!(mount_count(&cs, &top), 0);
     assert!(!is_mount_point(Path::new(&ours_mp)));
 }
+
+/// `n` small layers: layer `i` adds `layers/i`, deletes `layers/(i-2)` (a whiteout), and
+/// layer `n/2` makes `opq/` opaque (hiding `opq/early` from layer 0) and adds `opq/late`.
+fn deep_layers(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut add = |path: &str, dir: bool, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(if dir {
+                    tar::EntryType::Directory
+                } else {
+                    tar::EntryType::Regular
+                });
+                h.set_mode(if dir { 0o755 } else { 0o644 });
+                h.set_size(data.len() as u64);
+                h.set_mtime(1_700_000_000);
+                b.append_data(&mut h, path, data).expect("tar");
+            };
+            add("layers/", true, b"");
+            add(&format!("layers/{i}"), false, format!("{i}\n").as_bytes());
+            if i >= 2 {
+                add(&format!("layers/.wh.{}", i - 2), false, b"");
+            }
+            if i == 0 {
+                add("opq/", true, b"");
+                add("opq/early", false, b"early\n");
+            }
+            if i == n / 2 {
+                add("opq/", true, b"");
+                add("opq/.wh..wh..opq", false, b"");
+                add("opq/late", false, b"late\n");
+            }
+            b.into_inner().expect("tar")
+        })
+        .collect()
+}
+
+fn check_deep(root: &Path, n: usize, what: &str) {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("layers"))
+        .unwrap_or_else(|e| panic!("{what}: layers/: {e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want = vec![(n - 2).to_string(), (n - 1).to_string()];
+    want.sort();
+    assert_eq!(names, want, "{what}: layers/");
+    let opq: Vec<String> = std::fs::read_dir(root.join("opq"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(opq, ["late"], "{what}: opq/");
+}
+
+#[test]
+fn deep_image_on_overlay_shared() {
+    if !peers_ready(&["skopeo", "go", "podman"]) {
+        return;
+    }
+    const N: usize = 80;
+    let cs = Cs::new("overlay");
+    let _g = Unmounter::new(&cs, true);
+    let img = OciImage::write(&cs.dir.path().join("oci"), "v1", deep_layers(N));
+    let name = "localhost/deep:v1";
+    ok(&skopeo_copy(&img.reference(), &storage_ref(&cs, name)));
+    // Our container of skopeo's image, mounted by us and by Go.
+    let cid = first_line(&ok(&cs.ours(&["create-container", "-n", "deep", name])));
+    let mp = first_line(&ok(&cs.ours(&["mount", &cid])));
+    check_deep(Path::new(&mp), N, "our mount of an 80-layer container");
+    ok(&cs.ours(&["unmount", &cid]));
+    let mp = first_line(&ok(&cs.go(&["mount", &cid])));
+    check_deep(Path::new(&mp), N, "Go's mount of our 80-layer container");
+    ok(&cs.go(&["unmount", &cid]));
+    ok(&cs.ours(&["delete-container", &cid]));
+    // Our own import of the same image in a second store, mounted by podman.
+    let cs2 = Cs::new("overlay");
+    let _g2 = Unmounter::new(&cs2, true);
+    let run = |a: &[&OsStr]| cs2.ours(a);
+    import_image(&run, &img, name);
+    let mp = first_line(&ok(&podman(&cs2, &["image", "mount", name])));
+    check_deep(
+        Path::new(&mp),
+        N,
+        "podman image mount of our 80-layer image",
+    );
+    ok(&podman(&cs2, &["image", "unmount", name]));
+}

@@ -520,14 +520,11 @@ fn recover_stale_dirs_handles_non_utf8_names_and_odd_paths_fail_cleanly() {
 
     let sub = root.join("a-dir");
     std::fs::create_dir(&sub).unwrap();
-    let e = LockFile::open(&sub)
-        .err()
-        .expect("a directory is no lock file");
+    let e = LockFile::open(&sub).expect_err("a directory is no lock file");
     assert!(e.to_string().contains("a-dir"), "{e}");
     let e = LockFile::open(std::path::Path::new(std::ffi::OsStr::from_bytes(
         b"/tmp/a\0b",
     )))
-    .err()
-    .expect("NUL in a lock path");
+    .expect_err("NUL in a lock path");
     assert!(e.to_string().contains("invalid argument"), "{e}");
 }

@@ -13,6 +13,13 @@
 //! native diffs, fuse-overlayfs through `overlay.mount_program`) and `btrfs` (one
 //! subvolume per layer). [`choose_driver`] picks a driver like Go when none is configured.
 //!
+//! Every driver sits behind one ID check: a layer (or parent) ID must be a single path
+//! component (not empty, `.` or `..`, no `/` or NUL), else the call fails with
+//! [`ErrorKind::InvalidInput`] before touching the disk (Go does not check). Files of
+//! a layer are only ever read inside it, whatever names a tar-split file holds.
+//! `unsafe` is confined to the kernel-facing modules (btrfs ioctls, overlay mounts,
+//! quotas and idmapped mounts), each block with its SAFETY comment.
+//!
 //! Limits: `zfs`, `aufs` and `devicemapper` are known names that give a "not supported"
 //! error naming the supported drivers; SELinux labels are not set.
 //!
@@ -37,6 +44,9 @@
 //! let child = driver.get("child", &MountOpts::default()).unwrap();
 //! assert_eq!(std::fs::read(child.join("hello")).unwrap(), b"hi");
 //! assert_eq!(driver.list_layers().unwrap().len(), 2);
+//! // IDs are single path components: nothing outside the driver's home is reachable.
+//! assert!(driver.remove("..").is_err());
+//! assert!(!driver.exists("../vfs"));
 //! ```
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the kernel-facing modules: `btrfs::ioctl` and overlay's

@@ -50,6 +50,8 @@
 //!   preferred).
 //! * [`LockFile::lock`] on a read-only lock file is an error (Go panics).
 //! * The lock is advisory: it only excludes cooperating processes.
+//! * All `unsafe` (open(2), fcntl(2)) lives in the small private `sys` module; the
+//!   rest of the crate is checked by `#![deny(unsafe_code)]`.
 //! * Errors: OS errors are rendered the way Go prints them
 //!   (`open /x/layers.lock: permission denied`).
 //!

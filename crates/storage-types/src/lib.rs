@@ -11,7 +11,11 @@
 //! * the records [`Layer`], [`Image`], [`Container`], [`MountPoint`], which read
 //!   and write exactly the JSON Go writes (key order, omitempty, escaping) via
 //!   [`to_go_json`], and keep unknown keys in `extra`;
-//! * [`big_data_file_name`], lookup ([`find`], [`IdIndex`]) and name helpers.
+//! * [`big_data_file_name`] (refuses the empty key, `.`, `..` and keys whose encoding
+//!   holds a `/`), lookup ([`find`], [`IdIndex`]) and name helpers.
+//!
+//! Nothing here panics on input: malformed JSON, digests, ID maps (ranges running past
+//! `u32::MAX` map only what fits) and timestamps are errors or saturate.
 //!
 //! Limits: Go's case-insensitive key matching when decoding is not reproduced
 //! (a key spelled `"ID"` is kept as an unknown key); numbers inside `flags` go

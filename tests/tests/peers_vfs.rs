@@ -184,6 +184,12 @@ fn take_turns(first_is_go: bool) {
         id.as_ref(),
     ])));
 
+    // Both tools read the same records.
+    for (what, id) in [("image", &id), ("container", &cid)] {
+        let o = json(&ok(&cs.ours(&[what, "--json", id.as_str()])));
+        let g = json(&ok(&cs.go(&[what, "--json", id.as_str()])));
+        assert_eq!(o, g, "`{what} --json` of ours and Go");
+    }
     // The other tool sees everything.
     assert!(listed(&cs, b, "images").contains(&id));
     assert_eq!(listed(&cs, b, "containers"), vec![cid.clone()]);

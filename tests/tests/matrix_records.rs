@@ -329,6 +329,10 @@ fn scenario(driver: &str) {
     );
     std::fs::write(mnt.join("etc/written"), b"by the container\n").expect("write in container");
     std::fs::remove_file(mnt.join("keep/k")).expect("delete in container");
+    // A directory replaced in the container (overlay makes it opaque).
+    std::fs::remove_dir_all(mnt.join("opq")).expect("rm -r opq in container");
+    std::fs::create_dir(mnt.join("opq")).expect("mkdir opq in container");
+    std::fs::write(mnt.join("opq/fresh"), b"fresh\n").expect("write opq/fresh");
     ok(&cs.ours(&["unmount", &ctr]));
     assert!(
         mounts_under(&mnt).is_empty(),
@@ -338,7 +342,12 @@ fn scenario(driver: &str) {
     same_records(&cs, "unmount");
 
     // changes and diff of the container layer show the write and the deletion.
-    let changes = changes(&cs, &cl);
+    let mut changes = changes(&cs, &cl);
+    assert!(
+        changes.contains(&"Add \"/opq/fresh\"".to_string()),
+        "{driver}: {changes:?}"
+    );
+    changes.retain(|c| !c.contains("/opq"));
     assert_eq!(
         changes,
         [
@@ -363,15 +372,28 @@ fn scenario(driver: &str) {
     );
     assert!(got.iter().any(|n| n.ends_with("etc/written")), "{got:?}");
     assert!(got.iter().any(|n| n.ends_with("keep/.wh.k")), "{got:?}");
+    assert!(got.iter().any(|n| n.ends_with("opq/fresh")), "{got:?}");
+    if driver == "overlay" {
+        assert!(
+            got.iter().any(|n| n.ends_with("opq/.wh..wh..opq")),
+            "overlay: opaque dir exported as AUFS opaque marker: {got:?}"
+        );
+    }
 
     both(&cs, &["diffsize", &cl]);
     // Against another layer (the image's base), the driver's generic diff.
     let mut vs_base = changes_between(&cs, &cl, &l1);
     vs_base.retain(|c| c.contains("/etc") || c.contains("/opq"));
-    assert!(
-        vs_base.contains(&"Add \"/opq/new\"".to_string()),
-        "{driver}: {vs_base:?}"
-    );
+    for want in [
+        "Add \"/opq/fresh\"",
+        "Delete \"/opq/old1\"",
+        "Delete \"/etc/gone.txt\"",
+    ] {
+        assert!(
+            vs_base.contains(&want.to_string()),
+            "{driver}: {want} missing from {vs_base:?}"
+        );
+    }
 
     // Container data and dirs.
     let cd = write(tmp, "cdata", b"container data\n");

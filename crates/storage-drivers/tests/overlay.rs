@@ -1358,3 +1358,50 @@ fn go_mounts_our_layers() {
         assert!(changes.lines().any(|l| l == want), "{want} in {changes}");
     }
 }
+
+/// Hostile metadata inside the driver's home never reaches outside it: an ID with `..`,
+/// a `lower` element other than `l/<link>` and an `l/` link pointing elsewhere are
+/// errors, and nothing outside the home is mounted or read.
+#[test]
+fn hostile_ids_lowers_and_links_are_refused() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let d = fx.d();
+    let home = fx.home();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("child", Some("base"), &CreateOpts::default())
+        .unwrap();
+    for bad in ["..", "../overlay", "a/b", ""] {
+        let e = d.get(bad, &MountOpts::default()).expect_err(bad);
+        assert!(e.to_string().contains("invalid layer ID"), "{e}");
+        assert!(d.create("x", Some(bad), &CreateOpts::default()).is_err());
+    }
+    let lower = home.join("child/lower");
+    let good = std::fs::read_to_string(&lower).unwrap();
+    for bad in ["l/../../../etc", "/etc", "l/", "diff"] {
+        std::fs::write(&lower, bad).unwrap();
+        let e = d.get("child", &MountOpts::default()).expect_err(bad);
+        assert!(
+            e.to_string().contains("invalid lower element"),
+            "{bad}: {e}"
+        );
+        assert!(!mounted(&home.join("child/merged")), "{bad}");
+        assert!(d.changes("child", Some("base")).is_err(), "{bad}");
+    }
+    std::fs::write(&lower, &good).unwrap();
+    let link = home.join(good.trim());
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let e = d
+        .get("child", &MountOpts::default())
+        .expect_err("link to /");
+    assert!(e.to_string().contains("invalid lower link"), "{e}");
+    assert!(!mounted(&home.join("child/merged")));
+    // Restored, everything works again.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("../base/diff", &link).unwrap();
+    let m = d.get("child", &MountOpts::default()).unwrap();
+    assert!(mounted(&m));
+    d.put("child").unwrap();
+}

@@ -121,6 +121,31 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::msg(ErrorKind::InvalidInput, msg)
 }
 
+/// An `l/` link must point at `../<id>/diff` (what Go and we create): a link to an
+/// absolute path or elsewhere would put foreign directories into mounts and diffs.
+fn checked_link(link: PathBuf) -> Result<PathBuf> {
+    let Ok(target) = std::fs::read_link(&link) else {
+        return Ok(link);
+    };
+    let mut parts = target.iter();
+    let ok = parts.next() == Some(std::ffi::OsStr::new(".."))
+        && parts
+            .next()
+            .and_then(|id| id.to_str())
+            .is_some_and(|id| check_layer_id(id).is_ok())
+        && parts.next() == Some(std::ffi::OsStr::new("diff"))
+        && parts.next().is_none();
+    if ok {
+        Ok(link)
+    } else {
+        Err(invalid(format!(
+            "invalid lower link {}: it points to {}, not ../<layer>/diff",
+            link.display(),
+            target.display()
+        )))
+    }
+}
+
 /// Go's `units.RAMInBytes`: a number with an optional `k/m/g/t/p` suffix (optionally
 /// followed by `i`/`b`/`ib`), 1024-based.
 pub(crate) fn ram_in_bytes(s: &str) -> Result<u64> {
@@ -605,13 +630,27 @@ impl Overlay {
     }
 
     /// The `lower` file's elements (empty for base layers).
+    ///
+    /// Go only ever writes `l/<link>` elements; anything else (`l/../../x`, an absolute
+    /// path) would make a mount or a diff reach outside the driver's home, so it is an
+    /// error here.
     fn lower_elems(&self, dir: &Path) -> Result<Vec<String>> {
-        match std::fs::read_to_string(dir.join("lower")) {
-            Ok(s) => Ok(s
+        let path = dir.join("lower");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => s
                 .split(':')
                 .filter(|e| !e.is_empty())
-                .map(str::to_owned)
-                .collect()),
+                .map(|e| {
+                    let link = e.strip_prefix(LINK_DIR).and_then(|r| r.strip_prefix('/'));
+                    match link {
+                        Some(l) if check_layer_id(l).is_ok() => Ok(e.to_owned()),
+                        _ => Err(invalid(format!(
+                            "invalid lower element {e:?} in {}",
+                            path.display()
+                        ))),
+                    }
+                })
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(Error::io("open", &dir.join("lower"), e)),
         }
@@ -621,18 +660,18 @@ impl Overlay {
     fn lower_path(&self, elem: &str) -> Result<PathBuf> {
         let own = self.home.join(elem);
         if std::fs::symlink_metadata(&own).is_ok() {
-            return Ok(own);
+            return checked_link(own);
         }
         if let Some(is) = &self.image_store {
             let p = is.join(elem);
             if std::fs::symlink_metadata(&p).is_ok() {
-                return Ok(p);
+                return checked_link(p);
             }
         }
         for store in &self.cfg.image_stores {
             let p = store.join("overlay").join(elem);
             if std::fs::symlink_metadata(&p).is_ok() {
-                return Ok(p);
+                return checked_link(p);
             }
         }
         self.recreate_symlinks()?;

@@ -174,6 +174,18 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The per-layer directories of the store's driver (`vfs/dir/*`, `overlay/*` but `l`,
+/// `btrfs/subvolumes/*`).
+fn layer_dirs(cs: &Cs) -> Vec<String> {
+    let home = cs.graph.join(&cs.driver);
+    let dir = match cs.driver.as_str() {
+        "vfs" => home.join("dir"),
+        "btrfs" => home.join("subvolumes"),
+        _ => home,
+    };
+    entries(&dir)
+}
+
 fn tar_names(data: &[u8]) -> Vec<String> {
     let mut a = tar::Archive::new(data);
     let mut v: Vec<String> = a
@@ -446,7 +458,7 @@ fn scenario(driver: &str) {
         "",
         "{driver}: the image's layers went with it"
     );
-    let leftovers: Vec<String> = entries(&cs.home())
+    let leftovers: Vec<String> = layer_dirs(&cs)
         .into_iter()
         .filter(|e| e.len() == 64)
         .collect();
@@ -455,10 +467,26 @@ fn scenario(driver: &str) {
     // wipe.
     let l = first_line(&ok(&cs.ours(&["import-layer", "-f", &s(&base)])));
     let i = first_line(&ok(&cs.ours(&["create-image", "-n", "wiped", &l])));
-    first_line(&ok(&cs.ours(&["create-container", &i])));
+    let c1 = first_line(&ok(&cs.ours(&["create-container", &i])));
+    let c2 = first_line(&ok(&cs.ours(&["create-container", &i])));
     same_records(&cs, "re-create");
+    // Wipe while one container is mounted by us and one by Go.
+    let m1 = PathBuf::from(ok(&cs.ours(&["mount", &c1])).trim());
+    let m2 = PathBuf::from(ok(&cs.go(&["mount", &c2])).trim());
     ok(&cs.ours(&["wipe"]));
     same_records(&cs, "wipe");
+    for m in [&m1, &m2] {
+        assert!(
+            mounts_under(m).is_empty(),
+            "{driver}: {} still mounted after wipe",
+            m.display()
+        );
+    }
+    let left: Vec<String> = layer_dirs(&cs)
+        .into_iter()
+        .filter(|e| e.len() == 64)
+        .collect();
+    assert!(left.is_empty(), "{driver}: dirs left after wipe: {left:?}");
     assert_eq!(ok(&cs.ours(&["layers", "-q"])).trim(), "");
     assert_eq!(ok(&cs.ours(&["images", "-q"])).trim(), "");
     assert_eq!(ok(&cs.ours(&["containers"])).trim(), "");

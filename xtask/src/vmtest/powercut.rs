@@ -13,7 +13,9 @@
 //!   fractions (k-½)/(N-1) of the measured import time, cut N right after the guest prints
 //!   `VMTEST-PC-DONE` (the import returned). Whenever the import completes before its cut point
 //!   the cut happens right after `VMTEST-PC-DONE`, and the next boot must find that layer
-//!   committed.
+//!   committed. Even-numbered cuts run a background `sync` loop during the import, so partial
+//!   states (the `incomplete` record, a half-filled layer directory) are on the disk at the cut
+//!   and the store's load-time clean-up is exercised; the report says what the cut left.
 //! * Boot N+1 (`check`): the last check.
 //!
 //! A check passes when the store opens, `layers` lists exactly the committed layers (plus the
@@ -116,10 +118,12 @@ fn script(small: &[String; 2], big: &str) -> String {
         r#"[ -f /vmtest/ld-library-path ] && export LD_LIBRARY_PATH=$(cat /vmtest/ld-library-path)
 phase=
 extra=
+syncer=0
 for w in $(cat /proc/cmdline); do
 	case "$w" in
 	vmtest.pc=*) phase=${w#vmtest.pc=} ;;
 	vmtest.pc_extra=*) extra=${w#vmtest.pc_extra=} ;;
+	vmtest.pc_sync=*) syncer=${w#vmtest.pc_sync=} ;;
 	esac
 done
 M=/mnt/pc
@@ -203,6 +207,13 @@ cut)
 	id=$(newid)
 	echo "$id" >$M/pending
 	sync
+	if [ "$syncer" = 1 ]; then
+		# A busy system flushes while the import runs: partial states reach the disk.
+		(while :; do
+			sync
+			sleep 0.3
+		done) &
+	fi
 	echo
 	echo "VMTEST-PC-START $id"
 	cs import-layer --id "$id" -f /dev/vdb "$(cat $M/top)" >/dev/null || fail "import-layer of the big layer"
@@ -351,7 +362,7 @@ pub fn run(
     let mut failed = false;
     let mut extra: Option<String> = None;
     // Cut k (1-based) happens in boot k and is judged by the check of boot k+1.
-    let mut last_cut: Option<(u32, f64)> = None;
+    let mut last_cut: Option<(u32, f64, bool)> = None;
     for boot in 1..=n + 1 {
         let cutting = boot <= n;
         // Cuts 1..n-1 spread over the measured import time; cut n comes right after the import
@@ -364,6 +375,12 @@ pub fn run(
         let mut append = format!("vmtest.pc={}", if cutting { "cut" } else { "check" });
         if let Some(id) = extra.take() {
             let _ = write!(append, " vmtest.pc_extra={id}");
+        }
+        // Every other cut runs with a background `sync` loop, so partial states are durable
+        // and the store's clean-up of incomplete layers is exercised.
+        let syncing = cutting && boot % 2 == 0;
+        if syncing {
+            append.push_str(" vmtest.pc_sync=1");
         }
         let mut check = None;
         let mut failure = None;
@@ -393,14 +410,15 @@ pub fn run(
             Action::Continue
         })?;
         // Judge the previous cut by this boot's check.
-        if let Some((k, at)) = last_cut.take() {
+        if let Some((k, at, synced)) = last_cut.take() {
             let verdict = match (&check, &failure) {
                 (Some(c), None) => format!("ok ({})", c.trim_start_matches("ok ")),
                 (_, Some(f)) => format!("FAIL ({f})"),
                 (None, None) => format!("FAIL (no check result; qemu {})", out.status),
             };
             failed |= !verdict.starts_with("ok");
-            report.push(format!("cut {k} at {at:.1}s: {verdict}"));
+            let how = if synced { ", sync loop" } else { "" };
+            report.push(format!("cut {k} at {at:.1}s{how}: {verdict}"));
         }
         if failed {
             break;
@@ -417,7 +435,7 @@ pub fn run(
                         );
                         extra = Some(id.clone());
                     }
-                    last_cut = Some((boot, at));
+                    last_cut = Some((boot, at, syncing));
                 }
                 _ => {
                     failed = true;

@@ -77,7 +77,7 @@ impl Node {
         // Only regular files and directories can carry user.* xattrs or capabilities;
         // skipping the syscalls for the rest is both faster and equivalent.
         let (capability, xattrs) = if is_dir || is_reg {
-            (lgetxattr(path, "security.capability"), user_xattrs(path))
+            xattrs_of(path)
         } else {
             (None, BTreeMap::new())
         };
@@ -124,29 +124,47 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn user_xattrs(path: &Path) -> BTreeMap<OsString, Vec<u8>> {
+/// The `security.capability` value and the `user.*` extended attributes of `path`.
+///
+/// The names are listed first, so files without extended attributes (nearly all) cost one
+/// syscall instead of two; a capability is read only when listed.
+fn xattrs_of(path: &Path) -> (Option<Vec<u8>>, BTreeMap<OsString, Vec<u8>>) {
     let mut out = BTreeMap::new();
-    let mut names = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                let len = names.len() * 4;
-                names.resize(len, 0);
+    let mut stack = [0u8; 1024];
+    let mut heap = Vec::new();
+    let names: &[u8] = match rustix::fs::llistxattr(path, &mut stack) {
+        Ok(n) => &stack[..n],
+        Err(rustix::io::Errno::RANGE) => {
+            heap.resize(4096, 0);
+            loop {
+                match rustix::fs::llistxattr(path, &mut heap) {
+                    Ok(n) => break &heap[..n],
+                    Err(rustix::io::Errno::RANGE) if heap.len() < 1 << 20 => {
+                        let len = heap.len() * 4;
+                        heap.resize(len, 0);
+                    }
+                    // Names unavailable: look for the capability the direct way.
+                    Err(_) => return (lgetxattr(path, "security.capability"), out),
+                }
             }
-            Err(_) => return out,
         }
+        Err(_) => return (lgetxattr(path, "security.capability"), out),
     };
-    for name in names[..n]
-        .split(|b| *b == 0)
-        .filter(|n| n.starts_with(b"user."))
-    {
-        let name = OsStr::from_bytes(name);
-        if let Some(v) = lgetxattr_os(path, name) {
-            out.insert(name.to_owned(), v);
+    if names.is_empty() {
+        return (None, out);
+    }
+    let mut capability = None;
+    for name in names.split(|b| *b == 0) {
+        if name == b"security.capability" {
+            capability = lgetxattr(path, "security.capability");
+        } else if name.starts_with(b"user.") {
+            let name = OsStr::from_bytes(name);
+            if let Some(v) = lgetxattr_os(path, name) {
+                out.insert(name.to_owned(), v);
+            }
         }
     }
-    out
+    (capability, out)
 }
 
 fn lgetxattr_os(path: &Path, name: &OsStr) -> Option<Vec<u8>> {
@@ -617,6 +635,39 @@ mod tests {
             pairs(&got),
             vec![("/a", "C"), ("/a/b", "C"), ("/a/b/f", "C")]
         );
+    }
+
+    #[test]
+    fn capabilities_count_as_modification_with_or_without_user_xattrs() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs root in CI"
+            );
+            eprintln!("SKIPPING: setting security.capability needs root");
+            return;
+        }
+        // VFS_CAP_REVISION_2, CAP_NET_BIND_SERVICE permitted (struct vfs_cap_data).
+        let mut cap = vec![0u8; 20];
+        cap[..4].copy_from_slice(&0x0200_0000u32.to_le_bytes());
+        cap[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+        let set = |f: &Path, name: &str, v: &[u8]| {
+            rustix::fs::lsetxattr(f, name, v, rustix::fs::XattrFlags::empty())
+        };
+        let (_t, old, new) = twins();
+        if set(&new.join("top"), "security.capability", &cap).is_err() {
+            eprintln!("SKIPPING: capabilities unsupported on the temp file system");
+            return;
+        }
+        let got = changes_dirs(&new, Some(&old)).unwrap();
+        assert_eq!(pairs(&got), vec![("/top", "C")]);
+        // The same capability on both sides, next to a user xattr only on one side.
+        set(&old.join("top"), "security.capability", &cap).unwrap();
+        assert_eq!(changes_dirs(&new, Some(&old)).unwrap(), vec![]);
+        if set(&new.join("top"), "user.k", b"v").is_ok() {
+            let got = changes_dirs(&new, Some(&old)).unwrap();
+            assert_eq!(pairs(&got), vec![("/top", "C")]);
+        }
     }
 
     #[test]

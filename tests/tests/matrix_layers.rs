@@ -330,6 +330,9 @@ fn layer_tree(root: &Path) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
+    if let Ok(m) = std::fs::metadata(root) {
+        out.push(format!(". {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()));
+    }
     walk(root, root, &mut out);
     out.sort();
     out
@@ -356,6 +359,7 @@ fn layer_layout_matches_go(driver: &str) {
         a.dir.path(),
         "base.tar",
         &TarBuilder::new()
+            .dir("./", 0o711)
             .dir("etc/", 0o755)
             .file("etc/hello", 0o644, b"hello\n")
             .file_owned("etc/owned", 0o600, 1000, 1000, b"x\n")

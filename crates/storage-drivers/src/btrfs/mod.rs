@@ -266,6 +266,13 @@ impl Btrfs {
     }
 }
 
+impl Btrfs {
+    /// A layer's subvolume for reading (diffs, changes).
+    fn ro_path(&self, id: &str) -> Result<PathBuf> {
+        self.path_for(id, &MountOpts::default())
+    }
+}
+
 /// `libbtrfs` header values of the Go binary this project is compared with.
 const BUILD_VERSION: &str = "Btrfs v6.2";
 const LIBRARY_VERSION: &str = "102";
@@ -361,20 +368,19 @@ impl Driver for Btrfs {
         gid_map: &[IdMap],
         out: &mut dyn Write,
     ) -> Result<()> {
-        let ro = MountOpts {
-            options: vec!["ro".to_owned()],
-            ..MountOpts::default()
+        // Go's naive Diff maps both sides with the layer's maps.
+        let maps = LayerMaps {
+            uid: uid_map,
+            gid: gid_map,
         };
-        let layer = self.path_for(id, &ro)?;
-        let parent = parent.map(|p| self.path_for(p, &ro)).transpose()?;
-        crate::naive::diff(&layer, parent.as_deref(), uid_map, gid_map, out)
+        let parent = parent.map(|p| (p, maps));
+        crate::naive::diff_layers(|p| self.ro_path(p), id, maps, parent, out)
     }
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
-        let ro = MountOpts::default();
-        let layer = self.path_for(id, &ro)?;
-        let parent = parent.map(|p| self.path_for(p, &ro)).transpose()?;
-        crate::naive::changes(&layer, parent.as_deref())
+        let none = LayerMaps::default();
+        let parent = parent.map(|p| (p, none));
+        crate::naive::changes_layers(|p| self.ro_path(p), id, none, parent)
     }
 
     fn apply_diff(
@@ -389,10 +395,9 @@ impl Driver for Btrfs {
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64> {
-        let ro = MountOpts::default();
-        let layer = self.path_for(id, &ro)?;
-        let parent = parent.map(|p| self.path_for(p, &ro)).transpose()?;
-        crate::naive::diff_size(&layer, parent.as_deref())
+        let none = LayerMaps::default();
+        let parent = parent.map(|p| (p, none));
+        crate::naive::diff_size_layers(|p| self.ro_path(p), id, none, parent)
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {

@@ -1593,10 +1593,7 @@ impl Driver for Overlay {
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64> {
         check_layer_id(id)?;
         if self.use_naive_diff() || !self.is_parent(id, parent) {
-            return self.naive_mounts(id, parent, |layer, parent| {
-                let changes = crate::naive::changes(layer, parent)?;
-                Ok(storage_archive::changes::changes_size(layer, &changes))
-            });
+            return self.naive_mounts(id, parent, crate::naive::diff_size);
         }
         let (dir, _) = self.dir(id);
         Ok(native::dir_size(&dir.join("diff")))

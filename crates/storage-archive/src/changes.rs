@@ -69,11 +69,53 @@ struct Node {
     children: BTreeMap<OsString, Node>,
 }
 
+/// The `lstat` fields the comparison uses.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    size: u64,
+    mtime: (i64, i64),
+    dev: u64,
+}
+
+impl Meta {
+    fn from_std(md: &std::fs::Metadata) -> Meta {
+        Meta {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            rdev: md.rdev(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            dev: md.dev(),
+        }
+    }
+
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: (st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0)),
+            dev: st.st_dev,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
 impl Node {
-    fn from_meta(path: &Path, md: &std::fs::Metadata) -> Node {
-        let is_link = md.file_type().is_symlink();
-        let is_dir = md.is_dir();
-        let is_reg = md.file_type().is_file();
+    fn from_meta(path: &Path, md: &Meta) -> Node {
+        let fmt = md.mode & libc::S_IFMT;
+        let is_link = fmt == libc::S_IFLNK;
+        let is_dir = fmt == libc::S_IFDIR;
+        let is_reg = fmt == libc::S_IFREG;
         // Only regular files and directories can carry user.* xattrs or capabilities;
         // skipping the syscalls for the rest is both faster and equivalent.
         let (capability, xattrs) = if is_dir || is_reg {
@@ -89,12 +131,12 @@ impl Node {
             None
         };
         Node {
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            rdev: md.rdev(),
-            size: md.size(),
-            mtime: (md.mtime(), md.mtime_nsec()),
+            mode: md.mode,
+            uid: md.uid,
+            gid: md.gid,
+            rdev: md.rdev,
+            size: md.size,
+            mtime: md.mtime,
             capability,
             target,
             xattrs,
@@ -184,25 +226,34 @@ fn lgetxattr_os(path: &Path, name: &OsStr) -> Option<Vec<u8>> {
     }
 }
 
-/// Sorted `(name, d_ino)` pairs of a directory.
-fn read_names(dir: &Path) -> io::Result<Vec<(OsString, u64)>> {
+/// Opens a directory (not following a symlink in its place) for `*at` lookups.
+fn open_dir(dir: &Path) -> io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+}
+
+/// Sorted `(name, d_ino)` pairs of the directory open as `fd`.
+fn read_names(fd: &rustix::fd::OwnedFd) -> io::Result<Vec<(OsString, u64)>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in rustix::fs::Dir::read_from(fd)? {
         let entry = entry?;
-        names.push((
-            entry.file_name(),
-            std::os::unix::fs::DirEntryExt::ino(&entry),
-        ));
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        names.push((OsStr::from_bytes(name).to_owned(), entry.ino()));
     }
     names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(names)
 }
 
-fn lstat_opt(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
-    match std::fs::symlink_metadata(path) {
-        Ok(md) => Ok(Some(md)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// `lstat` of `name` in the directory open as `dir` (no path walk from the root).
+fn lstat_opt(dir: &rustix::fd::OwnedFd, name: &OsStr) -> io::Result<Option<Meta>> {
+    match rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(Meta::from_stat(&st))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -210,8 +261,8 @@ fn lstat_opt(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
 fn walk(
     p1: &Path,
     p2: &Path,
-    m1: Option<&std::fs::Metadata>,
-    m2: Option<&std::fs::Metadata>,
+    m1: Option<&Meta>,
+    m2: Option<&Meta>,
     n1: Option<&mut Node>,
     n2: Option<&mut Node>,
 ) -> io::Result<()> {
@@ -220,9 +271,17 @@ fn walk(
     if !is1 && !is2 {
         return Ok(());
     }
-    let same_dev = matches!((m1, m2), (Some(a), Some(b)) if a.dev() == b.dev());
-    let names1 = if is1 { read_names(p1)? } else { Vec::new() };
-    let names2 = if is2 { read_names(p2)? } else { Vec::new() };
+    let same_dev = matches!((m1, m2), (Some(a), Some(b)) if a.dev == b.dev);
+    let fd1 = if is1 { Some(open_dir(p1)?) } else { None };
+    let fd2 = if is2 { Some(open_dir(p2)?) } else { None };
+    let names1 = match &fd1 {
+        Some(fd) => read_names(fd)?,
+        None => Vec::new(),
+    };
+    let names2 = match &fd2 {
+        Some(fd) => read_names(fd)?,
+        None => Vec::new(),
+    };
     let mut names: Vec<OsString> = Vec::with_capacity(names1.len().max(names2.len()));
     let (mut i, mut j) = (0, 0);
     while i < names1.len() && j < names2.len() {
@@ -248,12 +307,26 @@ fn walk(
     names.extend(names1[i..].iter().map(|n| n.0.clone()));
     names.extend(names2[j..].iter().map(|n| n.0.clone()));
 
+    // Stat every child relative to the open directories, then close them before
+    // descending (deep trees must not pile up descriptors).
+    let mut metas = Vec::with_capacity(names.len());
+    for name in &names {
+        let cm1 = match &fd1 {
+            Some(fd) => lstat_opt(fd, name)?,
+            None => None,
+        };
+        let cm2 = match &fd2 {
+            Some(fd) => lstat_opt(fd, name)?,
+            None => None,
+        };
+        metas.push((cm1, cm2));
+    }
+    drop((fd1, fd2));
+
     let (mut n1, mut n2) = (n1, n2);
-    for name in names {
+    for (name, (cm1, cm2)) in names.into_iter().zip(metas) {
         let c1 = p1.join(&name);
         let c2 = p2.join(&name);
-        let cm1 = if is1 { lstat_opt(&c1)? } else { None };
-        let cm2 = if is2 { lstat_opt(&c2)? } else { None };
         let mut child1 = cm1.as_ref().map(|m| Node::from_meta(&c1, m));
         let mut child2 = cm2.as_ref().map(|m| Node::from_meta(&c2, m));
         walk(
@@ -405,8 +478,8 @@ pub fn changes_dirs_mapped(
             empty.0.clone()
         }
     };
-    let m_new = std::fs::symlink_metadata(layer)?;
-    let m_old = std::fs::symlink_metadata(&old_root)?;
+    let m_new = Meta::from_std(&std::fs::symlink_metadata(layer)?);
+    let m_old = Meta::from_std(&std::fs::symlink_metadata(&old_root)?);
     let mut new_root = Node::from_meta(layer, &m_new);
     let mut old_node = Node::from_meta(&old_root, &m_old);
     walk(

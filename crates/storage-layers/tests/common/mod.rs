@@ -75,6 +75,10 @@ impl Scratch {
             }
         }
         let run = dir.path().join("run");
+        // The store makes its roots before it opens the driver (btrfs checks the graph
+        // root's file system).
+        std::fs::create_dir_all(&graph).expect("graph root");
+        std::fs::create_dir_all(&run).expect("run root");
         let d = open_driver(
             driver,
             &DriverOptions {

@@ -164,7 +164,21 @@ fn min_project_id(home_projid: u32, home_ino: u64) -> u32 {
         return home_projid;
     }
     let span = u64::from(u32::MAX) - 10000;
+    // The remainder is below `span`, so the sum stays below u32::MAX: no truncation.
     (10000 + (home_ino.wrapping_mul(10000)) % span) as u32
+}
+
+/// The project ID after `min` and after every project ID already in use below the home.
+/// Both come from the disk, so the additions saturate (a home whose project ID is
+/// u32::MAX must not overflow).
+fn next_project_id(min: u32, used: impl IntoIterator<Item = u32>) -> u32 {
+    used.into_iter().fold(min.saturating_add(1), |next, id| {
+        if id >= next {
+            id.saturating_add(1)
+        } else {
+            next
+        }
+    })
 }
 
 impl Control {
@@ -203,17 +217,14 @@ impl Control {
             attr.xflags &= !FS_XFLAG_PROJINHERIT;
             set_fsxattr(home, &attr).map_err(err)?;
         }
-        let mut next = min + 1;
-        if let Ok(rd) = std::fs::read_dir(home) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir())
-                    && let Ok(a) = get_fsxattr(&e.path())
-                    && a.projid >= next
-                {
-                    next = a.projid.saturating_add(1);
-                }
-            }
-        }
+        let used = std::fs::read_dir(home)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| get_fsxattr(&e.path()).ok())
+            .map(|a| a.projid);
+        let next = next_project_id(min, used);
         Ok(Control {
             backing_dev,
             next_projid: Mutex::new(next),
@@ -246,6 +257,17 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_ids_from_disk_never_overflow() {
+        assert_eq!(next_project_id(10, []), 11);
+        assert_eq!(next_project_id(10, [3, 12, 11]), 13);
+        // A home (or a layer) carrying the largest project ID used to overflow `min + 1`.
+        assert_eq!(next_project_id(u32::MAX, []), u32::MAX);
+        assert_eq!(next_project_id(10, [u32::MAX]), u32::MAX);
+        assert!(min_project_id(0, u64::MAX) >= 10000);
+        assert_eq!(min_project_id(7, 1), 7);
+    }
 
     #[test]
     fn kernel_struct_layouts() {

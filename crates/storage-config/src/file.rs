@@ -393,9 +393,14 @@ pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// `s` is never empty: [`expand_env`] only calls it when a byte follows the `$`. Every
+/// slice boundary below is next to an ASCII byte, so it is a character boundary.
 fn shell_name(s: &str) -> (&str, usize) {
     let b = s.as_bytes();
-    if b[0] == b'{' {
+    let Some(&first) = b.first() else {
+        return ("", 0);
+    };
+    if first == b'{' {
         if b.len() > 2 && is_special(b[1]) && b[2] == b'}' {
             return (&s[1..2], 3);
         }
@@ -409,7 +414,7 @@ fn shell_name(s: &str) -> (&str, usize) {
         }
         return ("", 1);
     }
-    if is_special(b[0]) {
+    if is_special(first) {
         return (&s[0..1], 1);
     }
     let mut i = 0;

@@ -39,16 +39,17 @@ impl Store {
     /// `read_only` set).
     pub fn images_list(&self) -> Result<Vec<Image>> {
         let mut out: Vec<Image> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for store in self.rw_images() {
             for i in store.read()?.images() {
-                if !out.iter().any(|x| x.id == i.id) {
+                if seen.insert(i.id.clone()) {
                     out.push(i.clone());
                 }
             }
         }
         for ro in &self.ro_images {
             for i in ro.read()?.images() {
-                if !out.iter().any(|x| x.id == i.id) {
+                if seen.insert(i.id.clone()) {
                     let mut i = i.clone();
                     i.read_only = true;
                     out.push(i);

@@ -356,7 +356,10 @@ fn hostile_values_are_errors_not_panics() {
         ("[storage.options]\nauto-userns-max-size = -1\n", 2),
         ("[storage.options]\nauto-userns-min-size = 99999999999\n", 2),
         ("[storage.options]\nforce_mask = 4294967296\n", 2),
-        ("[storage]\ndriver = \"vfs\"\n\n\ngraphroot = [\"\\u00e9\"]\n", 5),
+        (
+            "[storage]\ndriver = \"vfs\"\n\n\ngraphroot = [\"\\u00e9\"]\n",
+            5,
+        ),
     ]
     .into_iter()
     .enumerate()

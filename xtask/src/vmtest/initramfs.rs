@@ -239,3 +239,19 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_programs_land_under_usr() {
+        assert_eq!(guest_path(Path::new("/bin/tar")), "usr/bin/tar");
+        assert_eq!(
+            guest_path(Path::new("/sbin/mkfs.ext4")),
+            "usr/sbin/mkfs.ext4"
+        );
+        assert_eq!(guest_path(Path::new("/usr/bin/zstd")), "usr/bin/zstd");
+        assert_eq!(guest_path(Path::new("/usr/local/bin/x")), "usr/local/bin/x");
+    }
+}

@@ -456,3 +456,80 @@ pub fn module_closure(
     }
     Ok((order, loaded))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-kernel-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn closure_orders_dependencies_first_and_skips_builtins() {
+        let d = tempdir("closure");
+        fs::write(
+            d.join("modules.dep"),
+            "kernel/fs/btrfs/btrfs.ko: kernel/lib/raid6/raid6_pq.ko kernel/lib/libcrc32c.ko\n\
+             kernel/lib/raid6/raid6_pq.ko:\nkernel/lib/libcrc32c.ko:\nkernel/fs/fuse/fuse.ko:\n\
+             kernel/drivers/block/virtio_blk.ko:\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
+        let (order, load) = module_closure(
+            &d,
+            &["btrfs", "virtio_pci", "virtio-blk"],
+            &["fuse", "nope"],
+        )
+        .unwrap();
+        assert_eq!(
+            order,
+            [
+                "kernel/lib/raid6/raid6_pq.ko",
+                "kernel/lib/libcrc32c.ko",
+                "kernel/fs/btrfs/btrfs.ko",
+                "kernel/drivers/block/virtio_blk.ko",
+                "kernel/fs/fuse/fuse.ko"
+            ]
+        );
+        assert_eq!(load, ["btrfs", "virtio_blk", "fuse"]);
+        let err = module_closure(&d, &["xfs"], &[]).unwrap_err();
+        assert!(err.starts_with("module xfs not found"), "{err}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn vmlinux_is_found_through_the_setup_header() {
+        let d = tempdir("bzimage");
+        let elf = b"\x7fELF-the-kernel".repeat(100);
+        let mut gz = Vec::new();
+        {
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+            e.write_all(&elf).unwrap();
+            e.finish().unwrap();
+        }
+        gz.extend_from_slice(&[1, 2, 3, 4]); // the appended size, as the kernel build does
+        let mut image = vec![0u8; 2 * 512];
+        image[0x1f1] = 1; // setup_sects: the protected-mode code starts at 1024
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x248..0x24c].copy_from_slice(&16u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(gz.len() as u32).to_le_bytes());
+        image.extend_from_slice(&[0u8; 16]);
+        image.extend_from_slice(&gz);
+        fs::write(d.join("vmlinuz"), &image).unwrap();
+        extract_vmlinux(&d.join("vmlinuz"), &d.join("vmlinux")).unwrap();
+        assert_eq!(fs::read(d.join("vmlinux")).unwrap(), elf);
+        // Not a bzImage: a clear error, no panic.
+        fs::write(d.join("bad"), b"short").unwrap();
+        let err = extract_vmlinux(&d.join("bad"), &d.join("out")).unwrap_err();
+        assert!(err.contains("not a bzImage"), "{err}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -2,39 +2,47 @@
 //!
 //! The host kernel lacks some features the tests need (XFS project quotas) and is not the
 //! project's target (Debian 12's 6.1). This task boots that kernel under qemu and runs every test
-//! binary of the workspace inside, as root, with two scratch disks:
+//! binary of the workspace inside, as root, with scratch disks:
 //!
 //! 1. **Kernel** ([`kernel`]): `linux-image-amd64` is resolved with `apt-cache depends` (once;
-//!    `--refresh` resolves again), the package fetched with `apt-get download` into
-//!    `target/vmtest/<package>/` (never installed), only `boot/` and the module subtrees unpacked,
-//!    modules decompressed, `busybox depmod` run, and the ELF `vmlinux` extracted from `vmlinuz`
-//!    so qemu boots it through PVH. `--kernel backports` fetches bookworm-backports' kernel through
-//!    a private apt sources list under `target/vmtest/apt-backports/`.
+//!    `--refresh` or `VMTEST_REFRESH=1` resolves again, and so does a failed download), the
+//!    package fetched with `apt-get download` into `target/vmtest/<package>/` (never installed),
+//!    only `boot/` and the module subtrees unpacked, modules decompressed, `busybox depmod` run,
+//!    and the ELF `vmlinux` extracted from `vmlinuz` so qemu boots it through PVH.
+//!    `--kernel backports` fetches bookworm-backports' kernel through a private apt sources list
+//!    under `target/vmtest/apt-backports/` (the system's sources are not touched).
 //! 2. **Base initramfs** ([`initramfs`]): busybox-static, `/init` (`guest-init.sh`), the module
 //!    closure of crc32c_generic loop overlay btrfs xfs virtio_pci virtio_blk 9pnet_virtio 9p
-//!    (+fuse), `mkfs.btrfs`, `mkfs.xfs`, `xfs_quota` and their libraries; an uncompressed newc
-//!    cpio ([`cpio`]) cached by a hash of its inputs.
+//!    (+fuse, ext4), host tools with their `ldd` libraries (`mkfs.btrfs`, `mkfs.xfs`,
+//!    `xfs_quota`, util-linux `mount`, dash as `/bin/sh`, and when present GNU tar, cp, find, du,
+//!    gzip, pigz, zstd, xz, bzip2, btrfs, strace, mkfs.ext4), `/usr/share/zoneinfo` and
+//!    `/etc/ssl`; an uncompressed newc cpio ([`cpio`]) cached by a hash of its inputs.
 //! 3. **Payload** (per run, appended to the base): the workspace's test executables from
 //!    `cargo test --no-run --message-format=json` (debug info stripped), their libraries, Go's
-//!    `/usr/bin/containers-storage` and our `target/debug/containers-storage` when present, and a
+//!    `/usr/bin/containers-storage` and our `target/debug/containers-storage` when present, a
+//!    `cargo` shim (`cargo build` is a no-op: everything was built before the boot) and a
 //!    generated `run.sh`. `run.sh` first proves the kernel features the tests rely on
 //!    (`VMTEST-CHECK <name> ok|fail`: btrfs on vda, XFS with `prjquota` on vdb returning ENOSPC
 //!    past a project quota, overlay whiteouts, loop devices, the 9p share) and then runs each
-//!    binary with `--test-threads=1` in its package directory with `VMTEST_BTRFS_DEV=/dev/vda
-//!    VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp`.
+//!    binary with `--test-threads=1` (and a per-binary timeout) in its package directory with
+//!    `VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp`.
 //! 4. **Boot** ([`qemu`]): `-nodefaults`, qboot, `-smp 1`, KVM (`-cpu host`) only when it really
-//!    works, else TCG (`-cpu max`); two sparse 512 MiB disks (`cache=unsafe`); the workspace shared
-//!    read-only over 9p at its own path (fixtures through `CARGO_MANIFEST_DIR`, with a tmpfs over
-//!    `target/tmp`). The console is echoed line by line; a boot watchdog (180 s TCG, 60 s KVM) and
-//!    an overall timeout kill qemu by PID. The task exits with the guest's `VMTEST-RESULT rc=N`,
-//!    or 125 when there is none.
+//!    works, else TCG (`-cpu max`); sparse disks with `cache=unsafe` (vda, vdb: 512 MiB scratch;
+//!    vdc: 4 GiB formatted ext4 as `/tmp`, because tmpfs has no user xattrs before 6.6); the
+//!    workspace shared read-only over 9p at its own path (fixtures through
+//!    `CARGO_MANIFEST_DIR`, our binary through `CARGO_BIN_EXE_*`, with a tmpfs over
+//!    `target/tmp`). The console is echoed line by line; a boot watchdog (180 s TCG, 60 s KVM;
+//!    under `--accel auto` a KVM boot that trips it is retried with TCG) and an overall timeout
+//!    kill qemu by PID. The task exits with the guest's `VMTEST-RESULT rc=N`, or 125 when there
+//!    is none.
 //!
 //! `--power-cut [N]` ([`powercut`]) instead cuts the power N times during a large `import-layer`
 //! and checks the store after each reboot.
 //!
-//! Limits: x86_64 hosts only; the guest has busybox, not a Debian userland, so peers other than
-//! Go's `containers-storage` (podman, skopeo, umoci) are absent and the tests that need them skip
-//! (the guest runs with `CI=false`; `VMTEST_CI=true` passes `CI=true` instead).
+//! Limits: x86_64 hosts only. The guest is busybox plus the tools above, not a Debian userland:
+//! podman, skopeo and umoci are absent and the tests that need them skip; the guest runs with
+//! `CI=false` for that reason (`VMTEST_CI=true` passes `CI=true` instead). Under TCG the whole
+//! suite runs 10–30× slower than on the host, so timing-sensitive tests may fail there.
 
 mod cpio;
 mod initramfs;
@@ -81,6 +89,7 @@ in the guest skip loudly. VMTEST_CI=true passes CI=true instead. The VMTEST-CHEC
 strict. Needs: apt-get install --no-install-recommends qemu-system-x86 busybox-static btrfs-progs xfsprogs
 Caches under target/vmtest/ (cargo clean resets it).";
 
+#[derive(Debug)]
 struct Options {
     flavor: Flavor,
     accel: String,
@@ -732,4 +741,75 @@ pub fn payload_initrd(
     }
     let _ = fs::remove_file(&payload);
     Ok(initrd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_parse() {
+        let o = parse(&args(&[
+            "--kernel",
+            "backports",
+            "--accel",
+            "tcg",
+            "-p",
+            "a",
+            "flt",
+        ]))
+        .unwrap();
+        assert_eq!(o.flavor, Flavor::Backports);
+        assert_eq!(o.accel, "tcg");
+        assert_eq!(o.packages, ["a"]);
+        assert_eq!(o.filter.as_deref(), Some("flt"));
+        assert_eq!(o.power_cut, None);
+        assert_eq!(parse(&args(&["--power-cut"])).unwrap().power_cut, Some(6));
+        assert_eq!(
+            parse(&args(&["--power-cut", "7"])).unwrap().power_cut,
+            Some(7)
+        );
+        assert!(
+            parse(&args(&["--power-cut", "4"]))
+                .unwrap_err()
+                .contains("at least 5")
+        );
+        assert!(parse(&args(&["--accel", "xen"])).is_err());
+        assert!(
+            parse(&args(&["--bogus"]))
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(parse(&args(&["a", "b"])).is_err());
+    }
+
+    #[test]
+    fn run_script_passes_the_filter_only_to_filtered_binaries() {
+        let bin = |name: &str, filtered| TestBin {
+            name: name.into(),
+            path: PathBuf::from("/x").join(name),
+            package_dir: PathBuf::from("/w/crates/it's"),
+            filtered,
+        };
+        let s = run_script(
+            Path::new("/w"),
+            &[bin("a-1", true), bin("b-2", false)],
+            Some("quota"),
+            60,
+        );
+        assert!(
+            s.contains("runbin 'a-1' '/w/crates/it'\\''s' 'quota'\n"),
+            "{s}"
+        );
+        assert!(s.contains("runbin 'b-2' '/w/crates/it'\\''s'\n"), "{s}");
+        assert!(
+            s.contains("VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp")
+        );
+        assert!(s.contains("BIN_TIMEOUT=60"));
+        assert!(s.contains("check xfs-prjquota-enospc check_xfs_quota"));
+    }
 }

@@ -143,12 +143,18 @@ mount -t xfs /dev/vda $M || fail "mount of the persistent disk"
 
 check() {
 	[ -f $M/expected ] || fail "no record of the committed layers"
-	cs layers >/tmp/layers.out 2>/tmp/layers.err || fail "the store does not open: $(cat /tmp/layers.err)"
-	grep -oE '[0-9a-f]{64}' /tmp/layers.out | sort -u >/tmp/got
-	cut -d' ' -f1 $M/expected | sort -u >/tmp/want
 	pending=
 	[ -f $M/pending ] && pending=$(cat $M/pending)
 	state=
+	left=
+	if [ -n "$pending" ]; then
+		# What the cut left behind, before the store gets to clean up.
+		grep -q "$pending" $G/vfs-layers/layers.json 2>/dev/null && left="record"
+		[ -e "$G/vfs/dir/$pending" ] && left="${left:+$left+}dir"
+	fi
+	cs layers >/tmp/layers.out 2>/tmp/layers.err || fail "the store does not open: $(cat /tmp/layers.err)"
+	grep -oE '[0-9a-f]{64}' /tmp/layers.out | sort -u >/tmp/got
+	cut -d' ' -f1 $M/expected | sort -u >/tmp/want
 	if [ -n "$pending" ]; then
 		if grep -qx "$pending" /tmp/got; then
 			sum=$(cs diff "$pending" | sha256sum | cut -c1-64)

@@ -60,11 +60,16 @@ fn b64(field: &str, s: &str) -> Result<Vec<u8>, Error> {
     let bad = |e: base64::DecodeError| {
         Error::Json(format!("tar-split entry: invalid base64 in {field}: {e}"))
     };
-    if s.bytes().any(|b| b == b'\r' || b == b'\n') {
-        let cleaned: String = s.chars().filter(|&c| c != '\r' && c != '\n').collect();
-        return B64.decode(cleaned.as_bytes()).map_err(bad);
+    // Go's decoder skips '\r' and '\n'; they are rare, so decode directly and clean only
+    // when that fails (the result without them is the same).
+    match B64.decode(s.as_bytes()) {
+        Ok(v) => Ok(v),
+        Err(e) if !s.bytes().any(|b| b == b'\r' || b == b'\n') => Err(bad(e)),
+        Err(_) => {
+            let cleaned: String = s.chars().filter(|&c| c != '\r' && c != '\n').collect();
+            B64.decode(cleaned.as_bytes()).map_err(bad)
+        }
     }
-    B64.decode(s.as_bytes()).map_err(bad)
 }
 
 /// Iterator over the entries of a tar-split stream, rejecting duplicate file names like
@@ -353,6 +358,16 @@ mod tests {
         );
         assert_eq!(r.len(), 2);
         assert_eq!(r[1], Err(Error::DuplicatePath.to_string()));
+        // Base64 with line breaks (Go's decoder skips them), and a bad one.
+        let r: Vec<_> = Entries::from_json(
+            &b"{\"type\":2,\"payload\":\"aGVs\\r\\nbG8=\"}{\"type\":2,\"payload\":\"a!\"}"[..],
+        )
+        .collect();
+        assert_eq!(
+            r[0].as_ref().ok().and_then(|e| e.payload.clone()),
+            Some(b"hello".to_vec())
+        );
+        assert!(matches!(r[1], Err(Error::Json(_))));
         // Escaped strings (not borrowable) decode as well.
         let r = kinds(b"{\"type\":1,\"name\":\"a\\u00e9\\\"b\"}\n");
         assert_eq!(r[0], Ok((EntryKind::File, "aé\"b".as_bytes().to_vec())));

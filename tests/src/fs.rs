@@ -1,5 +1,7 @@
 //! Scratch stores on each graph driver: `vfs` and `overlay` in a temporary directory, `btrfs`
-//! on a loop-mounted btrfs file system the test makes itself.
+//! on a loop-mounted btrfs file system the test makes itself, and `fuse-overlayfs`: the
+//! `overlay` driver with `--storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs` given to
+//! every command of both tools.
 //!
 //! [`DriverStore::new`] returns `None` (after a loud message) when the driver cannot run here
 //! and `CI` is not `true`; in CI it panics instead (see [`crate::require`]). Dropping a
@@ -16,6 +18,28 @@ use crate::{Cs, go_cs, is_root, ours, require};
 
 /// The drivers every layer, image and container test runs on.
 pub const DRIVERS: &[&str] = &["vfs", "overlay", "btrfs"];
+
+/// The mount program of the `fuse-overlayfs` store kind.
+pub const FUSE_OVERLAYFS: &str = "/usr/bin/fuse-overlayfs";
+
+/// Mount points under `dir` whose file system type is a fuse one (`fuse.fuse-overlayfs`, …).
+fn fuse_mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| {
+            let mut halves = l.splitn(2, " - ");
+            let left = halves.next()?;
+            let fstype = halves.next()?.split(' ').next()?;
+            let mnt = left.split(' ').nth(4)?;
+            (fstype == "fuse" || fstype.starts_with("fuse."))
+                .then(|| PathBuf::from(mnt.replace("\\040", " ")))
+        })
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort();
+    v
+}
 
 fn quiet(c: &mut Command) -> &mut Command {
     c.stdin(Stdio::null())
@@ -120,9 +144,21 @@ pub struct DriverStore {
 }
 
 impl DriverStore {
-    /// A new empty store on `driver` (`vfs`, `overlay` or `btrfs`), or `None` when the driver
-    /// cannot run here (only outside CI; a loud message says why).
+    /// A new empty store on `driver` (`vfs`, `overlay`, `btrfs`, or `fuse-overlayfs` — the
+    /// `overlay` driver through [`FUSE_OVERLAYFS`]), or `None` when the driver cannot run here
+    /// (only outside CI; a loud message says why).
     pub fn new(driver: &str) -> Option<DriverStore> {
+        if driver == "fuse-overlayfs" {
+            if !require(is_root(), "root (fuse-overlayfs mounts)")
+                || !require(Path::new(FUSE_OVERLAYFS).is_file(), FUSE_OVERLAYFS)
+                || !require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+            {
+                return None;
+            }
+            let cs = Cs::new("overlay");
+            cs.set_storage_opts(&[&format!("overlay.mount_program={FUSE_OVERLAYFS}")]);
+            return Some(DriverStore { fs: None, cs });
+        }
         let mut cs = Cs::new(driver);
         let mut fs = None;
         match driver {
@@ -165,6 +201,14 @@ impl DriverStore {
         self.cs.graph.join(&self.cs.driver)
     }
 
+    /// Whether the store's overlay driver mounts through fuse-overlayfs (`mount_program`).
+    pub fn uses_mount_program(&self) -> bool {
+        self.cs
+            .storage_opts()
+            .iter()
+            .any(|o| o.starts_with("overlay.mount_program=") || o.starts_with("mount_program="))
+    }
+
     /// Whether the store lives on a loop-mounted file system made by the test.
     pub fn on_loop_fs(&self) -> bool {
         self.fs.is_some()
@@ -184,12 +228,7 @@ impl Drop for DriverStore {
         if cs.graph.exists() {
             let shutdown = |bin: &Path| {
                 let mut c = Command::new(bin);
-                c.arg("--graph")
-                    .arg(&cs.graph)
-                    .arg("--run")
-                    .arg(&cs.run)
-                    .arg("--storage-driver")
-                    .arg(&cs.driver)
+                c.args(cs.global_args())
                     .args(["shutdown", "-f"])
                     .env_remove("STORAGE_OPTS")
                     .env_remove("STORAGE_DRIVER")
@@ -207,6 +246,10 @@ impl Drop for DriverStore {
             .as_ref()
             .map(|f| f.path().to_path_buf())
             .unwrap_or_else(|| cs.dir.path().to_path_buf());
+        for m in fuse_mounts_under(cs.dir.path()).iter().rev() {
+            eprintln!("cleanup: unmounting leftover fuse mount {}", m.display());
+            let _ = quiet(Command::new("fusermount3").arg("-u").arg("-z").arg(m)).status();
+        }
         for m in mounts_under(cs.dir.path()).iter().rev() {
             if m == &root && self.fs.is_some() {
                 continue;
@@ -214,5 +257,6 @@ impl Drop for DriverStore {
             eprintln!("cleanup: lazily unmounting leftover {}", m.display());
             let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
         }
+        cs.set_storage_opts(&[]);
     }
 }

@@ -16,10 +16,11 @@ pub mod oci;
 pub mod peers;
 pub mod tars;
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Returns true when running in CI (`CI=true`), where a missing peer or privilege is a failure.
 pub fn in_ci() -> bool {
@@ -101,6 +102,9 @@ pub fn go_cs() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Driver options of the stores that have some, by graph root (see [`Cs::set_storage_opts`]).
+static STORAGE_OPTS: Mutex<BTreeMap<PathBuf, Vec<String>>> = Mutex::new(BTreeMap::new());
+
 /// A scratch store: graph root, run root and driver, in a temporary directory.
 pub struct Cs {
     /// Keeps the temporary directory alive.
@@ -130,14 +134,53 @@ impl Cs {
         }
     }
 
+    /// Sets the driver options given as `--storage-opt OPT` to every command either binary
+    /// runs on this store (e.g. `overlay.mount_program=/usr/bin/fuse-overlayfs`); an empty
+    /// slice clears them. Kept beside the store (keyed by its graph root) rather than in a
+    /// field, so `Cs { .. }` literals stay valid.
+    pub fn set_storage_opts(&self, opts: &[&str]) {
+        let mut map = STORAGE_OPTS.lock().unwrap_or_else(|e| e.into_inner());
+        if opts.is_empty() {
+            map.remove(&self.graph);
+        } else {
+            map.insert(
+                self.graph.clone(),
+                opts.iter().map(|o| o.to_string()).collect(),
+            );
+        }
+    }
+
+    /// The driver options set with [`Cs::set_storage_opts`] (none by default).
+    pub fn storage_opts(&self) -> Vec<String> {
+        STORAGE_OPTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.graph)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The global options selecting this store: `--graph`, `--run`, `--storage-driver` and one
+    /// `--storage-opt` per driver option.
+    pub fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "--graph".into(),
+            self.graph.clone().into(),
+            "--run".into(),
+            self.run.clone().into(),
+            "--storage-driver".into(),
+            self.driver.clone().into(),
+        ];
+        for o in self.storage_opts() {
+            v.push("--storage-opt".into());
+            v.push(o.into());
+        }
+        v
+    }
+
     fn command(&self, bin: &Path, args: &[&OsStr]) -> Command {
         let mut c = Command::new(bin);
-        c.arg("--graph")
-            .arg(&self.graph)
-            .arg("--run")
-            .arg(&self.run)
-            .arg("--storage-driver")
-            .arg(&self.driver)
+        c.args(self.global_args())
             .args(args)
             .env_remove("STORAGE_OPTS")
             .env_remove("STORAGE_DRIVER")

@@ -23,6 +23,10 @@ macro_rules! per_driver {
             fn btrfs() {
                 super::$name("btrfs")
             }
+            #[test]
+            fn fuse_overlayfs() {
+                super::$name("fuse-overlayfs")
+            }
         }
     };
 }

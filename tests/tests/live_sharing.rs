@@ -1,5 +1,5 @@
-//! Live sharing of one store with Debian's Go `containers-storage`, on every driver: while one
-//! tool holds the layer-store lock (an `applydiff` fed from a FIFO), the other tool's writers
+//! Live sharing of one store with Debian's Go `containers-storage`, on every driver (and on
+//! overlay through fuse-overlayfs): while one tool holds the layer-store lock (an `applydiff` fed from a FIFO), the other tool's writers
 //! and readers wait; and 6 + 6 concurrent `create-layer` calls from both tools lose nothing.
 
 use std::ffi::OsStr;
@@ -14,12 +14,7 @@ use storage_tests::{Cs, go_cs, ok, ours, require};
 
 fn spawn(cs: &Cs, bin: &Path, args: &[&OsStr]) -> Child {
     Command::new(bin)
-        .arg("--graph")
-        .arg(&cs.graph)
-        .arg("--run")
-        .arg(&cs.run)
-        .arg("--storage-driver")
-        .arg(&cs.driver)
+        .args(cs.global_args())
         .args(args)
         .env_remove("STORAGE_OPTS")
         .env_remove("STORAGE_DRIVER")
@@ -180,4 +175,9 @@ fn live_sharing_overlay() {
 #[test]
 fn live_sharing_btrfs() {
     live_sharing("btrfs");
+}
+
+#[test]
+fn live_sharing_fuse_overlayfs() {
+    live_sharing("fuse-overlayfs");
 }

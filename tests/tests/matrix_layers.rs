@@ -26,6 +26,10 @@ macro_rules! per_driver {
             fn btrfs() {
                 super::$name("btrfs")
             }
+            #[test]
+            fn fuse_overlayfs() {
+                super::$name("fuse-overlayfs")
+            }
         }
     };
 }
@@ -392,7 +396,8 @@ fn layer_layout_matches_go(driver: &str) {
     steps(&|args| a.ours(args));
     steps(&|args| b.go(args));
     // 1.43 deletes overlay's `merged` on unmount, 1.60 keeps it (drivers spec §3.6).
-    let skip = |l: &String| !(driver == "overlay" && (l.starts_with("merged ")));
+    // (fuse-overlayfs stores are the overlay driver too.)
+    let skip = |l: &String| !(a.driver == "overlay" && (l.starts_with("merged ")));
     for id in ["base", "child", "rw"] {
         let ours: Vec<String> = layer_tree(&layer_dir(&a, id))
             .into_iter()
@@ -408,7 +413,23 @@ fn layer_layout_matches_go(driver: &str) {
             "{driver}: layer {id} content not found: {ours:?}"
         );
     }
-    if driver == "overlay" {
+    if driver == "fuse-overlayfs" {
+        // Through a mount program, whiteouts and opaque markers stay AUFS-style regular
+        // files in the diff (drivers spec §3.11, T3), and the home says so.
+        for (who, cs) in [("ours", &a), ("Go", &b)] {
+            let tree = layer_tree(&layer_dir(cs, "child"));
+            for wh in ["diff/etc/.wh.hello f ", "diff/opq/.wh..wh..opq f "] {
+                assert!(
+                    tree.iter().any(|l| l.starts_with(wh)),
+                    "{who}: no {wh:?} in {tree:?}"
+                );
+            }
+            let flag = std::fs::read_to_string(cs.graph.join("overlay/.has-mount-program"))
+                .expect(".has-mount-program");
+            assert_eq!(flag.trim(), "true", "{who}: .has-mount-program");
+        }
+    }
+    if a.driver == "overlay" {
         // One short link per layer, pointing at its diff.
         for cs in [&a, &b] {
             let l = cs.graph.join("overlay/l");

@@ -1,6 +1,7 @@
 //! Layer commands of our CLI on every driver (vfs, overlay, btrfs): bad input leaves nothing
 //! behind, long chains, deletion rules — checked against the store's listing before and after.
-//! Each test is one function per driver (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
+//! Each test is one function per driver (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`,
+//! `<test>::fuse_overlayfs` — overlay through fuse-overlayfs).
 
 use std::path::Path;
 
@@ -226,4 +227,65 @@ fn chain_of_300_layers_and_deletion_rules(driver: &str) {
     // The top layer can go.
     ok(&cs.ours(&["delete-layer", top]));
     assert_eq!(ok(&cs.ours(&["layers", "-q"])).lines().count(), 299);
+}
+
+/// Dropping a fuse-overlayfs store unmounts what is left under it: a layer mounted by our
+/// tool (unmounted by the `shutdown -f` run on drop) and a fuse-overlayfs mount no tool knows
+/// about (unmounted with `fusermount3 -u`); no mount and no fuse-overlayfs daemon remain.
+#[test]
+fn fuse_overlayfs_store_cleans_up_its_mounts() {
+    let Some(cs) = DriverStore::new("fuse-overlayfs") else {
+        return;
+    };
+    assert!(cs.uses_mount_program());
+    let dir = cs.dir.path().to_path_buf();
+    let id = first_line(&ok(&cs.ours(&["create-layer"])));
+    let layer_mnt = std::path::PathBuf::from(ok(&cs.ours(&["mount", &id])).trim());
+    let raw = dir.join("raw");
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(raw.join(d)).expect("mkdir");
+    }
+    let data = format!(
+        "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+        raw.display()
+    );
+    let st = std::process::Command::new(storage_tests::fs::FUSE_OVERLAYFS)
+        .args(["-o", &data])
+        .arg(raw.join("merged"))
+        .status()
+        .expect("run fuse-overlayfs");
+    assert!(st.success(), "fuse-overlayfs mount failed");
+    let mounted = storage_tests::peers::mounts_under(&dir);
+    assert!(mounted.contains(&layer_mnt), "{mounted:?}");
+    assert!(mounted.contains(&raw.join("merged")), "{mounted:?}");
+    drop(cs);
+    assert!(
+        storage_tests::peers::mounts_under(&dir).is_empty(),
+        "mounts left under {}",
+        dir.display()
+    );
+    let needle = dir.display().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let daemons: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("fuse-overlayfs") && c.contains(&needle))
+            .collect();
+        if daemons.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "fuse-overlayfs still running: {daemons:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
 }

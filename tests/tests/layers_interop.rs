@@ -1,6 +1,7 @@
 //! Layers shared with Debian's Go `containers-storage`: byte-exact diffs both ways and the same
 //! digests and sizes in `layers --json`, on every driver (one test function per driver:
-//! `<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
+//! `<test>::vfs`, `<test>::overlay`, `<test>::btrfs`, `<test>::fuse_overlayfs` — overlay with
+//! `overlay.mount_program=/usr/bin/fuse-overlayfs` for both tools).
 
 use storage_tests::fs::DriverStore;
 use storage_tests::tars::{compress_with, sample_layer, sha256};

@@ -1,7 +1,8 @@
 //! Layer commands shared with Debian's Go `containers-storage` (1.43) on every driver (vfs,
 //! overlay, btrfs): byte-exact diffs, `changes`/`diffsize`/`layer --json` parity, mount counts
 //! shared between the two tools, `copy` into and between layers, and the driver's on-disk
-//! layout of each layer compared with the one Go makes. One test function per driver.
+//! layout of each layer compared with the one Go makes. One test function per driver, plus
+//! `fuse_overlayfs` (overlay through `overlay.mount_program`, for both tools).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Image and container records on every driver (vfs, overlay, btrfs): one CLI scenario from
 //! layers to `wipe`, and after every step Debian's Go `containers-storage` (1.43), run on the
 //! same store with the same driver, must list exactly the same layers, images and containers.
-//! One test function per driver: `scenario::vfs`, `scenario::overlay`, `scenario::btrfs`.
+//! One test function per driver: `scenario::vfs`, `scenario::overlay`, `scenario::btrfs`, and
+//! `scenario::fuse_overlayfs` (overlay through `overlay.mount_program`, for both tools).
 
 use std::path::{Path, PathBuf};
 

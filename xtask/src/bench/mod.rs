@@ -1006,6 +1006,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if opts.generate_only {
         return data::prepare(&data_dir, &scale.params).map(|_| ());
     }
+    // One benchmark at a time per target dir: a second run would unmount and remove the
+    // stores of the first under its feet (`target/bench/run` is wiped at the start).
+    fs::create_dir_all(&bench).map_err(|e| format!("creating {}: {e}", bench.display()))?;
+    let lock_path = bench.join("bench.lock");
+    let run_lock = fs::File::create(&lock_path)
+        .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
+    if run_lock.try_lock().is_err() {
+        return Err(format!(
+            "another `cargo xtask bench` is running on {} (it holds {})",
+            bench.display(),
+            lock_path.display()
+        ));
+    }
     ensure_tools(&opts.go)?;
     let ours = match &opts.ours {
         Some(p) => p.clone(),

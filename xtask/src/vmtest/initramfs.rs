@@ -237,6 +237,14 @@ pub fn base(cache: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     }
     w.finish().map_err(io)?;
     fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // Older bases of this kernel are stale now.
+    let prefix = format!("base-{}-", kernel.release);
+    for e in fs::read_dir(cache).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".cpio") && e.path() != out {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     Ok(out)
 }
 

@@ -293,8 +293,23 @@ fn mount_new_api(spec: &Spec) -> std::io::Result<()> {
 pub(crate) fn new_api_has_lowerdir_plus() -> bool {
     static CACHE: OnceLock<bool> = OnceLock::new();
     *CACHE.get_or_init(|| {
+        // Setting the key is not enough: before 6.5 overlay had no fs_context of its own,
+        // and the kernel's legacy context accepts any key (it only appends it to the option
+        // string, which overlay then rejects with EINVAL at creation). So build a real
+        // superblock from two empty lowers; dropping the fs fd discards it.
+        let Ok(dirs) = tempfile::Builder::new().prefix(".lowerdir-probe").tempdir() else {
+            return false;
+        };
+        let (a, b) = (dirs.path().join("a"), dirs.path().join("b"));
+        if std::fs::create_dir(&a).is_err() || std::fs::create_dir(&b).is_err() {
+            return false;
+        }
         rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-            .and_then(|fs| rustix::mount::fsconfig_set_string(&fs, "lowerdir+", "/"))
+            .and_then(|fs| {
+                rustix::mount::fsconfig_set_string(&fs, "lowerdir+", &a)?;
+                rustix::mount::fsconfig_set_string(&fs, "lowerdir+", &b)?;
+                rustix::mount::fsconfig_create(&fs)
+            })
             .is_ok()
     })
 }

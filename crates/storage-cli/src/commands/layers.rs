@@ -498,33 +498,8 @@ pub fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `delete-layer ID…`.
 pub fn delete_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let mut results: BTreeMap<String, String> = BTreeMap::new();
-    let mut order = Vec::new();
-    for arg in ctx.args {
-        let text = match ctx.store.delete_layer(arg) {
-            Ok(()) => String::new(),
-            Err(e) => e.to_string(),
-        };
-        if !results.contains_key(arg) {
-            order.push(arg.clone());
-        }
-        results.insert(arg.clone(), text);
-    }
-    if ctx.json() {
-        out_bytes(&to_go_json_line(&results))?;
-    } else {
-        let text: String = order
-            .iter()
-            .filter(|a| !results[*a].is_empty())
-            .map(|a| format!("{a}: {}\n", results[a]))
-            .collect();
-        err(&text);
-    }
-    Ok(if results.values().any(|e| !e.is_empty()) {
-        1
-    } else {
-        0
-    })
+    let store = ctx.store;
+    super::records::delete_each(ctx, |a| store.delete_layer(a))
 }
 
 fn from_to(ctx: &Ctx<'_>) -> (Option<String>, String) {

@@ -520,7 +520,9 @@ pub fn container_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(if missed { 1 } else { 0 })
 }
 
-fn delete_each(
+/// Runs `f` on every argument and reports per-argument errors as Go's delete commands do
+/// (stderr `ARG: ERROR` in argument order, or a JSON map of ARG to error text).
+pub(crate) fn delete_each(
     ctx: &Ctx<'_>,
     f: impl Fn(&str) -> storage_types::Result<()>,
 ) -> Result<i32, String> {

@@ -131,6 +131,32 @@ pub(crate) fn diff_layers(
     diff_mapped(&layer, (maps.uid, maps.gid), parent, out)
 }
 
+/// The naive `Diff` with the trait's plain arguments: Go maps both sides with the layer's maps.
+pub(crate) fn diff_with_layer_maps(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    parent: Option<&str>,
+    uid_map: &[IdMap],
+    gid_map: &[IdMap],
+    out: &mut dyn Write,
+) -> Result<()> {
+    let maps = LayerMaps {
+        uid: uid_map,
+        gid: gid_map,
+    };
+    diff_layers(resolve, id, maps, parent.map(|p| (p, maps)), out)
+}
+
+/// The naive `Changes` with the trait's plain arguments: no ID maps on either side.
+pub(crate) fn changes_unmapped(
+    resolve: impl Fn(&str) -> Result<PathBuf>,
+    id: &str,
+    parent: Option<&str>,
+) -> Result<Vec<Change>> {
+    let none = LayerMaps::default();
+    changes_layers(resolve, id, none, parent.map(|p| (p, none)))
+}
+
 /// Naive `Changes` of layer `id` against `parent`, each through its own maps.
 pub(crate) fn changes_layers(
     resolve: impl Fn(&str) -> Result<PathBuf>,

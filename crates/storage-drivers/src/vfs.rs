@@ -333,19 +333,11 @@ impl Driver for Vfs {
         gid_map: &[IdMap],
         out: &mut dyn Write,
     ) -> Result<()> {
-        // Go's naive Diff maps both sides with the layer's maps.
-        let maps = LayerMaps {
-            uid: uid_map,
-            gid: gid_map,
-        };
-        let parent = parent.map(|p| (p, maps));
-        crate::naive::diff_layers(|p| self.ro_path(p), id, maps, parent, out)
+        crate::naive::diff_with_layer_maps(|p| self.ro_path(p), id, parent, uid_map, gid_map, out)
     }
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
-        let none = LayerMaps::default();
-        let parent = parent.map(|p| (p, none));
-        crate::naive::changes_layers(|p| self.ro_path(p), id, none, parent)
+        crate::naive::changes_unmapped(|p| self.ro_path(p), id, parent)
     }
 
     fn apply_diff(

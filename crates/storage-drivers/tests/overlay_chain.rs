@@ -149,8 +149,13 @@ fn every_lower_dir_method() {
     let methods: &[&str] = if kernel_has_lowerdir_plus() {
         &["newapi", "legacy"]
     } else {
-        eprintln!("this kernel's overlay has no lowerdir+ (Linux < 6.8): only the legacy method");
-        &["legacy"]
+        // Without lowerdir+ the default path is the legacy one, and `chain_mounts` (run
+        // directly) already asserts it took it; forcing it again would repeat the same mounts.
+        eprintln!(
+            "this kernel's overlay has no lowerdir+ (Linux < 6.8): chain_mounts covers the \
+             legacy method"
+        );
+        &[]
     };
     for &method in methods {
         let out = Command::new(&exe)

@@ -249,21 +249,40 @@ fn mkdir_all_like_go() {
 }
 
 const CHILD_ENV: &str = "STORAGE_IO_KILL_TEST_TARGET";
+const CHILD_ENV_ROUND: &str = "STORAGE_IO_KILL_TEST_ROUND";
 const SIZE: usize = 256 * 1024;
 
 /// Kills a writer process at random moments: the target must always hold one
 /// complete version, never a mix or a truncated file.
+///
+/// The child says `ready` after its first complete write, and the kill comes a varying
+/// time after that, so every round kills a writer that is really writing however slow the
+/// machine is (under TCG in the VM a fixed delay from spawn often hit the child before it
+/// had started).
 #[test]
 fn killed_writer_leaves_old_or_new() {
     if let Ok(target) = std::env::var(CHILD_ENV) {
-        // Child role: rewrite the file forever, alternating contents.
+        // Child role: rewrite the file forever, alternating contents (starting at a
+        // per-round byte, so rounds leave different versions behind). Its `ready` ends the
+        // line libtest began with the test name.
         let target = Path::new(&target);
+        let start: u64 = std::env::var(CHILD_ENV_ROUND)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
         for i in 0u64.. {
-            let byte = b'b' + (i % 24) as u8;
+            let byte = b'b' + ((start + i) % 24) as u8;
             atomic_write(target, &vec![byte; SIZE], WriteOptions::default()).expect("child write");
+            if i == 0 {
+                use std::io::Write as _;
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "ready");
+                let _ = out.flush();
+            }
         }
         return;
     }
+    use std::io::BufRead as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("layers.json");
     atomic_write(&target, &vec![b'a'; SIZE], WriteOptions::default()).expect("seed");
@@ -278,11 +297,21 @@ fn killed_writer_leaves_old_or_new() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, &target)
-            .stdout(std::process::Stdio::null())
+            .env(CHILD_ENV_ROUND, round.to_string())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn child");
-        std::thread::sleep(Duration::from_millis(20 + (round * 37) % 90));
+        let stdout = child.stdout.take().expect("child stdout");
+        let ready = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.ends_with("ready"));
+        assert!(
+            ready,
+            "round {round}: the writer ended before its first write"
+        );
+        std::thread::sleep(Duration::from_millis((round * 37) % 90));
         child.kill().expect("kill");
         child.wait().expect("wait");
         let data = std::fs::read(&target).expect("read target");
@@ -295,6 +324,6 @@ fn killed_writer_leaves_old_or_new() {
     }
     assert!(
         seen.len() >= 2,
-        "the writer never completed a write; the test proved nothing"
+        "every round left the same version; the kills proved nothing"
     );
 }

@@ -1,8 +1,11 @@
 //! `cargo xtask vm-test`: the privileged tests inside a qemu VM booted on Debian's own kernel.
 //!
 //! The host kernel lacks some features the tests need (XFS project quotas) and is not the
-//! project's target (Debian 12's 6.1). This task boots that kernel under qemu and runs every test
-//! binary of the workspace inside, as root, with scratch disks:
+//! project's target (Debian 12's 6.1). This task boots that kernel under qemu and runs the
+//! privileged test binaries inside, as root, with scratch disks. By default those are the driver
+//! tests ([`PRIVILEGED`]: vfs, overlay with its 6.1 long-lower-dir fallback and its XFS project
+//! quotas, fuse-overlayfs, btrfs); `-p PKG` picks packages, `--workspace` takes every test binary of
+//! the workspace (about 30 minutes under TCG), and a FILTER without `-p` searches the workspace:
 //!
 //! 1. **Kernel** ([`kernel`]): `linux-image-amd64` is resolved with `apt-cache depends` (once;
 //!    `--refresh` or `VMTEST_REFRESH=1` resolves again, and so does a failed download), the
@@ -26,7 +29,8 @@
 //!    past a project quota, overlay whiteouts, loop devices, the 9p share) and then runs each
 //!    binary with `--test-threads=1` (and a per-binary timeout) in its package directory with
 //!    `VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp`.
-//! 4. **Boot** ([`qemu`]): `-nodefaults`, qboot, `-smp 1`, KVM (`-cpu host`) only when it really
+//! 4. **Boot** ([`qemu`]): `-nodefaults`, qboot, `-smp 2` (one lane of test binaries per vCPU;
+//!    `--cpus`), KVM (`-cpu host`) only when it really
 //!    works, else TCG (`-cpu max`); sparse disks with `cache=unsafe` (vda, vdb: 512 MiB scratch;
 //!    vdc: 4 GiB formatted ext4 as `/tmp`, because tmpfs has no user xattrs before 6.6); the
 //!    workspace shared read-only over 9p at its own path (fixtures through
@@ -64,20 +68,26 @@ pub const USAGE: &str = "\
 usage: cargo xtask vm-test [options] [FILTER]
        cargo xtask vm-test --power-cut [N] [options]
 
-Boots Debian 12's kernel (6.1) under qemu and runs every test binary of the workspace inside as
-root, with scratch disks: VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp.
+Boots Debian 12's kernel (6.1) under qemu and runs the privileged tests inside as root, with
+scratch disks: VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp. By default
+those are the driver tests (package storage-drivers: vfs, overlay incl. the XFS project quota and
+the 6.1 long-lower-dir fallback, fuse-overlayfs, btrfs); about a minute warm under TCG.
 The guest first checks the kernel features the tests rely on (VMTEST-CHECK lines: btrfs, XFS
 project quota ENOSPC, overlay, loop, 9p). Exit status: the guest's (0 = all passed), 125 when the
 guest gave no result (panic, hang, watchdog).
 
 FILTER: binaries whose name contains FILTER run whole; the others run with FILTER as the libtest
-filter, and binaries with no matching test are not shipped.
+filter, and binaries with no matching test are not shipped. Without -p, a FILTER searches the
+whole workspace.
 
 options:
   --kernel debian12|backports  the kernel: Debian 12's own (default) or bookworm-backports' (6.12)
   --accel auto|kvm|tcg         auto (default) uses KVM only when it really works, else TCG
   --refresh                    resolve linux-image-amd64 again (after a Debian kernel ABI bump)
-  -p, --package PKG            only the test binaries of PKG (repeatable)
+  -p, --package PKG            the test binaries of PKG instead of the default set (repeatable)
+  --workspace                  every test binary of the workspace (about 30 minutes under TCG)
+  --cpus N                     guest CPUs; test binaries run in N lanes (default: 2, or 1 on a
+                               one-core host)
   --timeout SECS               overall limit per boot (default 3600; TCG runs the whole suite
                                10-30x slower than the host)
   --bin-timeout SECS           limit per test binary inside the guest (default 900)
@@ -86,7 +96,7 @@ options:
 
 The guest runs the tests with CI=false: tests whose peer program (podman, skopeo, umoci) is not
 in the guest skip loudly. VMTEST_CI=true passes CI=true instead. The VMTEST-CHECK lines are always
-strict. Needs: apt-get install --no-install-recommends qemu-system-x86 busybox-static btrfs-progs xfsprogs
+strict. VMTEST_REPORT_TIME=1 prints each test's time. Needs: apt-get install --no-install-recommends qemu-system-x86 busybox-static btrfs-progs xfsprogs
 Caches under target/vmtest/ (cargo clean resets it).";
 
 #[derive(Debug)]
@@ -95,10 +105,29 @@ struct Options {
     accel: String,
     refresh: bool,
     packages: Vec<String>,
+    workspace: bool,
+    cpus: u32,
     timeout: Duration,
     bin_timeout: u64,
     power_cut: Option<u32>,
     filter: Option<String>,
+}
+
+/// The packages whose tests need root and kernel features and run by default: every driver
+/// (vfs, overlay with its long-lower-dir fallback and XFS project quotas, fuse-overlayfs, btrfs).
+pub const PRIVILEGED: &[&str] = &["storage-drivers"];
+
+impl Options {
+    /// The packages to build tests of; empty means the whole workspace.
+    fn scope(&self) -> Vec<String> {
+        if self.workspace || (self.packages.is_empty() && self.filter.is_some()) {
+            Vec::new()
+        } else if self.packages.is_empty() {
+            PRIVILEGED.iter().map(|p| p.to_string()).collect()
+        } else {
+            self.packages.clone()
+        }
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -107,6 +136,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         accel: "auto".into(),
         refresh: std::env::var("VMTEST_REFRESH").as_deref() == Ok("1"),
         packages: Vec::new(),
+        workspace: false,
+        // One lane of test binaries per vCPU; two on a host with two or more cores (under TCG
+        // each vCPU is a host thread, so more than the host's cores only adds contention).
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get().min(2) as u32),
         timeout: Duration::from_secs(3600),
         bin_timeout: 900,
         power_cut: None,
@@ -129,6 +162,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--refresh" => o.refresh = true,
             "-p" | "--package" => o.packages.push(value("--package")?),
+            "--workspace" => o.workspace = true,
+            "--cpus" => {
+                let v = value("--cpus")?;
+                o.cpus = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=64).contains(&n))
+                    .ok_or_else(|| format!("--cpus {v}: expected 1 to 64"))?;
+            }
             "--timeout" => {
                 let v = value("--timeout")?;
                 let s: u64 = v
@@ -283,6 +325,7 @@ impl Guest {
                 drives: spec.drives.clone(),
                 share: spec.share,
                 memory_mb: 3072,
+                cpus: spec.cpus,
                 boot_timeout: self.boot_timeout(self.accel),
                 total_timeout: spec.timeout,
                 log: spec.log,
@@ -308,6 +351,7 @@ pub struct Boot<'a> {
     share: Option<&'a Path>,
     timeout: Duration,
     log: &'a Path,
+    cpus: u32,
 }
 
 fn run(root: &Path, opts: &Options) -> Result<u8, String> {
@@ -324,7 +368,7 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
     if let Some(n) = opts.power_cut {
         return powercut::run(root, &cache, &mut guest, n, opts.timeout);
     }
-    let bins = test_binaries(root, &opts.packages, opts.filter.as_deref())?;
+    let bins = test_binaries(root, &opts.scope(), opts.filter.as_deref())?;
     // Test helpers run our binary from the share; make sure it is current.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     crate::run(
@@ -339,6 +383,21 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
     fs::create_dir_all(&runs).map_err(|e| format!("{}: {e}", runs.display()))?;
     let dir = RunDir(runs.join(std::process::id().to_string()));
     fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
+    // run.sh reads "name dir filter" lines.
+    let blank = |t: &str| t.is_empty() || t.chars().any(char::is_whitespace);
+    if let Some(b) = bins
+        .iter()
+        .find(|b| blank(&b.name) || blank(&b.package_dir.to_string_lossy()))
+    {
+        return Err(format!(
+            "{} ({}): names and package paths with blanks are not supported in the guest",
+            b.name,
+            b.package_dir.display()
+        ));
+    }
+    if opts.filter.as_deref().is_some_and(blank) {
+        return Err("a FILTER with blanks is not supported in the guest".into());
+    }
     let script = run_script(root, &bins, opts.filter.as_deref(), opts.bin_timeout);
     let initrd = payload_initrd(
         &cache,
@@ -392,6 +451,7 @@ fn run(root: &Path, opts: &Options) -> Result<u8, String> {
         share: Some(root),
         timeout: opts.timeout,
         log: &log,
+        cpus: opts.cpus,
     };
     let out = guest.boot(&spec, |l| {
         if let Some(c) = l.strip_prefix("VMTEST-CHECK ") {
@@ -617,33 +677,59 @@ fn run_script(root: &Path, bins: &[TestBin], filter: Option<&str>, bin_timeout: 
         "[ -f /vmtest/ld-library-path ] && export LD_LIBRARY_PATH=$(cat /vmtest/ld-library-path)"
     );
     let _ = writeln!(s, "BIN_TIMEOUT={bin_timeout}");
+    // Each test's time, through libtest's unstable --report-time (diagnostics only).
+    let report = if std::env::var("VMTEST_REPORT_TIME").as_deref() == Ok("1") {
+        s.push_str("export RUSTC_BOOTSTRAP=1\n");
+        " -Z unstable-options --report-time"
+    } else {
+        ""
+    };
     s.push_str(
         "echo \"VMTEST-INFO kernel=$(uname -r) tmp=$(awk '$2 == \"/tmp\" { t = $3 } END { print t }' /proc/mounts)\"\n",
     );
     s.push_str(CHECKS);
-    s.push_str(
-        "nbins=0\nbins_failed=0\nrunbin() {\n\tname=$1\n\tdir=$2\n\tshift 2\n\tnbins=$((nbins + 1))\n\
-         \techo\n\techo \"VMTEST-BIN $name\"\n\
-         \t(cd \"$dir\" 2>/dev/null || cd /tmp; CARGO_MANIFEST_DIR=$dir exec timeout -s KILL $BIN_TIMEOUT \"/vmtest/bin/$name\" --test-threads=1 \"$@\")\n\
-         \trc=$?\n\tif [ $rc -ne 0 ]; then\n\t\tbins_failed=$((bins_failed + 1))\n\
-         \t\t[ $rc -eq 137 ] && echo \"VMTEST-BIN-TIMEOUT $name after ${BIN_TIMEOUT}s\"\n\
-         \t\techo \"VMTEST-BIN-FAIL $name rc=$rc\"\n\tfi\n}\n",
+    // Binaries run in one lane per guest CPU. Each binary's output is kept in a file and
+    // printed whole under its VMTEST-BIN line when it ends (a mkdir lock keeps two lanes'
+    // blocks apart); results go to one file per lane, so the summary sees every lane's.
+    let _ = write!(
+        s,
+        "mkdir -p /run/vmtest\nrunbin() {{\n\tlane=$1\n\tname=$2\n\tdir=$3\n\tshift 3\n\
+         \tout=/run/vmtest/$name.log\n\
+         \t(cd \"$dir\" 2>/dev/null || cd /tmp; CARGO_MANIFEST_DIR=$dir exec timeout -s KILL $BIN_TIMEOUT \"/vmtest/bin/$name\" --test-threads=1{report} \"$@\") >\"$out\" 2>&1\n\
+         \trc=$?\n\
+         \t{{\n\t\techo\n\t\techo \"VMTEST-BIN $name\"\n\t\tcat \"$out\"\n\
+         \t\tif [ $rc -ne 0 ]; then\n\
+         \t\t\t[ $rc -eq 137 ] && echo \"VMTEST-BIN-TIMEOUT $name after ${{BIN_TIMEOUT}}s\"\n\
+         \t\t\techo \"VMTEST-BIN-FAIL $name rc=$rc\"\n\t\tfi\n\t}} >\"$out.block\"\n\
+         \tuntil mkdir /run/vmtest/console.lock 2>/dev/null; do sleep 0.1; done\n\
+         \tcat \"$out.block\"\n\trmdir /run/vmtest/console.lock\n\
+         \techo \"$name $rc\" >>/run/vmtest/results.$lane\n}}\n",
     );
+    s.push_str(
+        "lanes=$(nproc 2>/dev/null || echo 1)\n[ \"$lanes\" -ge 1 ] 2>/dev/null || lanes=1\n",
+    );
+    s.push_str("lane() {\n\tn=$1\n\ti=0\n");
+    s.push_str("\twhile read -r name dir filter; do\n");
+    s.push_str("\t\tif [ $((i % lanes)) -eq \"$n\" ]; then\n");
+    s.push_str("\t\t\tif [ -n \"$filter\" ]; then runbin \"$n\" \"$name\" \"$dir\" \"$filter\"; else runbin \"$n\" \"$name\" \"$dir\"; fi\n");
+    s.push_str("\t\tfi\n\t\ti=$((i + 1))\n\tdone </vmtest/bins\n}\n");
+    s.push_str("cat >/vmtest/bins <<'VMTEST_BINS'\n");
     for b in bins {
-        let _ = write!(
-            s,
-            "runbin {} {}",
-            sh_quote(&b.name),
-            sh_quote(&b.package_dir.to_string_lossy())
-        );
+        // One line per binary: name, package dir, libtest filter (names and dirs have no
+        // blanks: cargo's artifact names and this workspace's paths; checked on the host).
+        let _ = write!(s, "{} {}", b.name, b.package_dir.to_string_lossy());
         if let (true, Some(f)) = (b.filtered, filter) {
-            let _ = write!(s, " {}", sh_quote(f));
+            let _ = write!(s, " {f}");
         }
         s.push('\n');
     }
+    s.push_str("VMTEST_BINS\n");
     s.push_str(
-        "echo\necho \"VMTEST-SUMMARY checks_failed=$checks_failed binaries=$nbins failed=$bins_failed\"\n\
-         [ $checks_failed -eq 0 ] && [ $bins_failed -eq 0 ]\n",
+        "n=0\nwhile [ $n -lt $lanes ]; do\n\tlane $n &\n\tn=$((n + 1))\ndone\nwait\n\
+         nbins=$(cat /run/vmtest/results.* 2>/dev/null | wc -l)\n\
+         bins_failed=$(cat /run/vmtest/results.* 2>/dev/null | awk '$2 != 0' | wc -l)\n\
+         echo\necho \"VMTEST-SUMMARY checks_failed=$checks_failed binaries=$nbins failed=$bins_failed lanes=$lanes\"\n\
+         [ $checks_failed -eq 0 ] && [ $bins_failed -eq 0 ] && [ $nbins -eq $(wc -l </vmtest/bins) ]\n",
     );
     s
 }
@@ -752,6 +838,14 @@ mod tests {
     }
 
     #[test]
+    fn default_scope_is_the_privileged_set() {
+        assert_eq!(parse(&[]).unwrap().scope(), PRIVILEGED);
+        assert!(parse(&args(&["--workspace"])).unwrap().scope().is_empty());
+        assert!(parse(&args(&["quota"])).unwrap().scope().is_empty());
+        assert_eq!(parse(&args(&["-p", "x", "quota"])).unwrap().scope(), ["x"]);
+    }
+
+    #[test]
     fn options_parse() {
         let o = parse(&args(&[
             "--kernel",
@@ -792,7 +886,7 @@ mod tests {
         let bin = |name: &str, filtered| TestBin {
             name: name.into(),
             path: PathBuf::from("/x").join(name),
-            package_dir: PathBuf::from("/w/crates/it's"),
+            package_dir: PathBuf::from("/w/crates/its"),
             filtered,
         };
         let s = run_script(
@@ -802,10 +896,11 @@ mod tests {
             60,
         );
         assert!(
-            s.contains("runbin 'a-1' '/w/crates/it'\\''s' 'quota'\n"),
+            s.contains(
+                "<<'VMTEST_BINS'\na-1 /w/crates/its quota\nb-2 /w/crates/its\nVMTEST_BINS\n"
+            ),
             "{s}"
         );
-        assert!(s.contains("runbin 'b-2' '/w/crates/it'\\''s'\n"), "{s}");
         assert!(
             s.contains("VMTEST_BTRFS_DEV=/dev/vda VMTEST_XFS_DEV=/dev/vdb VMTEST_SCRATCH=/tmp")
         );

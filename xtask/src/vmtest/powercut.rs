@@ -336,6 +336,7 @@ pub fn run(
         share: None,
         timeout,
         log: &log,
+        cpus: 1,
     };
     let out = guest.boot(&spec("vmtest.pc=setup".into()), |l| {
         if l.starts_with("VMTEST-PC-START") {

@@ -68,6 +68,8 @@ pub struct Vm<'a> {
     pub share: Option<&'a Path>,
     /// Guest memory in MiB.
     pub memory_mb: u32,
+    /// Virtual CPUs (`-smp`).
+    pub cpus: u32,
     /// Watchdog: kill when `VMTEST-STAGE init` has not appeared after this long.
     pub boot_timeout: Duration,
     /// Kill after this long in total.
@@ -105,7 +107,12 @@ impl Vm<'_> {
             Accel::Kvm => c.args(["-machine", "pc,accel=kvm", "-cpu", "host"]),
             Accel::Tcg => c.args(["-machine", "pc,accel=tcg", "-cpu", "max"]),
         };
-        c.args(["-smp", "1", "-m", &format!("{}M", self.memory_mb)]);
+        c.args([
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &format!("{}M", self.memory_mb),
+        ]);
         c.args([
             "-nodefaults",
             "-no-user-config",

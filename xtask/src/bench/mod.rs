@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Every round runs the whole workload sequence on a fresh store for ours, then for Go (A B A B
-//! …), then the reference tools; the table shows medians and min–max. After every apply the
+//! …), then the reference tools; the table shows medians and min–max. Before every measured
+//! process the page cache's dirty data is written back (`sync`, untimed), so no process pays for
+//! another's writes (our layer commit's `syncfs` would otherwise wait for what Go or tar left
+//! dirty, and Go and tar never sync their own). After every apply the
 //! layer is diffed back (`diff -u`) and its sha256 compared with the original uncompressed tar:
 //! a mismatch marks the workload FAIL. A command our CLI does not support is shown as
 //! `n/a (ours: <error>)`. Results go to `target/bench/latest.{json,md}`.

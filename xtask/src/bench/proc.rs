@@ -81,9 +81,19 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Writes back every dirty page before a measured process starts (untimed), so that no
+/// process pays for another's writes: `syncfs` (which our layer commit calls) waits for all
+/// dirty data of the filesystem, including what the previous process (Go's tool, GNU tar,
+/// the data generator) left behind without syncing.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// Waits for `pid` and returns its raw wait status and resource usage.
 ///
-/// This is the only `unsafe` of the benchmark: std's `Child::wait` does not return rusage.
+/// With [`settle`], the only `unsafe` of the benchmark: std's `Child::wait` does not return
+/// rusage.
 fn wait4(pid: libc::pid_t) -> io::Result<(i32, libc::rusage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: `rusage` is a plain C struct of integers; all-zero bytes are a valid value.
@@ -137,6 +147,7 @@ pub fn measure(cmd: &mut Command, stdin: Option<&Path>, sink: Sink) -> io::Resul
         Stdio::piped()
     });
     cmd.stderr(Stdio::piped());
+    settle();
     reset_peak_rss();
     let start = Instant::now();
     let mut child = cmd

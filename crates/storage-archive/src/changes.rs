@@ -67,6 +67,9 @@ struct Node {
     target: Option<Vec<u8>>,
     xattrs: BTreeMap<OsString, Vec<u8>>,
     children: BTreeMap<OsString, Node>,
+    /// Inode number and link count, for [`changes_dirs_size_mapped`]'s hard-link rule.
+    ino: u64,
+    nlink: u64,
 }
 
 /// The `lstat` fields the comparison uses.
@@ -78,6 +81,8 @@ struct Meta {
     size: u64,
     mtime: (i64, i64),
     dev: u64,
+    ino: u64,
+    nlink: u64,
 }
 
 impl Meta {
@@ -90,6 +95,8 @@ impl Meta {
             size: md.size(),
             mtime: (md.mtime(), md.mtime_nsec()),
             dev: md.dev(),
+            ino: md.ino(),
+            nlink: md.nlink(),
         }
     }
 
@@ -102,6 +109,8 @@ impl Meta {
             size: u64::try_from(st.st_size).unwrap_or(0),
             mtime: (st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0)),
             dev: st.st_dev,
+            ino: st.st_ino,
+            nlink: st.st_nlink,
         }
     }
 
@@ -111,19 +120,21 @@ impl Meta {
 }
 
 impl Node {
-    fn from_meta(path: &Path, md: &Meta) -> Node {
+    /// The node for `path`; its xattrs, capability and link target are read only when
+    /// `compared` (else left empty).
+    fn from_meta(path: &Path, md: &Meta, compared: bool) -> Node {
         let fmt = md.mode & libc::S_IFMT;
         let is_link = fmt == libc::S_IFLNK;
         let is_dir = fmt == libc::S_IFDIR;
         let is_reg = fmt == libc::S_IFREG;
         // Only regular files and directories can carry user.* xattrs or capabilities;
         // skipping the syscalls for the rest is both faster and equivalent.
-        let (capability, xattrs) = if is_dir || is_reg {
+        let (capability, xattrs) = if compared && (is_dir || is_reg) {
             xattrs_of(path)
         } else {
             (None, BTreeMap::new())
         };
-        let target = if is_link {
+        let target = if compared && is_link {
             std::fs::read_link(path)
                 .ok()
                 .map(|t| t.as_os_str().as_bytes().to_vec())
@@ -141,11 +152,20 @@ impl Node {
             target,
             xattrs,
             children: BTreeMap::new(),
+            ino: md.ino,
+            nlink: md.nlink,
         }
     }
 
     fn is_dir(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// The node at `path` (absolute, `/`-separated, as in [`Change::path`]).
+    fn lookup(&self, path: &str) -> Option<&Node> {
+        path.split('/')
+            .filter(|c| !c.is_empty())
+            .try_fold(self, |n, c| n.children.get(OsStr::new(c)))
     }
 }
 
@@ -327,8 +347,11 @@ fn walk(
     for (name, (cm1, cm2)) in names.into_iter().zip(metas) {
         let c1 = p1.join(&name);
         let c2 = p2.join(&name);
-        let mut child1 = cm1.as_ref().map(|m| Node::from_meta(&c1, m));
-        let mut child2 = cm2.as_ref().map(|m| Node::from_meta(&c2, m));
+        // Extended attributes and link targets are only ever compared between the two
+        // sides: a name on one side only (every entry of a layer without parent) skips them.
+        let both = cm1.is_some() && cm2.is_some();
+        let mut child1 = cm1.as_ref().map(|m| Node::from_meta(&c1, m, both));
+        let mut child2 = cm2.as_ref().map(|m| Node::from_meta(&c2, m, both));
         walk(
             &c1,
             &c2,
@@ -470,6 +493,42 @@ pub fn changes_dirs_mapped(
     parent: Option<&Path>,
     parent_maps: (&[IdMap], &[IdMap]),
 ) -> io::Result<Vec<Change>> {
+    changes_and_tree(layer, layer_maps, parent, parent_maps).map(|(changes, _)| changes)
+}
+
+/// Go's `ChangesSize(layer, ChangesDirs(layer, parent))` in one walk: the sizes come from
+/// the `lstat` the walk already made, instead of a second `lstat` of every changed path.
+pub fn changes_dirs_size_mapped(
+    layer: &Path,
+    layer_maps: (&[IdMap], &[IdMap]),
+    parent: Option<&Path>,
+    parent_maps: (&[IdMap], &[IdMap]),
+) -> io::Result<i64> {
+    let (changes, tree) = changes_and_tree(layer, layer_maps, parent, parent_maps)?;
+    let mut seen = HashSet::new();
+    let mut size: i64 = 0;
+    for c in &changes {
+        if c.kind == ChangeKind::Delete {
+            continue;
+        }
+        let Some(node) = tree.lookup(&c.path) else {
+            continue;
+        };
+        if node.is_dir() || (node.nlink > 1 && !seen.insert(node.ino)) {
+            continue;
+        }
+        size = size.saturating_add(i64::try_from(node.size).unwrap_or(i64::MAX));
+    }
+    Ok(size)
+}
+
+/// The changes and the collected tree of the new side.
+fn changes_and_tree(
+    layer: &Path,
+    layer_maps: (&[IdMap], &[IdMap]),
+    parent: Option<&Path>,
+    parent_maps: (&[IdMap], &[IdMap]),
+) -> io::Result<(Vec<Change>, Node)> {
     let empty;
     let old_root: PathBuf = match parent {
         Some(p) => p.to_path_buf(),
@@ -480,8 +539,8 @@ pub fn changes_dirs_mapped(
     };
     let m_new = Meta::from_std(&std::fs::symlink_metadata(layer)?);
     let m_old = Meta::from_std(&std::fs::symlink_metadata(&old_root)?);
-    let mut new_root = Node::from_meta(layer, &m_new);
-    let mut old_node = Node::from_meta(&old_root, &m_old);
+    let mut new_root = Node::from_meta(layer, &m_new, true);
+    let mut old_node = Node::from_meta(&old_root, &m_old, true);
     walk(
         &old_root,
         layer,
@@ -496,7 +555,7 @@ pub fn changes_dirs_mapped(
     };
     let mut out = Vec::new();
     add_changes(&ctx, "/", &new_root, Some(&old_node), false, &mut out);
-    Ok(out)
+    Ok((out, new_root))
 }
 
 /// A temporary empty directory removed on drop.
@@ -595,6 +654,25 @@ mod tests {
             }
         }
         (tmp, old, new)
+    }
+
+    #[test]
+    fn size_in_one_walk_equals_go_changes_size() {
+        let (_tmp, old, new) = twins();
+        std::fs::write(new.join("a/b/f"), b"changed, longer").unwrap();
+        std::fs::write(new.join("added"), vec![7u8; 5000]).unwrap();
+        std::fs::hard_link(new.join("added"), new.join("a/link-to-added")).unwrap();
+        std::fs::create_dir(new.join("newdir")).unwrap();
+        std::fs::write(new.join("newdir/x"), b"xyz").unwrap();
+        std::fs::remove_file(new.join("top")).unwrap();
+        let none: (&[IdMap], &[IdMap]) = (&[], &[]);
+        for parent in [Some(old.as_path()), None] {
+            let changes = changes_dirs(&new, parent).unwrap();
+            let want = changes_size(&new, &changes);
+            let got = changes_dirs_size_mapped(&new, none, parent, none).unwrap();
+            assert_eq!(got, want, "parent {parent:?}: {changes:?}");
+            assert!(got > 5000, "{got}");
+        }
     }
 
     #[test]

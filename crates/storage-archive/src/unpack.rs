@@ -2,7 +2,7 @@
 //! (`archive.UnpackLayer` for naive drivers, `archive.Unpack` with the overlay or
 //! AUFS whiteout format), confined to the root by the kernel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -82,7 +82,7 @@ pub fn unpack(tar: &mut dyn Read, root: &Path, opts: &UnpackOptions) -> Result<i
     let mut u = Unpacker {
         root: root_fd,
         opts,
-        unpacked: HashSet::new(),
+        unpacked: storage_tarsplit::PathSet::default(),
         dirs: Vec::new(),
         plnk: HashMap::new(),
         plnk_dir: None,
@@ -102,7 +102,7 @@ struct Unpacker<'a> {
     root: Root,
     opts: &'a UnpackOptions,
     /// Root-relative paths extracted so far (UnpackLayer's opaque handling).
-    unpacked: HashSet<Vec<u8>>,
+    unpacked: storage_tarsplit::PathSet,
     /// Directories whose times are set at the end: (path, atime, mtime).
     dirs: Vec<(Vec<u8>, Option<TarTime>, TarTime)>,
     /// `.wh..wh.plnk/<base>` headers (UnpackLayer).
@@ -142,12 +142,12 @@ impl Unpacker<'_> {
         }
         let mut tr = TarReader::new(tar);
         let mut size: i64 = 0;
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen = storage_tarsplit::PathSet::default();
         let mut root_hdr: Option<Header> = None;
         while let Some(hdr) = tr.next_header()? {
             size = size.wrapping_add(hdr.size);
             let name = clean(&hdr.name);
-            if !seen.insert(name.clone()) {
+            if !seen.insert(&name) {
                 return Err(Error::DuplicatePath);
             }
             if self.layer_mode() {
@@ -234,7 +234,7 @@ impl Unpacker<'_> {
         if hdr.typeflag == b'5' {
             self.dirs.push((rel.clone(), hdr.atime, hdr.mtime));
         }
-        self.unpacked.insert(rel);
+        self.unpacked.insert(&rel);
         Ok(())
     }
 

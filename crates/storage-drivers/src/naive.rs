@@ -178,8 +178,17 @@ pub(crate) fn diff_size_layers(
 ) -> Result<i64> {
     let (layer, parent) = layer_and_parent(resolve, id, parent)?;
     let parent = parent.as_ref().map(|(p, m)| (p.as_path(), (m.uid, m.gid)));
-    let changes = changes_mapped(&layer, (maps.uid, maps.gid), parent)?;
-    Ok(storage_archive::changes::changes_size(&layer, &changes))
+    let (parent, parent_maps) = match parent {
+        Some((p, m)) => (Some(p), m),
+        None => (None, (&[][..], &[][..])),
+    };
+    storage_archive::changes::changes_dirs_size_mapped(
+        &layer,
+        (maps.uid, maps.gid),
+        parent,
+        parent_maps,
+    )
+    .map_err(archive_err)
 }
 
 /// Naive `DiffSize`: the size of the changes between `layer` and `parent`.

@@ -1,6 +1,5 @@
 //! Recording side of tar-split: the JSON-lines packer and the pass-through disassembler.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
 use base64::Engine as _;
@@ -22,7 +21,7 @@ const TRAILER_CHUNK: usize = 1024 * 1024;
 pub struct Packer<W: Write> {
     out: W,
     pos: i64,
-    seen: HashSet<Vec<u8>>,
+    seen: crate::PathSet,
     line: Vec<u8>,
 }
 
@@ -32,7 +31,7 @@ impl<W: Write> Packer<W> {
         Packer {
             out,
             pos: 0,
-            seen: HashSet::new(),
+            seen: crate::PathSet::default(),
             line: Vec::with_capacity(1024),
         }
     }
@@ -49,7 +48,7 @@ impl<W: Write> Packer<W> {
     /// Records a member (type 1): its name as the tar reader yields it, its size and, when
     /// `size > 0`, the CRC-64/GO-ISO of its content.
     pub fn add_file(&mut self, name: &[u8], size: i64, crc: Option<u64>) -> Result<(), Error> {
-        if !self.seen.insert(clean_path(name)) {
+        if !self.seen.insert(&clean_path(name)) {
             return Err(Error::DuplicatePath);
         }
         self.line.clear();

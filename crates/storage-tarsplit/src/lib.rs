@@ -77,6 +77,7 @@ mod crc;
 mod disasm;
 mod error;
 mod gostr;
+mod pathset;
 mod reader;
 
 pub use asm::{
@@ -85,4 +86,5 @@ pub use asm::{
 pub use crc::{crc64_iso, crc64_update};
 pub use disasm::{Disassembler, Packer, gzip_writer};
 pub use error::Error;
+pub use pathset::PathSet;
 pub use reader::{Header, TarReader, TarTime};

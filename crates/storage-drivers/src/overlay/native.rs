@@ -327,11 +327,17 @@ fn walk_changes(
     out: &mut Vec<Change>,
     changed_dirs: &mut HashSet<String>,
 ) -> io::Result<()> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
+    // Each entry is stat'ed relative to the open directory (std's `DirEntry::metadata` is
+    // `statx(dirfd, name)`), not through its whole path; the directory is closed before
+    // descending, so deep trees do not pile up descriptors.
+    let mut entries: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let md = e.metadata()?;
+        entries.push((e.file_name(), md));
+    }
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, md) in entries {
         let path = dir.join(&name);
         let child_rel = if rel.is_empty() {
             name.to_string_lossy().into_owned()
@@ -339,7 +345,6 @@ fn walk_changes(
             format!("{rel}/{}", name.to_string_lossy())
         };
         let abs = format!("/{child_rel}");
-        let md = std::fs::symlink_metadata(&path)?;
         let kind = if is_whiteout(&md)
             || (md.is_dir()
                 && is_opaque(&path, opaque_xattr)
@@ -396,19 +401,28 @@ pub(crate) fn dir_size(root: &Path) -> i64 {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
+        let mut dirs = Vec::new();
         for e in rd.flatten() {
-            let path = e.path();
-            let Ok(md) = std::fs::symlink_metadata(&path) else {
+            // d_type first: directories need no stat; the rest are stat'ed relative to the
+            // open directory.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+                continue;
+            }
+            let Ok(md) = e.metadata() else {
                 continue;
             };
             if md.is_dir() {
-                walk(&path, seen, total);
+                dirs.push(e.path());
                 continue;
             }
             if md.nlink() > 1 && !seen.insert((md.dev(), md.ino())) {
                 continue;
             }
             *total = total.saturating_add(i64::try_from(md.size()).unwrap_or(i64::MAX));
+        }
+        for d in dirs {
+            walk(&d, seen, total);
         }
     }
     let mut seen = HashSet::new();

@@ -833,7 +833,14 @@ fn go_base(name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Every time this much more of one file is written, writeback of what was just written is
+/// started (`fadvise(DONTNEED)` starts it and does not wait), so that the `syncfs` before the
+/// layer is marked complete finds most of a large file already on disk instead of writing it
+/// all then. Files smaller than this are left to the kernel (and to that `syncfs`).
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
 fn copy(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    let (mut written, mut started) = (0u64, 0u64);
     loop {
         let n = match src.read(buf) {
             Ok(0) => return Ok(()),
@@ -842,6 +849,17 @@ fn copy(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<()> {
             Err(e) => return Err(io::Error::new(e.kind(), ReadSide(e))),
         };
         dst.write_all(&buf[..n])?;
+        written += n as u64;
+        if written - started >= WRITEBACK_CHUNK {
+            // Advice only: a failure changes nothing but speed.
+            let _ = rustix::fs::fadvise(
+                &*dst,
+                started,
+                std::num::NonZeroU64::new(written - started),
+                rustix::fs::Advice::DontNeed,
+            );
+            started = written;
+        }
     }
 }
 

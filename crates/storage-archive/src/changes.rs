@@ -493,7 +493,50 @@ pub fn changes_dirs_mapped(
     parent: Option<&Path>,
     parent_maps: (&[IdMap], &[IdMap]),
 ) -> io::Result<Vec<Change>> {
+    if parent.is_none() && std::fs::symlink_metadata(layer)?.is_dir() {
+        // Against an empty tree every entry is an `Add` and nothing is compared: no stat,
+        // no xattrs, no tree — names and directory types from readdir, in the same
+        // (sorted, pre-order) order as the full comparison gives.
+        let mut out = Vec::new();
+        all_added(layer, "/", &mut out)?;
+        return Ok(out);
+    }
     changes_and_tree(layer, layer_maps, parent, parent_maps).map(|(changes, _)| changes)
+}
+
+/// Appends an `Add` for every entry under `dir` (shown as `prefix`), sorted by name, each
+/// directory before its children.
+fn all_added(dir: &Path, prefix: &str, out: &mut Vec<Change>) -> io::Result<()> {
+    let fd = open_dir(dir)?;
+    let mut names: Vec<(OsString, bool)> = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name).to_owned();
+        let is_dir = match entry.file_type() {
+            rustix::fs::FileType::Directory => true,
+            rustix::fs::FileType::Unknown => lstat_opt(&fd, &name)?.is_some_and(|m| m.is_dir()),
+            _ => false,
+        };
+        names.push((name, is_dir));
+    }
+    // Closed before descending: deep trees must not pile up descriptors.
+    drop(fd);
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, is_dir) in names {
+        let path = join(prefix, &name);
+        out.push(Change {
+            path: path.clone(),
+            kind: ChangeKind::Add,
+        });
+        if is_dir {
+            all_added(&dir.join(&name), &path, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Go's `ChangesSize(layer, ChangesDirs(layer, parent))` in one walk: the sizes come from
@@ -654,6 +697,25 @@ mod tests {
             }
         }
         (tmp, old, new)
+    }
+
+    #[test]
+    fn no_parent_fast_path_equals_the_full_comparison() {
+        let (tmp, _old, new) = twins();
+        std::fs::create_dir_all(new.join("z/y/x")).unwrap();
+        std::fs::write(new.join("z/y/x/deep"), b"d").unwrap();
+        std::fs::write(new.join("z/a-file"), b"f").unwrap();
+        std::os::unix::fs::symlink("z", new.join("dirlink")).unwrap();
+        std::fs::create_dir(new.join("B")).unwrap();
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let fast = changes_dirs(&new, None).unwrap();
+        let full = changes_dirs(&new, Some(&empty)).unwrap();
+        assert_eq!(fast, full);
+        assert!(fast.iter().all(|c| c.kind == ChangeKind::Add));
+        // Every entry once: 12 below the root.
+        assert_eq!(fast.len(), 12, "{fast:?}");
+        assert!(changes_dirs(&tmp.path().join("missing"), None).is_err());
     }
 
     #[test]

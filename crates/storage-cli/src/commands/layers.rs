@@ -530,17 +530,16 @@ pub fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             out(&format!("[{}]\n", items.join(",")))?;
         }
     } else {
-        let text: String = changes
-            .iter()
-            .map(|c| {
-                let what = match c.kind {
-                    ChangeKind::Add => "Add",
-                    ChangeKind::Modify => "Modify",
-                    ChangeKind::Delete => "Delete",
-                };
-                format!("{what} {}\n", storage_types::go_quote(&c.path))
-            })
-            .collect();
+        let mut text = String::with_capacity(changes.len() * 48);
+        for c in &changes {
+            text.push_str(match c.kind {
+                ChangeKind::Add => "Add ",
+                ChangeKind::Modify => "Modify ",
+                ChangeKind::Delete => "Delete ",
+            });
+            text.push_str(&storage_types::go_quote(&c.path));
+            text.push('\n');
+        }
         out(&text)?;
     }
     Ok(0)

@@ -253,8 +253,8 @@ fn open_dir(dir: &Path) -> io::Result<rustix::fd::OwnedFd> {
     Ok(rustix::fs::open(dir, flags, Mode::empty())?)
 }
 
-/// Sorted `(name, d_ino)` pairs of the directory open as `fd`.
-fn read_names(fd: &rustix::fd::OwnedFd) -> io::Result<Vec<(OsString, u64)>> {
+/// Sorted `(name, d_ino, d_type)` of the directory open as `fd`.
+fn read_names(fd: &rustix::fd::OwnedFd) -> io::Result<Vec<(OsString, u64, rustix::fs::FileType)>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(fd)? {
         let entry = entry?;
@@ -262,7 +262,11 @@ fn read_names(fd: &rustix::fd::OwnedFd) -> io::Result<Vec<(OsString, u64)>> {
         if name == b"." || name == b".." {
             continue;
         }
-        names.push((OsStr::from_bytes(name).to_owned(), entry.ino()));
+        names.push((
+            OsStr::from_bytes(name).to_owned(),
+            entry.ino(),
+            entry.file_type(),
+        ));
     }
     names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(names)
@@ -508,15 +512,9 @@ pub fn changes_dirs_mapped(
 /// directory before its children.
 fn all_added(dir: &Path, prefix: &str, out: &mut Vec<Change>) -> io::Result<()> {
     let fd = open_dir(dir)?;
-    let mut names: Vec<(OsString, bool)> = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&fd)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let name = OsStr::from_bytes(name).to_owned();
-        let is_dir = match entry.file_type() {
+    let mut names = Vec::new();
+    for (name, _, file_type) in read_names(&fd)? {
+        let is_dir = match file_type {
             rustix::fs::FileType::Directory => true,
             rustix::fs::FileType::Unknown => lstat_opt(&fd, &name)?.is_some_and(|m| m.is_dir()),
             _ => false,
@@ -525,7 +523,6 @@ fn all_added(dir: &Path, prefix: &str, out: &mut Vec<Change>) -> io::Result<()> 
     }
     // Closed before descending: deep trees must not pile up descriptors.
     drop(fd);
-    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     for (name, is_dir) in names {
         let path = join(prefix, &name);
         out.push(Change {
@@ -548,21 +545,30 @@ pub fn changes_dirs_size_mapped(
     parent_maps: (&[IdMap], &[IdMap]),
 ) -> io::Result<i64> {
     let (changes, tree) = changes_and_tree(layer, layer_maps, parent, parent_maps)?;
+    Ok(sum_sizes(&changes, |path| {
+        tree.lookup(path)
+            .map(|n| (n.is_dir(), n.nlink, n.ino, n.size))
+    }))
+}
+
+/// Go's `ChangesSize` rule over `(is_dir, nlink, ino, size)` of each changed path (`None`:
+/// gone): the sizes of the non-directory `Add`/`Modify` entries, hard links counted once.
+fn sum_sizes(changes: &[Change], meta: impl Fn(&str) -> Option<(bool, u64, u64, u64)>) -> i64 {
     let mut seen = HashSet::new();
     let mut size: i64 = 0;
-    for c in &changes {
+    for c in changes {
         if c.kind == ChangeKind::Delete {
             continue;
         }
-        let Some(node) = tree.lookup(&c.path) else {
+        let Some((is_dir, nlink, ino, len)) = meta(&c.path) else {
             continue;
         };
-        if node.is_dir() || (node.nlink > 1 && !seen.insert(node.ino)) {
+        if is_dir || (nlink > 1 && !seen.insert(ino)) {
             continue;
         }
-        size = size.saturating_add(i64::try_from(node.size).unwrap_or(i64::MAX));
+        size = size.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
     }
-    Ok(size)
+    size
 }
 
 /// The changes and the collected tree of the new side.
@@ -634,25 +640,11 @@ fn nanos() -> u128 {
 /// Go's `ChangesSize(newDir, changes)`: the sum of the `lstat` sizes of the non-directory
 /// `Add`/`Modify` entries, hard links counted once; deletes and unreadable entries count 0.
 pub fn changes_size(root: &Path, changes: &[Change]) -> i64 {
-    let mut seen = HashSet::new();
-    let mut size: i64 = 0;
-    for c in changes {
-        if c.kind == ChangeKind::Delete {
-            continue;
-        }
-        let path = root.join(c.path.trim_start_matches('/'));
-        let Ok(md) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if md.is_dir() {
-            continue;
-        }
-        if md.nlink() > 1 && !seen.insert(md.ino()) {
-            continue;
-        }
-        size = size.saturating_add(i64::try_from(md.size()).unwrap_or(i64::MAX));
-    }
-    size
+    sum_sizes(changes, |path| {
+        std::fs::symlink_metadata(root.join(path.trim_start_matches('/')))
+            .ok()
+            .map(|md| (md.is_dir(), md.nlink(), md.ino(), md.size()))
+    })
 }
 
 #[cfg(test)]

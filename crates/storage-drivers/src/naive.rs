@@ -193,8 +193,9 @@ pub(crate) fn diff_size_layers(
 
 /// Naive `DiffSize`: the size of the changes between `layer` and `parent`.
 pub(crate) fn diff_size(layer: &Path, parent: Option<&Path>) -> Result<i64> {
-    let changes = changes(layer, parent)?;
-    Ok(storage_archive::changes::changes_size(layer, &changes))
+    let none: Maps<'_> = (&[], &[]);
+    storage_archive::changes::changes_dirs_size_mapped(layer, none, parent, none)
+        .map_err(archive_err)
 }
 
 /// Naive `Changes`.

@@ -675,6 +675,19 @@ mod tests {
             .collect()
     }
 
+    /// Whether the test runs as root; elsewhere it skips saying `why`, and in CI fails.
+    fn as_root(why: &str) -> bool {
+        if rustix::process::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root in CI"
+        );
+        eprintln!("SKIPPING: {why}");
+        false
+    }
+
     /// Two identical trees with equal times (like a vfs copy).
     fn twins() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
@@ -844,12 +857,7 @@ mod tests {
 
     #[test]
     fn capabilities_count_as_modification_with_or_without_user_xattrs() {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "needs root in CI"
-            );
-            eprintln!("SKIPPING: setting security.capability needs root");
+        if !as_root("setting security.capability needs root") {
             return;
         }
         // VFS_CAP_REVISION_2, CAP_NET_BIND_SERVICE permitted (struct vfs_cap_data).
@@ -877,12 +885,7 @@ mod tests {
 
     #[test]
     fn owners_compare_after_mapping() {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "needs root in CI"
-            );
-            eprintln!("SKIPPING: chown needs root");
+        if !as_root("chown needs root") {
             return;
         }
         let (_t, old, new) = twins();

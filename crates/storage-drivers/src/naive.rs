@@ -1,7 +1,7 @@
 //! Go's NaiveDiffDriver: diffs of drivers that only hold plain directories.
 
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
@@ -242,68 +242,13 @@ pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts
     storage_archive::unpack(diff, layer, &unpack).map_err(Error::from)
 }
 
-/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned, so `..`
-/// can leave the root and then fail like Go's does).
-pub(crate) struct PathFileGetter {
-    root: PathBuf,
-}
-
-impl PathFileGetter {
-    pub(crate) fn new(root: PathBuf) -> Self {
-        PathFileGetter { root }
-    }
-}
-
-/// Go's `filepath.Join(root, name)`: joins then cleans lexically.
-fn go_join(root: &Path, name: &Path) -> PathBuf {
-    let mut out: Vec<Component<'_>> = Vec::new();
-    for c in root.components().chain(name.components()) {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => match out.last() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir) => {}
-                _ => out.push(c),
-            },
-            Component::RootDir if !out.is_empty() => {}
-            other => out.push(other),
-        }
-    }
-    out.iter().collect()
-}
-
-impl storage_tarsplit::FileGetter for PathFileGetter {
-    fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = go_join(&self.root, Path::new(std::ffi::OsStr::from_bytes(name)));
-        // Go opens whatever `Join` gives, also outside the layer for a name with `..`
-        // from a hostile tar-split file. We never read outside the layer: such a name
-        // fails as if absent, with the text Go gives when nothing is there.
-        if !path.starts_with(go_join(&self.root, Path::new(""))) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("open {}: no such file or directory", path.display()),
-            ));
-        }
-        let f = std::fs::File::open(&path).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "open {}: {}",
-                    path.display(),
-                    storage_types::go_io_error_text(&e)
-                ),
-            )
-        })?;
-        Ok(Box::new(f))
-    }
-}
+/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned); a name that
+/// cleans to a path outside the layer fails as if absent instead of being read.
+pub(crate) type PathFileGetter = storage_tarsplit::DirFileGetter;
 
 #[cfg(test)]
 mod tests {
-    use super::{PathFileGetter, go_join};
+    use super::PathFileGetter;
     use std::io::Read;
     use std::path::Path;
     use storage_tarsplit::FileGetter;
@@ -340,21 +285,10 @@ mod tests {
 
     #[test]
     fn join_cleans_like_go() {
-        assert_eq!(
-            go_join(Path::new("/a/b"), Path::new("c/./d")),
-            Path::new("/a/b/c/d")
-        );
-        assert_eq!(
-            go_join(Path::new("/a/b"), Path::new("../escape")),
-            Path::new("/a/escape")
-        );
-        assert_eq!(
-            go_join(Path::new("/a/b"), Path::new("/x")),
-            Path::new("/a/b/x")
-        );
-        assert_eq!(
-            go_join(Path::new("/"), Path::new("../../x")),
-            Path::new("/x")
-        );
+        let join = |root: &str, name: &str| PathFileGetter::new(root).path_of(name.as_bytes());
+        assert_eq!(join("/a/b", "c/./d"), Path::new("/a/b/c/d"));
+        assert_eq!(join("/a/b", "../escape"), Path::new("/a/escape"));
+        assert_eq!(join("/a/b", "/x"), Path::new("/a/b/x"));
+        assert_eq!(join("/", "../../x"), Path::new("/x"));
     }
 }

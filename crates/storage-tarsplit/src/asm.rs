@@ -2,8 +2,10 @@
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
+use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -205,27 +207,95 @@ pub trait FileGetter {
 }
 
 /// A [`FileGetter`] reading from a directory: opens Go's `filepath.Join(root, name)`.
-#[derive(Debug, Clone)]
+///
+/// Unlike Go, a name that `Join` cleans to a path outside `root` (`../x` in a hostile
+/// tar-split file) is never opened: it fails as if absent, with the text Go gives when
+/// nothing is there. Files are opened relative to a handle on their directory, kept while
+/// consecutive names share it (tar order), so the path is not walked from `/` per file;
+/// the result is the same file `open(2)` of the joined path gives.
+#[derive(Debug)]
 pub struct DirFileGetter {
     root: PathBuf,
+    /// `root` cleaned like Go's `filepath.Clean`.
+    clean_root: Vec<u8>,
+    /// The directory of the last file opened and an `O_PATH` handle on it.
+    dir: Option<(Vec<u8>, OwnedFd)>,
+}
+
+impl Clone for DirFileGetter {
+    fn clone(&self) -> Self {
+        DirFileGetter::new(self.root.clone())
+    }
 }
 
 impl DirFileGetter {
     /// A getter for files under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirFileGetter { root: root.into() }
+        let root = root.into();
+        let clean_root = clean_path(root.as_os_str().as_bytes());
+        DirFileGetter {
+            root,
+            clean_root,
+            dir: None,
+        }
     }
 
     /// Go's `filepath.Join(root, name)`.
     pub fn path_of(&self, name: &[u8]) -> PathBuf {
-        let mut joined = self.root.as_os_str().as_bytes().to_vec();
+        PathBuf::from(std::ffi::OsString::from_vec(self.join(name)))
+    }
+
+    fn join(&self, name: &[u8]) -> Vec<u8> {
+        let mut joined = Vec::with_capacity(self.clean_root.len() + 1 + name.len());
+        joined.extend_from_slice(self.root.as_os_str().as_bytes());
         if !name.is_empty() {
             if !joined.is_empty() {
                 joined.push(b'/');
             }
             joined.extend_from_slice(name);
         }
-        PathBuf::from(std::ffi::OsStr::from_bytes(&clean_path(&joined)))
+        clean_path(&joined)
+    }
+
+    /// Whether the cleaned `path` is `root` or below it.
+    fn inside(&self, path: &[u8]) -> bool {
+        let r = &self.clean_root[..];
+        if r == b"." {
+            return path != b".." && !path.starts_with(b"../");
+        }
+        match path.strip_prefix(r) {
+            Some(rest) => rest.is_empty() || rest[0] == b'/' || r.ends_with(b"/"),
+            None => false,
+        }
+    }
+
+    /// Opens `path` (cleaned, inside the root) through the cached handle on its directory.
+    fn open_in_dir(&mut self, path: &[u8]) -> Option<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let slash = path.iter().rposition(|&b| b == b'/')?;
+        let (dir, base) = (&path[..slash], &path[slash + 1..]);
+        if dir.is_empty() || base.is_empty() {
+            return None;
+        }
+        if self.dir.as_ref().map(|(d, _)| d.as_slice()) != Some(dir) {
+            self.dir = None;
+            let fd = rustix::fs::open(
+                OsStr::from_bytes(dir),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            self.dir = Some((dir.to_vec(), fd));
+        }
+        let (_, fd) = self.dir.as_ref()?;
+        rustix::fs::openat(
+            fd,
+            OsStr::from_bytes(base),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(std::fs::File::from)
     }
 }
 
@@ -248,10 +318,24 @@ pub(crate) fn go_path_error(op: &str, path: &Path, e: &io::Error) -> io::Error {
 
 impl FileGetter for DirFileGetter {
     fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-        let path = self.path_of(name);
-        match std::fs::File::open(&path) {
+        let path = self.join(name);
+        if !self.inside(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "open {}: no such file or directory",
+                    String::from_utf8_lossy(&path)
+                ),
+            ));
+        }
+        if let Some(f) = self.open_in_dir(&path) {
+            return Ok(Box::new(f));
+        }
+        // Not there (or not a directory on the way): the full path gives Go's error.
+        let path = Path::new(OsStr::from_bytes(&path));
+        match std::fs::File::open(path) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) => Err(go_path_error("open", &path, &e)),
+            Err(e) => Err(go_path_error("open", path, &e)),
         }
     }
 }
@@ -263,14 +347,41 @@ impl FileGetter for DirFileGetter {
 /// computed; a mismatch fails with `file integrity checksum failed for "<name>"` (the
 /// output already holds the file's bytes then, as in Go).
 pub fn reassemble(
-    tar_split_gz: impl Read,
+    tar_split_gz: impl Read + Send,
     getter: &mut dyn FileGetter,
     out: &mut dyn Write,
 ) -> Result<u64, Error> {
-    reassemble_entries(Entries::from_gzip(tar_split_gz), getter, out)
+    // The tar-split file is inflated and decoded (JSON, base64) on a second thread while
+    // this one reads the files and writes; batches bound what is decoded ahead.
+    const BATCH: usize = 256;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Entry, Error>>>(8);
+        std::thread::Builder::new()
+            .name("tar-split decode".into())
+            .spawn_scoped(s, move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                for e in Entries::from_gzip(tar_split_gz) {
+                    let stop = e.is_err();
+                    batch.push(e);
+                    if batch.len() == BATCH || stop {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // A closed channel: the reassembly stopped (error); so do we.
+                        if tx.send(full).is_err() || stop {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+            })
+            .map_err(Error::Io)?;
+        reassemble_entries(rx.into_iter().flatten(), getter, out)
+    })
 }
 
 /// [`reassemble`] over already-decoded entries (for example [`Entries::from_json`]).
+///
+/// Output is gathered in a 1 MiB buffer that file contents are read into directly, and
+/// written in large pieces; what was gathered is written before an error is returned.
 pub fn reassemble_entries<I>(
     entries: I,
     getter: &mut dyn FileGetter,
@@ -279,32 +390,106 @@ pub fn reassemble_entries<I>(
 where
     I: IntoIterator<Item = Result<Entry, Error>>,
 {
+    let mut o = OutBuf {
+        buf: Vec::new(),
+        len: 0,
+        out,
+    };
+    let r = copy_entries(entries, getter, &mut o);
+    let flushed = o.flush().map_err(Error::Io);
+    let n = r?;
+    flushed?;
+    Ok(n)
+}
+
+/// The output buffer of [`reassemble_entries`].
+struct OutBuf<'a> {
+    buf: Vec<u8>,
+    len: usize,
+    out: &'a mut dyn Write,
+}
+
+impl OutBuf<'_> {
+    const SIZE: usize = 1024 * 1024;
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.len > 0 {
+            self.out.write_all(&self.buf[..self.len])?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+
+    /// Free space for at least `want` bytes (capped at the buffer size), flushing if needed.
+    fn spare(&mut self, want: u64) -> io::Result<&mut [u8]> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; Self::SIZE];
+        }
+        let want = usize::try_from(want).unwrap_or(usize::MAX).min(Self::SIZE);
+        if Self::SIZE - self.len < want {
+            self.flush()?;
+        }
+        Ok(&mut self.buf[self.len..])
+    }
+
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.len() >= Self::SIZE / 2 {
+            self.flush()?;
+            return self.out.write_all(data);
+        }
+        let n = data.len();
+        self.spare(n as u64)?[..n].copy_from_slice(data);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn copy_entries<I>(
+    entries: I,
+    getter: &mut dyn FileGetter,
+    o: &mut OutBuf<'_>,
+) -> Result<u64, Error>
+where
+    I: IntoIterator<Item = Result<Entry, Error>>,
+{
     let mut written: u64 = 0;
-    let mut buf: Vec<u8> = Vec::new();
     for entry in entries {
         let entry = entry?;
         match entry.kind {
             EntryKind::Segment => {
                 let p = entry.payload.as_deref().unwrap_or_default();
-                out.write_all(p).map_err(Error::Io)?;
+                o.put(p).map_err(Error::Io)?;
                 written += p.len() as u64;
             }
             EntryKind::File if entry.size != 0 => {
-                if buf.is_empty() {
-                    buf = vec![0u8; 1024 * 1024];
-                }
                 let mut f = getter.open(&entry.name).map_err(Error::from_io)?;
+                let size = u64::try_from(entry.size).unwrap_or(0);
                 let mut crc = 0u64;
+                let mut got: u64 = 0;
                 loop {
-                    let n = match f.read(&mut buf) {
+                    // One byte more than the recorded size is asked for: a shorter read at
+                    // that size is the end of a regular file, so no read for EOF is needed.
+                    // A longer file is read to its end (and fails the checksum, like Go).
+                    let want = if got <= size {
+                        size - got + 1
+                    } else {
+                        u64::MAX
+                    };
+                    let space = o.spare(want.min(64 * 1024)).map_err(Error::Io)?;
+                    let ask = usize::try_from(want).unwrap_or(usize::MAX).min(space.len());
+                    let n = match f.read(&mut space[..ask]) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(Error::from_io(e)),
                     };
-                    out.write_all(&buf[..n]).map_err(Error::Io)?;
-                    crc = crc64_update(crc, &buf[..n]);
+                    crc = crc64_update(crc, &space[..n]);
+                    o.len += n;
+                    got += n as u64;
                     written += n as u64;
+                    if got == size && n < ask {
+                        break;
+                    }
                 }
                 if entry.payload.as_deref() != Some(&crc.to_be_bytes()[..]) {
                     return Err(Error::ChecksumMismatch(entry.name));

@@ -2,6 +2,14 @@
 
 /// Go's `filepath.Clean` on raw bytes (Unix separators).
 pub fn clean_path(path: &[u8]) -> Vec<u8> {
+    match already_clean(path) {
+        Some(clean) => clean.to_vec(),
+        None => clean_slow(path),
+    }
+}
+
+/// [`clean_path`] by Go's algorithm, for every input.
+fn clean_slow(path: &[u8]) -> Vec<u8> {
     if path.is_empty() {
         return b".".to_vec();
     }
@@ -46,6 +54,35 @@ pub fn clean_path(path: &[u8]) -> Vec<u8> {
         return b".".to_vec();
     }
     out
+}
+
+/// The common case of [`clean_path`]: `path`, or `path` without one leading `./`, when
+/// that is already clean (no empty, `.` or `..` element, no trailing slash).
+fn already_clean(path: &[u8]) -> Option<&[u8]> {
+    if path.is_empty() {
+        return None;
+    }
+    let p = match path.strip_prefix(b"./") {
+        Some(rest) if !rest.is_empty() && rest[0] != b'/' => rest,
+        Some(_) => return None,
+        None => path,
+    };
+    if p.ends_with(b"/") && p != b"/" {
+        return None;
+    }
+    let mut elems = p.split(|&b| b == b'/');
+    if p[0] == b'/' {
+        elems.next();
+    }
+    if p == b"/" {
+        return Some(p);
+    }
+    for e in elems {
+        if e.is_empty() || e == b"." || e == b".." {
+            return None;
+        }
+    }
+    Some(p)
 }
 
 /// Whether Go's `unicode.IsPrint` would call this (non-ASCII) char printable
@@ -183,6 +220,42 @@ mod tests {
                 "clean({i:?})"
             );
         }
+    }
+
+    #[test]
+    fn clean_fast_path_agrees_with_the_algorithm() {
+        // Every path of up to 6 characters over the alphabet that matters.
+        let alphabet = [b'a', b'.', b'/'];
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = paths
+                .iter()
+                .flat_map(|p| {
+                    alphabet.iter().map(move |&c| {
+                        let mut q = p.clone();
+                        q.push(c);
+                        q
+                    })
+                })
+                .collect();
+            paths.extend(longer);
+        }
+        paths.sort();
+        paths.dedup();
+        assert!(paths.len() > 1000);
+        let mut fast = 0;
+        for p in &paths {
+            if already_clean(p).is_some() {
+                fast += 1;
+            }
+            assert_eq!(
+                clean_path(p),
+                clean_slow(p),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        assert!(fast > 50, "the fast path is taken ({fast})");
     }
 
     #[test]

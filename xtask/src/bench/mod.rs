@@ -349,13 +349,19 @@ impl Seq<'_> {
     }
 
     /// `diff -u` of `layer` must hash to the dataset's tar; a mismatch marks `w` FAIL. When
-    /// `as_workload` is given, the diff itself is recorded under that name.
+    /// `as_workload` is given, a diff is also timed under that name, its output drained like
+    /// the `tar -c` it is compared with (hashing in this process would take CPU time from the
+    /// measured one), and checked by the untimed, hashed run that follows.
     fn check(&mut self, w: &str, layer: &str, ds: &Dataset, as_workload: Option<&str>) {
         let args = vec!["diff".to_string(), "-u".into(), layer.into()];
-        let got = match as_workload {
-            Some(dw) => self.timed(dw, &args, None, Sink::Hash),
-            None => self.cli.untimed(&args, Sink::Hash),
-        };
+        if let Some(dw) = as_workload
+            && let Ok(o) = self.timed(dw, &args, None, Sink::Drain)
+            && o.out_len != ds.size
+        {
+            let why = format!("diff -u gave {} bytes, the tar has {}", o.out_len, ds.size);
+            self.fail(dw, why);
+        }
+        let got = self.cli.untimed(&args, Sink::Hash);
         match got {
             Ok(o) if o.sha256.as_deref() == Some(ds.sha256.as_str()) => {}
             Ok(o) => {

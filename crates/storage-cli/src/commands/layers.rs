@@ -561,7 +561,13 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (from, to) = from_to(ctx);
     let file = ctx.flags.str("-file");
     let mut output: Box<dyn Write> = if file.is_empty() {
-        Box::new(std::io::stdout().lock())
+        // Unbuffered like Go's os.Stdout (not std's line-buffered stdout, which splits a tar
+        // stream at its newlines); BufWriter below gathers small pieces.
+        use std::os::fd::AsFd;
+        match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(fd)),
+            Err(_) => Box::new(std::io::stdout().lock()),
+        }
     } else {
         Box::new(
             std::fs::File::create(&file)
@@ -583,7 +589,7 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     }
     let opts = DiffOptions { compression };
     let mut progress = ProgressWriter::new(&mut output, crate::progress::bar(None));
-    let mut buffered = std::io::BufWriter::new(&mut progress);
+    let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, &mut progress);
     ctx.store
         .diff(from.as_deref(), &to, &opts, &mut buffered)
         .map_err(|e| e.to_string())?;

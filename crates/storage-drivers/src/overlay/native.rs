@@ -450,15 +450,16 @@ impl LayeredFileGetter {
 
 impl storage_tarsplit::FileGetter for LayeredFileGetter {
     fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-        let found = self
-            .getters
-            .iter_mut()
-            .position(|g| g.open(name).is_ok())
-            .unwrap_or(0);
-        match self.getters.get_mut(found) {
-            Some(g) => g.open(name),
-            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        let mut first_err = None;
+        for g in &mut self.getters {
+            match g.open(name) {
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
+        Err(first_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
     }
 }
 

@@ -22,21 +22,35 @@ impl Formatter for GoFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            let esc: &[u8] = match c {
-                '<' => b"\\u003c",
-                '>' => b"\\u003e",
-                '&' => b"\\u0026",
-                '\u{2028}' => b"\\u2028",
-                '\u{2029}' => b"\\u2029",
-                _ => continue,
+        // Byte scan: '<' '>' '&' and the UTF-8 of U+2028/U+2029 (E2 80 A8/A9) are all
+        // that Go escapes beyond what serde_json does; they are rare, so runs are copied
+        // whole.
+        let bytes = fragment.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        while i < bytes.len() {
+            let (esc, len): (&[u8], usize) = match bytes[i] {
+                b'<' => (b"\\u003c", 1),
+                b'>' => (b"\\u003e", 1),
+                b'&' => (b"\\u0026", 1),
+                0xE2 if bytes.get(i + 1) == Some(&0x80) => match bytes.get(i + 2) {
+                    Some(0xA8) => (b"\\u2028", 3),
+                    Some(0xA9) => (b"\\u2029", 3),
+                    _ => {
+                        i += 1;
+                        continue;
+                    }
+                },
+                _ => {
+                    i += 1;
+                    continue;
+                }
             };
-            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(&bytes[start..i])?;
             writer.write_all(esc)?;
-            start = i + c.len_utf8();
+            i += len;
+            start = i;
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(&bytes[start..])
     }
 
     fn write_char_escape<W: ?Sized + Write>(
@@ -140,6 +154,11 @@ mod tests {
             r#""a\u003cb\u003e\u0026c \"q\" é\u2028\u2029\u0008\u000c"#.to_owned()
                 + "\u{7f}"
                 + r#"\u0001\n\t\r\\/""#
+        );
+        // Neighbours of U+2028/U+2029 in UTF-8 stay raw.
+        assert_eq!(
+            to_go_json("\u{2027}\u{20ac}\u{202a}x\u{2029}"),
+            "\"\u{2027}\u{20ac}\u{202a}x\\u2029\"".as_bytes()
         );
         let mut m = BTreeMap::new();
         m.insert("b".to_owned(), 1);

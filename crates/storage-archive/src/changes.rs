@@ -502,35 +502,61 @@ pub fn changes_dirs_mapped(
         // no xattrs, no tree — names and directory types from readdir, in the same
         // (sorted, pre-order) order as the full comparison gives.
         let mut out = Vec::new();
-        all_added(layer, "/", &mut out)?;
+        all_added(layer, "/", false, &mut out)?;
         return Ok(out);
     }
     changes_and_tree(layer, layer_maps, parent, parent_maps).map(|(changes, _)| changes)
 }
 
+/// The changes of an overlay upper directory that has no lower layers (Go's
+/// `OverlayChanges` with no lowers): every entry is an `Add`, except overlay whiteouts
+/// (character devices 0/0), which are `Delete`s; sorted by name, each directory before its
+/// children. Names and types come from readdir; only character devices are stat'ed.
+pub fn overlay_changes_without_lowers(upper: &Path) -> io::Result<Vec<Change>> {
+    let mut out = Vec::new();
+    all_added(upper, "/", true, &mut out)?;
+    Ok(out)
+}
+
 /// Appends an `Add` for every entry under `dir` (shown as `prefix`), sorted by name, each
-/// directory before its children.
-fn all_added(dir: &Path, prefix: &str, out: &mut Vec<Change>) -> io::Result<()> {
+/// directory before its children; with `whiteouts`, a character device 0/0 is a `Delete`.
+fn all_added(dir: &Path, prefix: &str, whiteouts: bool, out: &mut Vec<Change>) -> io::Result<()> {
+    use rustix::fs::FileType;
     let fd = open_dir(dir)?;
     let mut names = Vec::new();
     for (name, _, file_type) in read_names(&fd)? {
-        let is_dir = match file_type {
-            rustix::fs::FileType::Directory => true,
-            rustix::fs::FileType::Unknown => lstat_opt(&fd, &name)?.is_some_and(|m| m.is_dir()),
-            _ => false,
+        let (is_dir, kind) = match file_type {
+            FileType::Directory => (true, ChangeKind::Add),
+            FileType::CharacterDevice | FileType::Unknown
+                if whiteouts || file_type == FileType::Unknown =>
+            {
+                let m = lstat_opt(&fd, &name)?;
+                let is_dir = m.as_ref().is_some_and(Meta::is_dir);
+                let whiteout = whiteouts
+                    && m.is_some_and(|m| m.mode & libc::S_IFMT == libc::S_IFCHR && m.rdev == 0);
+                (
+                    is_dir,
+                    if whiteout {
+                        ChangeKind::Delete
+                    } else {
+                        ChangeKind::Add
+                    },
+                )
+            }
+            _ => (false, ChangeKind::Add),
         };
-        names.push((name, is_dir));
+        names.push((name, is_dir, kind));
     }
     // Closed before descending: deep trees must not pile up descriptors.
     drop(fd);
-    for (name, is_dir) in names {
+    for (name, is_dir, kind) in names {
         let path = join(prefix, &name);
         out.push(Change {
             path: path.clone(),
-            kind: ChangeKind::Add,
+            kind,
         });
         if is_dir {
-            all_added(&dir.join(&name), &path, out)?;
+            all_added(&dir.join(&name), &path, whiteouts, out)?;
         }
     }
     Ok(())
@@ -544,11 +570,45 @@ pub fn changes_dirs_size_mapped(
     parent: Option<&Path>,
     parent_maps: (&[IdMap], &[IdMap]),
 ) -> io::Result<i64> {
+    if parent.is_none() && std::fs::symlink_metadata(layer)?.is_dir() {
+        // Every entry is an `Add`: the sizes of the non-directories, stat'ed relative to
+        // their open directory, and no change list or tree.
+        let mut total = 0;
+        size_all_added(layer, &mut HashSet::new(), &mut total)?;
+        return Ok(total);
+    }
     let (changes, tree) = changes_and_tree(layer, layer_maps, parent, parent_maps)?;
     Ok(sum_sizes(&changes, |path| {
         tree.lookup(path)
             .map(|n| (n.is_dir(), n.nlink, n.ino, n.size))
     }))
+}
+
+/// [`sum_sizes`] of [`all_added`]'s changes: the `lstat` sizes of the non-directories under
+/// `dir`, hard links (by inode) once.
+fn size_all_added(dir: &Path, seen: &mut HashSet<u64>, total: &mut i64) -> io::Result<()> {
+    let fd = open_dir(dir)?;
+    let mut dirs = Vec::new();
+    for (name, _, file_type) in read_names(&fd)? {
+        if file_type == rustix::fs::FileType::Directory {
+            dirs.push(name);
+            continue;
+        }
+        let Some(m) = lstat_opt(&fd, &name)? else {
+            continue;
+        };
+        if m.is_dir() {
+            dirs.push(name);
+        } else if m.nlink <= 1 || seen.insert(m.ino) {
+            *total = total.saturating_add(i64::try_from(m.size).unwrap_or(i64::MAX));
+        }
+    }
+    // Closed before descending: deep trees must not pile up descriptors.
+    drop(fd);
+    for name in dirs {
+        size_all_added(&dir.join(&name), seen, total)?;
+    }
+    Ok(())
 }
 
 /// Go's `ChangesSize` rule over `(is_dir, nlink, ino, size)` of each changed path (`None`:
@@ -731,6 +791,7 @@ mod tests {
         std::fs::hard_link(new.join("added"), new.join("a/link-to-added")).unwrap();
         std::fs::create_dir(new.join("newdir")).unwrap();
         std::fs::write(new.join("newdir/x"), b"xyz").unwrap();
+        std::os::unix::fs::symlink("a-target-of-some-length", new.join("newdir/sl")).unwrap();
         std::fs::remove_file(new.join("top")).unwrap();
         let none: (&[IdMap], &[IdMap]) = (&[], &[]);
         for parent in [Some(old.as_path()), None] {

@@ -313,6 +313,11 @@ pub(crate) fn changes(
     lowers: &[PathBuf],
     opaque_xattr: &str,
 ) -> io::Result<Vec<Change>> {
+    if lowers.is_empty() {
+        // Nothing to compare with: names and types from readdir (what the walk below gives
+        // then, without a stat and an xattr read per entry).
+        return storage_archive::changes::overlay_changes_without_lowers(upper);
+    }
     let mut out = Vec::new();
     let mut changed_dirs: HashSet<String> = HashSet::new();
     walk_changes(upper, "", lowers, opaque_xattr, &mut out, &mut changed_dirs)?;
@@ -475,6 +480,60 @@ mod tests {
         std::fs::hard_link(tmp.path().join("d/a"), tmp.path().join("b")).unwrap();
         std::os::unix::fs::symlink("xyz", tmp.path().join("s")).unwrap();
         assert_eq!(dir_size(tmp.path()), 8);
+    }
+
+    #[test]
+    fn changes_without_lowers_match_the_full_walk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let up = tmp.path();
+        for d in ["a/b/c", "a/e", "z", "opaque"] {
+            std::fs::create_dir_all(up.join(d)).unwrap();
+        }
+        for f in ["a/f", "a/b/g", "a/b/c/h", "b", "z/\u{e9}t\u{e9}"] {
+            std::fs::write(up.join(f), f).unwrap();
+        }
+        std::os::unix::fs::symlink("a/f", up.join("a/link")).unwrap();
+        // Opaque only matters against lowers; set when allowed (root), ignored otherwise.
+        let _ = rustix::fs::setxattr(
+            up.join("opaque"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        );
+        if rustix::process::geteuid().is_root() {
+            for (name, dev) in [("a/b/gone", 0), ("a/dev", rustix::fs::makedev(1, 3))] {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    up.join(name),
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    dev,
+                )
+                .unwrap();
+            }
+        }
+        let fast = changes(up, &[], "trusted.overlay.opaque").unwrap();
+        let mut slow = Vec::new();
+        walk_changes(
+            up,
+            "",
+            &[],
+            "trusted.overlay.opaque",
+            &mut slow,
+            &mut HashSet::new(),
+        )
+        .unwrap();
+        let show = |v: &[Change]| {
+            v.iter()
+                .map(|c| format!("{} {}", c.kind.letter(), c.path))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(show(&fast), show(&slow));
+        assert!(fast.len() >= 12, "{:?}", show(&fast));
+        if rustix::process::geteuid().is_root() {
+            assert!(show(&fast).contains(&"D /a/b/gone".to_string()));
+            assert!(show(&fast).contains(&"A /a/dev".to_string()));
+        }
     }
 
     #[test]

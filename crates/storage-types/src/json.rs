@@ -26,6 +26,18 @@ impl Formatter for GoFormatter {
         // that Go escapes beyond what serde_json does; they are rare, so runs are copied
         // whole.
         let bytes = fragment.as_bytes();
+        // Branch-free test over fixed-size chunks (vectorised), then the exact scan only
+        // for the rare fragment that has a candidate byte.
+        let candidate = |b: u8| (b == b'<') | (b == b'>') | (b == b'&') | (b == 0xE2);
+        let chunks = bytes.chunks_exact(32);
+        let tail = chunks.remainder();
+        let any = chunks
+            .map(|c| c.iter().fold(false, |acc, &b| acc | candidate(b)))
+            .fold(false, |acc, x| acc | x)
+            || tail.iter().any(|&b| candidate(b));
+        if !any {
+            return writer.write_all(bytes);
+        }
         let (mut start, mut i) = (0, 0);
         while i < bytes.len() {
             let (esc, len): (&[u8], usize) = match bytes[i] {
@@ -154,6 +166,16 @@ mod tests {
             r#""a\u003cb\u003e\u0026c \"q\" é\u2028\u2029\u0008\u000c"#.to_owned()
                 + "\u{7f}"
                 + r#"\u0001\n\t\r\\/""#
+        );
+        // Candidates past the first 32-byte chunk and in the tail are found.
+        let long = format!("{}<{}\u{2028}", "x".repeat(40), "y".repeat(33));
+        assert_eq!(
+            to_go_json(long.as_str()),
+            format!("\"{}\\u003c{}\\u2028\"", "x".repeat(40), "y".repeat(33)).into_bytes()
+        );
+        assert_eq!(
+            to_go_json("x".repeat(64).as_str()),
+            format!("\"{}\"", "x".repeat(64)).into_bytes()
         );
         // Neighbours of U+2028/U+2029 in UTF-8 stay raw.
         assert_eq!(

@@ -246,6 +246,22 @@ impl DirFileGetter {
     }
 
     fn join(&self, name: &[u8]) -> Vec<u8> {
+        // Clean(root + "/" + name) is Clean(root) + "/" + Clean(name) when the root is
+        // absolute and the cleaned name is relative and does not climb: one clean of the
+        // (usually already clean) name instead of one of the whole path.
+        let r = &self.clean_root[..];
+        if !name.is_empty() && r.starts_with(b"/") {
+            let n = clean_path(name);
+            if n != b"." && n != b".." && !n.starts_with(b"/") && !n.starts_with(b"../") {
+                let mut out = Vec::with_capacity(r.len() + 1 + n.len());
+                out.extend_from_slice(r);
+                if r != b"/" {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(&n);
+                return out;
+            }
+        }
         let mut joined = Vec::with_capacity(self.clean_root.len() + 1 + name.len());
         joined.extend_from_slice(self.root.as_os_str().as_bytes());
         if !name.is_empty() {
@@ -524,6 +540,27 @@ mod tests {
         assert_eq!(one_per_line[0], Ok((EntryKind::File, b"a".to_vec())));
         assert!(kinds(b"").is_empty());
         assert!(kinds(b"\n \n").is_empty());
+    }
+
+    #[test]
+    fn join_equals_cleaning_the_whole_path() {
+        let names = crate::gostr::short_paths();
+        for root in ["/", "/r", "/r/s/", "//r/./s", "rel", "."] {
+            let g = DirFileGetter::new(root);
+            for n in &names {
+                let mut whole = root.as_bytes().to_vec();
+                if !n.is_empty() {
+                    whole.push(b'/');
+                    whole.extend_from_slice(n);
+                }
+                assert_eq!(
+                    g.join(n),
+                    clean_path(&whole),
+                    "{root} + {:?}",
+                    String::from_utf8_lossy(n)
+                );
+            }
+        }
     }
 
     #[test]

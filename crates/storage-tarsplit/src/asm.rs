@@ -1,7 +1,7 @@
 //! Reading side of tar-split: entry iteration and reassembly of the original tar stream.
 
 use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
@@ -85,7 +85,8 @@ pub struct Entries<R: Read> {
     buf: Vec<u8>,
     /// Entries (or the final error) parsed from the current line, in order.
     queue: VecDeque<Result<Entry, Error>>,
-    seen: HashSet<Vec<u8>>,
+    /// Cleaned names of the file entries so far (duplicates are refused).
+    seen: crate::PathSet,
     done: bool,
 }
 
@@ -103,7 +104,7 @@ impl<R: Read> Entries<R> {
             reader: BufReader::with_capacity(64 * 1024, r),
             buf: Vec::new(),
             queue: VecDeque::new(),
-            seen: HashSet::new(),
+            seen: crate::PathSet::default(),
             done: false,
         }
     }
@@ -161,7 +162,7 @@ impl<R: Read> Entries<R> {
     }
 }
 
-fn convert(seen: &mut HashSet<Vec<u8>>, raw: RawEntry<'_>) -> Result<Entry, Error> {
+fn convert(seen: &mut crate::PathSet, raw: RawEntry<'_>) -> Result<Entry, Error> {
     let name = match raw.name_raw.as_deref() {
         Some(s) if !s.is_empty() => b64("name_raw", s)?,
         _ => raw
@@ -175,7 +176,7 @@ fn convert(seen: &mut HashSet<Vec<u8>>, raw: RawEntry<'_>) -> Result<Entry, Erro
         2 => EntryKind::Segment,
         k => EntryKind::Other(k),
     };
-    if kind == EntryKind::File && !seen.insert(clean_path(&name)) {
+    if kind == EntryKind::File && !seen.insert(&clean_path(&name)) {
         return Err(Error::DuplicatePath);
     }
     let payload = match raw.payload.as_deref() {

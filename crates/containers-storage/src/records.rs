@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use storage_containers::NewContainer;
 use storage_images::NewImage;
 use storage_layers::CreateLayerOptions;
-use storage_types::{Container, Digest, Error, ErrorKind, IdMap, Image, Result, go_quote};
+use storage_types::{Container, Digest, Error, ErrorKind, FastSet, IdMap, Image, Result, go_quote};
 
 use crate::Store;
 
@@ -38,25 +38,30 @@ impl Store {
     /// Every image: the read-write store's, then the read-only stores' (with
     /// `read_only` set).
     pub fn images_list(&self) -> Result<Vec<Image>> {
-        let mut out: Vec<Image> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        for store in self.rw_images() {
-            for i in store.read()?.images() {
-                if seen.insert(i.id.clone()) {
-                    out.push(i.clone());
-                }
-            }
-        }
-        for ro in &self.ro_images {
-            for i in ro.read()?.images() {
-                if seen.insert(i.id.clone()) {
-                    let mut i = i.clone();
-                    i.read_only = true;
+        self.with_images(|images| images.iter().map(|i| (*i).clone()).collect())
+    }
+
+    /// The images of [`Store::images_list`], lent to `f` instead of copied (the stores stay
+    /// read-locked while `f` runs): listing 1000 images copies none of them.
+    pub fn with_images<R>(&self, f: impl FnOnce(&[&Image]) -> R) -> Result<R> {
+        let sets = self
+            .rw_images()
+            .chain(self.ro_images.iter())
+            .map(|s| s.read())
+            .collect::<Result<Vec<_>>>()?;
+        let total = sets.iter().map(|s| s.images().len()).sum();
+        let mut seen: FastSet<&str> = FastSet::default();
+        seen.reserve(total);
+        let mut out: Vec<&Image> = Vec::with_capacity(total);
+        for set in &sets {
+            // A read-only store loads its records with `read_only` set.
+            for i in set.images() {
+                if seen.insert(i.id.as_str()) {
                     out.push(i);
                 }
             }
         }
-        Ok(out)
+        Ok(f(&out))
     }
 
     /// The image named by `key` (read-write store first).

@@ -326,5 +326,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         }
     };
     let _ = std::io::stdout().flush();
+    // The process exits right after this returns: handing thousands of loaded records
+    // back to the allocator one by one would be the slowest part of a listing. Locks are
+    // not held here (guards live inside the calls) and the kernel closes the lock files.
+    std::mem::forget(store);
     code
 }

@@ -60,7 +60,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
-use storage_types::{Container, Digest, Error, ErrorKind, IdMap, Result, Timestamp, go_quote};
+use storage_types::{
+    Container, Digest, Error, ErrorKind, FastMap, IdMap, Result, Timestamp, go_quote,
+};
 
 /// File name of the records file of ordinary containers.
 pub const CONTAINERS_JSON: &str = "containers.json";
@@ -328,10 +330,9 @@ pub struct ContainerSet {
     containers: Vec<Container>,
     /// Whether each record lives in `volatile-containers.json`.
     volatile: Vec<bool>,
-    by_id: HashMap<String, usize>,
-    by_name: HashMap<String, usize>,
-    by_layer: HashMap<String, usize>,
-    index: storage_types::IdIndex,
+    by_id: FastMap<String, usize>,
+    by_name: FastMap<String, usize>,
+    by_layer: FastMap<String, usize>,
     token: Option<Token>,
 }
 
@@ -347,8 +348,6 @@ impl ContainerSet {
                 self.by_name.insert(name.clone(), n);
             }
         }
-        self.index =
-            storage_types::IdIndex::from_ids(self.containers.iter().map(|c| c.id.as_str()));
     }
 
     /// Go's lookup: exact ID, exact name, layer ID, unique ID prefix.
@@ -362,7 +361,7 @@ impl ContainerSet {
         if let Some(&n) = self.by_layer.get(id) {
             return Some(n);
         }
-        let full = self.index.unique(id)?;
+        let full = storage_types::unique_prefix(self.containers.iter().map(|c| c.id.as_str()), id)?;
         self.by_id.get(full).copied()
     }
 

@@ -46,13 +46,13 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
-use storage_types::{Digest, Error, ErrorKind, Image, Result, Timestamp, go_quote};
+use storage_types::{Digest, Error, ErrorKind, FastMap, Image, Result, Timestamp, go_quote};
 
 /// File name of the records file.
 pub const IMAGES_JSON: &str = "images.json";
@@ -297,9 +297,8 @@ fn write_state(lock: &RwLock<ImageSet>) -> RwLockWriteGuard<'_, ImageSet> {
 pub struct ImageSet {
     dir: PathBuf,
     images: Vec<Image>,
-    by_id: HashMap<String, usize>,
-    by_name: HashMap<String, usize>,
-    index: storage_types::IdIndex,
+    by_id: FastMap<String, usize>,
+    by_name: FastMap<String, usize>,
     /// Token seen at the last load or save; `None` before the first load.
     token: Option<Token>,
 }
@@ -315,18 +314,24 @@ fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     let mut images: Vec<Image> = storage_types::load_records(&path)?;
     // Later records win duplicate names (Go's load-time repair).
     let mut needs_save = false;
-    let mut owner: HashMap<String, usize> = HashMap::new();
-    for n in 0..images.len() {
-        let names = images[n].names.clone();
-        for name in names {
-            if let Some(&other) = owner.get(&name)
-                && other != n
-            {
-                images[other].names.retain(|x| *x != name);
-                needs_save = true;
+    // Borrowed names first, removals after: no copy of every name for the common case
+    // of no duplicates.
+    let mut taken: Vec<(usize, String)> = Vec::new();
+    {
+        let mut owner: FastMap<&str, usize> = FastMap::default();
+        for (n, image) in images.iter().enumerate() {
+            for name in &image.names {
+                if let Some(other) = owner.insert(name, n)
+                    && other != n
+                {
+                    taken.push((other, name.clone()));
+                }
             }
-            owner.insert(name, n);
         }
+    }
+    for (other, name) in taken {
+        images[other].names.retain(|x| *x != name);
+        needs_save = true;
     }
     for image in &mut images {
         image.recompute_digests().map_err(|e| {
@@ -359,7 +364,6 @@ impl ImageSet {
                 self.by_name.insert(name.clone(), n);
             }
         }
-        self.index = storage_types::IdIndex::from_ids(self.images.iter().map(|i| i.id.as_str()));
     }
 
     fn lookup(&self, id: &str) -> Option<usize> {
@@ -369,7 +373,7 @@ impl ImageSet {
         if let Some(&n) = self.by_name.get(id) {
             return Some(n);
         }
-        let full = self.index.unique(id)?;
+        let full = storage_types::unique_prefix(self.images.iter().map(|i| i.id.as_str()), id)?;
         self.by_id.get(full).copied()
     }
 

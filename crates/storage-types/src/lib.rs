@@ -61,8 +61,8 @@ pub use json::{
     GoFormatter, load_records, parse_records, to_go_json, to_go_json_line, try_to_go_json,
 };
 pub use lookup::{
-    IdIndex, Named, PrefixMatch, dedup_names, find, find_container, repair_duplicate_names,
-    take_names_from_others,
+    FastMap, FastSet, IdIndex, Named, PrefixMatch, dedup_names, find, find_container,
+    repair_duplicate_names, take_names_from_others, unique_prefix,
 };
 pub use records::{Container, Image, Layer, MountPoint, is_manifest_key, parse_images};
 pub use time::Timestamp;

@@ -81,7 +81,11 @@ pub fn create_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
-fn print_images(ctx: &Ctx<'_>, images: &[Image], empty_json: &str) -> Result<(), String> {
+fn print_images<I: std::borrow::Borrow<Image> + serde::Serialize>(
+    ctx: &Ctx<'_>,
+    images: &[I],
+    empty_json: &str,
+) -> Result<(), String> {
     if ctx.json() {
         if images.is_empty() {
             return out(empty_json);
@@ -91,6 +95,7 @@ fn print_images(ctx: &Ctx<'_>, images: &[Image], empty_json: &str) -> Result<(),
     let quiet = ctx.flags.bool("-quiet");
     let mut s = String::new();
     for i in images {
+        let i: &Image = i.borrow();
         s.push_str(&format!("{}\n", i.id));
         if quiet {
             continue;
@@ -110,8 +115,9 @@ fn print_images(ctx: &Ctx<'_>, images: &[Image], empty_json: &str) -> Result<(),
 
 /// `images`.
 pub fn images(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let images = ctx.store.images_list().map_err(|e| e.to_string())?;
-    print_images(ctx, &images, "null\n")?;
+    ctx.store
+        .with_images(|images| print_images(ctx, images, "null\n"))
+        .map_err(|e| e.to_string())??;
     Ok(0)
 }
 

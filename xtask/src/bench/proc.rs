@@ -112,6 +112,33 @@ fn wait4(pid: libc::pid_t) -> io::Result<(i32, libc::rusage)> {
     }
 }
 
+fn read_stdout(mut o: impl Read, sink: Sink) -> (Vec<u8>, Option<String>, u64) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut captured = Vec::new();
+    let mut hasher = (sink == Sink::Hash).then(Sha256::new);
+    let mut len = 0u64;
+    loop {
+        match o.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n as u64;
+                match sink {
+                    Sink::Capture => captured.extend_from_slice(&buf[..n]),
+                    Sink::Hash => {
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&buf[..n]);
+                        }
+                    }
+                    Sink::Drain | Sink::Null => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (captured, hasher.map(|h| hex(&h.finalize())), len)
+}
+
 fn read_stderr(mut r: impl Read) -> String {
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
@@ -141,50 +168,26 @@ pub fn measure(cmd: &mut Command, stdin: Option<&Path>, sink: Sink) -> io::Resul
             cmd.stdin(Stdio::null());
         }
     }
-    cmd.stdout(if sink == Sink::Null {
-        Stdio::null()
+    // Pipes and their reader threads exist before the clock starts: only the process is
+    // timed, not the setup of its observers.
+    let out = if sink == Sink::Null {
+        cmd.stdout(Stdio::null());
+        None
     } else {
-        Stdio::piped()
-    });
-    cmd.stderr(Stdio::piped());
+        let (r, w) = io::pipe()?;
+        cmd.stdout(w);
+        Some(thread::spawn(move || read_stdout(r, sink)))
+    };
+    let (err_r, err_w) = io::pipe()?;
+    cmd.stderr(err_w);
+    let err = thread::spawn(move || read_stderr(err_r));
     settle();
     reset_peak_rss();
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
-    let out = child.stdout.take().map(|mut o| {
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut captured = Vec::new();
-            let mut hasher = (sink == Sink::Hash).then(Sha256::new);
-            let mut len = 0u64;
-            loop {
-                match o.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        len += n as u64;
-                        match sink {
-                            Sink::Capture => captured.extend_from_slice(&buf[..n]),
-                            Sink::Hash => {
-                                if let Some(h) = hasher.as_mut() {
-                                    h.update(&buf[..n]);
-                                }
-                            }
-                            Sink::Drain | Sink::Null => {}
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            (captured, hasher.map(|h| hex(&h.finalize())), len)
-        })
-    });
-    let err = child
-        .stderr
-        .take()
-        .map(|e| thread::spawn(move || read_stderr(e)));
+    let spawned = cmd.spawn();
+    // Our copies of the write ends must go, or the readers never see end-of-file.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = spawned.map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
     let pid = child.id() as libc::pid_t;
     let waited = wait4(pid);
     let secs = start.elapsed().as_secs_f64();
@@ -192,7 +195,7 @@ pub fn measure(cmd: &mut Command, stdin: Option<&Path>, sink: Sink) -> io::Resul
     let (stdout, sha256, out_len) =
         out.and_then(|t| t.join().ok())
             .unwrap_or((Vec::new(), None, 0));
-    let stderr = err.and_then(|t| t.join().ok()).unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
     Ok(Outcome {
         secs,
         rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),

@@ -366,6 +366,18 @@ impl ImageSet {
         }
     }
 
+    /// Adds the last record to the indexes, as [`ImageSet::reindex`] would.
+    fn index_last(&mut self) {
+        let Some(image) = self.images.last() else {
+            return;
+        };
+        let n = self.images.len() - 1;
+        self.by_id.entry(image.id.clone()).or_insert(n);
+        for name in &image.names {
+            self.by_name.insert(name.clone(), n);
+        }
+    }
+
     fn lookup(&self, id: &str) -> Option<usize> {
         if let Some(&n) = self.by_id.get(id) {
             return Some(n);
@@ -632,7 +644,8 @@ impl ImagesWrite<'_> {
             .recompute_digests()
             .map_err(|e| e.context("validating digests for new image"))?;
         self.state.images.push(image);
-        self.state.reindex();
+        // The ID and the names are new (checked above): index the one record, not all.
+        self.state.index_last();
         let result = self.create_rest(&id, new.big_data);
         if let Err(err) = result {
             // The in-memory state knows the record: remove it the regular way.

@@ -351,11 +351,30 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        // Go: a JSON null leaves the zero time.
-        match Option::<String>::deserialize(d)? {
-            None => Ok(Timestamp::default()),
-            Some(s) => Timestamp::parse(&s).map_err(serde::de::Error::custom),
+        // Go: a JSON null leaves the zero time. The text is parsed where it lies (no copy).
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 time string or null")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Timestamp, E> {
+                Timestamp::parse(s).map_err(E::custom)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Timestamp, E> {
+                Ok(Timestamp::default())
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Timestamp, E> {
+                Ok(Timestamp::default())
+            }
+            fn visit_some<D2: Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<Timestamp, D2::Error> {
+                d.deserialize_str(V)
+            }
         }
+        d.deserialize_option(V)
     }
 }
 
@@ -492,6 +511,17 @@ mod tests {
         assert!(now > b && now.offset_seconds() == 0);
         let j: Timestamp = serde_json::from_str("null").expect("null");
         assert!(j.is_zero());
+        // In place, escaped (the parser copies it), inside a record, and a wrong type.
+        let j: Timestamp =
+            serde_json::from_str("\"2024-01-01T02:00:00\\u002b02:00\"").expect("esc");
+        assert_eq!(j, a);
+        let r: std::collections::BTreeMap<String, Timestamp> =
+            serde_json::from_str(r#"{"created":"2024-01-01T02:00:00+02:00","z":null}"#)
+                .expect("map");
+        assert_eq!(r["created"], a);
+        assert!(r["z"].is_zero());
+        assert!(serde_json::from_str::<Timestamp>("17").is_err());
+        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
         assert_eq!(
             serde_json::to_string(&a).expect("ser"),
             "\"2024-01-01T02:00:00+02:00\""

@@ -127,13 +127,17 @@ pub fn parse_records<T: DeserializeOwned>(data: &[u8], path: &Path) -> Result<Ve
     if data.is_empty() {
         return Ok(Vec::new());
     }
-    let parsed = match serde_json::from_slice::<Option<Vec<T>>>(data) {
-        Err(e) if std::str::from_utf8(data).is_err() => {
-            // Go replaces invalid UTF-8 by U+FFFD instead of failing.
+    // One pass validates the UTF-8 of the whole file, so that the parser need not check every
+    // string on its own (most of a record is strings).
+    let parsed = match std::str::from_utf8(data) {
+        Ok(text) => serde_json::from_str::<Option<Vec<T>>>(text),
+        Err(_) => {
+            // Go replaces invalid UTF-8 by U+FFFD instead of failing; if that does not parse
+            // either, the error is the one the raw bytes give.
             let lossy = String::from_utf8_lossy(data);
-            serde_json::from_str::<Option<Vec<T>>>(&lossy).map_err(|_| e)
+            serde_json::from_str::<Option<Vec<T>>>(&lossy)
+                .or_else(|_| serde_json::from_slice::<Option<Vec<T>>>(data))
         }
-        other => other,
     };
     parsed.map(Option::unwrap_or_default).map_err(|e| {
         Error::msg(
@@ -215,5 +219,10 @@ mod tests {
             load_records::<String>(&p).expect("lossy"),
             vec!["a\u{fffd}b".to_owned()]
         );
+        // Bad bytes in broken JSON: the error is the parser's for the raw bytes.
+        std::fs::write(&p, b"[\"a\xffb\"").expect("write");
+        let e = load_records::<String>(&p).expect_err("broken");
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("line 1 column"), "{e}");
     }
 }

@@ -19,8 +19,12 @@
 //! Limits: timings are wall-clock on a shared machine (other load shows up as wide min–max);
 //! peak RSS is `ru_maxrss` from `wait4`, which has a floor of this process's own RSS at spawn
 //! time (reported as the `true (RSS floor)` reference). Data is generated once per size in a
-//! child process and cached under `target/bench/data/`; stores live under `target/bench/run/`
-//! and are removed (after `shutdown -f` and unmounting anything left) after each sequence.
+//! child process and cached under `target/bench/data/`; stores live under `target/bench/run/`.
+//! Nothing is deleted before the last round is done: each apply makes a layer (or tar a
+//! directory) of its own, the measured deletions (`delete-layer`, `rm -rf`) come after all
+//! rounds, round by round, and then the stores are removed (after `shutdown -f` and unmounting
+//! anything left); see `Deletions` for why. The run needs room for every store at once
+//! (checked up front: about 60 GiB for the full run with both drivers and 3 rounds).
 
 mod data;
 mod proc;
@@ -278,6 +282,16 @@ struct Seq<'a> {
     scale: &'a Scale,
     groups: &'a [String],
     started: std::time::Instant,
+    later: Later,
+}
+
+/// The measured deletions of a sequence, run at the end of the round (see [`Deletions`]).
+#[derive(Default)]
+struct Later {
+    /// The `.tar.gz` small layer, for `delete-layer small`.
+    small: Option<String>,
+    /// The child of the small layer, for `delete-layer child`.
+    child: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -287,7 +301,27 @@ enum Fmt {
     Zst,
 }
 
-impl Seq<'_> {
+impl<'a> Seq<'a> {
+    /// A sequence on `cli`'s store, its clock started now.
+    fn new(
+        cli: Cli,
+        imp: Imp,
+        res: &'a mut Results,
+        (data, scale, groups): (&'a Data, &'a Scale, &'a [String]),
+        later: Later,
+    ) -> Self {
+        Seq {
+            cli,
+            imp,
+            res,
+            data,
+            scale,
+            groups,
+            started: std::time::Instant::now(),
+            later,
+        }
+    }
+
     fn want(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
@@ -449,12 +483,6 @@ impl Seq<'_> {
         Ok(id)
     }
 
-    fn delete_layer(&mut self, id: String) {
-        let _ = self
-            .cli
-            .untimed(&["delete-layer".into(), id], Sink::Capture);
-    }
-
     fn run(&mut self) {
         let data = self.data;
         let apply = self.want("apply");
@@ -471,21 +499,17 @@ impl Seq<'_> {
             id
         };
         if apply {
-            // Layers not needed later are deleted to keep the store small.
+            // Nothing is deleted before the round ends (see `Deletions`): every apply gets a
+            // layer of its own.
             for fmt in [Fmt::Gz, Fmt::Zst] {
-                if let Some(id) = self.apply(&data.small, fmt, None, None) {
-                    if matches!(fmt, Fmt::Gz) {
-                        let args = vec!["delete-layer".to_string(), id];
-                        let _ = self.timed("delete-layer small", &args, None, Sink::Capture);
-                    } else {
-                        self.delete_layer(id);
-                    }
+                if let Some(id) = self.apply(&data.small, fmt, None, None)
+                    && matches!(fmt, Fmt::Gz)
+                {
+                    self.later.small = Some(id);
                 }
             }
             for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
-                if let Some(id) = self.apply(&data.large, fmt, None, None) {
-                    self.delete_layer(id);
-                }
+                let _ = self.apply(&data.large, fmt, None, None);
             }
             // The upper layer goes on top of `lower` (checked like every apply).
             let lower = self.apply_untimed(&data.lower, None).and_then(|id| {
@@ -500,9 +524,7 @@ impl Seq<'_> {
             for fmt in [Fmt::Tar, Fmt::Gz, Fmt::Zst] {
                 match &lower {
                     Ok(p) => {
-                        if let Some(id) = self.apply(&data.upper, fmt, Some(p.as_str()), None) {
-                            self.delete_layer(id);
-                        }
+                        let _ = self.apply(&data.upper, fmt, Some(p.as_str()), None);
                     }
                     Err(e) => {
                         let w = apply_workload("upper", fmt, true);
@@ -581,6 +603,18 @@ impl Seq<'_> {
         if self.want("status") {
             let _ = self.timed("status", &["status".into()], None, Sink::Capture);
         }
+    }
+
+    /// The measured deletions left for the end of the round, then `shutdown -f`.
+    fn deletions(&mut self) {
+        if let Some(id) = self.later.small.take() {
+            let args = vec!["delete-layer".to_string(), id];
+            let _ = self.timed("delete-layer small", &args, None, Sink::Capture);
+        }
+        if let Some(id) = self.later.child.take() {
+            let args = vec!["delete-layer".to_string(), id];
+            let _ = self.timed("delete-layer child", &args, None, Sink::Capture);
+        }
         let _ = self
             .cli
             .untimed(&["shutdown".into(), "-f".into()], Sink::Capture);
@@ -636,7 +670,7 @@ impl Seq<'_> {
             }
             Err(_) => self.error(ws[2], "needs a mounted layer".into()),
         }
-        let _ = self.timed(ws[3], &["delete-layer".into(), child], None, Sink::Capture);
+        self.later.child = Some(child);
     }
 
     fn images_and_containers(&mut self) {
@@ -825,6 +859,159 @@ fn remove_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the benchmark deletes nothing until every round is done, and the wait before it starts.
+///
+/// ext4 without a journal (the root file system of the machine this was built on) prefers not
+/// to reuse an inode freed in the last 60 s, or 6 min while its inode-table block is dirty: to
+/// allocate an inode it checks the free ones of the group against their deletion time, one
+/// buffer lookup each, and only takes a recently freed one when the group has nothing else.
+/// A tree extracted next to one just deleted then costs several times more in the kernel:
+/// 60 000 files took 15 s instead of 3–6 s, 65 % of the profile in `recently_deleted` and
+/// `find_get_block_common` under `ext4_create`. Which workload paid depended on where the
+/// previous tree had been, so rows moved by 2× between runs, and a minute's wait between
+/// rounds was not enough (new inodes dirty the blocks of the old ones again, which brings
+/// back the 6 min window). So every apply gets a layer (and every tar a directory) of its own,
+/// the measured deletions (`delete-layer`, `rm -rf`) all come after the last round, round by
+/// round in the same order, and only then do the stores go. What an earlier run left behind
+/// is removed first, and the run starts once the last deletion (also that of an earlier run,
+/// noted in `target/bench/deleted-at`) is written back and 6 min old, when the file system
+/// ages freed inodes.
+struct Deletions {
+    /// The file system prefers old inodes (ext4 without a journal, or not known).
+    ages: bool,
+    last: Option<std::time::SystemTime>,
+    stamp: PathBuf,
+}
+
+impl Deletions {
+    /// How long ext4 may pass over a freed inode (its dirty-block window, plus a second).
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(361);
+
+    /// `bench` is the benchmark's directory: its `deleted-at` file says when the last run
+    /// removed its stores.
+    fn new(bench: &Path) -> Deletions {
+        Deletions {
+            ages: inode_reuse_waits(bench),
+            last: fs::metadata(bench.join("deleted-at"))
+                .and_then(|m| m.modified())
+                .ok(),
+            stamp: bench.join("deleted-at"),
+        }
+    }
+
+    /// Notes that files were just deleted (for later runs too).
+    fn mark(&mut self) {
+        self.last = Some(std::time::SystemTime::now());
+        let _ = fs::write(&self.stamp, b"");
+    }
+
+    /// Removes `dir` (unmounting what is under it), if it exists.
+    fn remove(&mut self, dir: &Path) -> Result<(), String> {
+        if dir.exists() {
+            remove_dir(dir)?;
+            self.mark();
+        }
+        Ok(())
+    }
+
+    /// Waits until the last deletion is written back and old enough not to matter.
+    fn wait_out(&mut self) {
+        let Some(at) = self.last.take() else {
+            return;
+        };
+        if !self.ages {
+            return;
+        }
+        proc::sync_all();
+        let age = at.elapsed().unwrap_or_default();
+        if let Some(left) = Self::WINDOW.checked_sub(age) {
+            eprintln!(
+                "bench: waiting {:.0} s: files were deleted {:.0} s ago, and ext4 without a \
+                 journal is slow to allocate inodes next to ones freed in the last 6 min",
+                left.as_secs_f64(),
+                age.as_secs_f64()
+            );
+            std::thread::sleep(left);
+        }
+    }
+}
+
+/// Whether the file system of `dir` delays the reuse of freed inodes: ext4 without a journal
+/// (`/sys/fs/ext4/DEV/journal_task` says `<none>`). True when it is ext4 and that cannot be
+/// read.
+fn inode_reuse_waits(dir: &Path) -> bool {
+    let Ok(o) = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE,FSTYPE", "-T"])
+        .arg(dir)
+        .output()
+    else {
+        return false;
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut it = out.split_whitespace();
+    let (Some(source), Some("ext4")) = (it.next(), it.next()) else {
+        return false;
+    };
+    let dev = fs::canonicalize(source).unwrap_or_else(|_| PathBuf::from(source));
+    let Some(name) = dev.file_name() else {
+        return true;
+    };
+    match fs::read_to_string(Path::new("/sys/fs/ext4").join(name).join("journal_task")) {
+        Ok(t) => t.trim() == "<none>",
+        Err(_) => true,
+    }
+}
+
+/// Fails early when the file system of `dir` cannot hold all rounds' stores and trees, which
+/// stay until every round is done (see [`Deletions`]).
+fn check_space(
+    dir: &Path,
+    data: &Data,
+    drivers: usize,
+    rounds: usize,
+    groups: &[String],
+) -> Result<(), String> {
+    let want = |g: &str| groups.iter().any(|x| x == g);
+    let (small, large) = (data.small.size, data.large.size);
+    let lower = data.lower.size + data.upper.size;
+    let mut per_seq = if want("apply") {
+        3 * small + 3 * large + 4 * lower
+    } else {
+        small
+    };
+    let mut tools = 0;
+    if want("apply") {
+        tools += 3 * small + 3 * large;
+    }
+    if want("child") {
+        per_seq += small;
+    }
+    if want("child") || want("apply") {
+        tools += small;
+    }
+    // Small files take more room on disk than in a tar (blocks, inodes, tar-split files).
+    let need = (2 * drivers as u64 * per_seq + tools) * rounds as u64 / 10 * 13;
+    let o = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("df: {e}"))?;
+    let avail = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok());
+    match avail {
+        Some(a) if a < need => Err(format!(
+            "{} has {:.1} GiB free; the benchmark keeps every store until its last round \
+             and needs about {:.1} GiB (fewer --rounds, --drivers or --workloads need less)",
+            dir.display(),
+            a as f64 / (1u64 << 30) as f64,
+            need as f64 / (1u64 << 30) as f64
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The reference tools, once per round.
 fn limits(
     res: &mut Results,
@@ -836,23 +1023,11 @@ fn limits(
     remove_dir(dir)?;
     fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let want = |g: &str| groups.iter().any(|x| x == g);
-    let mut rec = |name: &str, cmd: &mut Command, sink: Sink| {
-        let cell = res.limits.entry(name.to_string()).or_default();
-        match measure(cmd, None, sink) {
-            Ok(o) if o.status.success() => {
-                cell.secs.push(o.secs);
-                cell.rss_kib.push(o.rss_kib);
-            }
-            Ok(o) => cell.error = Some(o.reason()),
-            Err(e) => cell.error = Some(e.to_string()),
-        }
-    };
-    let x = dir.join("x");
-    let fresh = |p: &Path| -> Result<(), String> {
-        remove_dir(p)?;
-        fs::create_dir_all(p).map_err(|e| e.to_string())
-    };
+    let mut rec = |name: &str, cmd: &mut Command, sink: Sink| record(res, name, cmd, sink);
     if want("apply") {
+        // Every extraction gets a directory of its own: nothing is deleted before the round
+        // ends (see `Deletions`).
+        let mut k = 0;
         for ds in [&data.small, &data.large] {
             let n = &ds.name;
             for (label, flag, file) in [
@@ -864,7 +1039,9 @@ fn limits(
                     &ds.zst,
                 ),
             ] {
-                fresh(&x)?;
+                k += 1;
+                let x = dir.join(format!("x{k}"));
+                fs::create_dir_all(&x).map_err(|e| e.to_string())?;
                 let mut c = Command::new("tar");
                 c.args(["--numeric-owner", "-xp"])
                     .args(flag)
@@ -885,7 +1062,6 @@ fn limits(
                 Sink::Null,
             );
         }
-        remove_dir(&x)?;
     }
     let tree = &data.tree;
     if want("diff") {
@@ -921,15 +1097,9 @@ fn limits(
         );
     }
     if want("child") || want("apply") {
-        let copy = dir.join("copy");
         rec(
             "cp -a small tree",
-            Command::new("cp").arg("-a").arg(tree).arg(&copy),
-            Sink::Null,
-        );
-        rec(
-            "rm -rf copy of small tree",
-            Command::new("rm").arg("-rf").arg(&copy),
+            Command::new("cp").arg("-a").arg(tree).arg(dir.join("copy")),
             Sink::Null,
         );
     }
@@ -945,7 +1115,34 @@ fn limits(
             .arg("conv=fdatasync"),
         Sink::Null,
     );
-    remove_dir(dir)
+    Ok(())
+}
+
+/// The reference tools' measured deletion, at the end of the round: `rm -rf` of the tree
+/// `cp -a` made in [`limits`].
+fn limit_deletions(res: &mut Results, dir: &Path) {
+    let copy = dir.join("copy");
+    if copy.exists() {
+        record(
+            res,
+            "rm -rf copy of small tree",
+            Command::new("rm").arg("-rf").arg(&copy),
+            Sink::Null,
+        );
+    }
+}
+
+/// Runs one reference command and records its time and peak RSS under `name`.
+fn record(res: &mut Results, name: &str, cmd: &mut Command, sink: Sink) {
+    let cell = res.limits.entry(name.to_string()).or_default();
+    match measure(cmd, None, sink) {
+        Ok(o) if o.status.success() => {
+            cell.secs.push(o.secs);
+            cell.rss_kib.push(o.rss_kib);
+        }
+        Ok(o) => cell.error = Some(o.reason()),
+        Err(e) => cell.error = Some(e.to_string()),
+    }
 }
 
 fn ensure_tools(go: &Path) -> Result<(), String> {
@@ -1061,7 +1258,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         }
     };
     let run_dir = bench.join("run");
-    remove_dir(&run_dir)?;
+    let mut deletions = Deletions::new(&bench);
+    if run_dir.exists() {
+        deletions.remove(&run_dir)?;
+    }
     fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
     let conf = run_dir.join("storage.conf");
     fs::write(&conf, "[storage]\n").map_err(|e| e.to_string())?;
@@ -1086,12 +1286,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         }
         drivers.push(d.clone());
     }
+    check_space(&run_dir, &data, drivers.len(), opts.rounds, &opts.groups)?;
+    deletions.wait_out();
+    // Phase 1, round by round: everything but deletions, ours and Go alternately, then the
+    // tools. Nothing is deleted until every round is done (see `Deletions`).
+    let mut open = Vec::new();
+    let mut limit_dirs = Vec::new();
     for round in 1..=opts.rounds {
         for d in &drivers {
             for imp in [Imp::Ours, Imp::Go] {
                 eprintln!("bench: round {round}/{}: {d}: {}", opts.rounds, imp.name());
                 let dir = run_dir.join(format!("{d}-{}-r{round}", imp.name()));
-                remove_dir(&dir)?;
+                deletions.remove(&dir)?;
                 let bin = if imp == Imp::Ours {
                     ours.clone()
                 } else {
@@ -1105,31 +1311,37 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
                     conf: conf.clone(),
                 };
                 let started = std::time::Instant::now();
-                let mut seq = Seq {
-                    cli,
-                    imp,
-                    res: &mut res,
-                    data: &data,
-                    scale: &scale,
-                    groups: &opts.groups,
-                    started,
-                };
+                let ctx = (&data, &scale, opts.groups.as_slice());
+                let mut seq = Seq::new(cli, imp, &mut res, ctx, Later::default());
                 seq.run();
-                remove_dir(&dir)?;
                 eprintln!(
                     "bench: ({} for this sequence)",
                     report::secs(started.elapsed().as_secs_f64())
                 );
+                let Seq { cli, later, .. } = seq;
+                open.push((round, dir, cli, imp, later));
             }
         }
         eprintln!("bench: round {round}/{}: reference tools", opts.rounds);
-        limits(
-            &mut res,
-            &data,
-            &run_dir.join(format!("limits-r{round}")),
-            &scale,
-            &opts.groups,
-        )?;
+        let limits_dir = run_dir.join(format!("limits-r{round}"));
+        limits(&mut res, &data, &limits_dir, &scale, &opts.groups)?;
+        limit_dirs.push(limits_dir);
+    }
+    // Phase 2: the measured deletions, round by round in the same order; then the stores go.
+    let mut open = open.into_iter().peekable();
+    for (round, limits_dir) in (1..=opts.rounds).zip(limit_dirs) {
+        eprintln!("bench: round {round}/{}: deletions", opts.rounds);
+        let mut dirs = Vec::new();
+        while let Some((_, dir, cli, imp, later)) = open.next_if(|o| o.0 == round) {
+            let ctx = (&data, &scale, opts.groups.as_slice());
+            Seq::new(cli, imp, &mut res, ctx, later).deletions();
+            dirs.push(dir);
+        }
+        limit_deletions(&mut res, &limits_dir);
+        dirs.push(limits_dir);
+        for dir in &dirs {
+            deletions.remove(dir)?;
+        }
     }
     let title = format!(
         "containers-storage benchmark ({}; {} rounds; ours {} vs Go {})",
@@ -1169,7 +1381,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         bench.join("latest.json").display(),
         bench.join("latest.md").display()
     );
-    remove_dir(&run_dir)
+    deletions.remove(&run_dir)
 }
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ fn reset_peak_rss() {
 /// dirty data of the filesystem, including what the previous process (Go's tool, GNU tar,
 /// the data generator) left behind without syncing.
 fn settle() {
+    sync_all();
+}
+
+/// `sync(2)`: all dirty data of all file systems is written back.
+pub fn sync_all() {
     // SAFETY: sync(2) takes no arguments, touches no memory of ours and cannot fail.
     unsafe { libc::sync() };
 }

@@ -170,16 +170,26 @@ impl Results {
             Some(i) => i,
             None => {
                 let (limit, target, rss) = super::limit_and_target(driver, workload);
-                self.rows.push(Row {
-                    driver: driver.into(),
-                    workload: workload.into(),
-                    limit,
-                    target,
-                    rss_target_mib: rss,
-                    ours: Cell::default(),
-                    go: Cell::default(),
-                });
-                self.rows.len() - 1
+                // A driver's rows stay together: rows first seen late (the deletions at the
+                // end of a round) go after the driver's others, not after the next driver's.
+                let at = self
+                    .rows
+                    .iter()
+                    .rposition(|r| r.driver == driver)
+                    .map_or(self.rows.len(), |i| i + 1);
+                self.rows.insert(
+                    at,
+                    Row {
+                        driver: driver.into(),
+                        workload: workload.into(),
+                        limit,
+                        target,
+                        rss_target_mib: rss,
+                        ours: Cell::default(),
+                        go: Cell::default(),
+                    },
+                );
+                at
             }
         };
         &mut self.rows[i]
@@ -399,6 +409,30 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_of_a_driver_stay_together() {
+        let mut r = Results::default();
+        for (d, w) in [
+            ("vfs", "a"),
+            ("vfs", "b"),
+            ("overlay", "a"),
+            ("vfs", "late"),
+            ("overlay", "late"),
+            ("vfs", "a"),
+        ] {
+            r.row(d, w);
+        }
+        let order: Vec<String> = r
+            .rows
+            .iter()
+            .map(|x| format!("{} {}", x.driver, x.workload))
+            .collect();
+        assert_eq!(
+            order,
+            ["vfs a", "vfs b", "vfs late", "overlay a", "overlay late"]
+        );
+    }
 
     #[test]
     fn medians_ratios_and_verdicts() {

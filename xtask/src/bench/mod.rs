@@ -285,7 +285,7 @@ struct Seq<'a> {
     later: Later,
 }
 
-/// The measured deletions of a sequence, run at the end of the round (see [`Deletions`]).
+/// The measured deletions of a sequence, run after the last round (see [`Deletions`]).
 #[derive(Default)]
 struct Later {
     /// The `.tar.gz` small layer, for `delete-layer small`.
@@ -499,8 +499,8 @@ impl<'a> Seq<'a> {
             id
         };
         if apply {
-            // Nothing is deleted before the round ends (see `Deletions`): every apply gets a
-            // layer of its own.
+            // Nothing is deleted before the last round is done (see `Deletions`): every
+            // apply gets a layer of its own.
             for fmt in [Fmt::Gz, Fmt::Zst] {
                 if let Some(id) = self.apply(&data.small, fmt, None, None)
                     && matches!(fmt, Fmt::Gz)
@@ -605,7 +605,7 @@ impl<'a> Seq<'a> {
         }
     }
 
-    /// The measured deletions left for the end of the round, then `shutdown -f`.
+    /// The measured deletions left for after the last round, then `shutdown -f`.
     fn deletions(&mut self) {
         if let Some(id) = self.later.small.take() {
             let args = vec!["delete-layer".to_string(), id];
@@ -1025,8 +1025,8 @@ fn limits(
     let want = |g: &str| groups.iter().any(|x| x == g);
     let mut rec = |name: &str, cmd: &mut Command, sink: Sink| record(res, name, cmd, sink);
     if want("apply") {
-        // Every extraction gets a directory of its own: nothing is deleted before the round
-        // ends (see `Deletions`).
+        // Every extraction gets a directory of its own: nothing is deleted before the last
+        // round is done (see `Deletions`).
         let mut k = 0;
         for ds in [&data.small, &data.large] {
             let n = &ds.name;
@@ -1118,7 +1118,7 @@ fn limits(
     Ok(())
 }
 
-/// The reference tools' measured deletion, at the end of the round: `rm -rf` of the tree
+/// The reference tools' measured deletion, after the last round: `rm -rf` of the tree
 /// `cp -a` made in [`limits`].
 fn limit_deletions(res: &mut Results, dir: &Path) {
     let copy = dir.join("copy");
@@ -1259,9 +1259,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     };
     let run_dir = bench.join("run");
     let mut deletions = Deletions::new(&bench);
-    if run_dir.exists() {
-        deletions.remove(&run_dir)?;
-    }
+    deletions.remove(&run_dir)?;
     fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
     let conf = run_dir.join("storage.conf");
     fs::write(&conf, "[storage]\n").map_err(|e| e.to_string())?;
@@ -1310,13 +1308,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
                     driver: d.clone(),
                     conf: conf.clone(),
                 };
-                let started = std::time::Instant::now();
                 let ctx = (&data, &scale, opts.groups.as_slice());
                 let mut seq = Seq::new(cli, imp, &mut res, ctx, Later::default());
                 seq.run();
                 eprintln!(
                     "bench: ({} for this sequence)",
-                    report::secs(started.elapsed().as_secs_f64())
+                    report::secs(seq.started.elapsed().as_secs_f64())
                 );
                 let Seq { cli, later, .. } = seq;
                 open.push((round, dir, cli, imp, later));

@@ -3,14 +3,15 @@
 //! thread, digest and count the decompressed bytes, and log the owners found in
 //! the tar headers, while the caller extracts the decompressed stream.
 
+use std::any::Any;
 use std::collections::BTreeSet;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
-use storage_tarsplit::TarReader;
+use storage_tarsplit::{Disassembler, Header, TarReader};
 use storage_types::{Digest, Sha256Digester};
 
 use crate::{Compression, Error, detect_compression};
@@ -42,6 +43,21 @@ pub struct DiffStats {
     pub gidset: Vec<u32>,
 }
 
+/// The tar-split output of [`open_diff_recording`], type-erased while it lives on the
+/// helper thread and handed back by [`DiffReader::finish_recording`].
+trait RecordSink: Write + Send {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<W: Write + Send + 'static> RecordSink for W {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+/// What the helper thread hands back: the stats and, when recording, the tar-split writer.
+type Finished = (DiffStats, Option<Box<dyn RecordSink>>);
+
 enum Msg {
     Data(Vec<u8>),
     Err(io::Error),
@@ -62,7 +78,7 @@ pub struct DiffReader {
     done: bool,
     failed: Option<(io::ErrorKind, String)>,
     cancel: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Option<DiffStats>>>,
+    handle: Option<JoinHandle<Option<Finished>>>,
 }
 
 impl std::fmt::Debug for DiffReader {
@@ -80,7 +96,27 @@ impl std::fmt::Debug for DiffReader {
 /// input is an empty uncompressed tar. Errors of the stream (corrupt compressed
 /// data, truncation) surface from [`Read::read`] in Go's words (`"unexpected EOF"`,
 /// `"gzip: invalid header"`, `"flate: corrupt input before offset N"`, …).
-pub fn open_diff(mut input: Box<dyn Read + Send>) -> Result<DiffReader, Error> {
+pub fn open_diff(input: Box<dyn Read + Send>) -> Result<DiffReader, Error> {
+    open(input, None)
+}
+
+/// Like [`open_diff`], and the helper thread also records the stream's tar-split data
+/// (a [`storage_tarsplit::Disassembler`] in the same pass, JSON lines written to `out`),
+/// so that the reader's thread only extracts. The bytes read from the returned reader
+/// are those the disassembler accepted: a tar-split error (a malformed header, a
+/// duplicate path, a failed write to `out`) reaches the reader in stream order, as it
+/// does in Go. Call [`DiffReader::finish_recording`] at the end to get `out` back.
+pub fn open_diff_recording<W: Write + Send + 'static>(
+    input: Box<dyn Read + Send>,
+    out: W,
+) -> Result<DiffReader, Error> {
+    open(input, Some(Box::new(out)))
+}
+
+fn open(
+    mut input: Box<dyn Read + Send>,
+    recorder: Option<Box<dyn RecordSink>>,
+) -> Result<DiffReader, Error> {
     let mut head = vec![0u8; PEEK];
     let mut n = 0;
     while n < PEEK {
@@ -105,7 +141,14 @@ pub fn open_diff(mut input: Box<dyn Read + Send>) -> Result<DiffReader, Error> {
                 digester: (compression != Compression::None).then(Sha256Digester::new),
                 count: Arc::new(AtomicU64::new(0)),
             };
-            produce(compression, source, tx, recycle_rx, &thread_cancel)
+            produce(
+                compression,
+                source,
+                tx,
+                recycle_rx,
+                recorder,
+                &thread_cancel,
+            )
         })
         .map_err(Error::Os)?;
     Ok(DiffReader {
@@ -130,7 +173,22 @@ impl DiffReader {
     /// Reads whatever the consumer left unread (trailing data counts in the
     /// digests, as in Go), waits for the helper thread and returns the stats.
     /// Fails with the stream's error if decompression failed.
-    pub fn finish(mut self) -> Result<DiffStats, Error> {
+    pub fn finish(self) -> Result<DiffStats, Error> {
+        self.finish_inner().map(|(stats, _)| stats)
+    }
+
+    /// [`DiffReader::finish`] for a reader made by [`open_diff_recording`]: also hands back
+    /// the tar-split writer (flushed). `W` must be the type given to `open_diff_recording`.
+    pub fn finish_recording<W: Write + Send + 'static>(self) -> Result<(DiffStats, W), Error> {
+        let (stats, out) = self.finish_inner()?;
+        let out = out.ok_or(Error::Thread)?.into_any();
+        match out.downcast::<W>() {
+            Ok(w) => Ok((stats, *w)),
+            Err(_) => Err(Error::Thread),
+        }
+    }
+
+    fn finish_inner(mut self) -> Result<Finished, Error> {
         let mut sink = vec![0u8; 64 * 1024];
         loop {
             match self.read(&mut sink) {
@@ -142,7 +200,7 @@ impl DiffReader {
         }
         let handle = self.handle.take().ok_or(Error::Thread)?;
         match handle.join() {
-            Ok(Some(stats)) => Ok(stats),
+            Ok(Some(done)) => Ok(done),
             _ => Err(Error::Thread),
         }
     }
@@ -338,8 +396,9 @@ fn produce<R: Read>(
     source: Counted<R>,
     tx: SyncSender<Msg>,
     recycle: Receiver<Vec<u8>>,
+    recorder: Option<Box<dyn RecordSink>>,
     cancel: &AtomicBool,
-) -> Option<DiffStats> {
+) -> Option<Finished> {
     let mut source_stats = None;
     let offset = Arc::clone(&source.count);
     let result = {
@@ -379,12 +438,15 @@ fn produce<R: Read>(
         // Tar headers are parsed 512 bytes at a time: buffer the decoder's output
         // (for plain input this is also what keeps input reads large).
         let decoder: Box<dyn Read + '_> = Box::new(io::BufReader::with_capacity(CHUNK, decoder));
-        pump(decoder, tx, recycle)
+        match recorder {
+            None => pump(decoder, tx, recycle),
+            Some(out) => pump_recording(decoder, out, tx, recycle),
+        }
     };
-    let (digest, count, uids, gids) = result?;
+    let (digest, count, uids, gids, recorder) = result?;
     let source_stats = source_stats?;
     let compressed_digest = source_stats.digest.unwrap_or_else(|| digest.clone());
-    Some(DiffStats {
+    let stats = DiffStats {
         compression,
         compressed_digest,
         compressed_size: source_stats.count as i64,
@@ -392,10 +454,89 @@ fn produce<R: Read>(
         uncompressed_size: count as i64,
         uidset: uids.into_iter().collect(),
         gidset: gids.into_iter().collect(),
-    })
+    };
+    Some((stats, recorder))
 }
 
-type Pumped = (Digest, u64, BTreeSet<u32>, BTreeSet<u32>);
+type Pumped = (
+    Digest,
+    u64,
+    BTreeSet<u32>,
+    BTreeSet<u32>,
+    Option<Box<dyn RecordSink>>,
+);
+
+/// Adds a header's owners to the sets the way Go's header logger does: every header
+/// whose base name does not start with `.wh.`.
+fn log_owner(h: &Header, uids: &mut BTreeSet<u32>, gids: &mut BTreeSet<u32>) {
+    if !go_base(&h.name).starts_with(b".wh.") {
+        uids.insert(h.uid as u32);
+        gids.insert(h.gid as u32);
+    }
+}
+
+/// Reads `tee` to the end (or to its first error) and ships its last chunk; `None` when
+/// the consumer went away or the stream failed (the error was sent to the consumer).
+fn drain<R: Read>(tee: &mut Tee<R>) -> Option<()> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    while tee.error.is_none() && !tee.consumer_gone {
+        match tee.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if tee.consumer_gone {
+        return None;
+    }
+    if let Some(e) = tee.error.take() {
+        if tee.flush() {
+            let _ = tee.tx.send(Msg::Err(e));
+        }
+        return None;
+    }
+    tee.flush().then_some(())
+}
+
+/// The recording pump: decoder → disassembler (tar-split lines to `out`, owners logged
+/// from its headers) → tee (digest, count, chunks to the consumer).
+fn pump_recording(
+    decoder: Box<dyn Read + '_>,
+    out: Box<dyn RecordSink>,
+    tx: SyncSender<Msg>,
+    recycle: Receiver<Vec<u8>>,
+) -> Option<Pumped> {
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+    let hook = |h: &Header| log_owner(h, &mut uids, &mut gids);
+    let mut tee = Tee {
+        inner: Disassembler::with_hook(decoder, out, hook),
+        digester: Sha256Digester::new(),
+        count: 0,
+        buf: Vec::with_capacity(CHUNK),
+        tx,
+        recycle,
+        error: None,
+        consumer_gone: false,
+    };
+    drain(&mut tee)?;
+    let Tee {
+        inner,
+        digester,
+        count,
+        tx,
+        ..
+    } = tee;
+    let out = match inner.finish() {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = tx.send(Msg::Err(e.into()));
+            return None;
+        }
+    };
+    Some((digester.finish(), count, uids, gids, Some(out)))
+}
 
 fn pump(
     decoder: Box<dyn Read + '_>,
@@ -418,34 +559,11 @@ fn pump(
     // not start with ".wh."; parse errors end the logging, the rest is drained.
     let mut tr = TarReader::new(tee);
     while let Ok(Some(h)) = tr.next_header() {
-        if !go_base(&h.name).starts_with(b".wh.") {
-            uids.insert(h.uid as u32);
-            gids.insert(h.gid as u32);
-        }
+        log_owner(&h, &mut uids, &mut gids);
     }
     let mut tee = tr.into_inner();
-    let mut scratch = vec![0u8; 64 * 1024];
-    while tee.error.is_none() && !tee.consumer_gone {
-        match tee.read(&mut scratch) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if tee.consumer_gone {
-        return None;
-    }
-    if let Some(e) = tee.error.take() {
-        if tee.flush() {
-            let _ = tee.tx.send(Msg::Err(e));
-        }
-        return None;
-    }
-    if !tee.flush() {
-        return None;
-    }
-    Some((tee.digester.finish(), tee.count, uids, gids))
+    drain(&mut tee)?;
+    Some((tee.digester.finish(), tee.count, uids, gids, None))
 }
 
 /// Go's `path.Base`.

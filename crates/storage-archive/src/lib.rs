@@ -13,6 +13,10 @@
 //!   uncompressed input), and logs the owners of the tar headers. Read the
 //!   returned [`DiffReader`], then [`DiffReader::finish`] gives the [`DiffStats`]
 //!   (`compressed-diff-digest`, `diff-digest`, sizes, `uidset`/`gidset`).
+//! * [`open_diff_recording`]: the same, and the helper thread also records the
+//!   stream's tar-split lines (a `storage_tarsplit::Disassembler` in the same pass,
+//!   its errors reaching the reader in stream order), so that the reader's thread
+//!   does nothing but extract; [`DiffReader::finish_recording`] hands the writer back.
 //! * [`unpack`]: extraction with Go's `UnpackLayer` semantics for naive drivers
 //!   ([`WhiteoutFormat::Apply`]) or `Unpack` with the overlay converter
 //!   ([`WhiteoutFormat::Overlay`]) or none ([`WhiteoutFormat::Aufs`]); returns the
@@ -87,6 +91,6 @@ mod gopath;
 mod unpack;
 
 pub use compression::{Compression, detect_compression};
-pub use diff::{DiffReader, DiffStats, open_diff};
+pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};
 pub use error::Error;
 pub use unpack::{UnpackOptions, WhiteoutFormat, unpack};

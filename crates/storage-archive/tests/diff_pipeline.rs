@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Entry, tar};
-use storage_archive::{Compression, UnpackOptions, open_diff, unpack};
+use storage_archive::{Compression, UnpackOptions, open_diff, open_diff_recording, unpack};
 
 fn sample_tar() -> Vec<u8> {
     let big: Vec<u8> = (0..400_000u32)
@@ -329,4 +329,41 @@ fn large_files_unpack_exactly_with_early_writeback() {
         std::fs::read(tmp.path().join("small")).expect("small"),
         b"after"
     );
+}
+
+#[test]
+fn recording_yields_the_stream_and_the_same_tar_split_as_a_disassembler() {
+    let raw = sample_tar();
+    let mut want = storage_tarsplit::Disassembler::new(&raw[..], Vec::new());
+    std::io::copy(&mut want, &mut std::io::sink()).expect("disassemble");
+    let want = want.finish().expect("finish");
+
+    let mut r = open_diff_recording(
+        Box::new(std::io::Cursor::new(raw.clone())),
+        Vec::<u8>::new(),
+    )
+    .expect("open");
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).expect("read");
+    assert_eq!(out, raw);
+    let (stats, lines) = r.finish_recording::<Vec<u8>>().expect("finish");
+    assert_eq!(lines, want, "tar-split lines");
+    assert_eq!(stats.uncompressed_digest.to_string(), sha256sum(&raw));
+    assert_eq!(stats.uidset, vec![0, 2, 3, 1000]);
+    assert_eq!(stats.gidset, vec![2, 5, 30, 1000]);
+}
+
+#[test]
+fn recording_reports_a_duplicate_path_to_the_reader() {
+    let raw = tar(&[
+        Entry::file("a", b"one"),
+        Entry::file("b", b"two"),
+        Entry::file("./a", b"three"),
+    ]);
+    let mut r =
+        open_diff_recording(Box::new(std::io::Cursor::new(raw)), Vec::<u8>::new()).expect("open");
+    let mut out = Vec::new();
+    let err = r.read_to_end(&mut out).expect_err("duplicate");
+    assert_eq!(err.to_string(), "duplicates of file paths not supported");
+    assert!(r.finish_recording::<Vec<u8>>().is_err());
 }

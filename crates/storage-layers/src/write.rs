@@ -1,7 +1,7 @@
 //! Everything that modifies a layer store, under the exclusive lock.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLockWriteGuard};
 
@@ -11,7 +11,7 @@ use storage_io::{AtomicFile, WriteOptions};
 use storage_lock::{LockFile, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
-use crate::view::{Layers, layer_parent, tarsplit_error};
+use crate::view::{Layers, layer_parent};
 use crate::{Entry, Location, lock_error, mountinfo};
 
 const INCOMPLETE: &str = "incomplete";
@@ -146,6 +146,9 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
+/// The tar-split writer of an apply: JSON lines, batched, gzip-compressed into the file.
+type TarSplitOut = io::BufWriter<flate2::write::GzEncoder<AtomicFile>>;
+
 fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
 }
@@ -180,6 +183,60 @@ pub(crate) fn can_use_shifting(
 fn sync_filesystem(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
     rustix::fs::syncfs(&f).map_err(|e| Error::io("syncfs", dir, e.into()))
+}
+
+/// Starts writeback of a file system early: while a diff is extracted, a helper thread
+/// calls `syncfs` on it every [`EarlyWriteback::PERIOD`], so that the disk writes the
+/// layer's files on the other core while more are created, and the one `syncfs` that
+/// makes the layer durable finds little left to do. Errors are left to that final call.
+struct EarlyWriteback {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EarlyWriteback {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+
+    /// Starts the helper for the file system of `dir` (none if `dir` cannot be opened).
+    fn start(dir: &Path) -> EarlyWriteback {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let handle = std::fs::File::open(dir).ok().and_then(|f| {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("layer-writeback".into())
+                .spawn(move || {
+                    let (lock, cvar) = &*stop;
+                    let Ok(mut stopped) = lock.lock() else { return };
+                    while !*stopped {
+                        let Ok((g, timeout)) = cvar.wait_timeout(stopped, Self::PERIOD) else {
+                            return;
+                        };
+                        stopped = g;
+                        if !*stopped && timeout.timed_out() {
+                            drop(stopped);
+                            let _ = rustix::fs::syncfs(&f);
+                            let Ok(g) = lock.lock() else { return };
+                            stopped = g;
+                        }
+                    }
+                })
+                .ok()
+        });
+        EarlyWriteback { stop, handle }
+    }
+}
+
+impl Drop for EarlyWriteback {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        if let Ok(mut stopped) = lock.lock() {
+            *stopped = true;
+        }
+        cvar.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<'a> LayersWrite<'a> {
@@ -618,7 +675,6 @@ impl<'a> LayersWrite<'a> {
                 },
             )
         };
-        let mut reader = storage_archive::open_diff(input).map_err(archive_error)?;
         let ts_path = ctx.tar_split_path(id);
         let ts_file = AtomicFile::create(
             &ts_path,
@@ -628,13 +684,19 @@ impl<'a> LayersWrite<'a> {
             },
         )
         .map_err(|e| Error::io("open", &ts_path, e))?;
-        let gz = storage_tarsplit::gzip_writer(ts_file);
-        let mut disassembler = storage_tarsplit::Disassembler::new(&mut reader, gz);
+        // Tar-split is recorded on the decompression thread, in the same pass as the digests;
+        // this thread only extracts. Lines are batched before they reach the compressor.
+        let gz = io::BufWriter::with_capacity(64 * 1024, storage_tarsplit::gzip_writer(ts_file));
+        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(archive_error)?;
+        let writeback = EarlyWriteback::start(&ctx.layer_dir);
         let size = ctx
             .driver
-            .apply_diff(id, parent.as_deref(), &mut disassembler, &aopts)?;
-        let gz = disassembler.finish().map_err(tarsplit_error)?;
-        let stats = reader.finish().map_err(archive_error)?;
+            .apply_diff(id, parent.as_deref(), &mut reader, &aopts)?;
+        drop(writeback);
+        let (stats, gz) = reader
+            .finish_recording::<TarSplitOut>()
+            .map_err(archive_error)?;
+        let gz = gz.into_inner().map_err(|e| io_err(e.into_error()))?;
         // One syncfs makes the extracted files durable before the record says they are there.
         sync_filesystem(&ctx.layer_dir)?;
         if let Some(dir) = &ctx.image_store_dir {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::Error;
 use crate::crc::crc64_update;
 use crate::gostr::{clean_path, json_string};
-use crate::reader::TarReader;
+use crate::reader::{Header, TarReader};
 
 /// Size of the chunks in which data after the end-of-archive marker is recorded.
 const TRAILER_CHUNK: usize = 1024 * 1024;
@@ -113,6 +113,27 @@ enum State {
     Done,
 }
 
+/// Sees every member header a [`Disassembler`] parses, in stream order (Go's layer store
+/// logs the owners of a diff this way while it is recorded).
+pub trait HeaderHook {
+    /// Called once per member header, before the member's content is read.
+    fn header(&mut self, h: &Header);
+}
+
+impl<F: FnMut(&Header)> HeaderHook for F {
+    fn header(&mut self, h: &Header) {
+        self(h)
+    }
+}
+
+/// The [`HeaderHook`] of [`Disassembler::new`]: does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+impl HeaderHook for NoHook {
+    fn header(&mut self, _: &Header) {}
+}
+
 /// A pass-through reader over a tar stream that records tar-split entries.
 ///
 /// Reading from it yields exactly the bytes of the input; meanwhile the stream is parsed
@@ -123,8 +144,9 @@ enum State {
 ///
 /// Parse errors are reported by `read` (as `io::Error`s wrapping [`Error`]) and are sticky.
 /// A duplicate member name is reported after the bytes of that member were handed out.
-pub struct Disassembler<R: Read, W: Write> {
+pub struct Disassembler<R: Read, W: Write, H: HeaderHook = NoHook> {
     tr: TarReader<R>,
+    hook: H,
     packer: Packer<W>,
     pending: Vec<u8>,
     pending_off: usize,
@@ -137,8 +159,16 @@ impl<R: Read, W: Write> Disassembler<R, W> {
     /// Wraps the (uncompressed) tar stream `r`; tar-split JSON lines go to `out`
     /// (wrap it with [`crate::gzip_writer`] for a `.tar-split.gz` file).
     pub fn new(r: R, out: W) -> Self {
+        Disassembler::with_hook(r, out, NoHook)
+    }
+}
+
+impl<R: Read, W: Write, H: HeaderHook> Disassembler<R, W, H> {
+    /// Like [`Disassembler::new`], and `hook` sees every member header as it is parsed.
+    pub fn with_hook(r: R, out: W, hook: H) -> Self {
         Disassembler {
             tr: TarReader::with_raw_accounting(r),
+            hook,
             packer: Packer::new(out),
             pending: Vec::new(),
             pending_off: 0,
@@ -176,6 +206,7 @@ impl<R: Read, W: Write> Disassembler<R, W> {
     fn step_header(&mut self) -> Result<(), Error> {
         match self.tr.next_header()? {
             Some(h) => {
+                self.hook.header(&h);
                 let raw = self.tr.take_raw();
                 if !raw.is_empty() {
                     self.packer.add_segment(&raw)?;
@@ -238,7 +269,7 @@ impl<R: Read, W: Write> Disassembler<R, W> {
     }
 }
 
-impl<R: Read, W: Write> Read for Disassembler<R, W> {
+impl<R: Read, W: Write, H: HeaderHook> Read for Disassembler<R, W, H> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);

@@ -84,7 +84,7 @@ pub use asm::{
     DirFileGetter, Entries, Entry, EntryKind, FileGetter, reassemble, reassemble_entries,
 };
 pub use crc::{crc64_iso, crc64_update};
-pub use disasm::{Disassembler, Packer, gzip_writer};
+pub use disasm::{Disassembler, HeaderHook, NoHook, Packer, gzip_writer};
 pub use error::Error;
 pub use pathset::PathSet;
 pub use reader::{Header, TarReader, TarTime};

@@ -291,6 +291,19 @@ struct Tee<R> {
 }
 
 impl<R: Read> Tee<R> {
+    fn new(inner: R, tx: SyncSender<Msg>, recycle: Receiver<Vec<u8>>) -> Self {
+        Tee {
+            inner,
+            digester: Sha256Digester::new(),
+            count: 0,
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+            recycle,
+            error: None,
+            consumer_gone: false,
+        }
+    }
+
     fn flush(&mut self) -> bool {
         if self.buf.is_empty() {
             return true;
@@ -510,16 +523,7 @@ fn pump_recording(
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
     let hook = |h: &Header| log_owner(h, &mut uids, &mut gids);
-    let mut tee = Tee {
-        inner: Disassembler::with_hook(decoder, out, hook),
-        digester: Sha256Digester::new(),
-        count: 0,
-        buf: Vec::with_capacity(CHUNK),
-        tx,
-        recycle,
-        error: None,
-        consumer_gone: false,
-    };
+    let mut tee = Tee::new(Disassembler::with_hook(decoder, out, hook), tx, recycle);
     drain(&mut tee)?;
     let Tee {
         inner,
@@ -543,16 +547,7 @@ fn pump(
     tx: SyncSender<Msg>,
     recycle: Receiver<Vec<u8>>,
 ) -> Option<Pumped> {
-    let tee = Tee {
-        inner: decoder,
-        digester: Sha256Digester::new(),
-        count: 0,
-        buf: Vec::with_capacity(CHUNK),
-        tx,
-        recycle,
-        error: None,
-        consumer_gone: false,
-    };
+    let tee = Tee::new(decoder, tx, recycle);
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
     // Log owners like Go's tar header logger: every header whose base name does

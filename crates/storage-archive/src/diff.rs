@@ -22,6 +22,8 @@ const PEEK: usize = 10240;
 const CHUNK: usize = 128 * 1024;
 /// Chunks in flight (bounded memory: `CHUNK * DEPTH`).
 const DEPTH: usize = 16;
+/// How long dropping an unfinished [`DiffReader`] waits for its helper thread to end.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the pipeline measured, once the whole stream went through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +70,8 @@ enum Msg {
 ///
 /// Decompression, digesting and owner logging run on a helper thread, at most
 /// about 2 MiB ahead of the reader. Dropping the reader stops that thread (at its
-/// next chunk, or when its next read of the input returns).
+/// next chunk, or when its next read of the input returns) and waits up to 3 s for it
+/// to end, so that what it owns (a tar-split writer) is released when `drop` returns.
 pub struct DiffReader {
     compression: Compression,
     rx: Receiver<Msg>,
@@ -79,6 +82,8 @@ pub struct DiffReader {
     failed: Option<(io::ErrorKind, String)>,
     cancel: Arc<AtomicBool>,
     handle: Option<JoinHandle<Option<Finished>>>,
+    /// Disconnected when the helper thread has ended (its sender is dropped with it).
+    exited: Receiver<()>,
 }
 
 impl std::fmt::Debug for DiffReader {
@@ -133,9 +138,11 @@ fn open(
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
     let cancel = Arc::new(AtomicBool::new(false));
     let thread_cancel = Arc::clone(&cancel);
+    let (exit_tx, exited) = sync_channel::<()>(0);
     let handle = std::thread::Builder::new()
         .name("diff-decompress".into())
         .spawn(move || {
+            let _exit = exit_tx;
             let source = Counted {
                 inner: io::Cursor::new(head).chain(input),
                 digester: (compression != Compression::None).then(Sha256Digester::new),
@@ -161,6 +168,7 @@ fn open(
         failed: None,
         cancel,
         handle: Some(handle),
+        exited,
     })
 }
 
@@ -254,8 +262,16 @@ impl Read for DiffReader {
 impl Drop for DiffReader {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
-        // Dropping `rx` (after this) makes the producer's next send fail; the
-        // thread is detached so that a blocked input read cannot hang the caller.
+        if self.handle.is_none() {
+            return; // joined by `finish`
+        }
+        // Disconnect the data channel so that a producer blocked on a full channel
+        // fails its send and ends, dropping what it owns (the tar-split writer, whose
+        // temporary file goes with it). Wait for that a bounded time: the thread is
+        // then detached, so that an input read that never returns cannot hang the caller.
+        let (_, dead) = sync_channel::<Msg>(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        let _ = self.exited.recv_timeout(EXIT_WAIT);
     }
 }
 

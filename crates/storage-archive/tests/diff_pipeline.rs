@@ -367,3 +367,61 @@ fn recording_reports_a_duplicate_path_to_the_reader() {
     assert_eq!(err.to_string(), "duplicates of file paths not supported");
     assert!(r.finish_recording::<Vec<u8>>().is_err());
 }
+
+/// A tar-split writer that says when it is dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Write for DropFlag {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The layer store removes the tar-split temporary file when its writer drops; a process
+/// that exits right after a failed apply must not leave it behind, so dropping the reader
+/// returns only once the helper thread has let go of the writer.
+#[test]
+fn dropping_a_recording_reader_releases_the_writer_before_it_returns() {
+    // Mid-stream: the producer is blocked on a full channel.
+    let big = tar(&[Entry::file("big", &vec![3u8; 32 << 20])]);
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut r = open_diff_recording(
+        Box::new(std::io::Cursor::new(big)),
+        DropFlag(Arc::clone(&flag)),
+    )
+    .expect("open");
+    let mut buf = [0u8; 4096];
+    r.read_exact(&mut buf).expect("read");
+    std::thread::sleep(Duration::from_millis(50));
+    drop(r);
+    assert!(flag.load(Ordering::SeqCst), "writer still held mid-stream");
+
+    // After a stream error: the producer has sent the error and is ending.
+    let good = tar(&[Entry::file("f", &vec![5u8; 1 << 20])]);
+    let zst = tool("zstd", &["-c", "-q"], &good).expect("zstd");
+    let cut = zst[..zst.len() / 2].to_vec();
+    for _ in 0..20 {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut r = open_diff_recording(
+            Box::new(std::io::Cursor::new(cut.clone())),
+            DropFlag(Arc::clone(&flag)),
+        )
+        .expect("open");
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err(), "cut zstd read to the end");
+        drop(r);
+        assert!(
+            flag.load(Ordering::SeqCst),
+            "writer still held after an error"
+        );
+    }
+}

@@ -210,6 +210,27 @@ pub fn limit_and_target(
     }
 }
 
+/// The reference that does the same work as an apply *and* makes it durable (GNU tar, then a
+/// `sync -f` of what it wrote), for the apply workloads whose target is against plain `tar`:
+/// our apply ends with a `syncfs` before the layer is marked complete, which tar never does.
+/// Shown beside the target's verdict; the verdict itself stays against plain `tar`.
+pub fn durable_limit(workload: &str) -> Option<&'static str> {
+    let i = match workload {
+        "applydiff small (tar)" => 0,
+        "import-layer small (.tar.gz)" => 1,
+        "applydiff large (tar)" => 2,
+        _ => return None,
+    };
+    Some(DURABLE_LIMITS[i])
+}
+
+/// The durable references [`limits`] measures (see [`durable_limit`]).
+const DURABLE_LIMITS: [&str; 3] = [
+    "tar -x small.tar + sync",
+    "tar -xz small.tar.gz + sync",
+    "tar -x large.tar + sync",
+];
+
 /// One binary on one store.
 struct Cli {
     bin: PathBuf,
@@ -1050,6 +1071,20 @@ fn limits(
                     .arg("-C")
                     .arg(&x);
                 rec(&label, &mut c, Sink::Null);
+                let durable = format!("{label} + sync");
+                if DURABLE_LIMITS.contains(&durable.as_str()) {
+                    k += 1;
+                    let x = dir.join(format!("x{k}"));
+                    fs::create_dir_all(&x).map_err(|e| e.to_string())?;
+                    let mut c = Command::new("sh");
+                    c.arg("-c")
+                        .arg(r#"tar --numeric-owner -xp $1 -f "$2" -C "$3" && sync -f "$3""#)
+                        .arg("sh")
+                        .arg(flag.unwrap_or(""))
+                        .arg(file)
+                        .arg(&x);
+                    rec(&durable, &mut c, Sink::Null);
+                }
             }
             rec(
                 &format!("pigz -d {n}.tar.gz >/dev/null"),

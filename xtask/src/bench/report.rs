@@ -219,7 +219,14 @@ impl Results {
                         (true, Some(o), Some(l)) => {
                             let good = o <= f * l;
                             ok &= good;
-                            format!("≤{f}× limit: {}", if good { "ok" } else { "MISS" })
+                            let mut v =
+                                format!("≤{f}× limit: {}", if good { "ok" } else { "MISS" });
+                            let durable = super::durable_limit(&r.workload).and_then(|name| {
+                                let d = self.limits.get(name)?.median()?;
+                                (d > 0.0).then(|| format!(" ({:.2}× {name})", o / d))
+                            });
+                            v.extend(durable);
+                            v
                         }
                         _ => {
                             ok = false;
@@ -462,6 +469,18 @@ mod tests {
         let md = r.markdown("t");
         assert!(md.contains("| vfs applydiff small (tar) | 2.50 s (2.40 s–9.00 s) | 4.90 s (4.80 s–5.00 s) | 1.96 |"), "{md}");
         assert!(md.contains("≤1.3× limit: ok, RSS ≤32 MiB: ok"), "{md}");
+        r.limits.insert(
+            "tar -x small.tar + sync".into(),
+            Cell {
+                secs: vec![5.0],
+                ..Cell::default()
+            },
+        );
+        let md = r.markdown("t");
+        assert!(
+            md.contains("≤1.3× limit: ok (0.50× tar -x small.tar + sync), RSS"),
+            "{md}"
+        );
         assert!(r.misses().is_empty());
         r.cell("vfs", "applydiff small (tar)", Imp::Ours).secs = vec![3.0];
         assert_eq!(r.misses().len(), 1);

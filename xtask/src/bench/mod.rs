@@ -1060,17 +1060,17 @@ fn limits(
                     &ds.zst,
                 ),
             ] {
+                let tar_args = |x: &Path| {
+                    let mut a: Vec<std::ffi::OsString> =
+                        vec!["--numeric-owner".into(), "-xp".into()];
+                    a.extend(flag.map(Into::into));
+                    a.extend(["-f".into(), file.into(), "-C".into(), x.into()]);
+                    a
+                };
                 k += 1;
                 let x = dir.join(format!("x{k}"));
                 fs::create_dir_all(&x).map_err(|e| e.to_string())?;
-                let mut c = Command::new("tar");
-                c.args(["--numeric-owner", "-xp"])
-                    .args(flag)
-                    .arg("-f")
-                    .arg(file)
-                    .arg("-C")
-                    .arg(&x);
-                rec(&label, &mut c, Sink::Null);
+                rec(&label, Command::new("tar").args(tar_args(&x)), Sink::Null);
                 let durable = format!("{label} + sync");
                 if DURABLE_LIMITS.contains(&durable.as_str()) {
                     k += 1;
@@ -1078,11 +1078,10 @@ fn limits(
                     fs::create_dir_all(&x).map_err(|e| e.to_string())?;
                     let mut c = Command::new("sh");
                     c.arg("-c")
-                        .arg(r#"tar --numeric-owner -xp $1 -f "$2" -C "$3" && sync -f "$3""#)
+                        .arg(r#"dir=$1; shift; tar "$@" && sync -f "$dir""#)
                         .arg("sh")
-                        .arg(flag.unwrap_or(""))
-                        .arg(file)
-                        .arg(&x);
+                        .arg(&x)
+                        .args(tar_args(&x));
                     rec(&durable, &mut c, Sink::Null);
                 }
             }

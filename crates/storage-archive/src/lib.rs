@@ -93,4 +93,4 @@ mod unpack;
 pub use compression::{Compression, detect_compression};
 pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};
 pub use error::Error;
-pub use unpack::{UnpackOptions, WhiteoutFormat, unpack};
+pub use unpack::{UnpackOptions, Unpacked, WhiteoutFormat, unpack, unpack_sized};

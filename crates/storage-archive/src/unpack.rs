@@ -74,11 +74,34 @@ const MAX_SECS: i64 = i64::MAX / 1_000_000_000;
 /// times are set after all entries. Duplicate paths are rejected with Go's
 /// tar-split message. Nothing is fsynced.
 pub fn unpack(tar: &mut dyn Read, root: &Path, opts: &UnpackOptions) -> Result<i64, Error> {
+    unpack_sized(tar, root, opts).map(|u| u.header_size)
+}
+
+/// What [`unpack_sized`] extracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacked {
+    /// The sum of the entries' header sizes (what [`unpack`] returns).
+    pub header_size: i64,
+    /// Go's `directory.Size` of `root` after the extraction (the apparent sizes of
+    /// its non-directories, each inode once), counted while extracting: `Some` only
+    /// for the overlay and AUFS formats, when `root` was empty before and no entry
+    /// replaced another; otherwise `None`, and a caller that needs it walks `root`.
+    pub tree_size: Option<i64>,
+}
+
+/// [`unpack`], also counting the size of the extracted tree (see [`Unpacked`]), so
+/// that a caller that needs it does not have to walk the tree again.
+pub fn unpack_sized(
+    tar: &mut dyn Read,
+    root: &Path,
+    opts: &UnpackOptions,
+) -> Result<Unpacked, Error> {
     let root_fd = Root::open(root).map_err(|e| Error::Path {
         op: "open",
         path: root.display().to_string(),
         source: e,
     })?;
+    let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
     let mut u = Unpacker {
         root: root_fd,
         opts,
@@ -89,13 +112,17 @@ pub fn unpack(tar: &mut dyn Read, root: &Path, opts: &UnpackOptions) -> Result<i
         buf: vec![0u8; 1 << 20],
         euid: rustix::process::geteuid().as_raw(),
         warnings: Vec::new(),
+        tree_size: (empty && opts.whiteout != WhiteoutFormat::Apply).then_some(0),
     };
     let result = u.run(tar);
     u.cleanup_tmp();
     for w in &u.warnings {
         tracing::warn!("{w}");
     }
-    result
+    Ok(Unpacked {
+        header_size: result?,
+        tree_size: u.tree_size,
+    })
 }
 
 struct Unpacker<'a> {
@@ -114,6 +141,9 @@ struct Unpacker<'a> {
     buf: Vec<u8>,
     euid: u32,
     warnings: Vec<String>,
+    /// The size of what is in the root so far (see [`Unpacked::tree_size`]); `None`
+    /// once it cannot be known without a walk.
+    tree_size: Option<i64>,
 }
 
 /// Where an entry's data comes from.
@@ -517,7 +547,8 @@ impl Unpacker<'_> {
                     })
                     .map_err(|e| Error::path("open", rel, e))?;
                 let mut f = File::from(fd);
-                copy(data, &mut f, &mut self.buf).map_err(|e| copy_error(e, rel))?;
+                let n = copy(data, &mut f, &mut self.buf).map_err(|e| copy_error(e, rel))?;
+                self.add_size(n);
                 file = Some(f);
             }
             b'3' | b'4' | b'6' => {
@@ -567,6 +598,8 @@ impl Unpacker<'_> {
                     ),
                     source: e.into(),
                 })?;
+                // A symlink's size is the length of its target.
+                self.add_size(linkname.len() as u64);
             }
             b'g' => return Ok(()),
             other => return Err(Error::UnhandledType(other)),
@@ -673,9 +706,19 @@ impl Unpacker<'_> {
         }
     }
 
+    /// Adds a new inode's size to the tree's (hard links add nothing: their inode
+    /// is counted already; directories and devices have none).
+    fn add_size(&mut self, n: u64) {
+        if let Some(t) = &mut self.tree_size {
+            *t = t.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Removes the existing entry `base` (of `rel`) before replacing it.
     fn replace(&mut self, dirfd: BorrowedFd<'_>, rel: &[u8], base: &[u8]) -> Result<(), Error> {
         self.root.invalidate();
+        // What is removed is not counted out: the tree's size is unknown from now on.
+        self.tree_size = None;
         if rel.is_empty() {
             // Replacing the root: Go's RemoveAll("/") in the chroot empties it and fails.
             let fd = self
@@ -839,11 +882,12 @@ fn go_base(name: &[u8]) -> Vec<u8> {
 /// all then. Files smaller than this are left to the kernel (and to that `syncfs`).
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-fn copy(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<()> {
+/// Copies `src` to the end of `dst`; returns the number of bytes written.
+fn copy(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<u64> {
     let (mut written, mut started) = (0u64, 0u64);
     loop {
         let n = match src.read(buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(written),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io::Error::new(e.kind(), ReadSide(e))),

@@ -491,7 +491,8 @@ fn whiteouts_and_opaque_dirs_round_trip() {
     assert_eq!(size, 4 + 1 + 1 + 9 + 25 + 10, "directory.Size of the diff");
     d.create("child", Some("base"), &CreateOpts::default())
         .unwrap();
-    apply(d, "child", Some("base"), &child_tar());
+    // Counted while extracting (whiteouts are 0/0 devices: size 0), the same as the walk.
+    assert_eq!(apply(d, "child", Some("base"), &child_tar()), 3 + 5 + 1);
     let diff = home.join("child/diff");
 
     // On disk: 0/0 char devices and trusted.overlay.opaque=y.
@@ -585,6 +586,9 @@ fn whiteouts_and_opaque_dirs_round_trip() {
             .any(|(p, k)| p == "/etc" && *k == ChangeKind::Modify)
     );
     assert_eq!(d.diff_size("child", Some("base")).unwrap(), 3 + 5 + 1);
+    // A second tar on a diff that has files already: the size is the walk's, of both.
+    let extra = TarBuilder::new().file("more", b"1234567").finish();
+    assert_eq!(apply(d, "child", Some("base"), &extra), 3 + 5 + 1 + 7);
 
     // Diff against a non-parent takes the naive path and still works.
     let mut naive = Vec::new();

@@ -1585,9 +1585,13 @@ impl Driver for Overlay {
             force_mask: opts.force_mask,
             in_user_ns: self.rootless,
         };
-        storage_archive::unpack(diff, &target, &unpack)
+        let unpacked = storage_archive::unpack_sized(diff, &target, &unpack)
             .map_err(|e| Error::msg(ErrorKind::Other, e.to_string()))?;
-        Ok(native::dir_size(&target))
+        // Go walks `diff/` (`directory.Size`); the size counted while extracting is the
+        // same whenever it is known, and saves that walk of every new file.
+        Ok(unpacked
+            .tree_size
+            .unwrap_or_else(|| native::dir_size(&target)))
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64> {

@@ -356,8 +356,25 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether `path` is a mount point (listed in `/proc/self/mountinfo`).
+/// Whether `path` is a mount point: `statx`'s `STATX_ATTR_MOUNT_ROOT` (Linux ≥ 5.8) when the
+/// kernel reports it, else whether `/proc/self/mountinfo` lists it (also when `statx` fails, as
+/// on a dead FUSE mount, which is still listed).
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    if let Ok(st) = rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::empty(),
+        StatxFlags::BASIC_STATS,
+    ) && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+    {
+        return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    }
+    is_listed_mountpoint(path)
+}
+
+/// Whether `/proc/self/mountinfo` lists `path` as a mount point.
+fn is_listed_mountpoint(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -425,6 +442,30 @@ mod tests {
         assert_eq!(unescape("/plain"), "/plain");
         assert!(is_mountpoint(Path::new("/")));
         assert!(!is_mountpoint(Path::new("/definitely/not/a/mount")));
+        // Both ways agree, before and after a bind mount of a directory on itself.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(!is_mountpoint(dir) && !is_listed_mountpoint(dir));
+        match rustix::mount::mount_bind(dir, dir) {
+            Ok(()) => {
+                let (fast, listed) = (is_mountpoint(dir), is_listed_mountpoint(dir));
+                rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH).unwrap();
+                assert!(fast && listed, "statx {fast}, mountinfo {listed}");
+                assert!(!is_mountpoint(dir));
+            }
+            Err(e) => eprintln!("SKIPPING the bind-mount half: {e} (needs root)"),
+        }
+        for dir in ["/usr/bin", "/etc"] {
+            let dir = Path::new(dir);
+            if dir.exists() {
+                assert_eq!(
+                    is_mountpoint(dir),
+                    is_listed_mountpoint(dir),
+                    "{}",
+                    dir.display()
+                );
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Every round runs the whole workload sequence on a fresh store for ours, then for Go (A B A B
-//! …), then the reference tools; the table shows medians and min–max. Before every measured
+//! …), then the reference tools; the table shows medians and min–max (the listing calls
+//! `images`, `images --json` and `image NAME` run 10, full: 20, times per round, like the
+//! per-call `create-image`: one call of a few milliseconds a round is mostly noise). Before every measured
 //! process the page cache's dirty data is written back (`sync`, untimed), so no process pays for
 //! another's writes (our layer commit's `syncfs` would otherwise wait for what Go or tar left
 //! dirty, and Go and tar never sync their own). After every apply the
@@ -403,6 +405,32 @@ impl<'a> Seq<'a> {
         Ok(o)
     }
 
+    /// [`Self::timed`], then `reps - 1` more runs of the same read-only call, each one more
+    /// sample of `w`: calls of a few milliseconds need more than one per round for a stable
+    /// median. Returns the first run (the one whose output the caller checks).
+    fn timed_reps(&mut self, w: &str, args: &[String], reps: usize) -> Result<Outcome, String> {
+        let first = self.timed(w, args, None, Sink::Capture)?;
+        for _ in 1..reps {
+            match measure(&mut self.cli.cmd(args), None, Sink::Capture) {
+                Ok(o) if o.status.success() => {
+                    let c = self.cell(w);
+                    c.secs.push(o.secs);
+                    c.rss_kib.push(o.rss_kib);
+                }
+                Ok(o) => {
+                    let why = o.reason();
+                    self.error(w, why.clone());
+                    return Err(why);
+                }
+                Err(e) => {
+                    self.error(w, e.to_string());
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(first)
+    }
+
     /// `diff -u` of `layer` must hash to the dataset's tar; a mismatch marks `w` FAIL. When
     /// `as_workload` is given, a diff is also timed under that name, its output drained like
     /// the `tar -c` it is compared with (hashing in this process would take CPU time from the
@@ -772,7 +800,7 @@ impl<'a> Seq<'a> {
         c.secs.push(total);
         c.rss_kib.push(peak);
         if self.want("images") {
-            if let Ok(o) = self.timed(&w_images, &["images".into()], None, Sink::Capture) {
+            if let Ok(o) = self.timed_reps(&w_images, &["images".into()], k) {
                 let ids = o
                     .stdout
                     .split(|b| *b == b'\n')
@@ -782,12 +810,7 @@ impl<'a> Seq<'a> {
                     self.fail(&w_images, format!("{ids} images listed, {created} created"));
                 }
             }
-            if let Ok(o) = self.timed(
-                &w_json,
-                &["images".into(), "--json".into()],
-                None,
-                Sink::Capture,
-            ) {
+            if let Ok(o) = self.timed_reps(&w_json, &["images".into(), "--json".into()], k) {
                 let len = serde_json::from_slice::<serde_json::Value>(&o.stdout)
                     .ok()
                     .and_then(|v| v.as_array().map(Vec::len));
@@ -799,7 +822,7 @@ impl<'a> Seq<'a> {
                 }
             }
             let image = vec!["image".to_string(), name(n / 2)];
-            if let Ok(o) = self.timed(&w_image, &image, None, Sink::Capture)
+            if let Ok(o) = self.timed_reps(&w_image, &image, k)
                 && !String::from_utf8_lossy(&o.stdout).contains(&name(n / 2))
             {
                 self.fail(&w_image, "the image's name is not shown".into());

@@ -20,7 +20,9 @@
 //! * [`unpack`]: extraction with Go's `UnpackLayer` semantics for naive drivers
 //!   ([`WhiteoutFormat::Apply`]) or `Unpack` with the overlay converter
 //!   ([`WhiteoutFormat::Overlay`]) or none ([`WhiteoutFormat::Aufs`]); returns the
-//!   sum of the entries' header sizes.
+//!   sum of the entries' header sizes. [`unpack_sized`] also returns the size of
+//!   the extracted tree (Go's `directory.Size`), counted while extracting, when it
+//!   can be known without a walk ([`Unpacked`]).
 //!
 //! Confinement: every path is resolved relative to an `O_PATH` fd of the root
 //! with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, and operations act on

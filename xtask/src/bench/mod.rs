@@ -1343,6 +1343,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
     check_space(&run_dir, &data, drivers.len(), opts.rounds, &opts.groups)?;
     deletions.wait_out();
+    let started = std::time::Instant::now();
     // Phase 1, round by round: everything but deletions, ours and Go alternately, then the
     // tools. Nothing is deleted until every round is done (see `Deletions`).
     let mut open = Vec::new();
@@ -1378,7 +1379,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         }
         eprintln!("bench: round {round}/{}: reference tools", opts.rounds);
         let limits_dir = run_dir.join(format!("limits-r{round}"));
+        let t = std::time::Instant::now();
         limits(&mut res, &data, &limits_dir, &scale, &opts.groups)?;
+        eprintln!(
+            "bench: ({} for the tools)",
+            report::secs(t.elapsed().as_secs_f64())
+        );
         limit_dirs.push(limits_dir);
     }
     // Phase 2: the measured deletions, round by round in the same order; then the stores go.
@@ -1397,8 +1403,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             deletions.remove(dir)?;
         }
     }
+    let measured_min = started.elapsed().as_secs_f64() / 60.0;
     let title = format!(
-        "containers-storage benchmark ({}; {} rounds; ours {} vs Go {})",
+        "containers-storage benchmark ({}; {} rounds; {measured_min:.1} min; ours {} vs Go {})",
         if opts.quick { "quick" } else { "full" },
         opts.rounds,
         ours.display(),
@@ -1418,6 +1425,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         "data_dir": s(&data.dir),
         "images": scale.images,
         "containers": scale.containers,
+        "minutes": measured_min,
     });
     println!("{title}\n\n{}", res.text());
     let misses = res.misses();
@@ -1435,7 +1443,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         bench.join("latest.json").display(),
         bench.join("latest.md").display()
     );
-    deletions.remove(&run_dir)
+    deletions.remove(&run_dir)?;
+    eprintln!(
+        "bench: done in {:.1} min (stores removed)",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -376,6 +376,19 @@ impl<'a> Seq<'a> {
         stdin: Option<&Path>,
         sink: Sink,
     ) -> Result<Outcome, String> {
+        self.sample(w, args, stdin, sink, !w.contains("per call"))
+    }
+
+    /// Runs the call once and adds its time and RSS to `w` (an error or a failed exit
+    /// marks `w` instead); `log` prints the time.
+    fn sample(
+        &mut self,
+        w: &str,
+        args: &[String],
+        stdin: Option<&Path>,
+        sink: Sink,
+        log: bool,
+    ) -> Result<Outcome, String> {
         let o = match measure(&mut self.cli.cmd(args), stdin, sink) {
             Ok(o) => o,
             Err(e) => {
@@ -392,7 +405,7 @@ impl<'a> Seq<'a> {
             self.error(w, why.clone());
             return Err(why);
         }
-        if !w.contains("per call") {
+        if log {
             eprintln!(
                 "bench: {:>6.1}s  {w}: {}",
                 self.started.elapsed().as_secs_f64(),
@@ -411,22 +424,7 @@ impl<'a> Seq<'a> {
     fn timed_reps(&mut self, w: &str, args: &[String], reps: usize) -> Result<Outcome, String> {
         let first = self.timed(w, args, None, Sink::Capture)?;
         for _ in 1..reps {
-            match measure(&mut self.cli.cmd(args), None, Sink::Capture) {
-                Ok(o) if o.status.success() => {
-                    let c = self.cell(w);
-                    c.secs.push(o.secs);
-                    c.rss_kib.push(o.rss_kib);
-                }
-                Ok(o) => {
-                    let why = o.reason();
-                    self.error(w, why.clone());
-                    return Err(why);
-                }
-                Err(e) => {
-                    self.error(w, e.to_string());
-                    return Err(e.to_string());
-                }
-            }
+            self.sample(w, args, None, Sink::Capture, false)?;
         }
         Ok(first)
     }

@@ -8,11 +8,14 @@
 //! * `cargo xtask vm-test` — the tests as root inside a qemu VM booted on Debian 12's own kernel
 //!   (XFS project quotas, btrfs, overlay), and `--power-cut` crash-consistency runs; see
 //!   [`vmtest`].
+//! * `cargo xtask soak [--minutes N]` — 16 processes of ours, Go's and podman on one store
+//!   (vfs, overlay), then every committed item verified (see `soak/mod.rs`).
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
 
 mod bench;
 mod demo;
+mod soak;
 mod vmtest;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
         Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
+        Some("soak") => soak::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -53,7 +57,8 @@ fn main() -> ExitCode {
                  bench         benchmark ours against Go's containers-storage and GNU tar\n  \
                  install-deps  install the Debian packages the tests use (root)\n  \
                  vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
-                 (see cargo xtask vm-test --help)"
+                 (see cargo xtask vm-test --help)\n  \
+                 soak          mixed-writer soak: ours, Go and podman on one store (--help)"
             );
             return ExitCode::from(2);
         }
@@ -165,6 +170,10 @@ fn ci(_args: &[String]) -> Result<(), String> {
         .current_dir(&root))?;
     run(Command::new(&me)
         .args(["vm-test", "--power-cut", "5"])
+        .current_dir(&root))?;
+    // The mixed-writer soak: ours, Go's and podman on one store, a minute per driver.
+    run(Command::new(&me)
+        .args(["soak", "--minutes", "1"])
         .current_dir(&root))?;
     Ok(())
 }

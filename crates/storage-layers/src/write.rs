@@ -1038,10 +1038,22 @@ impl<'a> LayersWrite<'a> {
             },
         )
         .map_err(|e| Error::io("open", &path, e))?;
-        std::io::copy(data, &mut f)
-            .map_err(|e| Error::from(e).context("copying contents of bigdata item"))?;
-        f.commit()
-            .map_err(|e| Error::from(e).context("closing bigdata file for the layer"))?;
+        // A failed write (a full or failing disk) names the file it was writing.
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::from(e).context("copying contents of bigdata item")),
+            };
+            f.write_all(&buf[..n]).map_err(|e| {
+                Error::io("write", &path, e).context("copying contents of bigdata item")
+            })?;
+        }
+        f.commit().map_err(|e| {
+            Error::io("close", &path, e).context("closing bigdata file for the layer")
+        })?;
         if !self.state.entries[i]
             .layer
             .big_data_names

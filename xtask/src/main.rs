@@ -38,6 +38,7 @@ const PACKAGES: &[&str] = &[
     "strace",
     "qemu-system-x86",
     "busybox-static",
+    "dmsetup",
 ];
 
 fn main() -> ExitCode {
@@ -170,6 +171,10 @@ fn ci(_args: &[String]) -> Result<(), String> {
         .current_dir(&root))?;
     run(Command::new(&me)
         .args(["vm-test", "--power-cut", "5"])
+        .current_dir(&root))?;
+    // I/O faults (device-mapper error/flakey targets, a full file system) in the VM.
+    run(Command::new(&me)
+        .args(["vm-test", "-p", "storage-tests", "faults"])
         .current_dir(&root))?;
     // The mixed-writer soak: ours, Go's and podman on one store, a minute per driver.
     run(Command::new(&me)

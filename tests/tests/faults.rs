@@ -788,15 +788,17 @@ fn io_faults_leave_a_clean_store() {
             Err(e) => failed.push(e),
         }
     }
-    eprintln!(
-        "\nFAULTS-SUMMARY {} faults injected, {} cases passed, {} failed",
+    // Straight to stderr, past libtest's capture: the summary belongs in the vm-test log.
+    let mut summary = format!(
+        "\nFAULTS-SUMMARY {} faults injected, {} cases passed, {} failed\n",
         results.len() + failed.len(),
         results.len(),
         failed.len()
     );
     for r in &results {
-        eprintln!("FAULT {}: {}", r.case, r.outcome);
+        summary.push_str(&format!("FAULT {}: {}\n", r.case, r.outcome));
     }
+    let _ = std::io::stderr().write_all(summary.as_bytes());
     assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
 }
 

@@ -305,6 +305,25 @@ pub fn verify(env: &Env, outs: &[(usize, Tool, &Outcome)]) -> Verified {
     // Names on shared items.
     let ops: Vec<&NameOp> = outs.iter().flat_map(|(_, _, o)| &o.name_ops).collect();
     for op in &ops {
+        if op.missing {
+            // An untag found its name gone: the name's addition must have overlapped a
+            // read-then-set update.
+            v.count("names removed from shared items", 1);
+            let added = ops
+                .iter()
+                .find(|a| a.add && a.ok && a.item == op.item && a.name == op.name);
+            match added.and_then(|a| rmw_overlap(a, &ops)) {
+                Some(who) => *v.race_lost.entry(who).or_default() += 1,
+                None => {
+                    v.unexplained_names += 1;
+                    v.errors.push(format!(
+                        "worker {}: name {} on shared item {} was gone when it was to be removed, and no read-then-set names update overlapped its addition",
+                        op.worker, op.name, op.item
+                    ));
+                }
+            }
+            continue;
+        }
         if !op.ok || uncertain.contains(&op.name) {
             continue;
         }

@@ -377,6 +377,9 @@ pub struct NameOp {
     pub tool: Tool,
     /// Committed.
     pub ok: bool,
+    /// A removal that failed because the name was no longer there (podman's `untag`: "tag
+    /// not known"): lost before, to a concurrent read-then-set update.
+    pub missing: bool,
     /// Start.
     pub start: f64,
     /// End.
@@ -489,6 +492,17 @@ impl<'a> Worker<'a> {
 
     /// Runs one process, journals it and counts it.
     fn run(&mut self, op: &'static str, args: Vec<String>) -> Exec {
+        self.run_tolerating(op, args, None)
+    }
+
+    /// [`Worker::run`], except that a failure whose message contains `tolerated` is left to
+    /// the caller (it is counted and journaled, not reported).
+    fn run_tolerating(
+        &mut self,
+        op: &'static str,
+        args: Vec<String>,
+        tolerated: Option<&str>,
+    ) -> Exec {
         let x = exec(self.env, self.slot, self.tool, &args);
         let dur = x.end - x.start;
         self.out.durations.push(dur);
@@ -508,7 +522,7 @@ impl<'a> Worker<'a> {
             "stderr": if x.ok { String::new() } else { x.stderr.clone() },
         });
         let _ = writeln!(self.journal, "{line}");
-        if !x.ok {
+        if !x.ok && !tolerated.is_some_and(|t| x.stderr.contains(t)) {
             self.fail(format!("{op} {}: {}", args.join(" "), x.err_line()));
         }
         x
@@ -1000,6 +1014,7 @@ impl<'a> Worker<'a> {
             rmw: self.tool != Tool::Ours,
             tool: self.tool,
             ok: x.ok,
+            missing: false,
             start: x.start,
             end: x.end,
             worker: self.idx,
@@ -1034,7 +1049,11 @@ impl<'a> Worker<'a> {
                 ],
             )
         };
-        let x = self.run(op, args);
+        // podman refuses to untag a name that is gone; the verification looks for the
+        // read-then-set update that took it.
+        const GONE: &str = "tag not known";
+        let x = self.run_tolerating(op, args, Some(GONE));
+        let missing = !x.ok && x.stderr.contains(GONE);
         self.out.name_ops.push(NameOp {
             item: item.clone(),
             name: name.clone(),
@@ -1043,12 +1062,13 @@ impl<'a> Worker<'a> {
             rmw: self.tool == Tool::Podman,
             tool: self.tool,
             ok: x.ok,
+            missing,
             start: x.start,
             end: x.end,
             worker: self.idx,
         });
         self.out.shared_names.remove(&(item, name.clone()));
-        if !x.ok {
+        if !x.ok && !missing {
             self.out.uncertain.insert(name);
         }
     }

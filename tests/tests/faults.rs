@@ -857,3 +857,57 @@ fn faults_big_data_enospc_names_the_file() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// On the host too (as root, overlay): a mount whose count cannot be recorded (the run root
+/// is full) fails with one line naming mountpoints.json and leaves no mount behind.
+#[test]
+fn faults_mount_bookkeeping_enospc_leaves_no_mount() {
+    if !storage_tests::require(storage_tests::is_root(), "root (overlay, a small tmpfs)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    sh_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&run),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for m in storage_tests::peers::mounts_under(&self.0) {
+                let _ = sh(Command::new("umount").arg("-l").arg(m));
+            }
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let cs = Cs {
+        dir: tempfile::tempdir().unwrap(),
+        graph: dir.path().join("graph"),
+        run: run.clone(),
+        driver: "overlay".into(),
+    };
+    let layer = first_id(&cs.ours(&["create-layer", "-n", "l"]));
+    // The run root's files exist; now nothing more fits.
+    let _ = sh(Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", run.join("filler").display()))
+        .arg("bs=4k"));
+    let out = cs.ours(&["mount", &layer]);
+    let line = assert_clear_failure("mount", &out);
+    assert!(line.contains("mountpoints.json"), "{line}");
+    let merged = cs.graph.join("overlay").join(&layer).join("merged");
+    let left: Vec<PathBuf> = storage_tests::peers::mounts_under(&cs.graph)
+        .into_iter()
+        .filter(|m| *m == merged)
+        .collect();
+    assert!(left.is_empty(), "the failed mount left {left:?} mounted");
+    std::fs::remove_file(run.join("filler")).unwrap();
+    let m = cs.ours(&["mounted", &layer]);
+    assert!(
+        !String::from_utf8_lossy(&m.stdout).contains("mounted"),
+        "the failed mount is counted"
+    );
+    ok(&cs.ours(&["shutdown", "-f"]));
+}

@@ -882,10 +882,20 @@ impl<'a> LayersWrite<'a> {
         let id = layer.id.clone();
         let path = clean_path(&driver.get(&id, &o)?);
         let e = &mut self.state.entries[i];
+        let before = (e.mount_point.clone(), e.mount_count);
         e.mount_point = Some(path.clone());
         e.mount_count += 1;
-        if let Some(g) = &mguard {
-            self.save_mounts(g)?;
+        if let Some(g) = &mguard
+            && let Err(err) = self.save_mounts(g)
+        {
+            // The count could not be recorded (a full or failing disk): undo the mount, so
+            // that a failed mount leaves no mount behind that nothing counts.
+            let e = &mut self.state.entries[i];
+            (e.mount_point, e.mount_count) = before;
+            if e.mount_count == 0 {
+                let _ = driver.put(&id);
+            }
+            return Err(err);
         }
         Ok(path)
     }

@@ -802,6 +802,29 @@ fn io_faults_leave_a_clean_store() {
     assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
 }
 
+/// Lazily unmounts everything mounted under a directory (and the directory itself) when
+/// dropped, also when the test panics.
+struct UnmountUnder(PathBuf);
+
+impl Drop for UnmountUnder {
+    fn drop(&mut self) {
+        for m in storage_tests::peers::mounts_under(&self.0) {
+            let _ = sh(Command::new("umount").arg("-l").arg(m));
+        }
+        let _ = sh(Command::new("umount").arg("-l").arg(&self.0));
+    }
+}
+
+/// Mounts a tmpfs of `size` on `dir`.
+fn tmpfs(dir: &Path, size: &str) -> UnmountUnder {
+    sh_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir),
+    );
+    UnmountUnder(dir.to_path_buf())
+}
+
 /// On the host too (as root): big-data writes on a full tmpfs fail with one line naming the
 /// file, and leave the store clean.
 #[test]
@@ -812,18 +835,7 @@ fn faults_big_data_enospc_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    sh_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(&mnt),
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = sh(Command::new("umount").arg("-l").arg(&self.0));
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    let _unmount = tmpfs(&mnt, "2m");
     let cs = Cs {
         dir: tempfile::tempdir().unwrap(),
         graph: mnt.join("graph"),
@@ -868,20 +880,8 @@ fn faults_mount_bookkeeping_enospc_leaves_no_mount() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    sh_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&run),
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            for m in storage_tests::peers::mounts_under(&self.0) {
-                let _ = sh(Command::new("umount").arg("-l").arg(m));
-            }
-        }
-    }
-    let _unmount = Unmount(dir.path().to_path_buf());
+    let _unmount = tmpfs(&run, "1m");
+    let _overlay = UnmountUnder(dir.path().join("graph"));
     let cs = Cs {
         dir: tempfile::tempdir().unwrap(),
         graph: dir.path().join("graph"),

@@ -10,9 +10,12 @@
 //!   [`vmtest`].
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
+//! * `cargo xtask fuzz [TARGET] [--time S]` — the `storage-fuzz` targets under libFuzzer on
+//!   the stable toolchain, in `target/fuzz` (see [`fuzz`]).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod vmtest;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
         Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
+        Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -53,7 +57,8 @@ fn main() -> ExitCode {
                  bench         benchmark ours against Go's containers-storage and GNU tar\n  \
                  install-deps  install the Debian packages the tests use (root)\n  \
                  vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
-                 (see cargo xtask vm-test --help)"
+                 (see cargo xtask vm-test --help)\n  \
+                 fuzz          run the fuzz targets under libFuzzer (see cargo xtask fuzz --help)"
             );
             return ExitCode::from(2);
         }
@@ -156,6 +161,9 @@ fn ci(_args: &[String]) -> Result<(), String> {
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&root))?;
+    // Every fuzz target for a bounded time (8 targets: about 2 minutes, plus the
+    // instrumented build in target/fuzz).
+    fuzz::main(&root, &["--time".into(), "15".into()])?;
     // The privileged driver and layer-store tests again, inside a VM on Debian 12's own
     // kernel (6.1: no `lowerdir+`, XFS project quotas), then the power-cut test. The whole
     // workspace in the VM takes ~30 minutes under TCG; these take ~3 + ~7.

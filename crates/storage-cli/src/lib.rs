@@ -88,12 +88,15 @@ const HELP: FlagSpec = FlagSpec {
     usage: "Print usage",
 };
 
-/// The global option values between the passes.
+/// The global option values between the two flag passes of the command line.
 #[derive(Debug, Clone, Default)]
-struct Globals {
-    opts: StoreOptions,
-    debug: bool,
-    unshare: bool,
+pub struct Globals {
+    /// The store options (from the global pass, or `storage.conf` when none was given).
+    pub opts: StoreOptions,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--unshare`.
+    pub unshare: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -119,7 +122,33 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
     fs.add(UNSHARE, Value::Bool(g.unshare));
 }
 
-fn read_globals(fs: &FlagSet, g: &mut Globals) {
+/// The flag set of the first pass (the global options before the command name, and `--help`),
+/// with the defaults of `g`.
+pub fn global_flags(argv0: &str, g: &Globals) -> FlagSet {
+    let mut fs = FlagSet::new("containers-storage", argv0);
+    add_globals(&mut fs, g);
+    fs.add(HELP, Value::Bool(false));
+    fs
+}
+
+/// The flag set of the second pass (after the command name): the command's own flags, then
+/// the global options with the values `g` holds after the first pass as defaults.
+pub fn command_flags(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
+    let mut fs = FlagSet::new(cmd.names[0], argv0);
+    for spec in cmd.flags {
+        let v = match spec.kind {
+            Kind::Bool => Value::Bool(false),
+            Kind::Str => Value::Str(String::new()),
+            Kind::List => Value::List(Vec::new()),
+        };
+        fs.add(*spec, v);
+    }
+    add_globals(&mut fs, g);
+    fs
+}
+
+/// Reads the global options back from a parsed flag set (either pass) into `g`.
+pub fn read_globals(fs: &FlagSet, g: &mut Globals) {
     g.opts.run_root = PathBuf::from(fs.str("-run"));
     g.opts.graph_root = PathBuf::from(fs.str("-graph"));
     let is = fs.str("-image-store");
@@ -198,9 +227,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         unshare: false,
         ..Globals::default()
     };
-    let mut gfs = FlagSet::new("containers-storage", &argv0);
-    add_globals(&mut gfs, &globals);
-    gfs.add(HELP, Value::Bool(false));
+    let mut gfs = global_flags(&argv0, &globals);
     let mut stderr = std::io::stderr();
     let parsed = gfs.parse(&rest, &mut stderr, &mut |fs| print_global_usage(fs, false));
     if let Err(e) = parsed {
@@ -247,16 +274,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 4. Command pass.
-    let mut cfs = FlagSet::new(cmd.names[0], &argv0);
-    for spec in cmd.flags {
-        let v = match spec.kind {
-            Kind::Bool => Value::Bool(false),
-            Kind::Str => Value::Str(String::new()),
-            Kind::List => Value::List(Vec::new()),
-        };
-        cfs.add(*spec, v);
-    }
-    add_globals(&mut cfs, &globals);
+    let mut cfs = command_flags(cmd, &argv0, &globals);
     let parsed = cfs.parse(&cmd_args[1..], &mut stderr, &mut |fs| {
         print_command_usage(cmd, fs)
     });

@@ -4,7 +4,8 @@
 //!   `target/demo`, a generated multi-layer image applied, a container created and mounted, its
 //!   files listed.
 //! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
-//!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//!   then `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test --workspace` and every
+//!   fuzz target for 15 s.
 //! * `cargo xtask vm-test` — the tests as root inside a qemu VM booted on Debian 12's own kernel
 //!   (XFS project quotas, btrfs, overlay), and `--power-cut` crash-consistency runs; see
 //!   [`vmtest`].

@@ -17,7 +17,7 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut scratch = Scratch::new(dir.path());
-//! assert!(TARGETS.len() >= 8);
+//! assert!(TARGETS.len() >= 9);
 //! let t = find("records").unwrap();
 //! // Panics (the fuzzer's crash) if an oracle fails; bad input itself is fine.
 //! (t.run)(&mut scratch, br#"[{"id":"a","names":["x"]}]"#);
@@ -31,6 +31,10 @@ mod targets;
 use std::path::{Path, PathBuf};
 
 pub use fence::Fence;
+
+/// Where `store_load` writes the NUL-separated parts of its input (layers, images,
+/// containers, mountpoints), relative to its root.
+pub const STORE_FILES: [&str; 4] = targets::STORE_FILES;
 
 /// The files (name, content) of the directory `tarsplit_reassemble` reassembles from.
 pub const REASSEMBLE_TREE: &[(&str, &[u8])] = targets::TREE;
@@ -91,6 +95,13 @@ pub const TARGETS: &[Target] = &[
                 loads back to the same bytes",
         max_len: 4 * 1024,
         run: targets::records,
+    },
+    Target {
+        name: "store_load",
+        about: "the stores' loading of the four record files (NUL-separated) on a vfs store: \
+                a second open lists what the first did, nothing outside the root is touched",
+        max_len: 8 * 1024,
+        run: targets::store_load,
     },
     Target {
         name: "storage_conf",

@@ -297,6 +297,33 @@ fn seeds() -> Vec<Seed> {
     for (name, data) in fixtures {
         out.push(("records", name.into(), data.to_vec()));
     }
+    // The stores' loading: the fixtures together, and names shared between records.
+    let mut together = Vec::new();
+    for (i, (_, data)) in fixtures.iter().enumerate() {
+        if i > 0 {
+            together.push(0);
+        }
+        together.extend_from_slice(data);
+    }
+    assert_eq!(storage_fuzz::STORE_FILES.len(), fixtures.len());
+    out.push(("store_load", "fixtures".into(), together));
+    let id = |c: char| c.to_string().repeat(64);
+    let shared = format!(
+        r#"[{{"id":"{a}","names":["n","m"]}},{{"id":"{b}","parent":"{a}","names":["n"],"flags":{{"incomplete":true}}}}]{nul}[{{"id":"{c}","layer":"{a}","names":["i","i"]}},{{"id":"{d}","layer":"{a}","names":["i"]}}]{nul}[{{"id":"{e}","layer":"{a}","image":"{c}","names":["i"]}}]{nul}[{{"id":"{a}","path":"/mnt","count":2}},{{"id":"n","path":"/x","count":1}}]"#,
+        a = id('a'),
+        b = id('b'),
+        c = id('c'),
+        d = id('d'),
+        e = id('e'),
+        nul = '\0'
+    );
+    out.push(("store_load", "shared-names".into(), shared.into_bytes()));
+    out.push((
+        "store_load",
+        "dotdot-ids".into(),
+        br#"[{"id":"../../canary","flags":{"incomplete":true}},{"id":"..","names":["x"]}]"#
+            .to_vec(),
+    ));
     for (name, text) in [
         ("null", "null"),
         ("empty-list", "[]"),

@@ -162,7 +162,7 @@ fn ci(_args: &[String]) -> Result<(), String> {
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&root))?;
-    // Every fuzz target for a bounded time (8 targets: about 2 minutes, plus the
+    // Every fuzz target for a bounded time (9 targets: about 2.5 minutes, plus the
     // instrumented build in target/fuzz).
     fuzz::main(&root, &["--time".into(), "15".into()])?;
     // The privileged driver and layer-store tests again, inside a VM on Debian 12's own

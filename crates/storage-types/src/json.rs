@@ -197,6 +197,37 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_kept_keys_survive_saving() {
+        // Found by the `records` fuzz target: a number too long for an integer, in a key
+        // kept as is, was parsed to a neighbour of the nearest f64 and saved as
+        // 2.0222222222222225e+62, which loaded as …223e+62: load → save changed the record.
+        // Parsing must round correctly, as Go's strconv does, for saving to be stable.
+        let big = format!("20{}0000", "2".repeat(57));
+        let input = format!(
+            r#"[{{"id":"x","path":"","count":0,"gidmap":[{{"host_id":{big}}}],"flags":{{"f":0.1e-5,"g":{big}}}}}]"#
+        );
+        let path = Path::new("mountpoints.json");
+        let once: Vec<crate::MountPoint> = parse_records(input.as_bytes(), path).expect("parse");
+        let saved = to_go_json(&once);
+        let twice: Vec<crate::MountPoint> = parse_records(&saved, path).expect("parse");
+        let text = String::from_utf8(saved).expect("utf8");
+        assert_eq!(String::from_utf8_lossy(&to_go_json(&twice)), text);
+        // The nearest f64 (what Go's ParseFloat gives), printed the way Go prints it.
+        let nearest: f64 = big.parse().expect("f64");
+        assert_eq!(nearest, 2.0222222222222223e62);
+        assert!(
+            text.contains(r#""host_id":2.0222222222222223e+62"#),
+            "{text}"
+        );
+        let layers: Vec<crate::Layer> = parse_records(
+            br#"[{"id":"l","flags":{"n":2.0222222222222225e+62}}]"#,
+            path,
+        )
+        .expect("parse");
+        assert!(String::from_utf8_lossy(&to_go_json(&layers)).contains("2.0222222222222225e+62"));
+    }
+
+    #[test]
     fn loading_records_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("x.json");

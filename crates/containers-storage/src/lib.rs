@@ -65,8 +65,8 @@ pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
-pub use storage_images::NewImage;
-pub use storage_layers::{CreateLayerOptions, DiffOptions};
+pub use storage_images::{BigDataItem, NewImage};
+pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

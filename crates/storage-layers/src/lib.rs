@@ -83,7 +83,7 @@ use storage_lock::{LockFile, ReadGuard, Token};
 use storage_types::{Error, ErrorKind, IdMap, Layer, Result};
 
 pub use view::{DiffOptions, Layers};
-pub use write::{CreateLayerOptions, LayersWrite};
+pub use write::{CreateLayerOptions, ExpectedDiff, LayersWrite};
 
 /// Go's `ErrStoreIsReadOnly` wrapped with the store directory, as `layers.go` words it.
 fn read_only_error(what: &str, dir: &Path) -> Error {

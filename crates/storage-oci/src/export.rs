@@ -848,10 +848,11 @@ fn write_docker_archive(
         }
         append_bytes(b, &config_name, &stored.config, 0o444)?;
         for ((id, json), name) in legacy.iter().zip(&layer_names) {
-            append_bytes(b, &format!("{id}/VERSION"), b"1.0", 0o444)?;
-            let mut h = header(tar::EntryType::Symlink, 0o444, 0);
+            // containers/image writes the link first, with mode 0.
+            let mut h = header(tar::EntryType::Symlink, 0, 0);
             b.append_link(&mut h, format!("{id}/layer.tar"), format!("../{name}"))
                 .map_err(io_err)?;
+            append_bytes(b, &format!("{id}/VERSION"), b"1.0", 0o444)?;
             append_bytes(b, &format!("{id}/json"), json.as_bytes(), 0o444)?;
         }
         append_bytes(b, "manifest.json", &manifest_json, 0o444)?;

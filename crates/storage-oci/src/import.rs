@@ -90,7 +90,7 @@ pub fn import_image(store: &Store, src: &ImageRef, opts: &ImportOptions) -> Resu
         .iter()
         .map(|n| normalize_name(n))
         .collect::<Result<Vec<_>>>()?;
-    let source = Source::open(src, &platform).map_err(|e| e.context(format!("reading {src}")))?;
+    let source = Source::open(src, &platform)?;
     if names.is_empty() {
         names = source.repo_tags.clone();
     }

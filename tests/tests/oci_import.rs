@@ -55,18 +55,37 @@ fn same_records_as_skopeo(gzip: bool) {
     ok(&skopeo_copy(&img.reference(), &storage_ref(&theirs, name)));
     let out = ok(&ours.ours(&["import-image", "--name", name, &img.reference()]));
     assert_eq!(out, format!("{}\n\t{name}\n", img.image_id()));
+    let our_layers = assert_same_records(&theirs, &ours, img.image_id(), &img.manifest_digest);
+    for (i, b) in our_layers.iter().enumerate() {
+        if gzip {
+            assert_eq!(b["compression"], 2, "layer {i}");
+            assert_eq!(b["compressed-diff-digest"], img.layers[i].digest.as_str());
+        } else {
+            assert!(b.get("compression").is_none(), "layer {i}");
+            assert_eq!(b["compressed-diff-digest"], b["diff-digest"]);
+        }
+    }
+    assert_eq!(diff_digests(&our_layers), img.diff_ids());
+}
 
-    let (their_image, their_layers) = records(&theirs, img.image_id());
-    let (our_image, our_layers) = records(&ours, img.image_id());
-    let mhex = img.manifest_digest.trim_start_matches("sha256:");
+/// Image `id` in skopeo's store `theirs` and in our store `ours` (its image manifest
+/// `manifest_digest`): records equal field by field except the two documented 5.23-vs-HEAD
+/// differences and the layers' creation times; layer contents and big data byte for byte.
+/// Returns our layer records, base first.
+fn assert_same_records(
+    theirs: &Cs,
+    ours: &Cs,
+    id: &str,
+    manifest_digest: &str,
+) -> Vec<serde_json::Value> {
+    let (their_image, their_layers) = records(theirs, id);
+    let (our_image, our_layers) = records(ours, id);
+    let mhex = manifest_digest.trim_start_matches("sha256:");
     let sig = format!("signature-{mhex}");
     // The two documented 5.23-vs-HEAD differences, each side checked.
     assert_eq!(
         their_image["metadata"],
-        format!(
-            "{{\"signatures-sizes\":{{\"{}\":[]}}}}",
-            img.manifest_digest
-        )
+        format!("{{\"signatures-sizes\":{{\"{manifest_digest}\":[]}}}}")
     );
     assert_eq!(our_image["metadata"], "{}");
     assert_eq!(their_image["big-data-sizes"][&sig], 0);
@@ -95,8 +114,7 @@ fn same_records_as_skopeo(gzip: bool) {
         assert_eq!(a, b, "image field {key}: skopeo vs ours");
     }
     // Layer records: equal but for the creation time.
-    assert_eq!(their_layers.len(), img.layers.len());
-    assert_eq!(our_layers.len(), img.layers.len());
+    assert_eq!(their_layers.len(), our_layers.len());
     for (i, (a, b)) in their_layers.iter().zip(&our_layers).enumerate() {
         let strip = |v: &serde_json::Value| {
             let mut v = v.clone();
@@ -108,15 +126,7 @@ fn same_records_as_skopeo(gzip: bool) {
             v
         };
         assert_eq!(strip(a), strip(b), "layer {i}: skopeo vs ours");
-        if gzip {
-            assert_eq!(b["compression"], 2, "layer {i}");
-            assert_eq!(b["compressed-diff-digest"], img.layers[i].digest.as_str());
-        } else {
-            assert!(b.get("compression").is_none(), "layer {i}");
-            assert_eq!(b["compressed-diff-digest"], b["diff-digest"]);
-        }
     }
-    assert_eq!(diff_digests(&our_layers), img.diff_ids());
     // Layer contents byte for byte, and every big-data item.
     for (a, b) in their_layers.iter().zip(&our_layers) {
         let id = b["id"].as_str().expect("id");
@@ -129,12 +139,13 @@ fn same_records_as_skopeo(gzip: bool) {
     }
     for key in our_image["big-data-names"].as_array().expect("names") {
         let key = key.as_str().expect("key");
-        let a = theirs.ours(&["get-image-data", img.image_id(), key]);
-        let b = ours.ours(&["get-image-data", img.image_id(), key]);
+        let a = theirs.ours(&["get-image-data", id, key]);
+        let b = ours.ours(&["get-image-data", id, key]);
         ok(&a);
         ok(&b);
         assert!(a.stdout == b.stdout, "big data {key} differs");
     }
+    our_layers
 }
 
 #[test]
@@ -145,6 +156,102 @@ fn same_records_as_skopeo_gzip_layers() {
 #[test]
 fn same_records_as_skopeo_plain_layers() {
     same_records_as_skopeo(false);
+}
+
+#[test]
+fn index_pulls_match_skopeo() {
+    // Checklist 13: an index of two instances; each platform's image stored with the index
+    // before its own manifest, `digest` = the index's. The second image shares the first's
+    // base layer, so reuse is compared too.
+    if !require(peer("skopeo").is_some(), "skopeo") {
+        return;
+    }
+    let theirs = Cs::new("vfs");
+    let ours = Cs::new("vfs");
+    let _g1 = Unmounter::new(&theirs, false);
+    let _g2 = Unmounter::new(&ours, false);
+    let base = ours.dir.path();
+    let layers = sample_layers(false);
+    let host = OciImage::write(&base.join("host"), "h", layers[..1].to_vec());
+    let other = OciImage::write(&base.join("other"), "o", layers[..2].to_vec());
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let dir = base.join("multi");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+    for img in [&host, &other] {
+        for e in std::fs::read_dir(img.dir.join("blobs/sha256")).expect("blobs") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), dir.join("blobs/sha256").join(e.file_name())).expect("copy");
+        }
+    }
+    let entry = |img: &OciImage, arch: &str| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": img.manifest_digest, "size": img.manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&other, other_arch), entry(&host, host_arch)],
+    }))
+    .expect("index");
+    let index_digest = storage_tests::tars::sha256(&index);
+    let index_hex = index_digest.trim_start_matches("sha256:");
+    std::fs::write(dir.join("blobs/sha256").join(index_hex), &index).expect("write index");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": index_digest, "size": index.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"},
+    }]});
+    std::fs::write(dir.join("index.json"), top.to_string()).expect("index.json");
+    let src = format!("oci:{}:multi", dir.display());
+
+    ok(&skopeo_copy(
+        &src,
+        &storage_ref(&theirs, "localhost/multi:host"),
+    ));
+    ok(&storage_tests::peers::skopeo(&[
+        "--override-arch",
+        other_arch,
+        "copy",
+        "--quiet",
+        &src,
+        &storage_ref(&theirs, "localhost/multi:other"),
+    ]));
+    ok(&ours.ours(&["import-image", "-n", "localhost/multi:host", &src]));
+    let platform = format!("linux/{other_arch}");
+    ok(&ours.ours(&[
+        "import-image",
+        "--platform",
+        &platform,
+        "-n",
+        "localhost/multi:other",
+        &src,
+    ]));
+    for img in [&host, &other] {
+        assert_same_records(&theirs, &ours, img.image_id(), &img.manifest_digest);
+        let (image, _) = records(&ours, img.image_id());
+        assert_eq!(image["digest"], index_digest.as_str());
+        assert_eq!(
+            image["big-data-names"][1],
+            format!("manifest-{index_digest}")
+        );
+        assert_eq!(
+            image["big-data-names"][2],
+            format!("manifest-{}", img.manifest_digest)
+        );
+    }
 }
 
 #[test]

@@ -305,11 +305,6 @@ fn put_layer(
         inner: io::BufWriter::with_capacity(1 << 20, file),
         digester: Sha256Digester::new(),
     };
-    let sink = ProgressWrite {
-        inner: compressed,
-        progress: progress.clone(),
-        index: i,
-    };
     if let Some(p) = progress {
         p.layer_start(
             i,
@@ -322,9 +317,14 @@ fn put_layer(
         );
     }
     let result = (|| -> Result<(Digest, u64, Digest)> {
-        let mut encoder = Encoder::new(compression, sink)?;
+        let mut encoder = Encoder::new(compression, compressed)?;
+        // Progress counts the uncompressed bytes (the layer's diff size is the total).
         let mut uncompressed = Hashing {
-            inner: &mut encoder,
+            inner: ProgressWrite {
+                inner: &mut encoder,
+                progress: progress.clone(),
+                index: i,
+            },
             digester: Sha256Digester::new(),
         };
         let plain = DiffOptions {
@@ -332,8 +332,7 @@ fn put_layer(
         };
         store.diff(None, &layer.id, &plain, &mut uncompressed)?;
         let diff_id = uncompressed.digester.finish();
-        let sink = encoder.finish()?;
-        let mut compressed = sink.inner;
+        let mut compressed = encoder.finish()?;
         compressed.flush().map_err(io_err)?;
         let size = compressed.digester.bytes_written();
         let digest = compressed.digester.finish();
@@ -517,13 +516,7 @@ fn write_oci(
         }
     };
     let m = put_blob(dir, &bytes)?;
-    let desc = OciDescriptorOut {
-        media_type: OCI_MANIFEST.into(),
-        digest: m.digest.to_string(),
-        size: m.size,
-        urls: Vec::new(),
-        annotations: BTreeMap::new(),
-    };
+    let desc = OciDescriptorOut::new(OCI_MANIFEST, &m.digest, m.size);
     Ok((
         Exported {
             image_id: stored.id.clone(),
@@ -555,19 +548,28 @@ fn update_layout(dir: &Path, desc: &OciDescriptorOut, selector: &Selector) -> Re
     let index_path = dir.join("index.json");
     let mut entries: Vec<OciDescriptorOut> = match std::fs::read(&index_path) {
         Ok(b) => {
-            let idx: oci_spec::image::ImageIndex = oci_spec::image::ImageIndex::from_reader(&b[..])
-                .map_err(|e| bad_input(format!("parsing {}: {e}", index_path.display())))?;
+            let bad = |e: &dyn std::fmt::Display| {
+                bad_input(format!("parsing {}: {e}", index_path.display()))
+            };
+            let idx = oci_spec::image::ImageIndex::from_reader(&b[..]).map_err(|e| bad(&e))?;
+            // oci-spec 0.10 reads a platform's `os.version`/`os.features` under other names:
+            // take them from the JSON itself so that no entry loses them.
+            let raw: serde_json::Value = serde_json::from_slice(&b).map_err(|e| bad(&e))?;
             idx.manifests()
                 .iter()
-                .map(|d| {
-                    let d = Desc::from_spec(d)?;
-                    Ok(OciDescriptorOut {
-                        media_type: d.media_type.clone(),
-                        digest: d.digest.to_string(),
-                        size: d.size,
-                        urls: d.urls.clone(),
-                        annotations: d.annotations.clone(),
-                    })
+                .enumerate()
+                .map(|(i, d)| {
+                    let mut out = OciDescriptorOut::from_spec(d)?;
+                    let p = &raw["manifests"][i]["platform"];
+                    if let Some(platform) = &mut out.platform {
+                        platform.os_version = p["os.version"].as_str().map(str::to_string);
+                        platform.os_features = p["os.features"].as_array().map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        });
+                    }
+                    Ok(out)
                 })
                 .collect::<Result<_>>()?
         }

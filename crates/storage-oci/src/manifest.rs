@@ -345,8 +345,26 @@ impl ConfigInfo {
 
 // ---------------------------------------------------------------- writing
 
+/// An OCI platform in Go's field order.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformOut {
+    /// Architecture.
+    pub architecture: String,
+    /// OS.
+    pub os: String,
+    /// OS version.
+    #[serde(rename = "os.version", skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// OS features.
+    #[serde(rename = "os.features", skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    /// CPU variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
 /// An OCI descriptor in Go's field order (`mediaType, digest, size, urls, annotations,
-/// platform`).
+/// data, platform, artifactType`).
 #[derive(Debug, Clone, Serialize)]
 pub struct OciDescriptorOut {
     /// Media type.
@@ -362,18 +380,56 @@ pub struct OciDescriptorOut {
     /// Annotations.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Embedded data (base64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Platform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformOut>,
+    /// Artifact type.
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl OciDescriptorOut {
-    /// From a parsed descriptor, with another media type, digest and size.
-    pub fn like(d: &Desc, media_type: &str, digest: &Digest, size: u64) -> Self {
+    /// A descriptor with only a media type, digest and size.
+    pub fn new(media_type: &str, digest: &Digest, size: u64) -> Self {
         OciDescriptorOut {
             media_type: media_type.to_string(),
             digest: digest.to_string(),
             size,
+            urls: Vec::new(),
+            annotations: BTreeMap::new(),
+            data: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
+    /// From a parsed descriptor, with another media type, digest and size.
+    pub fn like(d: &Desc, media_type: &str, digest: &Digest, size: u64) -> Self {
+        OciDescriptorOut {
             urls: d.urls.clone(),
             annotations: d.annotations.clone(),
+            ..Self::new(media_type, digest, size)
         }
+    }
+
+    /// `oci-spec`'s descriptor, every field kept.
+    pub fn from_spec(d: &Descriptor) -> Result<Self> {
+        let desc = Desc::from_spec(d)?;
+        Ok(OciDescriptorOut {
+            data: d.data().clone(),
+            platform: d.platform().as_ref().map(|p| PlatformOut {
+                architecture: p.architecture().to_string(),
+                os: p.os().to_string(),
+                os_version: p.os_version().clone(),
+                os_features: p.os_features().clone(),
+                variant: p.variant().clone(),
+            }),
+            artifact_type: d.artifact_type().as_ref().map(|a| a.to_string()),
+            ..Self::like(&desc, &desc.media_type, &desc.digest, desc.size)
+        })
     }
 }
 

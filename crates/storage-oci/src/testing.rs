@@ -80,13 +80,11 @@ pub fn write_layout_from_files(dir: &Path, tag: &str, layers: &[&Path]) -> Resul
                 ));
             }
         };
-        descs.push(OciDescriptorOut {
-            media_type: media_type.into(),
-            digest: stats.compressed_digest.to_string(),
-            size: u64::try_from(stats.compressed_size).unwrap_or(0),
-            urls: Vec::new(),
-            annotations: Default::default(),
-        });
+        descs.push(OciDescriptorOut::new(
+            media_type,
+            &stats.compressed_digest,
+            u64::try_from(stats.compressed_size).unwrap_or(0),
+        ));
         diff_ids.push(stats.uncompressed_digest.to_string());
     }
     let config = serde_json::to_vec(&serde_json::json!({
@@ -101,13 +99,7 @@ pub fn write_layout_from_files(dir: &Path, tag: &str, layers: &[&Path]) -> Resul
         let d = Digest::sha256(data);
         let p = blobs.join(d.encoded());
         std::fs::write(&p, data).map_err(|e| Error::io("write", &p, e))?;
-        Ok(OciDescriptorOut {
-            media_type: String::new(),
-            digest: d.to_string(),
-            size: data.len() as u64,
-            urls: Vec::new(),
-            annotations: Default::default(),
-        })
+        Ok(OciDescriptorOut::new("", &d, data.len() as u64))
     };
     let mut config_desc = put(&config)?;
     config_desc.media_type = OCI_CONFIG.into();

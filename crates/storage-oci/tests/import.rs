@@ -587,3 +587,53 @@ fn bad_archives_fail_cleanly() {
     let r = ImageRef::parse(&format!("oci-archive:{}", junk.display())).unwrap();
     fails(tmp.path(), &r, "junk.tar");
 }
+
+#[test]
+fn export_into_an_existing_layout_keeps_its_other_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let t = tars();
+    let src = layout(&tmp.path().join("src"), "v1", &t[..2]);
+    import_image(&store, &src, &named(&["localhost/e:1"])).unwrap();
+    // A layout with an entry tagged v1 (another image) and an untagged one with a platform.
+    let dir = tmp.path().join("dest");
+    layout(&dir, "v1", &t[2..]);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let old = index["manifests"][0].clone();
+    let mut extra = old.clone();
+    extra["annotations"] = serde_json::json!({"x": "<y>"});
+    extra["platform"] = serde_json::json!({
+        "architecture": "arm64", "os": "linux", "os.version": "1", "variant": "v8",
+    });
+    index["manifests"].as_array_mut().unwrap().push(extra);
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let dest = ImageRef::parse(&format!("oci:{}:v1", dir.display())).unwrap();
+    let out = export_image(&store, "localhost/e:1", &dest, &ExportOptions::default()).unwrap();
+    let got = std::fs::read_to_string(dir.join("index.json")).unwrap();
+    // The older v1 entry lost its name; the extra entry kept everything; the new entry is
+    // last. Go's form: fields in Go's order, map keys sorted, HTML characters escaped.
+    let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let m = v["manifests"].as_array().unwrap();
+    assert_eq!(m.len(), 3, "{got}");
+    assert!(m[0].get("annotations").is_none(), "{got}");
+    assert_eq!(m[1]["platform"]["os.version"], "1", "{got}");
+    assert!(
+        got.contains(
+            r#""platform":{"architecture":"arm64","os":"linux","os.version":"1","variant":"v8"}"#
+        ),
+        "{got}"
+    );
+    assert_eq!(m[1]["annotations"]["x"], "<y>", "{got}");
+    assert!(got.contains(r#""x":"\u003cy\u003e""#), "{got}");
+    assert_eq!(m[2]["digest"], out.manifest_digest.to_string());
+    assert_eq!(
+        m[2]["annotations"]["org.opencontainers.image.ref.name"],
+        "v1"
+    );
+    assert!(got.starts_with(
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"#
+    ));
+    store.shutdown(true).unwrap();
+}

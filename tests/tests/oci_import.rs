@@ -359,6 +359,34 @@ fn our_exports_are_read_by_skopeo_and_umoci() {
     let plain = work.join("plain");
     let out = ok(&cs.ours(&["export-image", name, &format!("oci:{}:x", plain.display())]));
     assert_eq!(out.trim(), img.manifest_digest);
+    // --json, and a destination given as a bare path with --format.
+    let bare = work.join("bare.tar");
+    let j = json(&ok(&cs.ours(&[
+        "export-image",
+        "--json",
+        "--format",
+        "oci-archive",
+        name,
+        &bare.to_string_lossy(),
+    ])));
+    assert_eq!(j["id"], img.image_id());
+    assert_eq!(j["manifest-digest"], img.manifest_digest.as_str());
+    assert_eq!(j["config-digest"], img.config_digest.as_str());
+    let ids: Vec<String> = j["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["diff-id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, img.diff_ids());
+    let again = Cs::new("vfs");
+    let back = json(&ok(&again.ours(&[
+        "import-image",
+        "--json",
+        &format!("oci-archive:{}", bare.display()),
+    ])));
+    assert_eq!(back["id"], img.image_id());
+    assert_eq!(back["digest"], img.manifest_digest.as_str());
     for (what, dest) in [
         ("plain", format!("oci:{}:x", plain.display())),
         ("gzip", format!("oci:{}:x", work.join("gzip").display())),

@@ -536,6 +536,12 @@ fn bad_archives_fail_cleanly() {
     let s = tempfile::tempdir().unwrap();
     let store = open(s.path());
     import_image(&store, &r, &ImportOptions::default()).expect("the good archive imports");
+    // The same archive gzipped (containers/image decompresses archives too).
+    let gz = tmp.path().join("good.tar.gz");
+    std::fs::write(&gz, gzip(&std::fs::read(&good).unwrap())).unwrap();
+    let r = ImageRef::parse(&format!("oci-archive:{}:v1", gz.display())).unwrap();
+    let again = import_image(&store, &r, &ImportOptions::default()).expect("gzipped archive");
+    assert!(again.layers.iter().all(|l| l.reused));
     store.shutdown(true).unwrap();
 
     // Truncated in the middle of a member.

@@ -93,6 +93,8 @@ impl Builder {
             escape_literal(PROGRAM),
             VERSION
         ));
+        // No hyphenation, ragged right: names and paths stay whole and copyable.
+        roff.push_str(".nh\n.ad l\n");
         roff.push_str(&format!(
             ".SH NAME\n{} \\- {}\n",
             escape_literal(name),

@@ -2,7 +2,7 @@
 //! `crates/storage-cli/docs/README.md` describes), and the roff escaping the generated parts use.
 //!
 //! Block syntax: paragraphs (separated by blank lines), `### Subsection` headings, `* item`
-//! bullets, definition lists (a term line followed by a `: definition` line) and fenced code
+//! bullets, `1. item` numbered items, definition lists (a term line followed by a `: definition` line) and fenced code
 //! blocks. Inline syntax: `` `literal` `` and `**bold**` (both bold), `*italic*`.
 //! Anything else is text. Section headings (`## NAME`) are split off by [`sections`] before
 //! conversion.
@@ -113,6 +113,12 @@ pub fn sections(markdown: &str) -> Vec<(String, String)> {
     out
 }
 
+/// `3. text` → `(3, "text")`.
+fn numbered(line: &str) -> Option<(u32, &str)> {
+    let (number, rest) = line.split_once(". ")?;
+    Some((number.parse().ok()?, rest))
+}
+
 /// Converts a block of prose (no `## ` headings) to roff.
 pub fn markdown_to_roff(markdown: &str) -> String {
     let lines: Vec<&str> = markdown.lines().collect();
@@ -156,6 +162,17 @@ pub fn markdown_to_roff(markdown: &str) -> String {
             out.push('\n');
             i += 1;
             while i < lines.len() && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
+                out.push_str(&line(&inline(lines[i].trim())));
+                out.push('\n');
+                i += 1;
+            }
+        } else if let Some((number, item)) = numbered(t) {
+            flush(&mut para, &mut out);
+            out.push_str(&format!(".IP {number}. 4\n"));
+            out.push_str(&line(&inline(item.trim())));
+            out.push('\n');
+            i += 1;
+            while i < lines.len() && lines[i].starts_with("   ") && !lines[i].trim().is_empty() {
                 out.push_str(&line(&inline(lines[i].trim())));
                 out.push('\n');
                 i += 1;
@@ -204,12 +221,12 @@ mod tests {
 
     #[test]
     fn blocks() {
-        let md = "First line\nsecond.\n\n.dot line\n\n* one\n  more\n* two\n\nAfter.\n\n\
+        let md = "First line\nsecond.\n\n.dot line\n\n* one\n  more\n* two\n\n1. n\n   m\n\nAfter.\n\n\
                   **--file** *FILE*\n: Read FILE.\n  Really.\n\n```\n$ cs --json\n```\n### Sub\n";
         let roff = markdown_to_roff(md);
         assert_eq!(
             roff,
-            ".PP\nFirst line\nsecond.\n.PP\n\\&.dot line\n.IP \\(bu 2\none\nmore\n.IP \\(bu 2\ntwo\n\
+            ".PP\nFirst line\nsecond.\n.PP\n\\&.dot line\n.IP \\(bu 2\none\nmore\n.IP \\(bu 2\ntwo\n.IP 1. 4\nn\nm\n\
              .PP\nAfter.\n.TP\n\\fB\\-\\-file\\fR \\fIFILE\\fR\nRead FILE.\nReally.\n\
              .PP\n.RS 4\n.nf\n$ cs \\-\\-json\n.fi\n.RE\n.SS Sub\n"
         );

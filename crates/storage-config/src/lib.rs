@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use file::expand_env;
+pub use file::{KNOWN_KEYS, expand_env};
 
 /// Built-in graph root for root.
 pub const DEFAULT_GRAPH_ROOT: &str = "/var/lib/containers/storage";

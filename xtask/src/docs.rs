@@ -223,7 +223,6 @@ mod tests {
             let out = Command::new("man")
                 .env("MANPATH", prefix.join("share/man"))
                 .env("MANWIDTH", "80")
-                .env("MAN_KEEP_FORMATTING", "0")
                 .args(["-P", "cat", "5", "containers-storage.conf"])
                 .output()
                 .unwrap();

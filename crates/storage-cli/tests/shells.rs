@@ -94,17 +94,15 @@ fn store_with_image(dir: &Path) -> Vec<String> {
 /// readline would split them (`=` and `:` are words of their own), the last one under the
 /// cursor.
 fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
-    let program = format!(
-        r#"source "$1"; shift
+    let program = r#"source "$1"; shift
 spec=$(complete -p containers-storage) || exit 3
-fn=${{spec#*-F }}; fn=${{fn%% *}}
+fn=${spec#*-F }; fn=${fn%% *}
 COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 ))
-COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}
-"$fn" containers-storage "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}""#
-    );
+COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+"$fn" containers-storage "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
     sorted_lines(&run(Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", &program, "bash"])
+        .args(["--norc", "--noprofile", "-c", program, "bash"])
         .arg(script)
         .args(words)))
 }

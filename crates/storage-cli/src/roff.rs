@@ -124,19 +124,16 @@ pub fn markdown_to_roff(markdown: &str) -> String {
     let lines: Vec<&str> = markdown.lines().collect();
     let mut out = String::new();
     let mut i = 0;
-    let mut para: Vec<String> = Vec::new();
-    let flush = |para: &mut Vec<String>, out: &mut String| {
+    let mut para: Vec<&str> = Vec::new();
+    let flush = |para: &mut Vec<&str>, out: &mut String| {
         if !para.is_empty() {
             out.push_str(".PP\n");
-            for l in para.drain(..) {
-                out.push_str(&line(&l));
-                out.push('\n');
-            }
+            out.push_str(&text_block(para));
+            para.clear();
         }
     };
     while i < lines.len() {
-        let l = lines[i];
-        let t = l.trim_end();
+        let t = lines[i].trim_end();
         if t.trim().is_empty() {
             flush(&mut para, &mut out);
             i += 1;
@@ -158,44 +155,48 @@ pub fn markdown_to_roff(markdown: &str) -> String {
         } else if let Some(item) = t.strip_prefix("* ").or_else(|| t.strip_prefix("- ")) {
             flush(&mut para, &mut out);
             out.push_str(".IP \\(bu 2\n");
-            out.push_str(&line(&inline(item.trim())));
-            out.push('\n');
-            i += 1;
-            while i < lines.len() && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
-                out.push_str(&line(&inline(lines[i].trim())));
-                out.push('\n');
-                i += 1;
-            }
+            out.push_str(&block(&lines, item, &mut i, "  "));
         } else if let Some((number, item)) = numbered(t) {
             flush(&mut para, &mut out);
             out.push_str(&format!(".IP {number}. 4\n"));
-            out.push_str(&line(&inline(item.trim())));
-            out.push('\n');
-            i += 1;
-            while i < lines.len() && lines[i].starts_with("   ") && !lines[i].trim().is_empty() {
-                out.push_str(&line(&inline(lines[i].trim())));
-                out.push('\n');
-                i += 1;
-            }
+            out.push_str(&block(&lines, item, &mut i, "   "));
         } else if i + 1 < lines.len() && lines[i + 1].starts_with(": ") {
             flush(&mut para, &mut out);
             out.push_str(".TP\n");
-            out.push_str(&line(&inline(t.trim())));
-            out.push('\n');
-            out.push_str(&line(&inline(lines[i + 1][2..].trim())));
-            out.push('\n');
-            i += 2;
-            while i < lines.len() && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
-                out.push_str(&line(&inline(lines[i].trim())));
-                out.push('\n');
-                i += 1;
-            }
+            out.push_str(&text_block(&[t]));
+            i += 1;
+            out.push_str(&block(&lines, &lines[i][2..], &mut i, "  "));
         } else {
-            para.push(inline(t.trim()));
+            para.push(t);
             i += 1;
         }
     }
     flush(&mut para, &mut out);
+    out
+}
+
+/// The first line of a block (without its marker) and the continuation lines after it
+/// (indented by `indent`); `i` moves past them.
+fn block(lines: &[&str], first: &str, i: &mut usize, indent: &str) -> String {
+    let mut raw = vec![first];
+    *i += 1;
+    while *i < lines.len() && lines[*i].starts_with(indent) && !lines[*i].trim().is_empty() {
+        raw.push(lines[*i]);
+        *i += 1;
+    }
+    text_block(&raw)
+}
+
+/// Lines of running text: inline markup may span lines (a `code span` wrapped in the
+/// source), so it is converted on the joined text, then each output line is made safe.
+fn text_block(raw: &[&str]) -> String {
+    let joined: Vec<&str> = raw.iter().map(|l| l.trim()).collect();
+    let converted = inline(&joined.join("\n"));
+    let mut out = String::new();
+    for l in converted.lines() {
+        out.push_str(&line(l));
+        out.push('\n');
+    }
     out
 }
 
@@ -229,6 +230,14 @@ mod tests {
             ".PP\nFirst line\nsecond.\n.PP\n\\&.dot line\n.IP \\(bu 2\none\nmore\n.IP \\(bu 2\ntwo\n.IP 1. 4\nn\nm\n\
              .PP\nAfter.\n.TP\n\\fB\\-\\-file\\fR \\fIFILE\\fR\nRead FILE.\nReally.\n\
              .PP\n.RS 4\n.nf\n$ cs \\-\\-json\n.fi\n.RE\n.SS Sub\n"
+        );
+    }
+
+    #[test]
+    fn spans_may_be_wrapped() {
+        assert_eq!(
+            markdown_to_roff("see `two\nwords` here\n* item `a\n  b`\n"),
+            ".PP\nsee \\fBtwo\nwords\\fR here\n.IP \\(bu 2\nitem \\fBa\nb\\fR\n"
         );
     }
 

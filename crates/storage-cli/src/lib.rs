@@ -1,5 +1,10 @@
 //! The `containers-storage` command-line tool: a drop-in for Go's `cmd/containers-storage`.
 //!
+//! **Use it for:** the `containers-storage` tool, its command table, and the man pages and
+//! shell completions generated from that table ([`man`], [`completion`]). **Not for:** store
+//! logic — every command is one call on the `Store` — or for programs, which should use the
+//! `containers_storage` crate rather than run the tool.
+//!
 //! The crate parses the command line with a port of Go's `pkg/mflag` rules ([`flags`]),
 //! reproduces the Go tool's usage texts, messages and exit codes, opens the
 //! [`containers_storage::Store`] and dispatches to one handler per command. Commands are

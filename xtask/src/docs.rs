@@ -3,7 +3,6 @@
 //! out or installed with the binary where Debian puts them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use storage_cli::completion::{Shell, script};
 use storage_cli::man::{Page, pages};
@@ -59,7 +58,7 @@ pub fn write_completions(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// `cargo xtask man [--out DIR]` (default `target/man`).
 pub fn man(root: &Path, args: &[String]) -> Result<(), String> {
-    let dir = out_dir(args, root.join("target/man"))?;
+    let dir = out_dir(args, crate::target_dir(root).join("man"))?;
     let written = write_pages(&dir)?;
     eprintln!(
         "xtask: {} man pages in {} (try: man -l {})",
@@ -72,7 +71,7 @@ pub fn man(root: &Path, args: &[String]) -> Result<(), String> {
 
 /// `cargo xtask completions [--out DIR]` (default `target/completions`).
 pub fn completions(root: &Path, args: &[String]) -> Result<(), String> {
-    let dir = out_dir(args, root.join("target/completions"))?;
+    let dir = out_dir(args, crate::target_dir(root).join("completions"))?;
     for path in write_completions(&dir)? {
         eprintln!("xtask: wrote {}", path.display());
     }
@@ -138,15 +137,7 @@ pub fn install(root: &Path, args: &[String]) -> Result<(), String> {
     }
     let binary = match binary {
         Some(b) => b,
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            crate::run(
-                Command::new(cargo)
-                    .args(["build", "--release", "-p", "storage-cli"])
-                    .current_dir(root),
-            )?;
-            root.join("target/release/containers-storage")
-        }
+        None => crate::build_release_cli(root)?,
     };
     let installed = install_into(&prefix, &binary)?;
     for path in &installed {
@@ -165,6 +156,7 @@ pub fn install(root: &Path, args: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     /// Whether `prog` is installed; in CI it must be.
     fn have(prog: &str) -> bool {

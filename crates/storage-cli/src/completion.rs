@@ -255,25 +255,9 @@ fn is_flag(word: &str) -> bool {
 fn target<'a>(before: &[String], current: &str) -> Target<'a> {
     let globals = crate::global_flags();
     let mut i = 0;
-    // Global pass.
-    while i < before.len() && is_flag(&before[i]) {
-        if before[i] == "--" {
-            // The command name would follow; Go then takes it as one.
-            i += 1;
-            break;
-        }
-        match lookup(&globals, &before[i]) {
-            Some((spec, None)) if spec.takes_value() => {
-                if i + 1 == before.len() {
-                    return Target::FlagValue {
-                        spec: *spec,
-                        inline: String::new(),
-                    };
-                }
-                i += 2;
-            }
-            _ => i += 1,
-        }
+    // Global pass (after `--` the command name follows; Go takes it as one).
+    if let Err(value) = skip_flags(before, &mut i, &globals) {
+        return value;
     }
     if i == before.len() {
         return if current.starts_with('-') && current != "--" {
@@ -290,31 +274,43 @@ fn target<'a>(before: &[String], current: &str) -> Target<'a> {
     // Command pass: the command's flags and the global options.
     let mut specs: Vec<FlagSpec> = cmd.flags.to_vec();
     specs.extend(crate::command_global_flags());
-    let mut flags_done = false;
-    while i < before.len() && is_flag(&before[i]) {
-        if before[i] == "--" {
-            i += 1;
-            flags_done = true;
-            break;
-        }
-        match lookup(&specs, &before[i]) {
-            Some((spec, None)) if spec.takes_value() => {
-                if i + 1 == before.len() {
-                    return Target::FlagValue {
-                        spec: *spec,
-                        inline: String::new(),
-                    };
-                }
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
+    let flags_done = match skip_flags(before, &mut i, &specs) {
+        Ok(done) => done,
+        Err(value) => return value,
+    };
     let index = before.len() - i;
     if index == 0 && !flags_done && current.starts_with('-') && current != "--" {
         return flag_value_target(&specs, current).unwrap_or(Target::CommandFlag(cmd));
     }
     Target::Positional { cmd, index }
+}
+
+/// Skips the flags at `before[*i..]` as a parsing pass does: returns whether `--` ended them,
+/// or the target when the word under the cursor is the value of the last one.
+fn skip_flags<'a>(
+    before: &[String],
+    i: &mut usize,
+    specs: &[FlagSpec],
+) -> Result<bool, Target<'a>> {
+    while *i < before.len() && is_flag(&before[*i]) {
+        if before[*i] == "--" {
+            *i += 1;
+            return Ok(true);
+        }
+        match lookup(specs, &before[*i]) {
+            Some((spec, None)) if spec.takes_value() => {
+                if *i + 1 == before.len() {
+                    return Err(Target::FlagValue {
+                        spec: *spec,
+                        inline: String::new(),
+                    });
+                }
+                *i += 2;
+            }
+            _ => *i += 1,
+        }
+    }
+    Ok(false)
 }
 
 /// `--flag=partial`: the value of a flag that takes one.

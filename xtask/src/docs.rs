@@ -106,7 +106,9 @@ pub fn install_into(prefix: &Path, binary: &Path) -> Result<Vec<PathBuf>, String
         installed.push(path);
     }
     for shell in Shell::ALL {
-        let path = prefix.join(shell.install_dir()).join(shell.file_name());
+        let path = prefix
+            .join(shell.install_dir(prefix))
+            .join(shell.file_name());
         write(&path, script(shell).as_bytes(), 0o644)?;
         installed.push(path);
     }
@@ -148,6 +150,21 @@ pub fn install(root: &Path, args: &[String]) -> Result<(), String> {
             "xtask: add {} to PATH and {} to MANPATH to use them",
             prefix.join(BIN_DIR).display(),
             prefix.join("share/man").display()
+        );
+    }
+    let share = prefix.join("share");
+    if prefix == Path::new("/usr/local") {
+        eprintln!(
+            "xtask: fish reads {} only when XDG_DATA_DIRS lists {}",
+            share.join("fish/vendor_completions.d").display(),
+            share.display()
+        );
+    } else if prefix != Path::new("/usr") {
+        eprintln!(
+            "xtask: bash and fish find the completions when XDG_DATA_DIRS lists {}, zsh when \
+             $fpath has {}",
+            share.display(),
+            prefix.join(Shell::Zsh.install_dir(&prefix)).display()
         );
     }
     Ok(())
@@ -192,7 +209,7 @@ mod tests {
         assert!(rel.contains(&"share/man/man1/containers-storage-applydiff.1.gz".to_string()));
         assert!(rel.contains(&"share/man/man5/containers-storage.conf.5.gz".to_string()));
         assert!(rel.contains(&"share/bash-completion/completions/containers-storage".to_string()));
-        assert!(rel.contains(&"share/zsh/vendor-completions/_containers-storage".to_string()));
+        assert!(rel.contains(&"share/zsh/site-functions/_containers-storage".to_string()));
         assert!(
             rel.contains(&"share/fish/vendor_completions.d/containers-storage.fish".to_string())
         );

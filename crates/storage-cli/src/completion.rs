@@ -78,12 +78,15 @@ impl Shell {
         }
     }
 
-    /// The directory, under an installation prefix, where Debian's packages of the shell
-    /// look for completions of other packages.
-    pub fn install_dir(self) -> &'static str {
+    /// The directory under the installation prefix `prefix` where Debian's build of the
+    /// shell looks for the completions of other software: Debian's packages' own directories,
+    /// except for zsh outside `/usr` (its `vendor-completions` directory is only searched
+    /// under `/usr`; `site-functions` is, under `/usr/local` too).
+    pub fn install_dir(self, prefix: &Path) -> &'static str {
         match self {
             Shell::Bash => "share/bash-completion/completions",
-            Shell::Zsh => "share/zsh/vendor-completions",
+            Shell::Zsh if prefix == Path::new("/usr") => "share/zsh/vendor-completions",
+            Shell::Zsh => "share/zsh/site-functions",
             Shell::Fish => "share/fish/vendor_completions.d",
         }
     }
@@ -731,7 +734,8 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(line(&["image", "loc"]), vec!["localhost/img:1"]);
         assert_eq!(line(&["container", ""]), vec!["ctr1"]);
-        assert_eq!(line(&["mount", "c"]), vec!["ctr1"]);
+        // (Not a hex prefix: IDs cannot match it.)
+        assert_eq!(line(&["mount", "ct"]), vec!["ctr1"]);
         // Once typed, IDs of named records too.
         assert_eq!(line(&["layer", &base_id[..10]]), vec![base_id.clone()]);
         // The global options may follow the command name (once one came before it, the
@@ -740,6 +744,15 @@ mod tests {
             "--graph", &g, "layer", "--run", &r, "-s", "vfs", "-j", "base-",
         ]);
         assert_eq!(values(complete(&w)), vec!["base-layer"]);
+    }
+
+    #[test]
+    fn install_dirs() {
+        let usr = Path::new("/usr");
+        let local = Path::new("/usr/local");
+        assert_eq!(Shell::Zsh.install_dir(usr), "share/zsh/vendor-completions");
+        assert_eq!(Shell::Zsh.install_dir(local), "share/zsh/site-functions");
+        assert_eq!(Shell::Bash.install_dir(local), Shell::Bash.install_dir(usr));
     }
 
     #[test]

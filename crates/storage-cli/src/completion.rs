@@ -357,7 +357,10 @@ enum Slot {
 
 fn slot_kind(slot: &str) -> Slot {
     let s = slot.to_lowercase();
-    if s.contains("file") || s.contains("directory") || s.contains('/') {
+    if ["file", "dir", "path", "archive", "/"]
+        .iter()
+        .any(|w| s.contains(w))
+    {
         return Slot::Files;
     }
     let kinds = Kinds {
@@ -691,6 +694,8 @@ mod tests {
         ));
         assert!(matches!(slot_kind("dataName"), Slot::Nothing));
         assert!(matches!(slot_kind("[configurationFile]"), Slot::Files));
+        assert!(matches!(slot_kind("DIR"), Slot::Files));
+        assert!(matches!(slot_kind("targetLayerNameOrID"), Slot::Records(_)));
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The layer store of containers-storage: Go's `layers.go`, byte-compatible on disk.
 //!
+//! **Use it for:** the layer records of one store directory, and creating, applying, diffing and
+//! mounting layers through a driver. **Not for:** the images and containers that use layers or
+//! the graph lock: those rules belong to `containers_storage::Store`.
+//!
 //! A [`LayerStore`] manages the layer records of one store directory
 //! (`<graphroot>/<drv>-layers/`):
 //!

@@ -1358,15 +1358,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     ensure_tools(&opts.go)?;
     let ours = match &opts.ours {
         Some(p) => p.clone(),
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            crate::run(
-                Command::new(cargo)
-                    .args(["build", "--release", "-p", "storage-cli"])
-                    .current_dir(root),
-            )?;
-            target.join("release").join("containers-storage")
-        }
+        None => crate::build_release_cli(root)?,
     };
     for (who, p) in [("ours", &ours), ("go", &opts.go)] {
         if !p.exists() {

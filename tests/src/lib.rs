@@ -1,5 +1,8 @@
 //! Shared helpers for the cross-crate tests of containers-storage-rs.
 //!
+//! **Use it for:** the tests of this workspace only. **Not for:** library users: nothing here is
+//! a stable API.
+//!
 //! The tests in `tests/tests/` drive our `containers-storage` binary and the reference peers
 //! (Debian's Go `containers-storage`, `podman`, `skopeo`, `umoci`) on scratch stores in
 //! temporary directories.

@@ -11,11 +11,17 @@
 //!   [`vmtest`].
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
+//! * `cargo xtask man [--out DIR]` — the man pages, generated from the CLI's command table
+//!   (default `target/man/`); `cargo xtask completions [--out DIR]` — the bash, zsh and fish
+//!   completion scripts (default `target/completions/`); `cargo xtask install [--prefix DIR]
+//!   [--binary PATH]` — the release binary, the man pages and the completions where Debian
+//!   puts them (default prefix `/usr/local`); see [`docs`].
 //! * `cargo xtask fuzz [TARGET] [--time S]` — the `storage-fuzz` targets under libFuzzer on
 //!   the stable toolchain, in `target/fuzz` (see [`fuzz`]).
 
 mod bench;
 mod demo;
+mod docs;
 mod fuzz;
 mod vmtest;
 
@@ -39,6 +45,11 @@ const PACKAGES: &[&str] = &[
     "strace",
     "qemu-system-x86",
     "busybox-static",
+    // The man page and shell completion tests.
+    "man-db",
+    "bash-completion",
+    "zsh",
+    "fish",
 ];
 
 fn main() -> ExitCode {
@@ -48,6 +59,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
+        Some("man") => docs::man(&workspace_root(), &args[1..]),
+        Some("completions") => docs::completions(&workspace_root(), &args[1..]),
+        Some("install") => docs::install(&workspace_root(), &args[1..]),
         Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
         Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
         _ => {
@@ -57,6 +71,10 @@ fn main() -> ExitCode {
                  ci            install test dependencies (root) and run every test\n  \
                  bench         benchmark ours against Go's containers-storage and GNU tar\n  \
                  install-deps  install the Debian packages the tests use (root)\n  \
+                 man           write the man pages to target/man (--out DIR)\n  \
+                 completions   write the bash, zsh and fish completions to target/completions\n  \
+                 install       install the binary, man pages and completions\n                \
+                 ([--prefix DIR] (default /usr/local) [--binary PATH])\n  \
                  vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
                  (see cargo xtask vm-test --help)\n  \
                  fuzz          run the fuzz targets under libFuzzer (see cargo xtask fuzz --help)"
@@ -79,6 +97,22 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The target directory: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Builds our `containers-storage` in release mode and returns its path.
+pub fn build_release_cli(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["build", "--release", "-p", "storage-cli"])
+        .current_dir(root))?;
+    Ok(target_dir(root).join("release").join("containers-storage"))
 }
 
 fn is_root() -> bool {
@@ -158,6 +192,11 @@ fn ci(_args: &[String]) -> Result<(), String> {
             "-D",
             "warnings",
         ])
+        .current_dir(&root))?;
+    // The library documentation builds without a warning (broken links, bad HTML, …).
+    run(Command::new(&cargo)
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
         .current_dir(&root))?;
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])

@@ -2,6 +2,10 @@
 //! compression detection, digests and sizes, whiteouts, ID mapping, and
 //! extraction confined to the layer root by the kernel.
 //!
+//! **Use it for:** applying a tar diff to a directory and producing the diff of two trees,
+//! with Go's semantics. **Not for:** layer records, tar-split files on disk or stores: that is
+//! `storage_layers` and `containers_storage`.
+//!
 //! # Apply side
 //!
 //! * [`detect_compression`] / [`Compression`]: magic-number detection with the

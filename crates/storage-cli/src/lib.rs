@@ -1,5 +1,10 @@
 //! The `containers-storage` command-line tool: a drop-in for Go's `cmd/containers-storage`.
 //!
+//! **Use it for:** the `containers-storage` tool, its command table, and the man pages and
+//! shell completions generated from that table ([`man`], [`completion`]). **Not for:** store
+//! logic — every command is one call on the `Store` — or for programs, which should use the
+//! `containers_storage` crate rather than run the tool.
+//!
 //! The crate parses the command line with a port of Go's `pkg/mflag` rules ([`flags`]),
 //! reproduces the Go tool's usage texts, messages and exit codes, opens the
 //! [`containers_storage::Store`] and dispatches to one handler per command. Commands are
@@ -28,9 +33,12 @@
 #![deny(missing_docs)]
 
 pub mod commands;
+pub mod completion;
 pub mod flags;
 pub mod log;
+pub mod man;
 pub mod progress;
+pub mod roff;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -122,18 +130,17 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
     fs.add(UNSHARE, Value::Bool(g.unshare));
 }
 
-/// The flag set of the first pass (the global options before the command name, and `--help`),
-/// with the defaults of `g`.
-pub fn global_flags(argv0: &str, g: &Globals) -> FlagSet {
+/// The flag set of the global pass: the global options and `--help`.
+pub fn global_flag_set(argv0: &str, g: &Globals) -> FlagSet {
     let mut fs = FlagSet::new("containers-storage", argv0);
     add_globals(&mut fs, g);
     fs.add(HELP, Value::Bool(false));
     fs
 }
 
-/// The flag set of the second pass (after the command name): the command's own flags, then
-/// the global options with the values `g` holds after the first pass as defaults.
-pub fn command_flags(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
+/// The flag set of the command pass: the command's flags, then the global options again
+/// (their defaults are the values after the global pass).
+pub fn command_flag_set(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
     let mut fs = FlagSet::new(cmd.names[0], argv0);
     for spec in cmd.flags {
         let v = match spec.kind {
@@ -145,6 +152,47 @@ pub fn command_flags(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
     }
     add_globals(&mut fs, g);
     fs
+}
+
+/// The global options, as the global pass registers them (`--help` included).
+///
+/// ```
+/// let names: Vec<String> = storage_cli::global_flags().iter().flat_map(|f| f.shown_names()).collect();
+/// assert!(names.contains(&"--graph".to_string()) && names.contains(&"-g".to_string()));
+/// ```
+pub fn global_flags() -> Vec<FlagSpec> {
+    global_flag_set("containers-storage", &Globals::default())
+        .specs()
+        .copied()
+        .collect()
+}
+
+/// The options a command accepts besides its own flags: the global options, which the
+/// command pass registers again (everything [`global_flags`] has but `--help`).
+pub fn command_global_flags() -> Vec<FlagSpec> {
+    let mut fs = FlagSet::new("", "");
+    add_globals(&mut fs, &Globals::default());
+    fs.specs().copied().collect()
+}
+
+/// The store options a command line selects: the global options given, or — when none of
+/// `--graph`, `--run`, `--storage-driver` and `--storage-opt` was given — `storage.conf`'s
+/// (step 2 of the process model; the warnings of loading it are returned, not logged).
+fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Result<Vec<String>, String>) {
+    let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
+        .iter()
+        .any(|f| fs.was_set(f));
+    let mut g = g.clone();
+    if explicit {
+        return (g, Ok(Vec::new()));
+    }
+    match storage_config::load_default_options() {
+        Ok((opts, warnings)) => {
+            g.opts = opts;
+            (g, Ok(warnings))
+        }
+        Err(e) => (g, Err(e.to_string())),
+    }
 }
 
 /// Reads the global options back from a parsed flag set (either pass) into `g`.
@@ -222,12 +270,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
         .unwrap_or_else(|| "containers-storage".into());
     let rest = args.get(1..).unwrap_or(&[]).to_vec();
 
+    // Hidden commands of this implementation (not in Go's table, so not in `--help`).
+    match rest.first().map(String::as_str) {
+        Some(completion::COMPLETE_COMMAND) => return completion::complete_command(&rest[1..]),
+        Some(completion::SCRIPT_COMMAND) => return completion::script_command(&rest[1..]),
+        _ => {}
+    }
+
     // 1. Global pass.
     let mut globals = Globals {
         unshare: false,
         ..Globals::default()
     };
-    let mut gfs = global_flags(&argv0, &globals);
+    let mut gfs = global_flag_set(&argv0, &globals);
     let mut stderr = std::io::stderr();
     let parsed = gfs.parse(&rest, &mut stderr, &mut |fs| print_global_usage(fs, false));
     if let Err(e) = parsed {
@@ -251,21 +306,17 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 2. Defaults when no store option was given.
-    let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
-        .iter()
-        .any(|f| gfs.was_set(f));
-    let mut init_error: Option<String> = None;
-    if !explicit {
-        match storage_config::load_default_options() {
-            Ok((opts, warnings)) => {
-                globals.opts = opts;
-                for w in warnings {
-                    log::warn(&w);
-                }
+    let (loaded, warnings) = options_for(&gfs, &globals);
+    globals = loaded;
+    let init_error = match warnings {
+        Ok(warnings) => {
+            for w in warnings {
+                log::warn(&w);
             }
-            Err(e) => init_error = Some(e.to_string()),
+            None
         }
-    }
+        Err(e) => Some(e),
+    };
 
     // 3. Command lookup.
     let Some(cmd) = COMMANDS.iter().find(|c| c.names.contains(&name.as_str())) else {
@@ -274,7 +325,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 4. Command pass.
-    let mut cfs = command_flags(cmd, &argv0, &globals);
+    let mut cfs = command_flag_set(cmd, &argv0, &globals);
     let parsed = cfs.parse(&cmd_args[1..], &mut stderr, &mut |fs| {
         print_command_usage(cmd, fs)
     });

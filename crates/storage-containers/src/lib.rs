@@ -1,6 +1,10 @@
 //! The container store of containers/storage: `containers.json`,
 //! `volatile-containers.json` and `containers.lock`.
 //!
+//! **Use it for:** the container records of one store and their data items and directories.
+//! **Not for:** the container's layer, images or mounts: those belong to
+//! `containers_storage::Store`.
+//!
 //! This crate mirrors Go's `containers.go`. A [`ContainerStore`] manages
 //! `<graphroot>/<driver>-containers/`:
 //!

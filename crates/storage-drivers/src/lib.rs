@@ -1,5 +1,8 @@
 //! Graph drivers: the per-layer file system storage under `<graphroot>/<driver>/`.
 //!
+//! **Use it for:** the per-layer file systems under `<graphroot>/<driver>/`. **Not for:** layer
+//! records (`layers.json`), images or containers: a driver only knows layer IDs and parents.
+//!
 //! A [`Driver`] creates, mounts (`get`/`put`), diffs and removes layers by ID; the
 //! layer store above it keeps the records. [`open_driver`] selects a driver by name
 //! and parses its `"<driver>.<key>=<value>"` options the way Go does.

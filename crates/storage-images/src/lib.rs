@@ -1,5 +1,9 @@
 //! The image store of containers/storage: `images.json` under `images.lock`.
 //!
+//! **Use it for:** the image records of one store directory and their data items. **Not for:**
+//! layers (IDs are opaque strings here) or cross-store rules: those belong to
+//! `containers_storage::Store`.
+//!
 //! This crate mirrors Go's `images.go`. An [`ImageStore`] manages one
 //! `<root>/<driver>-images/` directory:
 //!

@@ -1,5 +1,8 @@
 //! Durable atomic file writes shared by every record store.
 //!
+//! **Use it for:** replacing a file so that a crash leaves either the old or the new content.
+//! **Not for:** record formats, locking, or changing a file in place.
+//!
 //! Reproduces Go's `ioutils.AtomicWriteFile` protocol (store spec §1.6), so a
 //! reader — ours or Go's — always sees either the old or the new content:
 //!

@@ -1,5 +1,9 @@
 //! The layer store of containers-storage: Go's `layers.go`, byte-compatible on disk.
 //!
+//! **Use it for:** the layer records of one store directory, and creating, applying, diffing and
+//! mounting layers through a driver. **Not for:** the images and containers that use layers or
+//! the graph lock: those rules belong to `containers_storage::Store`.
+//!
 //! A [`LayerStore`] manages the layer records of one store directory
 //! (`<graphroot>/<drv>-layers/`):
 //!
@@ -83,7 +87,7 @@ use storage_lock::{LockFile, ReadGuard, Token};
 use storage_types::{Error, ErrorKind, IdMap, Layer, Result};
 
 pub use view::{DiffOptions, Layers};
-pub use write::{CreateLayerOptions, LayersWrite};
+pub use write::{CreateLayerOptions, ExpectedDiff, LayersWrite};
 
 /// Go's `ErrStoreIsReadOnly` wrapped with the store directory, as `layers.go` words it.
 fn read_only_error(what: &str, dir: &Path) -> Error {

@@ -1,6 +1,11 @@
 //! IDs, digests, ID maps, errors and the Go-compatible JSON records of
 //! containers/storage.
 //!
+//! **Use it for:** the IDs, digests, ID maps, errors and records every crate shares, and
+//! reading or writing Go's record JSON. **Not for:** anything that touches the file system,
+//! locks or store logic: that is `storage_layers`, `storage_images`, `storage_containers` and
+//! `containers_storage`.
+//!
 //! This crate holds the vocabulary every other crate of the project shares:
 //!
 //! * [`Error`] / [`ErrorKind`] / [`Result`]: the error type, with Go's wording

@@ -2,7 +2,7 @@
 
 use storage_cli::commands::COMMANDS;
 use storage_cli::flags::{FlagSet, ParseError};
-use storage_cli::{Globals, command_flags, global_flags, read_globals};
+use storage_cli::{Globals, command_flag_set, global_flag_set, read_globals};
 
 use crate::Scratch;
 
@@ -48,7 +48,7 @@ pub(crate) fn cli_flags(_: &mut Scratch, data: &[u8]) {
         .collect();
     let argv0 = "containers-storage";
     let mut globals = Globals::default();
-    let mut gfs = global_flags(argv0, &globals);
+    let mut gfs = global_flag_set(argv0, &globals);
     if parse(&mut gfs, &args).is_none() {
         return;
     }
@@ -59,7 +59,7 @@ pub(crate) fn cli_flags(_: &mut Scratch, data: &[u8]) {
     let Some(cmd) = COMMANDS.iter().find(|c| c.names.contains(&name.as_str())) else {
         return;
     };
-    let mut cfs = command_flags(cmd, argv0, &globals);
+    let mut cfs = command_flag_set(cmd, argv0, &globals);
     if parse(&mut cfs, rest).is_some() {
         read_globals(&cfs, &mut globals);
     }

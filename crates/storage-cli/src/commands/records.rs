@@ -46,7 +46,7 @@ fn metadata_arg(ctx: &Ctx<'_>) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
-fn print_id_and_names(
+pub(crate) fn print_id_and_names(
     ctx: &Ctx<'_>,
     id: &str,
     names: &[String],

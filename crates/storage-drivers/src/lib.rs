@@ -63,6 +63,7 @@ use storage_types::{Error, ErrorKind, IdMap, Result};
 use guard::Guarded;
 
 mod btrfs;
+mod common;
 mod copy;
 mod guard;
 mod idmap;

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::common::{
+    ERR_PREREQUISITES, invalid, parse_key_value, ram_in_bytes, remove_all, root_pair,
+};
 use crate::guard::check_layer_id;
-use crate::overlay::ERR_PREREQUISITES;
-use crate::vfs::{parse_key_value, remove_all, root_pair};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 const BTRFS_MAGIC: i64 = 0x9123_683E;
@@ -36,10 +37,6 @@ pub(crate) struct Btrfs {
     home: PathBuf,
     min_space: u64,
     quota_enabled: std::sync::atomic::AtomicBool,
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::msg(ErrorKind::InvalidInput, msg)
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -74,7 +71,7 @@ impl Btrfs {
         for option in &opts.options {
             let (key, val) = parse_key_value(option)?;
             match key.to_lowercase().as_str() {
-                "btrfs.min_space" => min_space = crate::overlay::ram_in_bytes(&val)?,
+                "btrfs.min_space" => min_space = ram_in_bytes(&val)?,
                 "btrfs.mountopt" => {
                     return Err(invalid("btrfs driver does not support mount options"));
                 }
@@ -138,7 +135,7 @@ impl Btrfs {
         for (k, v) in &opts.storage_opt {
             match k.to_lowercase().as_str() {
                 "size" => {
-                    let s = crate::overlay::ram_in_bytes(v)
+                    let s = ram_in_bytes(v)
                         .map_err(|_| invalid(format!("btrfs: invalid storage size: {v}")))?;
                     if s == 0 {
                         return Err(invalid(format!("btrfs: invalid storage size: {v}")));

@@ -53,56 +53,23 @@ pub(crate) use mount::{make_private, unmount};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::common::{
+    ERR_INCOMPATIBLE_FS, ERR_NOT_SUPPORTED, chown, fs_name, invalid, mkdir_all, mkdir_mode,
+    parse_bool, parse_key_value, ram_in_bytes, remove_all, root_pair, write_file,
+};
 use crate::guard::check_layer_id;
-use crate::vfs::{parse_bool, parse_key_value, remove_all, root_pair};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
-
-/// Go's `graphdriver.ErrNotSupported`.
-pub(crate) const ERR_NOT_SUPPORTED: &str = "driver not supported";
-/// Go's `graphdriver.ErrIncompatibleFS`.
-pub(crate) const ERR_INCOMPATIBLE_FS: &str =
-    "backing file system is unsupported for this graph driver";
-/// Go's `graphdriver.ErrPrerequisites`.
-pub(crate) const ERR_PREREQUISITES: &str =
-    "prerequisites for driver not satisfied (wrong filesystem?)";
 
 const LINK_DIR: &str = "l";
 /// Go 1.60's depth limit.
 const MAX_DEPTH: usize = 500;
 const OVERRIDE_XATTR: &str = "user.containers.override_stat";
-
-/// Go's `graphdriver.FsNames` for the backing file system line.
-pub(crate) fn fs_name(magic: i64) -> &'static str {
-    match magic {
-        0x6175_6673 => "aufs",
-        0x9123_683E => "btrfs",
-        0x28CD_3D45 => "cramfs",
-        0xF15F => "ecryptfs",
-        0xEF53 => "extfs",
-        0xF2F5_2010 => "f2fs",
-        0x6573_5546 => "fuse",
-        0x4750_4653 => "gpfs",
-        0x0000_72B6 => "jffs2",
-        0x3153_464A => "jfs",
-        0x6969 => "nfs",
-        0x794C_7630 => "overlayfs",
-        0x8584_58F6 => "ramfs",
-        0x5265_4973 => "reiserfs",
-        0x0000_517B => "smb",
-        0x7371_7368 => "squashfs",
-        0x0102_1994 => "tmpfs",
-        0xA501_FCF5 => "vxfs",
-        0x5846_5342 => "xfs",
-        0x2FC1_2FC1 => "zfs",
-        _ => "<unknown>",
-    }
-}
 
 /// Parsed `overlay.*` options.
 #[derive(Debug, Default, Clone)]
@@ -115,10 +82,6 @@ struct Config {
     skip_mount_home: bool,
     ignore_chown_errors: bool,
     force_mask: Option<u32>,
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::msg(ErrorKind::InvalidInput, msg)
 }
 
 /// An `l/` link must point at `../<id>/diff` (what Go and we create): a link to an
@@ -144,38 +107,6 @@ fn checked_link(link: PathBuf) -> Result<PathBuf> {
             target.display()
         )))
     }
-}
-
-/// Go's `units.RAMInBytes`: a number with an optional `k/m/g/t/p` suffix (optionally
-/// followed by `i`/`b`/`ib`), 1024-based.
-pub(crate) fn ram_in_bytes(s: &str) -> Result<u64> {
-    let bad = || invalid(format!("invalid size: '{s}'"));
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .or_else(|| unit.strip_suffix('i'))
-        .unwrap_or(&unit);
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
-        _ => return Err(bad()),
-    };
-    let v = num * mult;
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(bad());
-    }
-    Ok(v as u64)
 }
 
 fn parse_config(options: &[String]) -> Result<Config> {
@@ -297,32 +228,6 @@ pub(crate) struct Overlay {
     /// Serializes mounts and unmounts (Go's per-layer locker), so that a second `get`
     /// never returns a path whose mount is still being made.
     mount_lock: Mutex<()>,
-}
-
-fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
-    match std::fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", path, e)),
-        Err(e) => Err(Error::io("mkdir", path, e)),
-    }
-}
-
-fn mkdir_all(path: &Path, mode: u32) -> Result<()> {
-    if path.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        mkdir_all(parent, 0o755.min(mode | 0o755))?;
-    }
-    match mkdir_mode(path, mode) {
-        Err(_) if path.is_dir() => Ok(()),
-        r => r,
-    }
-}
-
-fn chown(path: &Path, ids: (u32, u32)) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(ids.0), Some(ids.1))
-        .map_err(|e| Error::io("lchown", path, e))
 }
 
 fn find_in_path(prog: &str) -> Option<PathBuf> {
@@ -1363,18 +1268,6 @@ fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
     Some((uid, gid, mode & 0o7777))
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| Error::io("open", path, e))?;
-    f.write_all(data).map_err(|e| Error::io("write", path, e))
-}
-
 fn write_flag(path: &Path, value: bool) -> Result<()> {
     write_file(path, if value { b"true" } else { b"false" }, 0o600)
 }
@@ -1685,18 +1578,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse_like_go_units() {
-        assert_eq!(ram_in_bytes("10M").unwrap(), 10 << 20);
-        assert_eq!(ram_in_bytes("10g").unwrap(), 10 << 30);
-        assert_eq!(ram_in_bytes("1.5G").unwrap(), 3 << 29);
-        assert_eq!(ram_in_bytes("512").unwrap(), 512);
-        assert_eq!(ram_in_bytes("4KiB").unwrap(), 4096);
-        assert_eq!(ram_in_bytes("2kb").unwrap(), 2048);
-        assert!(ram_in_bytes("ten").is_err());
-        assert!(ram_in_bytes("10x").is_err());
-    }
-
-    #[test]
     fn options_are_case_insensitive_with_prefixes() {
         let c = parse_config(&[
             "overlay.MountOpt=nodev,metacopy=on".into(),
@@ -1742,12 +1623,5 @@ mod tests {
         std::fs::create_dir(tmp.path().join("sub")).unwrap();
         // ext4, xfs (ftype=1), btrfs and tmpfs all report entry types.
         assert!(supports_d_type(tmp.path()));
-    }
-
-    #[test]
-    fn fs_names() {
-        assert_eq!(fs_name(0xEF53), "extfs");
-        assert_eq!(fs_name(0x5846_5342), "xfs");
-        assert_eq!(fs_name(1), "<unknown>");
     }
 }

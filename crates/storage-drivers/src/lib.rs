@@ -17,8 +17,8 @@
 //! component (not empty, `.` or `..`, no `/` or NUL), else the call fails with
 //! [`ErrorKind::InvalidInput`] before touching the disk (Go does not check). Files of
 //! a layer are only ever read inside it, whatever names a tar-split file holds.
-//! `unsafe` is confined to the kernel-facing modules (btrfs ioctls, overlay mounts,
-//! quotas and idmapped mounts), each block with its SAFETY comment.
+//! `unsafe` is confined to one `sys` module of kernel interfaces (mounts, idmapped
+//! mounts, XFS quotas, btrfs ioctls), each block with its SAFETY comment.
 //!
 //! Limits: `zfs`, `aufs` and `devicemapper` are known names that give a "not supported"
 //! error naming the supported drivers; SELinux labels are not set.
@@ -49,14 +49,14 @@
 //! assert!(!driver.exists("../vfs"));
 //! ```
 #![deny(missing_docs)]
-// `unsafe` is allowed only in the kernel-facing modules: `btrfs::ioctl` and overlay's
-// `mount`, `quota` and `idmapped`.
+// `unsafe` is allowed only in the `sys` module (the kernel interfaces).
 #![deny(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+pub use mountinfo::is_mounted;
 pub use storage_archive::changes::{Change, ChangeKind};
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
@@ -67,8 +67,11 @@ mod common;
 mod copy;
 mod guard;
 mod idmap;
+mod mountinfo;
 mod naive;
 mod overlay;
+#[allow(unsafe_code)]
+mod sys;
 mod vfs;
 
 /// Where a driver lives and the options it was given.

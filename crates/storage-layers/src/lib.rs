@@ -67,7 +67,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod mountinfo;
 mod pgzip;
 mod view;
 mod write;

@@ -12,7 +12,7 @@ use storage_lock::{LockFile, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
-use crate::{Entry, Location, lock_error, mountinfo};
+use crate::{Entry, Location, lock_error};
 
 const INCOMPLETE: &str = "incomplete";
 
@@ -849,7 +849,7 @@ impl<'a> LayersWrite<'a> {
         let e = &self.state.entries[i];
         if e.mount_count > 0
             && let Some(mp) = e.mount_point.clone()
-            && mountinfo::is_mounted(&mp)
+            && storage_drivers::is_mounted(&mp)
         {
             self.state.entries[i].mount_count += 1;
             if let Some(g) = &mguard {

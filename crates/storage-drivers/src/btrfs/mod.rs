@@ -13,9 +13,6 @@
 //! Limits: no SELinux relabelling; `Build Version`/`Library Version` report the
 //! libbtrfs header values Debian's Go binary was built with, as no libbtrfs is linked.
 
-#[allow(unsafe_code)]
-mod ioctl;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -28,6 +25,7 @@ use crate::common::{
     ERR_PREREQUISITES, invalid, parse_key_value, ram_in_bytes, remove_all, root_pair,
 };
 use crate::guard::check_layer_id;
+use crate::sys::btrfs as ioctl;
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 const BTRFS_MAGIC: i64 = 0x9123_683E;
@@ -84,7 +82,7 @@ impl Btrfs {
             .mode(0o700)
             .create(&subvolumes)
             .map_err(|e| Error::io("mkdir", &subvolumes, e))?;
-        crate::overlay::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
+        crate::sys::mount::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
         let driver = Btrfs {
             home,
             min_space,
@@ -354,7 +352,7 @@ impl Driver for Btrfs {
     }
 
     fn cleanup(&self) -> Result<()> {
-        crate::overlay::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
+        crate::sys::mount::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
     }
 
     fn diff(

@@ -40,16 +40,11 @@
 //! project's test host); rootless native overlay is not attempted (fuse-overlayfs is
 //! used when installed).
 
-#[allow(unsafe_code)]
 mod idmapped;
-#[allow(unsafe_code)]
-mod mount;
+mod mount_data;
 mod native;
 mod probe;
-#[allow(unsafe_code)]
 mod quota;
-
-pub(crate) use mount::{make_private, unmount};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -64,7 +59,10 @@ use crate::common::{
     parse_bool, parse_key_value, ram_in_bytes, remove_all, root_pair, write_file,
 };
 use crate::guard::check_layer_id;
+use crate::mountinfo::is_mountpoint;
+use crate::sys::mount::{self as mount, unmount};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, MountOpts};
+use mount_data::is_overlay_mounted;
 
 const LINK_DIR: &str = "l";
 /// Go 1.60's depth limit.
@@ -479,7 +477,7 @@ impl Overlay {
         uid_map: &[IdMap],
         gid_map: &[IdMap],
     ) -> Result<Vec<PathBuf>> {
-        let ns = idmapped::user_namespace(uid_map, gid_map)
+        let ns = crate::sys::idmap::user_namespace(uid_map, gid_map)
             .map_err(|e| Error::io("create user namespace", dir, e))?;
         let mapped = dir.join("mapped");
         if !mapped.exists() {
@@ -495,7 +493,7 @@ impl Overlay {
                     if !v.exists() {
                         mkdir_mode(&v, 0o700)?;
                     }
-                    if let Err(e) = idmapped::idmapped_mount(&root, &v, &ns) {
+                    if let Err(e) = crate::sys::idmap::idmapped_mount(&root, &v, &ns) {
                         release_views(&roots.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
                         return Err(Error::io("create mapped mount for", &root, e));
                     }
@@ -853,10 +851,10 @@ impl Overlay {
         let e = refs.entry(path.to_path_buf()).or_default();
         if !e.checked {
             e.checked = true;
-            if mount::is_overlay_mounted(path) {
+            if is_overlay_mounted(path) {
                 e.count = 1;
             }
-        } else if e.count > 0 && !mount::is_overlay_mounted(path) {
+        } else if e.count > 0 && !is_overlay_mounted(path) {
             e.count = 0;
         }
         e.count += 1;
@@ -869,7 +867,7 @@ impl Overlay {
         let e = refs.entry(path.to_path_buf()).or_default();
         if !e.checked {
             e.checked = true;
-            if mount::is_overlay_mounted(path) {
+            if is_overlay_mounted(path) {
                 e.count = 1;
             }
         }
@@ -905,7 +903,7 @@ impl Overlay {
             Ok(()) => Ok(merged),
             Err(e) => {
                 self.ref_dec(&merged);
-                let _ = mount::unmount(&merged);
+                let _ = unmount(&merged);
                 Err(e)
             }
         }
@@ -988,7 +986,7 @@ impl Overlay {
                 relative.push(format!("{id}/empty"));
             }
         }
-        let (mut flags, mut data) = mount::parse_options(&options);
+        let (mut flags, mut data) = mount_data::parse_options(&options);
         if read_only {
             flags |= rustix::mount::MountFlags::RDONLY;
         }
@@ -1022,7 +1020,7 @@ impl Overlay {
             // The views live below the layer dir, not under `l/`: no relative form.
             relative.clear();
         }
-        let spec = mount::Spec {
+        let spec = mount_data::Spec {
             lowers,
             relative_lowers: relative,
             upper,
@@ -1032,7 +1030,7 @@ impl Overlay {
             target: merged.to_path_buf(),
             home: self.home.clone(),
         };
-        let mounted = mount::mount_overlay(&spec, mount::method_from_env());
+        let mounted = mount_data::mount_overlay(&spec, mount_data::method_from_env());
         // The overlay holds its own references: the views go right away.
         release_views(&views);
         mounted.map_err(|e| {
@@ -1139,7 +1137,7 @@ impl Overlay {
             let views: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
             release_views(&views);
         }
-        if self.mount_program.is_some() && mount::is_mountpoint(&merged) {
+        if self.mount_program.is_some() && is_mountpoint(&merged) {
             let ok = ["fusermount3", "fusermount"].iter().any(|p| {
                 std::process::Command::new(p)
                     .arg("-u")
@@ -1153,7 +1151,7 @@ impl Overlay {
                 let _ = rustix::fs::syncfs(&f);
             }
         }
-        mount::unmount(&merged).map_err(|e| Error::io("unmount", &merged, e))?;
+        unmount(&merged).map_err(|e| Error::io("unmount", &merged, e))?;
         if in_store {
             let _ = remove_all(&self.run_home.join(id));
         }
@@ -1210,7 +1208,7 @@ impl Overlay {
 /// Detaches idmapped views and removes their directories (best effort).
 fn release_views(views: &[PathBuf]) {
     for v in views {
-        let _ = mount::unmount(v);
+        let _ = unmount(v);
         let _ = std::fs::remove_dir(v);
     }
     if let Some(parent) = views.first().and_then(|v| v.parent()) {
@@ -1305,8 +1303,8 @@ impl Driver for Overlay {
             }
         }
         let merged = dir.join("merged");
-        if mount::is_mountpoint(&merged) {
-            let _ = mount::unmount(&merged);
+        if is_mountpoint(&merged) {
+            let _ = unmount(&merged);
         }
         remove_all(&dir)
     }
@@ -1398,7 +1396,7 @@ impl Driver for Overlay {
         if std::fs::read_dir(&staging).is_ok_and(|mut rd| rd.next().is_some()) {
             return Ok(());
         }
-        mount::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
+        unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
     }
 
     fn diff(

@@ -24,7 +24,6 @@ use storage_types::{Error, ErrorKind, IdMap, Result};
 use crate::common::{
     ERR_PREREQUISITES, invalid, parse_key_value, ram_in_bytes, remove_all, root_pair,
 };
-use crate::guard::check_layer_id;
 use crate::sys::btrfs as ioctl;
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
@@ -128,7 +127,6 @@ impl Btrfs {
     }
 
     fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        check_layer_id(id)?;
         let mut size = None;
         for (k, v) in &opts.storage_opt {
             match k.to_lowercase().as_str() {
@@ -168,7 +166,6 @@ impl Btrfs {
                 }
             }
             Some(p) => {
-                check_layer_id(p)?;
                 let src = self.subvol(p);
                 if !src.is_dir() {
                     return Err(Error::msg(
@@ -248,7 +245,6 @@ impl Btrfs {
     }
 
     fn path_for(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        check_layer_id(id)?;
         let dir = crate::naive::plain_layer_dir("btrfs", &opts.options, || self.subvol(id))?;
         if let Ok(s) = std::fs::read_to_string(self.quotas().join(id))
             && let Ok(size) = s.trim().parse::<u64>()
@@ -286,7 +282,6 @@ impl Driver for Btrfs {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        check_layer_id(id)?;
         let dir = self.subvol(id);
         if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(());
@@ -316,12 +311,12 @@ impl Driver for Btrfs {
         self.path_for(id, opts)
     }
 
-    fn put(&self, id: &str) -> Result<()> {
-        check_layer_id(id)
+    fn put(&self, _id: &str) -> Result<()> {
+        Ok(())
     }
 
     fn exists(&self, id: &str) -> bool {
-        check_layer_id(id).is_ok() && self.subvol(id).is_dir()
+        self.subvol(id).is_dir()
     }
 
     fn list_layers(&self) -> Result<Vec<String>> {
@@ -388,7 +383,6 @@ impl Driver for Btrfs {
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
-        check_layer_id(id)?;
         Ok(Box::new(crate::naive::PathFileGetter::new(self.subvol(id))))
     }
 

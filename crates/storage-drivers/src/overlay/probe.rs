@@ -151,13 +151,13 @@ pub(crate) fn overlay(home: &Path, backing_fs: &str, extra: &[String]) -> Probe 
                 let _ = unmount(&dirs[4]);
                 return Err(format!(
                     "kernel too old to provide multiple lowers feature for overlay: {}",
-                    super::ERR_NOT_SUPPORTED
+                    crate::common::ERR_NOT_SUPPORTED
                 ));
             }
             Err(format!(
                 "'overlay' is not supported over {backing_fs} at {:?}: {}",
                 home.display().to_string(),
-                super::ERR_INCOMPATIBLE_FS
+                crate::common::ERR_INCOMPATIBLE_FS
             ))
         }
     }

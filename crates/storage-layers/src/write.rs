@@ -153,10 +153,6 @@ fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
 }
 
-fn archive_error(e: storage_archive::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
-}
-
 /// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
 /// the previous one ends.
 fn is_contiguous(maps: &[IdMap]) -> bool {
@@ -687,7 +683,7 @@ impl<'a> LayersWrite<'a> {
         // Tar-split is recorded on the decompression thread, in the same pass as the digests;
         // this thread only extracts. Lines are batched before they reach the compressor.
         let gz = io::BufWriter::with_capacity(64 * 1024, storage_tarsplit::gzip_writer(ts_file));
-        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(archive_error)?;
+        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(Error::from)?;
         let writeback = EarlyWriteback::start(&ctx.layer_dir);
         let size = ctx
             .driver
@@ -695,7 +691,7 @@ impl<'a> LayersWrite<'a> {
         drop(writeback);
         let (stats, gz) = reader
             .finish_recording::<TarSplitOut>()
-            .map_err(archive_error)?;
+            .map_err(Error::from)?;
         let gz = gz.into_inner().map_err(|e| io_err(e.into_error()))?;
         // One syncfs makes the extracted files durable before the record says they are there.
         sync_filesystem(&ctx.layer_dir)?;

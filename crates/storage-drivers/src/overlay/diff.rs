@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 
-use storage_types::{Error, ErrorKind, Result};
+use storage_types::{Error, Result};
 
 use super::{Overlay, native};
 use crate::{ApplyDiffOpts, Change, LayerMaps, MountOpts};
@@ -84,8 +84,8 @@ impl Overlay {
             force_mask: opts.force_mask,
             in_user_ns: self.rootless,
         };
-        let unpacked = storage_archive::unpack_sized(diff, &target, &unpack)
-            .map_err(|e| Error::msg(ErrorKind::Other, e.to_string()))?;
+        let unpacked =
+            storage_archive::unpack_sized(diff, &target, &unpack).map_err(Error::from)?;
         // Go walks `diff/` (`directory.Size`); the size counted while extracting is the
         // same whenever it is known, and saves that walk of every new file.
         Ok(unpacked

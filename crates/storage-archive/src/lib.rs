@@ -91,6 +91,7 @@ pub mod export;
 mod fsops;
 mod gopath;
 mod unpack;
+pub mod xattr;
 
 pub use compression::{Compression, detect_compression};
 pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};

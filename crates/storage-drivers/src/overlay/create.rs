@@ -95,7 +95,7 @@ impl Overlay {
             })?;
             st_ids = (md.uid(), md.gid());
             st_mode = md.mode() & 0o7777;
-            if let Some(v) = crate::idmap::get_xattr(&pdiff, std::ffi::OsStr::new(OVERRIDE_XATTR))
+            if let Some(v) = storage_archive::xattr::get(&pdiff, OVERRIDE_XATTR)
                 && let Some((u, g, m)) = parse_override(&v)
             {
                 st_ids = (u, g);

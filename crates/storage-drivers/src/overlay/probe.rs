@@ -186,7 +186,7 @@ pub(crate) fn metacopy(home: &Path, extra: &[String], xattr_prefix: &str) -> Pro
     let _ = unmount(&dirs[3]);
     chmod.map_err(|e| io_text(&e))?;
     let name = format!("{xattr_prefix}metacopy");
-    if crate::idmap::get_xattr(&dirs[1].join("f"), std::ffi::OsStr::new(&name)).is_some() {
+    if storage_archive::xattr::get(&dirs[1].join("f"), &name).is_some() {
         Ok(())
     } else {
         Err("metacopy is not enabled".to_owned())
@@ -219,9 +219,7 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
     let result = (|| {
         std::fs::write(dirs[4].join("d/f"), b"")
             .map_err(|e| format!("failed to write to merged directory: {}", io_text(&e)))?;
-        if crate::idmap::get_xattr(&dirs[2].join("d"), std::ffi::OsStr::new(&opaque))
-            .is_some_and(|v| v == b"y")
-        {
+        if storage_archive::xattr::get(&dirs[2].join("d"), &opaque).is_some_and(|v| v == b"y") {
             return Err(
                 "opaque flag erroneously copied up, consider update to kernel 4.8 or later to fix"
                     .to_owned(),
@@ -235,9 +233,7 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
             )),
             Ok(()) => {
                 let redirect = format!("{xattr_prefix}redirect");
-                if crate::idmap::get_xattr(&dirs[2].join("d2"), std::ffi::OsStr::new(&redirect))
-                    .is_some()
-                {
+                if storage_archive::xattr::get(&dirs[2].join("d2"), &redirect).is_some() {
                     Err("kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled".to_owned())
                 } else {
                     Ok(())

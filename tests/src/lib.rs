@@ -10,6 +10,7 @@
 //!   (loudly, on stderr) otherwise — see [`require`].
 //! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod fs;
 pub mod oci;

@@ -10,9 +10,12 @@
 //!   [`vmtest`].
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
+#![deny(unsafe_code)]
 
 mod bench;
 mod demo;
+#[allow(unsafe_code)]
+mod sys;
 mod vmtest;
 
 use std::path::{Path, PathBuf};

@@ -51,6 +51,8 @@
 //! assert_eq!(std::fs::metadata(tmp.path().join("root/storage.lock")).unwrap().len(), 64);
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (the dedupe ioctl).
+#![deny(unsafe_code)]
 
 mod check;
 mod dedup;
@@ -59,6 +61,8 @@ pub mod guide;
 mod ops;
 mod records;
 mod salvage;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};

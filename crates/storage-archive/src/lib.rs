@@ -82,6 +82,7 @@
 //! assert_eq!(stats.uidset, [0]);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod changes;
 mod compression;

@@ -66,6 +66,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod pgzip;
 mod view;

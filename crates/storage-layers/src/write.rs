@@ -146,9 +146,6 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
-/// The tar-split writer of an apply: JSON lines, batched, gzip-compressed into the file.
-type TarSplitOut = io::BufWriter<flate2::write::GzEncoder<AtomicFile>>;
-
 fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
 }
@@ -689,9 +686,7 @@ impl<'a> LayersWrite<'a> {
             .driver
             .apply_diff(id, parent.as_deref(), &mut reader, &aopts)?;
         drop(writeback);
-        let (stats, gz) = reader
-            .finish_recording::<TarSplitOut>()
-            .map_err(Error::from)?;
+        let (stats, gz) = reader.finish_recording().map_err(Error::from)?;
         let gz = gz.into_inner().map_err(|e| io_err(e.into_error()))?;
         // One syncfs makes the extracted files durable before the record says they are there.
         sync_filesystem(&ctx.layer_dir)?;

@@ -124,7 +124,7 @@ impl std::fmt::Debug for Store {
 }
 
 fn lock_err(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -190,7 +190,7 @@ pub fn resolve_options(
 fn load_defaults() -> Result<StoreOptions> {
     storage_config::load_default_options()
         .map(|(o, _)| o)
-        .map_err(|e| Error::msg(ErrorKind::InvalidInput, e.to_string()))
+        .map_err(|e| Error::wrap(ErrorKind::InvalidInput, e))
 }
 
 /// The driver options that name additional read-only image stores

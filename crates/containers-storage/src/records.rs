@@ -339,7 +339,7 @@ impl Store {
             Some(
                 self.userns_lock()
                     .lock()
-                    .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                    .map_err(|e| Error::wrap(ErrorKind::Io, e))?,
             )
         };
         let image = if opts.image.is_empty() {

@@ -336,7 +336,7 @@ fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     }
     for image in &mut images {
         image.recompute_digests().map_err(|e| {
-            Error::msg(ErrorKind::Corrupt, e.to_string()).context(format!(
+            Error::wrap(ErrorKind::Corrupt, e).context(format!(
                 "loading {}: computing digests for image with ID {} ({})",
                 path.display(),
                 go_quote(&image.id),

@@ -95,7 +95,7 @@ fn read_only_error(what: &str, dir: &Path) -> Error {
 
 /// Converts a lock error into the shared error type.
 fn lock_error(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 /// Where a layer record is stored. The index is also the slot in per-file arrays.

@@ -459,7 +459,7 @@ pub(crate) fn layer_parent(l: &Layer) -> Option<&str> {
 }
 
 pub(crate) fn tarsplit_error(e: storage_tarsplit::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
+    Error::wrap(ErrorKind::Other, e)
 }
 
 /// The output side of `diff`: raw, gzip or zstd.
@@ -480,11 +480,11 @@ impl<'a> CompressedWriter<'a> {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
                 CompressedWriter::Gzip(
                     crate::pgzip::ParallelGzWriter::new(out, flate2::Compression::new(3), threads)
-                        .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                        .map_err(|e| Error::wrap(ErrorKind::Io, e))?,
                 )
             }
             Compression::Zstd => CompressedWriter::Zstd(
-                zstd::Encoder::new(out, 3).map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                zstd::Encoder::new(out, 3).map_err(|e| Error::wrap(ErrorKind::Io, e))?,
             ),
             Compression::Bzip2 => {
                 return Err(Error::msg(
@@ -502,7 +502,7 @@ impl<'a> CompressedWriter<'a> {
     }
 
     fn finish(self) -> Result<()> {
-        let io = |e: std::io::Error| Error::msg(ErrorKind::Io, e.to_string());
+        let io = |e: std::io::Error| Error::wrap(ErrorKind::Io, e);
         match self {
             CompressedWriter::Plain(w) => w.flush().map_err(io),
             CompressedWriter::Gzip(g) => g.finish().and_then(|w| w.flush()).map_err(io),

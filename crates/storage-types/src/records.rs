@@ -502,8 +502,7 @@ pub fn parse_images(data: &[u8], path: &std::path::Path) -> Result<Vec<Image>> {
     let mut images: Vec<Image> = crate::json::parse_records(data, path)?;
     for img in &mut images {
         img.recompute_digests().map_err(|e| {
-            Error::msg(ErrorKind::Corrupt, e.to_string())
-                .context(format!("loading {}", path.display()))
+            Error::wrap(ErrorKind::Corrupt, e).context(format!("loading {}", path.display()))
         })?;
     }
     Ok(images)

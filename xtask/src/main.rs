@@ -159,6 +159,27 @@ fn ci(_args: &[String]) -> Result<(), String> {
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&root))?;
+    // A build without the optional codecs and drivers (Cargo features) compiles cleanly
+    // and refuses what it leaves out.
+    run(Command::new(&cargo)
+        .args([
+            "clippy",
+            "-p",
+            "containers-storage",
+            "--no-default-features",
+        ])
+        .args(["--features", "vfs", "--", "-D", "warnings"])
+        .current_dir(&root))?;
+    for krate in ["storage-archive", "storage-drivers"] {
+        run(Command::new(&cargo)
+            .args(["test", "-p", krate, "--no-default-features", "--lib"])
+            .current_dir(&root))?;
+    }
+    // The API docs build without warnings (broken links, missing docs).
+    run(Command::new(&cargo)
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(&root))?;
     // The privileged driver and layer-store tests again, inside a VM on Debian 12's own
     // kernel (6.1: no `lowerdir+`, XFS project quotas), then the power-cut test. The whole
     // workspace in the VM takes ~30 minutes under TCG; these take ~3 + ~7.

@@ -74,7 +74,7 @@ pub enum ParseError {
 pub struct FlagSet {
     /// Name used in the `See '… --help'.` line.
     pub name: String,
-    /// argv[0] as invoked.
+    /// `argv[0]` as invoked.
     pub argv0: String,
     flags: Vec<Flag>,
     /// Remaining (positional) arguments after a parse.

@@ -5,7 +5,7 @@
 //!   peer program or privilege is missing fails with `CI=true` and is skipped loudly
 //!   (on stderr) elsewhere.
 //! * Debian's Go `containers-storage` on a scratch vfs store: [`go`], [`first_line`].
-//! * Data: [`sha256`], [`gzip`], [`zstd`], [`xz`], [`bzip2`], [`prng_bytes`].
+//! * Data: [`sha256`], [`gzip`], [`zstd()`], [`xz`], [`bzip2()`], [`prng_bytes`].
 //! * The file system: [`list_dir`], [`mounts_under`], [`xattr`] helpers.
 //! * [`per_driver!`]: one test per storage driver, named after the driver.
 //!

@@ -7,7 +7,10 @@
 //! * [`quota`]: XFS project quota ioctls and `quotactl`.
 //! * [`btrfs`]: btrfs subvolume, snapshot and quota-group ioctls.
 
+#[cfg(feature = "btrfs")]
 pub(crate) mod btrfs;
+#[cfg(feature = "overlay")]
 pub(crate) mod idmap;
 pub(crate) mod mount;
+#[cfg(feature = "overlay")]
 pub(crate) mod quota;

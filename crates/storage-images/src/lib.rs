@@ -312,7 +312,7 @@ struct Loaded {
 fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     let path = dir.join(IMAGES_JSON);
     // Absent, empty or `null` = no images; errors name the file and position.
-    let mut images: Vec<Image> = storage_types::load_records(&path)?;
+    let mut images: Vec<Image> = storage_io::load_records(&path)?;
     // Later records win duplicate names (Go's load-time repair).
     let mut needs_save = false;
     // Borrowed names first, removals after: no copy of every name for the common case

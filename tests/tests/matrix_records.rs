@@ -363,7 +363,7 @@ fn scenario(driver: &str) {
     ok(&go);
     let got = tar_names(&ours.stdout);
     // Not byte-exact: 1.43 ORs the file-type bits into the mode and fills uname/gname,
-    // 1.60 does neither (drivers spec §5.1.2). Everything else must agree.
+    // 1.60 does neither. Everything else must agree.
     assert_eq!(
         tar_headers(&ours.stdout),
         tar_headers(&go.stdout),
@@ -612,7 +612,7 @@ fn mapped_containers_like_go(driver: &str) {
     let who = |i: usize| if i == 0 { "ours" } else { "Go's" };
     // Through fuse-overlayfs, 1.43 shifts twice: it makes idmapped bind mounts of the lowers
     // (`<id>/mapped/0`) *and* passes `uidmapping=:0:101000:65536` to the mount program, so
-    // the files show up as 65534 (nobody). 1.60 (our target, drivers spec §3.5 7 and 10) only
+    // the files show up as 65534 (nobody). 1.60 (our target) only
     // passes the mapping to the mount program; Go's owners are not compared there.
     let go_shifts_twice = driver == "fuse-overlayfs";
     for (i, (owner, mapped, _)) in results.iter().enumerate() {

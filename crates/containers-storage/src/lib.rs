@@ -1,13 +1,13 @@
 //! The `Store`: wires the graph driver, the layer, image and container stores together
 //! with Go's locking rules.
 //!
-//! [`Store::open`] does what Go's `storage.GetStore` does (store.md §4.5 "Store
-//! construction"): it resolves the options (missing roots from `storage.conf`, relative
-//! paths made absolute), creates the graph and run roots (0700), the lock files
-//! (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`, `<drv>-images/images.lock`,
-//! `<drv>-containers/containers.lock` — in the run root in transient mode — and
-//! `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and `<R>/<drv>-locks/`
-//! directories, and initialises the driver (auto-selected when no name is given).
+//! [`Store::open`] does what Go's `storage.GetStore` does: it resolves the options (missing roots
+//! from `storage.conf`, relative paths made absolute), creates the graph and run roots (0700), the
+//! lock files (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`,
+//! `<drv>-images/images.lock`, `<drv>-containers/containers.lock` — in the run root in transient
+//! mode — and `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and
+//! `<R>/<drv>-locks/` directories, and initialises the driver (auto-selected when no name is
+//! given).
 //!
 //! Operations span the stores the way Go's `store.go` does: layers (create/import, apply,
 //! diff, changes, mount counting, names, metadata, data items, safety-checked and unchecked
@@ -16,7 +16,7 @@
 //! sizes, deletion), [`Store::wipe`] and [`Store::shutdown`]. Read-only additional stores
 //! (`<driver>.imagestore=PATH`) are searched after the read-write ones.
 //!
-//! Locks are taken in Go's order (store.md §4.6): `storage.lock` (only around driver work and
+//! Locks are taken in Go's order: `storage.lock` (only around driver work and
 //! to obtain the layer store handle, re-initialising the driver when another process shut
 //! it down), layers (exclusive even for reads, like Go), images, containers.
 //!
@@ -157,7 +157,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     ))
 }
 
-/// Go's `GetStore` option resolution (cli.md §3.1): returns the options to open with.
+/// Go's `GetStore` option resolution: returns the options to open with.
 ///
 /// `defaults` is called only when values must come from `storage.conf`.
 pub fn resolve_options(
@@ -451,7 +451,7 @@ impl Store {
         self.with_driver(|d| Ok(d.status()))
     }
 
-    /// Go's `Store.Shutdown(force)` (store.md §6.8).
+    /// Go's `Store.Shutdown(force)`.
     ///
     /// Returns the IDs of layers that were mounted. If any layer was mounted the call fails
     /// with "a layer is mounted: layer is in use by a container" (after unmounting them all
@@ -485,7 +485,7 @@ impl Store {
         Ok(mounted)
     }
 
-    /// Go's `Store.Wipe()` (store.md §6.7): deletes every container, image and layer of
+    /// Go's `Store.Wipe()`: deletes every container, image and layer of
     /// the read-write stores. Locks: layers, images, containers (all exclusive).
     pub fn wipe(&self) -> Result<()> {
         let layers = self.layer_store()?;
@@ -576,7 +576,7 @@ fn driver_options_for(
     }
 }
 
-/// Go's `drivers.New`: the named driver, or auto-selection (store.md §7.5).
+/// Go's `drivers.New`: the named driver, or auto-selection.
 fn init_driver(
     opts: &StoreOptions,
     graph_root: &Path,

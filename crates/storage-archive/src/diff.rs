@@ -1,4 +1,4 @@
-//! The apply-side pipeline of a layer diff (drivers spec §7.1): detect the
+//! The apply-side pipeline of a layer diff: detect the
 //! compression, digest and count the compressed bytes, decompress on a separate
 //! thread, digest and count the decompressed bytes, and log the owners found in
 //! the tar headers, while the caller extracts the decompressed stream.

@@ -1,4 +1,4 @@
-//! ID mapping helpers and the naive `UpdateLayerIDMap` chown walk (store spec §8.4).
+//! ID mapping helpers and the naive `UpdateLayerIDMap` chown walk.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

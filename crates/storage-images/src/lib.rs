@@ -421,7 +421,7 @@ impl ImageSet {
         &self.images
     }
 
-    /// The image with this ID, name or unique ID prefix (§5.2 of the spec).
+    /// The image with this ID, name or unique ID prefix.
     pub fn get(&self, id: &str) -> Result<&Image> {
         Ok(&self.images[self.lookup_or_err(id)?])
     }
@@ -664,7 +664,7 @@ impl ImagesWrite<'_> {
         self.save()
     }
 
-    /// Changes the names of an image (§5.3): names taken by other images are
+    /// Changes the names of an image: names taken by other images are
     /// silently removed from them, every resulting name is pushed to the front
     /// of `names-history`, and the record is saved even if nothing changed.
     /// Returns the new names.

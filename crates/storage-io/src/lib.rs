@@ -1,6 +1,6 @@
 //! Durable atomic file writes shared by every record store.
 //!
-//! Reproduces Go's `ioutils.AtomicWriteFile` protocol (store spec §1.6), so a
+//! Reproduces Go's `ioutils.AtomicWriteFile` protocol, so a
 //! reader — ours or Go's — always sees either the old or the new content:
 //!
 //! 1. create `.tmp-<basename><random digits>` in the target's directory

@@ -311,7 +311,7 @@ impl LayerStore {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Freshness check of §4.5: layers token, JSON mtimes, mountpoints token.
+    /// Go's freshness check of a loaded store: layers token, JSON mtimes, mountpoints token.
     fn staleness(&self, st: &Layers, guard_modified: bool) -> Result<Staleness> {
         if !st.loaded || guard_modified {
             return Ok(Staleness::Full);

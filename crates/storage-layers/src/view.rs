@@ -160,7 +160,7 @@ impl Layers {
         Ok(())
     }
 
-    /// Resolves an ID, name or unique ID prefix (§5.2) to an index.
+    /// Resolves an ID, name or unique ID prefix to an index.
     pub(crate) fn lookup_index(&self, key: &str) -> Option<usize> {
         if let Some(&i) = self.by_id.get(key) {
             return Some(i);
@@ -415,7 +415,7 @@ impl Layers {
             .diff_size_mapped(&layer.id, maps_of(layer), self.with_maps(from.as_deref()))
     }
 
-    /// Go's `LayerParentOwners` (§8.7): host UIDs and GIDs owning the directories above the
+    /// Go's `LayerParentOwners`: host UIDs and GIDs owning the directories above the
     /// layer's mount point that the layer's ID maps cannot represent, each sorted ascending.
     pub fn layer_parent_owners(&self, key: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         use std::os::unix::fs::MetadataExt;

@@ -1,9 +1,8 @@
-//! Mount-time ID shifting on overlay (Go's `canUseShifting`, store.md §8.2 step 4, drivers.md
-//! T9): layers requested with maps are recorded without maps and keep canonical content when
-//! the driver can shift; the maps are applied when mounting. Without shifting (overlay whose
-//! cached `idmapped-lower-dir` probe says no) the old chown path stays. Needs root and a kernel
-//! with idmapped overlay lowers; without them the tests fail when CI=true and are skipped
-//! (loudly) otherwise.
+//! Mount-time ID shifting on overlay (Go's `canUseShifting`): layers requested with maps are
+//! recorded without maps and keep canonical content when the driver can shift; the maps are applied
+//! when mounting. Without shifting (overlay whose cached `idmapped-lower-dir` probe says no) the
+//! old chown path stays. Needs root and a kernel with idmapped overlay lowers; without them the
+//! tests fail when CI=true and are skipped (loudly) otherwise.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Go-compatible JSON encoding and records-file loading (§2.1 of the store spec).
+//! Go-compatible JSON encoding and records-file loading.
 
 use std::io::{self, Write};
 use std::path::Path;

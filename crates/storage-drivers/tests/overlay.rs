@@ -9,27 +9,12 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use storage_testsupport::unmount_all_under;
 
 use common::{get_xattr, go_cs, is_root, require, run};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
-
-/// Unmounts everything below `root` (deepest first).
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 fn mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

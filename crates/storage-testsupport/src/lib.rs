@@ -6,7 +6,7 @@
 //!   (on stderr) elsewhere.
 //! * Debian's Go `containers-storage` on a scratch vfs store: [`go`], [`first_line`].
 //! * Data: [`sha256`], [`gzip`], [`zstd()`], [`xz`], [`bzip2()`], [`prng_bytes`].
-//! * The file system: [`list_dir`], [`mounts_under`], [`xattr`] helpers.
+//! * The file system: [`list_dir`], [`mounts_under`], [`unmount_all_under`], [`xattr`] helpers.
 //! * [`per_driver!`]: one test per storage driver, named after the driver.
 //!
 //! ```
@@ -167,6 +167,16 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Unmounts every mount point under `root`, deepest first: a plain unmount, else a lazy
+/// one (a test's clean-up; failures are ignored).
+pub fn unmount_all_under(root: &Path) {
+    for m in mounts_under(root).iter().rev() {
+        if rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty()).is_err() {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
 }
 
 /// Extended attributes of test files (not following symlinks).

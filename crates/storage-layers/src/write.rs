@@ -12,7 +12,7 @@ use storage_lock::{LockFile, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
-use crate::{Entry, Location, lock_error, mountinfo};
+use crate::{Entry, Location, lock_error};
 
 const INCOMPLETE: &str = "incomplete";
 
@@ -197,15 +197,8 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
-/// The tar-split writer of an apply: JSON lines, batched, gzip-compressed into the file.
-type TarSplitOut = io::BufWriter<flate2::write::GzEncoder<AtomicFile>>;
-
 fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
-}
-
-fn archive_error(e: storage_archive::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
 }
 
 /// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
@@ -739,15 +732,13 @@ impl<'a> LayersWrite<'a> {
         // Tar-split is recorded on the decompression thread, in the same pass as the digests;
         // this thread only extracts. Lines are batched before they reach the compressor.
         let gz = io::BufWriter::with_capacity(64 * 1024, storage_tarsplit::gzip_writer(ts_file));
-        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(archive_error)?;
+        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(Error::from)?;
         let writeback = EarlyWriteback::start(&ctx.layer_dir);
         let size = ctx
             .driver
             .apply_diff(id, parent.as_deref(), &mut reader, &aopts)?;
         drop(writeback);
-        let (stats, gz) = reader
-            .finish_recording::<TarSplitOut>()
-            .map_err(archive_error)?;
+        let (stats, gz) = reader.finish_recording().map_err(Error::from)?;
         if let Some(expect) = &known.expect {
             expect.check(&stats)?;
         }
@@ -904,7 +895,7 @@ impl<'a> LayersWrite<'a> {
         let e = &self.state.entries[i];
         if e.mount_count > 0
             && let Some(mp) = e.mount_point.clone()
-            && mountinfo::is_mounted(&mp)
+            && storage_drivers::is_mounted(&mp)
         {
             self.state.entries[i].mount_count += 1;
             if let Some(g) = &mguard {

@@ -12,11 +12,11 @@
 //! of that image (the merged view of the three layers).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::tars::sha256;
+pub use storage_testsupport::gzip;
 
 /// Path of the static busybox shipped in the base layer when asked for.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -151,15 +151,6 @@ pub fn sample_layers(busybox: bool) -> Vec<Vec<u8>> {
     vec![base, middle, top]
 }
 
-/// gzip with a fixed header (deterministic bytes).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).expect("gzip write");
-    enc.finish().expect("gzip finish")
-}
-
 /// gunzip bytes (panics on corrupt input: test data only).
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -173,9 +164,9 @@ pub struct OciLayer {
     pub tar: Vec<u8>,
     /// `sha256:` of the uncompressed tar (the config's diff_id).
     pub diff_id: String,
-    /// `sha256:` of the gzip blob (the manifest's layer digest).
+    /// `sha256:` of the blob (the manifest's layer digest).
     pub digest: String,
-    /// Path of the gzip blob.
+    /// Path of the blob (gzip, or the plain tar).
     pub blob: PathBuf,
 }
 
@@ -213,14 +204,21 @@ fn write_blob(dir: &Path, data: &[u8]) -> (String, PathBuf) {
 }
 
 impl OciImage {
-    /// Writes `layers` (uncompressed tars, base first) as an OCI layout in `dir` with `tag`.
+    /// Writes `layers` (uncompressed tars, base first) as an OCI layout in `dir` with `tag`,
+    /// with gzip layer blobs.
     pub fn write(dir: &Path, tag: &str, layers: Vec<Vec<u8>>) -> OciImage {
+        Self::write_with(dir, tag, layers, true)
+    }
+
+    /// Like [`OciImage::write`]; `gzip: false` stores the layers as plain tars
+    /// (`application/vnd.oci.image.layer.v1.tar`).
+    pub fn write_with(dir: &Path, tag: &str, layers: Vec<Vec<u8>>, gzip_layers: bool) -> OciImage {
         std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir blobs");
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
             .expect("write oci-layout");
         let mut out = Vec::new();
         for tar in layers {
-            let gz = gzip(&tar);
+            let gz = if gzip_layers { gzip(&tar) } else { tar.clone() };
             let (digest, blob) = write_blob(dir, &gz);
             out.push(OciLayer {
                 diff_id: sha256(&tar),
@@ -249,7 +247,11 @@ impl OciImage {
             .iter()
             .map(|l| {
                 serde_json::json!({
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "mediaType": if gzip_layers {
+                        "application/vnd.oci.image.layer.v1.tar+gzip"
+                    } else {
+                        "application/vnd.oci.image.layer.v1.tar"
+                    },
                     "digest": l.digest,
                     "size": std::fs::metadata(&l.blob).map(|m| m.len()).unwrap_or(0),
                 })

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::{Cs, go_cs, ours, peer};
+pub use storage_testsupport::{first_line, mounts_under};
 
 fn clean(c: &mut Command) -> &mut Command {
     c.env_remove("STORAGE_OPTS")
@@ -71,17 +72,18 @@ pub fn podman<S: AsRef<OsStr>>(cs: &Cs, args: &[S]) -> Output {
     podman_cmd(cs).args(args).output().expect("run podman")
 }
 
-/// Mount points under `dir` (from `/proc/self/mountinfo`), deepest last.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    v.sort();
-    v
+/// Runs `podman … ARGS` on store `cs` to run a container; `None` (after a loud message)
+/// when this machine cannot run containers at all (no cgroups, no OCI runtime, no conmon).
+pub fn podman_run(cs: &Cs, args: &[&str]) -> Option<Output> {
+    let out = podman(cs, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && (err.contains("cgroup") || err.contains("OCI runtime") || err.contains("conmon"))
+    {
+        eprintln!("SKIPPED: podman cannot run containers on this machine: {err}");
+        return None;
+    }
+    Some(out)
 }
 
 /// Waits (up to `limit`) until no process other than this one has `path` in its command line.
@@ -168,11 +170,6 @@ impl Drop for Unmounter<'_> {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
-}
-
-/// First line of a command's stdout, trimmed (the ID printed by `import-layer`, `create-*`).
-pub fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// Stores `img` in a store the way containers/image does, with one CLI (`run` runs our or
@@ -376,14 +373,7 @@ pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImag
         &format!("oci:{}:x", out.display()),
     ));
     let (manifest, config) = crate::oci::read_layout(&out, "x");
-    let ids: Vec<String> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = strings(&config["rootfs"]["diff_ids"]);
     assert_eq!(ids, img.diff_ids(), "exported config diff_ids");
     let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
     assert_eq!(descs.len(), img.layers.len());
@@ -396,6 +386,78 @@ pub fn skopeo_exports_same_layers(cs: &Cs, name: &str, img: &crate::oci::OciImag
         );
     }
     out
+}
+
+/// The strings of a JSON array (empty for anything else).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// podman lists, inspects and mounts image `name` made from `img` in `cs` (its ID, digest,
+/// names, diff IDs and size, and the files of the mounted image).
+pub fn podman_reads_image(cs: &Cs, img: &crate::oci::OciImage, name: &str, bb: bool) {
+    // podman lists and inspects it.
+    let list = json(&crate::ok(&podman(cs, &["images", "--format", "json"])));
+    let entry = list
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["Id"] == img.image_id()))
+        .unwrap_or_else(|| panic!("podman images lacks {}: {list}", img.image_id()))
+        .clone();
+    assert_eq!(entry["Digest"], img.manifest_digest.as_str(), "{entry}");
+    assert!(
+        entry["Names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "podman names: {entry}"
+    );
+    let insp = json(&crate::ok(&podman(cs, &["image", "inspect", name])));
+    let insp = &insp[0];
+    assert_eq!(insp["Id"], img.image_id());
+    assert_eq!(insp["Digest"], img.manifest_digest.as_str());
+    assert!(
+        insp["RepoTags"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x == name)),
+        "RepoTags: {insp}"
+    );
+    let layers = strings(&insp["RootFS"]["Layers"]);
+    assert_eq!(layers, img.diff_ids(), "podman RootFS.Layers");
+    let total: u64 = img.layers.iter().map(|l| l.tar.len() as u64).sum();
+    assert!(
+        insp["Size"].as_u64().unwrap_or(0) >= total - 10240 * 3,
+        "podman Size: {}",
+        insp["Size"]
+    );
+
+    // podman mounts the image (through our layer records).
+    let mp = first_line(&crate::ok(&podman(cs, &["image", "mount", name])));
+    crate::oci::assert_rootfs(Path::new(&mp), bb, "podman image mount of our image");
+    crate::ok(&podman(cs, &["image", "unmount", name]));
+}
+
+/// The arguments of `podman run --rm IMAGE` that work without cgroups and network, and
+/// within the nofile/nproc limits of a process without `CAP_SYS_RESOURCE` (podman asks for
+/// higher ones by default; lowering them is always allowed). Append the command.
+pub fn podman_run_args(image: &str) -> Vec<&str> {
+    vec![
+        "run",
+        "--rm",
+        "--cgroups",
+        "disabled",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        image,
+    ]
 }
 
 /// Uncompressed bytes of an exported layer blob, by media type.

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
 use storage_tests::peers::{
-    Unmounter, first_line, import_image, ours_reads_pulled_image, podman, skopeo_copy,
-    skopeo_exports_same_layers, storage_ref,
+    Unmounter, first_line, import_image, ours_reads_pulled_image, podman, podman_run,
+    podman_run_args, skopeo_copy, skopeo_exports_same_layers, storage_ref,
 };
 use storage_tests::{Cs, go_cs, is_root, ok, peer, require};
 
@@ -132,21 +132,6 @@ fn skopeo_writes_overlay_ours_mounts() {
     ours_reads_pulled_image(&cs, &img, name, bb);
 }
 
-/// `podman run …`, or `None` (after a loud message) when the machine does not let podman run
-/// containers (cgroups, OCI runtime, conmon): the one skip allowed even in CI. crun refuses
-/// this host's hybrid cgroup setup intermittently.
-fn podman_run(cs: &Cs, args: &[&str]) -> Option<std::process::Output> {
-    let out = podman(cs, args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success()
-        && (err.contains("cgroup") || err.contains("OCI runtime") || err.contains("conmon"))
-    {
-        eprintln!("SKIPPED: podman cannot run containers on this machine: {err}");
-        return None;
-    }
-    Some(out)
-}
-
 #[test]
 fn podman_runs_our_overlay_image() {
     if !peers_ready(&["podman"])
@@ -163,21 +148,7 @@ fn podman_runs_our_overlay_image() {
     let name = "localhost/runnable:v1";
     let run = |a: &[&OsStr]| cs.ours(a);
     import_image(&run, &img, name);
-    // Podman asks for higher nofile/nproc limits than a process without CAP_SYS_RESOURCE may
-    // set; lowering them is always allowed.
-    let base = [
-        "run",
-        "--rm",
-        "--cgroups",
-        "disabled",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        name,
-    ];
+    let base = podman_run_args(name);
     let Some(t) = podman_run(&cs, &[&base[..], &["/bin/true"]].concat()) else {
         return;
     };
@@ -293,9 +264,9 @@ fn container_changes_shared_on_overlay() {
             o.keys()
         );
     }
-    // Go 1.43 differs from 1.60 (our target) in two documented ways (drivers spec §5.1.2,
-    // §5.1.4): it ORs file-type bits into the mode, and a kernel-shared whiteout inode gives
-    // the 2nd whiteout a stale linkname naming the 1st *before* renaming (1.60: after).
+    // Go 1.43 differs from 1.60 (our target) in two ways: it ORs file-type bits into the mode, and
+    // a kernel-shared whiteout inode gives the 2nd whiteout a stale linkname naming the 1st
+    // *before* renaming (1.60: after).
     let normalize = |m: &Entries| -> Entries {
         m.iter()
             .map(|(k, (t, mode, u, g, d, link))| {

@@ -9,7 +9,7 @@ use std::path::Path;
 use storage_tests::oci::{OciImage, assert_rootfs, busybox_available, sample_layers};
 use storage_tests::peers::{
     Unmounter, diff_digests, first_line, import_image, layer_chain, ours_reads_pulled_image,
-    podman, skopeo_copy, skopeo_exports_same_layers, storage_ref, umoci_unpack,
+    podman, podman_reads_image, skopeo_copy, skopeo_exports_same_layers, storage_ref, umoci_unpack,
 };
 use storage_tests::{Cs, go_cs, ok, peer, require};
 
@@ -47,50 +47,7 @@ fn ours_writes_podman_skopeo_go_read() {
     let run = |a: &[&OsStr]| cs.ours(a);
     let top = import_image(&run, &img, name);
 
-    // podman lists and inspects it.
-    let list = json(&ok(&podman(&cs, &["images", "--format", "json"])));
-    let entry = list
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["Id"] == img.image_id()))
-        .unwrap_or_else(|| panic!("podman images lacks {}: {list}", img.image_id()))
-        .clone();
-    assert_eq!(entry["Digest"], img.manifest_digest.as_str(), "{entry}");
-    assert!(
-        entry["Names"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|x| x == name)),
-        "podman names: {entry}"
-    );
-    let insp = json(&ok(&podman(&cs, &["image", "inspect", name])));
-    let insp = &insp[0];
-    assert_eq!(insp["Id"], img.image_id());
-    assert_eq!(insp["Digest"], img.manifest_digest.as_str());
-    assert!(
-        insp["RepoTags"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|x| x == name)),
-        "RepoTags: {insp}"
-    );
-    let layers: Vec<String> = insp["RootFS"]["Layers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(layers, img.diff_ids(), "podman RootFS.Layers");
-    let total: u64 = img.layers.iter().map(|l| l.tar.len() as u64).sum();
-    assert!(
-        insp["Size"].as_u64().unwrap_or(0) >= total - 10240 * 3,
-        "podman Size: {}",
-        insp["Size"]
-    );
-
-    // podman mounts the image (through our layer records).
-    let mp = first_line(&ok(&podman(&cs, &["image", "mount", name])));
-    assert_rootfs(Path::new(&mp), bb, "podman image mount of our image");
-    ok(&podman(&cs, &["image", "unmount", name]));
+    podman_reads_image(&cs, &img, name, bb);
 
     // Go makes a container of it and mounts it.
     let cid = first_line(&ok(&cs.go(&["create-container", "-n", "goctr", name])));

@@ -4,7 +4,8 @@
 //!   `target/demo`, a generated multi-layer image applied, a container created and mounted, its
 //!   files listed.
 //! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
-//!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//!   then `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test --workspace` and every
+//!   fuzz target for 15 s.
 //! * `cargo xtask vm-test` — the tests as root inside a qemu VM booted on Debian 12's own kernel
 //!   (XFS project quotas, btrfs, overlay), and `--power-cut` crash-consistency runs; see
 //!   [`vmtest`].
@@ -12,10 +13,23 @@
 //!   (vfs, overlay), then every committed item verified (see `soak/mod.rs`).
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
+//! * `cargo xtask man [--out DIR]` — the man pages, generated from the CLI's command table
+//!   (default `target/man/`); `cargo xtask completions [--out DIR]` — the bash, zsh and fish
+//!   completion scripts (default `target/completions/`); `cargo xtask install [--prefix DIR]
+//!   [--binary PATH]` — the release binary, the man pages and the completions where Debian
+//!   puts them (default prefix `/usr/local`); see [`docs`].
+//! * `cargo xtask fuzz [TARGET] [--time S]` — the `storage-fuzz` targets under libFuzzer on
+//!   the stable toolchain, in `target/fuzz` (see [`fuzz`]).
+
+#![deny(unsafe_code)]
 
 mod bench;
 mod demo;
+mod docs;
+mod fuzz;
 mod soak;
+#[allow(unsafe_code)]
+mod sys;
 mod vmtest;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +53,11 @@ const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "dmsetup",
+    // The man page and shell completion tests.
+    "man-db",
+    "bash-completion",
+    "zsh",
+    "fish",
 ];
 
 fn main() -> ExitCode {
@@ -48,7 +67,11 @@ fn main() -> ExitCode {
         Some("ci") => ci(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("install-deps") => install_deps(true),
+        Some("man") => docs::man(&workspace_root(), &args[1..]),
+        Some("completions") => docs::completions(&workspace_root(), &args[1..]),
+        Some("install") => docs::install(&workspace_root(), &args[1..]),
         Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
+        Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
         Some("soak") => soak::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
@@ -57,8 +80,13 @@ fn main() -> ExitCode {
                  ci            install test dependencies (root) and run every test\n  \
                  bench         benchmark ours against Go's containers-storage and GNU tar\n  \
                  install-deps  install the Debian packages the tests use (root)\n  \
+                 man           write the man pages to target/man (--out DIR)\n  \
+                 completions   write the bash, zsh and fish completions to target/completions\n  \
+                 install       install the binary, man pages and completions\n                \
+                 ([--prefix DIR] (default /usr/local) [--binary PATH])\n  \
                  vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
                  (see cargo xtask vm-test --help)\n  \
+                 fuzz          run the fuzz targets under libFuzzer (see cargo xtask fuzz --help)\n  \
                  soak          mixed-writer soak: ours, Go and podman on one store (--help)"
             );
             return ExitCode::from(2);
@@ -79,6 +107,22 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The target directory: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Builds our `containers-storage` in release mode and returns its path.
+pub fn build_release_cli(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["build", "--release", "-p", "storage-cli"])
+        .current_dir(root))?;
+    Ok(target_dir(root).join("release").join("containers-storage"))
 }
 
 fn is_root() -> bool {
@@ -159,9 +203,33 @@ fn ci(_args: &[String]) -> Result<(), String> {
             "warnings",
         ])
         .current_dir(&root))?;
+    // The library documentation builds without a warning (broken links, bad HTML, …).
+    run(Command::new(&cargo)
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(&root))?;
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&root))?;
+    // A build without the optional codecs and drivers (Cargo features) compiles cleanly
+    // and refuses what it leaves out.
+    run(Command::new(&cargo)
+        .args([
+            "clippy",
+            "-p",
+            "containers-storage",
+            "--no-default-features",
+        ])
+        .args(["--features", "vfs", "--", "-D", "warnings"])
+        .current_dir(&root))?;
+    for krate in ["storage-archive", "storage-drivers"] {
+        run(Command::new(&cargo)
+            .args(["test", "-p", krate, "--no-default-features", "--lib"])
+            .current_dir(&root))?;
+    }
+    // Every fuzz target for a bounded time (9 targets: about 2.5 minutes, plus the
+    // instrumented build in target/fuzz).
+    fuzz::main(&root, &["--time".into(), "15".into()])?;
     // The privileged driver and layer-store tests again, inside a VM on Debian 12's own
     // kernel (6.1: no `lowerdir+`, XFS project quotas), then the power-cut test. The whole
     // workspace in the VM takes ~30 minutes under TCG; these take ~3 + ~7.

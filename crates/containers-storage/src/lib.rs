@@ -1,13 +1,174 @@
-//! The `Store`: wires the graph driver, the layer, image and container stores together
-//! with Go's locking rules.
+//! A Rust implementation of containers/storage, the library that keeps the layers, images and
+//! containers of podman, buildah, skopeo and CRI-O on disk.
 //!
-//! [`Store::open`] does what Go's `storage.GetStore` does (store.md §4.5 "Store
-//! construction"): it resolves the options (missing roots from `storage.conf`, relative
-//! paths made absolute), creates the graph and run roots (0700), the lock files
-//! (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`, `<drv>-images/images.lock`,
-//! `<drv>-containers/containers.lock` — in the run root in transient mode — and
-//! `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and `<R>/<drv>-locks/`
-//! directories, and initialises the driver (auto-selected when no name is given).
+//! The [`Store`] is the front door. It reads and writes the store exactly as Go's
+//! containers/storage does — the JSON records, the directory layout, the lock files and
+//! their last-writer tokens, the graph drivers' layouts, the tar-split files — and takes the
+//! same locks in the same order, so a program using this crate and podman can use one store
+//! at the same moment. Every command of the `containers-storage` tool is one call on it.
+//!
+//! **Use it for:** opening podman's store (or a store of your own) from Rust; creating layers
+//! from tar diffs, images and containers; mounting them; producing diffs; checking and
+//! repairing a store. **Not for:** pulling or pushing images (that is containers/image's or
+//! skopeo's job: this crate stores what they fetch, given as tar streams and data items),
+//! building images, or running containers (a runtime mounts the container's layer and runs
+//! it). It prints nothing; errors are values ([`storage_types::Error`], with Go's texts).
+//!
+//! # Guide
+//!
+//! ## Open a store
+//!
+//! [`Store::open`] takes the [`StoreOptions`]: the graph root
+//! (persistent data), the run root (mount counts, locks and other state that does not survive
+//! a reboot), the driver and its options. The directories and lock files are created if
+//! needed. `storage_config::load_default_options()` gives the options podman uses (from
+//! `storage.conf` and the environment), to open podman's own store.
+//!
+//! ```
+//! use containers_storage::Store;
+//! use storage_config::StoreOptions;
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let store = Store::open(&StoreOptions {
+//!     graph_root: tmp.path().join("root"),
+//!     run_root: tmp.path().join("run"),
+//!     driver: "vfs".into(), // or "overlay", "btrfs"; "" picks one like Go
+//!     ..StoreOptions::default()
+//! })?;
+//! assert_eq!(store.driver_name(), "vfs");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Apply a layer
+//!
+//! A layer is created empty or from a tar diff (plain, gzip, bzip2, xz or zstd, detected
+//! from its first bytes); [`Store::apply_diff`] applies a diff to an existing layer. The
+//! record gets the digests and sizes of the stream and of the uncompressed tar, and a
+//! tar-split file is kept so that [`Store::diff`] gives the same tar back, byte for byte.
+//!
+//! ```
+//! # use containers_storage::{CreateLayerOptions, Store};
+//! # let tmp = tempfile::tempdir()?;
+//! # let store = Store::open(&storage_config::StoreOptions { graph_root: tmp.path().join("g"),
+//! #     run_root: tmp.path().join("r"), driver: "vfs".into(), ..Default::default() })?;
+//! let mut tar = tar::Builder::new(Vec::new());
+//! let mut header = tar::Header::new_gnu();
+//! header.set_size(6);
+//! header.set_mode(0o644);
+//! tar.append_data(&mut header, "etc/hello", &b"hello\n"[..])?;
+//! let tar = tar.into_inner()?;
+//!
+//! let opts = CreateLayerOptions { names: vec!["base".into()], ..Default::default() };
+//! let (layer, _) = store.create_layer(&opts, Some(Box::new(std::io::Cursor::new(tar.clone()))))?;
+//! assert_eq!(layer.diff_size, tar.len() as i64);
+//! assert!(layer.diff_digest.starts_with("sha256:"));
+//!
+//! // The layer's diff is the tar it was made from, byte for byte.
+//! let mut back = Vec::new();
+//! store.diff(None, &layer.id, &Default::default(), &mut back)?;
+//! assert!(back == tar);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Create an image and a container
+//!
+//! An image is a top layer plus names, metadata and named data items (the manifest, the
+//! configuration). A container is a new read-write layer on top of an image's top layer.
+//!
+//! ```
+//! # use containers_storage::{ContainerOptions, CreateLayerOptions, NewImage, Store};
+//! # let tmp = tempfile::tempdir()?;
+//! # let store = Store::open(&storage_config::StoreOptions { graph_root: tmp.path().join("g"),
+//! #     run_root: tmp.path().join("r"), driver: "vfs".into(), ..Default::default() })?;
+//! # let (layer, _) = store.create_layer(&CreateLayerOptions::default(), None)?;
+//! let image = store.create_image(NewImage {
+//!     names: vec!["localhost/hello:latest".into()],
+//!     layer: layer.id.clone(),
+//!     ..NewImage::default()
+//! })?;
+//! store.set_image_big_data(&image.id, "manifest", br#"{"schemaVersion":2}"#)?;
+//! // A data item whose key starts with "manifest" gives the image a digest to be found by.
+//! assert_eq!(store.image("localhost/hello:latest")?.digests.len(), 1);
+//!
+//! let ctr = store.create_container(&ContainerOptions {
+//!     names: vec!["hello".into()],
+//!     image: "localhost/hello:latest".into(),
+//!     ..ContainerOptions::default()
+//! })?;
+//! assert_eq!(store.container("hello")?.layer, ctr.layer);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Mount, change, diff
+//!
+//! Mounting a layer or a container gives the directory of its file system and counts the
+//! mount in the run root, where other processes see it. [`Store::changes`] and
+//! [`Store::diff`] then say what the container changed, as Go reports it.
+//!
+//! ```
+//! # use containers_storage::{ContainerOptions, CreateLayerOptions, DiffOptions, NewImage, Store};
+//! # let tmp = tempfile::tempdir()?;
+//! # let store = Store::open(&storage_config::StoreOptions { graph_root: tmp.path().join("g"),
+//! #     run_root: tmp.path().join("r"), driver: "vfs".into(), ..Default::default() })?;
+//! # let (layer, _) = store.create_layer(&CreateLayerOptions::default(), None)?;
+//! # store.create_image(NewImage { names: vec!["img".into()], layer: layer.id, ..Default::default() })?;
+//! # let ctr = store.create_container(&ContainerOptions { names: vec!["hello".into()],
+//! #     image: "img".into(), ..Default::default() })?;
+//! let rootfs = store.mount("hello", &Default::default())?;
+//! std::fs::write(rootfs.join("greeting"), "written by the container\n")?;
+//! store.unmount("hello", false)?;
+//!
+//! let changes = store.changes(None, &ctr.layer)?;
+//! assert_eq!(changes.len(), 1);
+//! assert_eq!(changes[0].path, "/greeting");
+//!
+//! let mut tar = Vec::new(); // the container's changes as a layer diff
+//! store.diff(None, &ctr.layer, &DiffOptions::default(), &mut tar)?;
+//! assert!(tar.windows(8).any(|w| w == b"greeting"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Check
+//!
+//! [`Store::check`] looks for damage (missing layers or data, contents that no longer match
+//! their digests, driver layers without a record, …); [`Store::repair`] removes what is
+//! damaged. Deleting an image also deletes the layers only it used.
+//!
+//! ```
+//! # use containers_storage::{CheckOptions, CreateLayerOptions, NewImage, Store};
+//! # let tmp = tempfile::tempdir()?;
+//! # let store = Store::open(&storage_config::StoreOptions { graph_root: tmp.path().join("g"),
+//! #     run_root: tmp.path().join("r"), driver: "vfs".into(), ..Default::default() })?;
+//! # let (layer, _) = store.create_layer(&CreateLayerOptions::default(), None)?;
+//! # store.create_image(NewImage { names: vec!["img".into()], layer: layer.id.clone(), ..Default::default() })?;
+//! let report = store.check(&CheckOptions::default())?;
+//! assert!(report.is_clean(), "{}", report.summary());
+//!
+//! assert_eq!(store.delete_image("img", true)?, vec![layer.id]);
+//! store.shutdown(false)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`guide`] module has the same walk-through as one program.
+//!
+//! # The other crates
+//!
+//! The store is built from smaller crates, each usable on its own: `storage_types` (IDs,
+//! digests, the records and their JSON, errors), `storage_config` (`storage.conf`),
+//! `storage_lock` (lock files that interlock with Go), `storage_io` (atomic file writes),
+//! `storage_tarsplit` and `storage_archive` (tar streams, tar-split, applying and producing
+//! diffs), `storage_drivers` (vfs, overlay, btrfs), and the record stores `storage_layers`,
+//! `storage_images` and `storage_containers`. `storage_cli` is the command-line tool.
+//!
+//! # How the store works
+//!
+//! [`Store::open`] does what Go's `storage.GetStore` does: it resolves the options (missing roots
+//! from `storage.conf`, relative paths made absolute), creates the graph and run roots (0700), the
+//! lock files (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`,
+//! `<drv>-images/images.lock`, `<drv>-containers/containers.lock` — in the run root in transient
+//! mode — and `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and
+//! `<R>/<drv>-locks/` directories, and initialises the driver (auto-selected when no name is
+//! given).
 //!
 //! Operations span the stores the way Go's `store.go` does: layers (create/import, apply,
 //! diff, changes, mount counting, names, metadata, data items, safety-checked and unchecked
@@ -16,7 +177,7 @@
 //! sizes, deletion), [`Store::wipe`] and [`Store::shutdown`]. Read-only additional stores
 //! (`<driver>.imagestore=PATH`) are searched after the read-write ones.
 //!
-//! Locks are taken in Go's order (store.md §4.6): `storage.lock` (only around driver work and
+//! Locks are taken in Go's order: `storage.lock` (only around driver work and
 //! to obtain the layer store handle, re-initialising the driver when another process shut
 //! it down), layers (exclusive even for reads, like Go), images, containers.
 //!
@@ -30,27 +191,9 @@
 //! (`--image-store`) keeps `<G>/<drv>-images` as an additional read-write store but the
 //! 1.60 "search the graph root's layers as read-only" detail is covered only through the
 //! layer store's own split-store support.
-//!
-//! ```
-//! use containers_storage::Store;
-//! use storage_config::StoreOptions;
-//! let tmp = tempfile::tempdir().unwrap();
-//! let opts = StoreOptions {
-//!     graph_root: tmp.path().join("root"),
-//!     run_root: tmp.path().join("run"),
-//!     driver: "vfs".into(),
-//!     ..StoreOptions::default()
-//! };
-//! let store = Store::open(&opts).unwrap();
-//! assert_eq!(store.driver_name(), "vfs");
-//! assert!(store.status().unwrap().is_empty()); // vfs reports no status pairs
-//! assert!(tmp.path().join("root/vfs-images/images.lock").exists());
-//! store.wipe().unwrap();
-//! store.shutdown(false).unwrap();
-//! // A successful shutdown writes a last-writer token into storage.lock.
-//! assert_eq!(std::fs::metadata(tmp.path().join("root/storage.lock")).unwrap().len(), 64);
-//! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (the dedupe ioctl).
+#![deny(unsafe_code)]
 
 mod check;
 mod dedup;
@@ -59,14 +202,16 @@ pub mod guide;
 mod ops;
 mod records;
 mod salvage;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
-pub use storage_images::NewImage;
-pub use storage_layers::{CreateLayerOptions, DiffOptions};
+pub use storage_images::{BigDataItem, NewImage};
+pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -120,7 +265,7 @@ impl std::fmt::Debug for Store {
 }
 
 fn lock_err(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -153,7 +298,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     ))
 }
 
-/// Go's `GetStore` option resolution (cli.md §3.1): returns the options to open with.
+/// Go's `GetStore` option resolution: returns the options to open with.
 ///
 /// `defaults` is called only when values must come from `storage.conf`.
 pub fn resolve_options(
@@ -186,7 +331,7 @@ pub fn resolve_options(
 fn load_defaults() -> Result<StoreOptions> {
     storage_config::load_default_options()
         .map(|(o, _)| o)
-        .map_err(|e| Error::msg(ErrorKind::InvalidInput, e.to_string()))
+        .map_err(|e| Error::wrap(ErrorKind::InvalidInput, e))
 }
 
 /// The driver options that name additional read-only image stores
@@ -447,7 +592,7 @@ impl Store {
         self.with_driver(|d| Ok(d.status()))
     }
 
-    /// Go's `Store.Shutdown(force)` (store.md §6.8).
+    /// Go's `Store.Shutdown(force)`.
     ///
     /// Returns the IDs of layers that were mounted. If any layer was mounted the call fails
     /// with "a layer is mounted: layer is in use by a container" (after unmounting them all
@@ -481,7 +626,7 @@ impl Store {
         Ok(mounted)
     }
 
-    /// Go's `Store.Wipe()` (store.md §6.7): deletes every container, image and layer of
+    /// Go's `Store.Wipe()`: deletes every container, image and layer of
     /// the read-write stores. Locks: layers, images, containers (all exclusive).
     pub fn wipe(&self) -> Result<()> {
         let layers = self.layer_store()?;
@@ -572,7 +717,7 @@ fn driver_options_for(
     }
 }
 
-/// Go's `drivers.New`: the named driver, or auto-selection (store.md §7.5).
+/// Go's `drivers.New`: the named driver, or auto-selection.
 fn init_driver(
     opts: &StoreOptions,
     graph_root: &Path,

@@ -2,6 +2,10 @@
 //! compression detection, digests and sizes, whiteouts, ID mapping, and
 //! extraction confined to the layer root by the kernel.
 //!
+//! **Use it for:** applying a tar diff to a directory and producing the diff of two trees,
+//! with Go's semantics. **Not for:** layer records, tar-split files on disk or stores: that is
+//! `storage_layers` and `containers_storage`.
+//!
 //! # Apply side
 //!
 //! * [`detect_compression`] / [`Compression`]: magic-number detection with the
@@ -82,6 +86,7 @@
 //! assert_eq!(stats.uidset, [0]);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod changes;
 mod compression;
@@ -91,6 +96,7 @@ pub mod export;
 mod fsops;
 mod gopath;
 mod unpack;
+pub mod xattr;
 
 pub use compression::{Compression, detect_compression};
 pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};

@@ -28,6 +28,43 @@ pub struct FlagSpec {
     pub usage: &'static str,
 }
 
+impl FlagSpec {
+    /// The names as written on a command line, in declaration order, without the deprecated
+    /// ones: `["--graph", "-g"]` for `&["-graph", "g"]` (what the usage texts, the man pages
+    /// and the completions show).
+    pub fn shown_names(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|n| !n.starts_with('#'))
+            .map(|n| format!("-{n}"))
+            .collect()
+    }
+
+    /// Whether the flag is listed in usage texts (it has a help text and a shown name).
+    pub fn is_listed(&self) -> bool {
+        !self.usage.is_empty() && self.names.iter().any(|n| !n.starts_with('#'))
+    }
+
+    /// mflag's listing order: by first name without dashes, case-insensitively first.
+    pub fn usage_order(&self, other: &FlagSpec) -> std::cmp::Ordering {
+        let key = |s: &FlagSpec| {
+            s.names
+                .first()
+                .map(|n| n.trim_start_matches('#').trim_start_matches('-'))
+                .unwrap_or("")
+        };
+        let (pa, pb) = (key(self), key(other));
+        pa.to_lowercase()
+            .cmp(&pb.to_lowercase())
+            .then_with(|| pa.cmp(pb))
+    }
+
+    /// Whether the flag takes a value (`--name VALUE`).
+    pub fn takes_value(&self) -> bool {
+        self.kind != Kind::Bool
+    }
+}
+
 /// The value of a flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -74,7 +111,7 @@ pub enum ParseError {
 pub struct FlagSet {
     /// Name used in the `See '… --help'.` line.
     pub name: String,
-    /// argv[0] as invoked.
+    /// `argv[0]` as invoked.
     pub argv0: String,
     flags: Vec<Flag>,
     /// Remaining (positional) arguments after a parse.
@@ -141,6 +178,11 @@ impl FlagSet {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),
         }
+    }
+
+    /// The declarations of the registered flags, in registration order.
+    pub fn specs(&self) -> impl Iterator<Item = &FlagSpec> {
+        self.flags.iter().map(|f| &f.spec)
     }
 
     /// Whether a flag with first name `first` was given on the command line.
@@ -299,29 +341,13 @@ impl FlagSet {
     /// mflag's `PrintDefaults`: a blank line, then the aligned option list.
     pub fn defaults_text(&self, home: Option<&str>) -> String {
         let mut order: Vec<&Flag> = self.flags.iter().collect();
-        order.sort_by(|a, b| {
-            let pa = a.spec.names[0]
-                .trim_start_matches('#')
-                .trim_start_matches('-');
-            let pb = b.spec.names[0]
-                .trim_start_matches('#')
-                .trim_start_matches('-');
-            pa.to_lowercase()
-                .cmp(&pb.to_lowercase())
-                .then_with(|| pa.cmp(pb))
-        });
+        order.sort_by(|a, b| a.spec.usage_order(&b.spec));
         let mut rows = Vec::new();
         for f in order {
-            let names: Vec<&str> = f
-                .spec
-                .names
-                .iter()
-                .copied()
-                .filter(|n| !n.starts_with('#'))
-                .collect();
-            if names.is_empty() || f.spec.usage.is_empty() {
+            if !f.spec.is_listed() {
                 continue;
             }
+            let names = f.spec.shown_names().join(", ");
             let mut val = f.default_text.clone();
             if let Some(h) = home.filter(|h| !h.is_empty() && *h != "/")
                 && val.starts_with(h)
@@ -329,9 +355,9 @@ impl FlagSet {
                 val = format!("~{}", &val[h.len()..]);
             }
             let cell = if matches!(val.as_str(), "" | "false" | "0") {
-                format!("  -{}", names.join(", -"))
+                format!("  {names}")
             } else {
-                format!("  -{}={}", names.join(", -"), val)
+                format!("  {names}={val}")
             };
             rows.push((cell, f.spec.usage));
         }

@@ -1,5 +1,10 @@
 //! The `containers-storage` command-line tool: a drop-in for Go's `cmd/containers-storage`.
 //!
+//! **Use it for:** the `containers-storage` tool, its command table, and the man pages and
+//! shell completions generated from that table ([`man`], [`completion`]). **Not for:** store
+//! logic — every command is one call on the `Store` — or for programs, which should use the
+//! `containers_storage` crate rather than run the tool.
+//!
 //! The crate parses the command line with a port of Go's `pkg/mflag` rules ([`flags`]),
 //! reproduces the Go tool's usage texts, messages and exit codes, opens the
 //! [`containers_storage::Store`] and dispatches to one handler per command. Commands are
@@ -26,11 +31,18 @@
 //! assert!(g.join("storage.lock").exists());
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (two libc calls).
+#![deny(unsafe_code)]
 
 pub mod commands;
+pub mod completion;
 pub mod flags;
 pub mod log;
+pub mod man;
 pub mod progress;
+pub mod roff;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -88,12 +100,15 @@ const HELP: FlagSpec = FlagSpec {
     usage: "Print usage",
 };
 
-/// The global option values between the passes.
+/// The global option values between the two flag passes of the command line.
 #[derive(Debug, Clone, Default)]
-struct Globals {
-    opts: StoreOptions,
-    debug: bool,
-    unshare: bool,
+pub struct Globals {
+    /// The store options (from the global pass, or `storage.conf` when none was given).
+    pub opts: StoreOptions,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--unshare`.
+    pub unshare: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -119,7 +134,73 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
     fs.add(UNSHARE, Value::Bool(g.unshare));
 }
 
-fn read_globals(fs: &FlagSet, g: &mut Globals) {
+/// The flag set of the global pass: the global options and `--help`.
+pub fn global_flag_set(argv0: &str, g: &Globals) -> FlagSet {
+    let mut fs = FlagSet::new("containers-storage", argv0);
+    add_globals(&mut fs, g);
+    fs.add(HELP, Value::Bool(false));
+    fs
+}
+
+/// The flag set of the command pass: the command's flags, then the global options again
+/// (their defaults are the values after the global pass).
+pub fn command_flag_set(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
+    let mut fs = FlagSet::new(cmd.names[0], argv0);
+    for spec in cmd.flags {
+        let v = match spec.kind {
+            Kind::Bool => Value::Bool(false),
+            Kind::Str => Value::Str(String::new()),
+            Kind::List => Value::List(Vec::new()),
+        };
+        fs.add(*spec, v);
+    }
+    add_globals(&mut fs, g);
+    fs
+}
+
+/// The global options, as the global pass registers them (`--help` included).
+///
+/// ```
+/// let names: Vec<String> = storage_cli::global_flags().iter().flat_map(|f| f.shown_names()).collect();
+/// assert!(names.contains(&"--graph".to_string()) && names.contains(&"-g".to_string()));
+/// ```
+pub fn global_flags() -> Vec<FlagSpec> {
+    global_flag_set("containers-storage", &Globals::default())
+        .specs()
+        .copied()
+        .collect()
+}
+
+/// The options a command accepts besides its own flags: the global options, which the
+/// command pass registers again (everything [`global_flags`] has but `--help`).
+pub fn command_global_flags() -> Vec<FlagSpec> {
+    let mut fs = FlagSet::new("", "");
+    add_globals(&mut fs, &Globals::default());
+    fs.specs().copied().collect()
+}
+
+/// The store options a command line selects: the global options given, or — when none of
+/// `--graph`, `--run`, `--storage-driver` and `--storage-opt` was given — `storage.conf`'s
+/// (step 2 of the process model; the warnings of loading it are returned, not logged).
+fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Result<Vec<String>, String>) {
+    let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
+        .iter()
+        .any(|f| fs.was_set(f));
+    let mut g = g.clone();
+    if explicit {
+        return (g, Ok(Vec::new()));
+    }
+    match storage_config::load_default_options() {
+        Ok((opts, warnings)) => {
+            g.opts = opts;
+            (g, Ok(warnings))
+        }
+        Err(e) => (g, Err(e.to_string())),
+    }
+}
+
+/// Reads the global options back from a parsed flag set (either pass) into `g`.
+pub fn read_globals(fs: &FlagSet, g: &mut Globals) {
     g.opts.run_root = PathBuf::from(fs.str("-run"));
     g.opts.graph_root = PathBuf::from(fs.str("-graph"));
     let is = fs.str("-image-store");
@@ -180,6 +261,15 @@ pub fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
+/// The `containers-storage` binary: runs the tool with the process's arguments and exits
+/// with its status. Like a Go program, it dies quietly from SIGPIPE when stdout is a
+/// closed pipe (`containers-storage diff L | head -c 10`) instead of reporting a write
+/// error.
+pub fn main() -> ! {
+    sys::default_sigpipe();
+    std::process::exit(run(std::env::args_os().collect()))
+}
+
 /// Runs the tool with the given argv and returns the exit status.
 pub fn run(args: Vec<OsString>) -> i32 {
     log::install();
@@ -193,14 +283,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
         .unwrap_or_else(|| "containers-storage".into());
     let rest = args.get(1..).unwrap_or(&[]).to_vec();
 
+    // Hidden commands of this implementation (not in Go's table, so not in `--help`).
+    match rest.first().map(String::as_str) {
+        Some(completion::COMPLETE_COMMAND) => return completion::complete_command(&rest[1..]),
+        Some(completion::SCRIPT_COMMAND) => return completion::script_command(&rest[1..]),
+        _ => {}
+    }
+
     // 1. Global pass.
     let mut globals = Globals {
         unshare: false,
         ..Globals::default()
     };
-    let mut gfs = FlagSet::new("containers-storage", &argv0);
-    add_globals(&mut gfs, &globals);
-    gfs.add(HELP, Value::Bool(false));
+    let mut gfs = global_flag_set(&argv0, &globals);
     let mut stderr = std::io::stderr();
     let parsed = gfs.parse(&rest, &mut stderr, &mut |fs| print_global_usage(fs, false));
     if let Err(e) = parsed {
@@ -224,21 +319,17 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 2. Defaults when no store option was given.
-    let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
-        .iter()
-        .any(|f| gfs.was_set(f));
-    let mut init_error: Option<String> = None;
-    if !explicit {
-        match storage_config::load_default_options() {
-            Ok((opts, warnings)) => {
-                globals.opts = opts;
-                for w in warnings {
-                    log::warn(&w);
-                }
+    let (loaded, warnings) = options_for(&gfs, &globals);
+    globals = loaded;
+    let init_error = match warnings {
+        Ok(warnings) => {
+            for w in warnings {
+                log::warn(&w);
             }
-            Err(e) => init_error = Some(e.to_string()),
+            None
         }
-    }
+        Err(e) => Some(e),
+    };
 
     // 3. Command lookup.
     let Some(cmd) = COMMANDS.iter().find(|c| c.names.contains(&name.as_str())) else {
@@ -247,16 +338,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 4. Command pass.
-    let mut cfs = FlagSet::new(cmd.names[0], &argv0);
-    for spec in cmd.flags {
-        let v = match spec.kind {
-            Kind::Bool => Value::Bool(false),
-            Kind::Str => Value::Str(String::new()),
-            Kind::List => Value::List(Vec::new()),
-        };
-        cfs.add(*spec, v);
-    }
-    add_globals(&mut cfs, &globals);
+    let mut cfs = command_flag_set(cmd, &argv0, &globals);
     let parsed = cfs.parse(&cmd_args[1..], &mut stderr, &mut |fs| {
         print_command_usage(cmd, fs)
     });

@@ -99,6 +99,65 @@ impl<W> Drop for ProgressWriter<W> {
     }
 }
 
+/// One progress bar per layer for `import-image` and `export-image` (stderr, terminals only).
+pub struct LayerBars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<Vec<Option<ProgressBar>>>,
+}
+
+impl LayerBars {
+    /// Bars when stderr is a terminal; `None` otherwise.
+    pub fn new() -> Option<std::sync::Arc<LayerBars>> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        Some(std::sync::Arc::new(LayerBars {
+            multi: indicatif::MultiProgress::new(),
+            bars: std::sync::Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn with_bar(&self, index: usize, f: impl FnOnce(&ProgressBar)) {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(b)) = bars.get(index) {
+            f(b);
+        }
+    }
+}
+
+impl storage_oci::Progress for LayerBars {
+    fn layer_start(&self, index: usize, count: usize, digest: &storage_types::Digest, size: u64) {
+        let pb = self.multi.add(ProgressBar::new(size));
+        let short: String = digest.encoded().chars().take(12).collect();
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        ) {
+            pb.set_style(style);
+        }
+        pb.set_prefix(format!("layer {}/{count} {short}", index + 1));
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        if bars.len() <= index {
+            bars.resize(index + 1, None);
+        }
+        bars[index] = Some(pb);
+    }
+
+    fn layer_advance(&self, index: usize, bytes: u64) {
+        self.with_bar(index, |b| b.inc(bytes));
+    }
+
+    fn layer_done(&self, index: usize, outcome: storage_oci::LayerOutcome) {
+        self.with_bar(index, |b| {
+            let msg = match outcome {
+                storage_oci::LayerOutcome::Applied => "done",
+                storage_oci::LayerOutcome::Reused => "already present",
+                storage_oci::LayerOutcome::Failed => "failed",
+            };
+            b.finish_with_message(msg);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,8 +96,10 @@ struct AufsTable {
     mountopt: Option<String>,
 }
 
-/// The keys Go's schema knows, as dotted paths; a trailing `.*` entry marks a free-form table.
-const KNOWN_KEYS: &[&str] = &[
+/// The keys Go's schema knows, as dotted paths (tables too); a trailing `.*` entry marks a
+/// free-form table. Any other key is reported as unknown. `containers-storage.conf(5)`
+/// documents each of them (a test of the CLI crate checks it).
+pub const KNOWN_KEYS: &[&str] = &[
     "storage",
     "storage.driver",
     "storage.driver_priority",

@@ -1,5 +1,9 @@
 //! `storage.conf` parsing, search order, defaults and environment overrides.
 //!
+//! **Use it for:** the options to open a store with, computed as podman computes them.
+//! **Not for:** opening stores or checking driver options (the drivers parse those); the keys
+//! and their meaning are documented in `containers-storage.conf(5)` (`cargo xtask man`).
+//!
 //! This crate computes the [`StoreOptions`] a store is opened with, the way Go's
 //! `containers/storage/types` package does (`DefaultStoreOptions`):
 //!
@@ -47,7 +51,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use file::expand_env;
+pub use file::{KNOWN_KEYS, expand_env};
 
 /// Built-in graph root for root.
 pub const DEFAULT_GRAPH_ROOT: &str = "/var/lib/containers/storage";

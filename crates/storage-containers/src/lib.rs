@@ -1,6 +1,10 @@
 //! The container store of containers/storage: `containers.json`,
 //! `volatile-containers.json` and `containers.lock`.
 //!
+//! **Use it for:** the container records of one store and their data items and directories.
+//! **Not for:** the container's layer, images or mounts: those belong to
+//! `containers_storage::Store`.
+//!
 //! This crate mirrors Go's `containers.go`. A [`ContainerStore`] manages
 //! `<graphroot>/<driver>-containers/`:
 //!
@@ -52,6 +56,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Deref;
@@ -264,7 +269,7 @@ impl ContainerStore {
         let mut volatile: Vec<bool> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for (path, is_volatile) in [(&self.stable_path, false), (&self.volatile_path, true)] {
-            let records: Vec<Container> = storage_types::load_records(path)?;
+            let records: Vec<Container> = storage_io::load_records(path)?;
             for record in records {
                 // The first occurrence of an ID wins; duplicates are dropped.
                 if seen.insert(record.id.clone()) {

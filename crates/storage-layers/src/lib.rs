@@ -1,5 +1,9 @@
 //! The layer store of containers-storage: Go's `layers.go`, byte-compatible on disk.
 //!
+//! **Use it for:** the layer records of one store directory, and creating, applying, diffing and
+//! mounting layers through a driver. **Not for:** the images and containers that use layers or
+//! the graph lock: those rules belong to `containers_storage::Store`.
+//!
 //! A [`LayerStore`] manages the layer records of one store directory
 //! (`<graphroot>/<drv>-layers/`):
 //!
@@ -66,8 +70,8 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-mod mountinfo;
 mod pgzip;
 mod view;
 mod write;
@@ -83,7 +87,7 @@ use storage_lock::{LockFile, ReadGuard, Token};
 use storage_types::{Error, ErrorKind, IdMap, Layer, Result};
 
 pub use view::{DiffOptions, Layers};
-pub use write::{CreateLayerOptions, LayersWrite};
+pub use write::{CreateLayerOptions, ExpectedDiff, LayersWrite};
 
 /// Go's `ErrStoreIsReadOnly` wrapped with the store directory, as `layers.go` words it.
 fn read_only_error(what: &str, dir: &Path) -> Error {
@@ -95,7 +99,7 @@ fn read_only_error(what: &str, dir: &Path) -> Error {
 
 /// Converts a lock error into the shared error type.
 fn lock_error(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 /// Where a layer record is stored. The index is also the slot in per-file arrays.
@@ -311,7 +315,7 @@ impl LayerStore {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Freshness check of §4.5: layers token, JSON mtimes, mountpoints token.
+    /// Go's freshness check of a loaded store: layers token, JSON mtimes, mountpoints token.
     fn staleness(&self, st: &Layers, guard_modified: bool) -> Result<Staleness> {
         if !st.loaded || guard_modified {
             return Ok(Staleness::Full);

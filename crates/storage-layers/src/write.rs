@@ -12,7 +12,7 @@ use storage_lock::{LockFile, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
-use crate::{Entry, Location, lock_error, mountinfo};
+use crate::{Entry, Location, lock_error};
 
 const INCOMPLETE: &str = "incomplete";
 
@@ -61,6 +61,56 @@ pub struct CreateLayerOptions {
     /// digests, sizes, compression, UID/GID sets and tar-split file. Used for the ID-mapped
     /// copies of image top layers (`mapped-layers`).
     pub template: Option<String>,
+    /// What the diff must turn out to be (an image's layer whose ID was derived from digests
+    /// the caller was told): checked after extraction, before the layer is complete; a
+    /// mismatch fails the creation, which removes the half-made layer.
+    pub expect: Option<ExpectedDiff>,
+}
+
+/// Digests and size a diff must have (see [`CreateLayerOptions::expect`]); `None` fields are
+/// not checked. Only sha256 digests can be checked (the ones the pipeline computes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpectedDiff {
+    /// Digest of the input as given (the compressed blob).
+    pub compressed_digest: Option<Digest>,
+    /// Length of the input as given.
+    pub compressed_size: Option<i64>,
+    /// Digest of the decompressed tar.
+    pub uncompressed_digest: Option<Digest>,
+}
+
+impl ExpectedDiff {
+    /// Compares the digests and sizes of an applied diff with the expected ones.
+    fn check(&self, stats: &storage_archive::DiffStats) -> Result<()> {
+        let mismatch = |what: &str, want: &dyn std::fmt::Display, got: &dyn std::fmt::Display| {
+            Err(Error::msg(
+                ErrorKind::InvalidInput,
+                format!("{what} mismatch: expected {want}, got {got}"),
+            ))
+        };
+        if let Some(size) = self.compressed_size
+            && size != stats.compressed_size
+        {
+            return mismatch("size", &size, &stats.compressed_size);
+        }
+        if let Some(d) = &self.compressed_digest {
+            if d.algorithm() != "sha256" {
+                return Err(Error::msg(
+                    ErrorKind::NotSupported,
+                    format!("unsupported digest algorithm of {d}"),
+                ));
+            }
+            if *d != stats.compressed_digest {
+                return mismatch("digest", d, &stats.compressed_digest);
+            }
+        }
+        if let Some(d) = &self.uncompressed_digest
+            && *d != stats.uncompressed_digest
+        {
+            return mismatch("uncompressed digest", d, &stats.uncompressed_digest);
+        }
+        Ok(())
+    }
 }
 
 /// What `finish_create` needs besides the options.
@@ -80,6 +130,7 @@ struct KnownDigests {
     original_digest: Option<Digest>,
     original_size: Option<i64>,
     uncompressed_digest: Option<Digest>,
+    expect: Option<ExpectedDiff>,
 }
 
 /// Name update operations (Go's `updateNameOperation`).
@@ -146,15 +197,8 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
-/// The tar-split writer of an apply: JSON lines, batched, gzip-compressed into the file.
-type TarSplitOut = io::BufWriter<flate2::write::GzEncoder<AtomicFile>>;
-
 fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
-}
-
-fn archive_error(e: storage_archive::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
 }
 
 /// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
@@ -536,6 +580,7 @@ impl<'a> LayersWrite<'a> {
             original_digest: opts.original_digest.clone(),
             original_size: opts.original_size,
             uncompressed_digest: opts.uncompressed_digest.clone(),
+            expect: opts.expect.clone(),
         };
         let result = self.finish_create(&plan, opts, diff, &known);
         match result {
@@ -687,15 +732,16 @@ impl<'a> LayersWrite<'a> {
         // Tar-split is recorded on the decompression thread, in the same pass as the digests;
         // this thread only extracts. Lines are batched before they reach the compressor.
         let gz = io::BufWriter::with_capacity(64 * 1024, storage_tarsplit::gzip_writer(ts_file));
-        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(archive_error)?;
+        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(Error::from)?;
         let writeback = EarlyWriteback::start(&ctx.layer_dir);
         let size = ctx
             .driver
             .apply_diff(id, parent.as_deref(), &mut reader, &aopts)?;
         drop(writeback);
-        let (stats, gz) = reader
-            .finish_recording::<TarSplitOut>()
-            .map_err(archive_error)?;
+        let (stats, gz) = reader.finish_recording().map_err(Error::from)?;
+        if let Some(expect) = &known.expect {
+            expect.check(&stats)?;
+        }
         let gz = gz.into_inner().map_err(|e| io_err(e.into_error()))?;
         // One syncfs makes the extracted files durable before the record says they are there.
         sync_filesystem(&ctx.layer_dir)?;
@@ -849,7 +895,7 @@ impl<'a> LayersWrite<'a> {
         let e = &self.state.entries[i];
         if e.mount_count > 0
             && let Some(mp) = e.mount_point.clone()
-            && mountinfo::is_mounted(&mp)
+            && storage_drivers::is_mounted(&mp)
         {
             self.state.entries[i].mount_count += 1;
             if let Some(g) = &mguard {

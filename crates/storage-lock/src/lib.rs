@@ -1,6 +1,10 @@
 //! Lock files that interlock with Go `containers/storage` processes sharing
 //! the same store (podman, buildah, CRI-O, Go's `containers-storage`).
 //!
+//! **Use it for:** any lock on a store file that must exclude Go processes too, and the
+//! last-writer tokens that tell a process another one wrote. **Not for:** knowing what a lock
+//! protects or in which order locks are taken: that belongs to the stores and the `Store`.
+//!
 //! # What this crate does
 //!
 //! * [`LockFile`]: a whole-file fcntl record lock (`F_OFD_SETLKW` /
@@ -85,7 +89,7 @@
 //! # }
 //! ```
 //!
-//! # How a store uses it (Go's protocol, store spec §4.5–§4.7)
+//! # How a store uses it
 //!
 //! * **Reader**: `rlock()` → compare the token remembered at the last
 //!   load/save with [`ReadGuard::modified_since`] (layer stores also compare

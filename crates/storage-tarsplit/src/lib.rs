@@ -1,6 +1,10 @@
 //! Streaming tar reader with raw-byte accounting, and the tar-split format used by
 //! containers/storage to reproduce applied layers byte for byte.
 //!
+//! **Use it for:** reading tar streams exactly as Go does, and recording or replaying
+//! tar-split metadata. **Not for:** extracting files, decompressing layer diffs or keeping
+//! tar-split files on disk: that is `storage_archive` and `storage_layers`.
+//!
 //! * [`TarReader`] parses a tar stream exactly like Go's `archive/tar` reader (USTAR, PAX
 //!   `x`/`g`, GNU `L`/`K`, old GNU, STAR, base-256 numbers, signed/unsigned checksums) and
 //!   reports errors in Go's words.

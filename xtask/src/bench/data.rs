@@ -65,6 +65,26 @@ pub struct Data {
     pub upper: Dataset,
     /// `small` extracted (for `cp -a`, `find`, `du`, `tar -c`).
     pub tree: PathBuf,
+    /// `small.tar` as the one layer of an OCI image layout tagged `small` (for
+    /// `import-image`), once [`oci_small`] made it.
+    pub oci_small: Option<PathBuf>,
+}
+
+/// Makes (once) the OCI layout of [`Data::oci_small`]: the layer blob is a hard link to
+/// `small.tar`, so it costs one read of the tar (its digest).
+pub fn oci_small(data: &mut Data) -> Result<(), String> {
+    let dir = data.dir.join("oci-small");
+    if !dir.join("index.json").exists() {
+        let tmp = data.dir.join("oci-small.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| format!("removing {}: {e}", tmp.display()))?;
+        }
+        storage_oci::testing::write_layout_from_files(&tmp, "small", &[data.small.tar.as_path()])
+            .map_err(|e| format!("writing the OCI layout of small.tar: {e}"))?;
+        fs::rename(&tmp, &dir).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
+    }
+    data.oci_small = Some(dir);
+    Ok(())
 }
 
 /// Files of the `lower` tree (the parent of `upper`).
@@ -688,6 +708,7 @@ fn load(dir: &Path, params: &Params) -> Option<Data> {
         lower: ds("lower")?,
         upper: ds("upper")?,
         tree,
+        oci_small: Some(dir.join("oci-small")).filter(|d| d.join("index.json").exists()),
     })
 }
 
@@ -741,6 +762,7 @@ pub fn prepare(base: &Path, params: &Params) -> Result<Data, String> {
         lower,
         upper,
         tree,
+        oci_small: None,
     };
     let manifest = manifest_json(&data, params);
     fs::write(dir.join("manifest.json"), manifest.to_string()).map_err(err)?;

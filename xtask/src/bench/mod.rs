@@ -3,7 +3,7 @@
 //! same work on the same file system.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status]
+//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import]
 //!                   [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]
 //! ```
 //!
@@ -49,6 +49,7 @@ const GROUPS: &[&str] = &[
     "images",
     "containers",
     "status",
+    "import",
 ];
 
 /// Parsed command line.
@@ -138,7 +139,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status] \
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import] \
 [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]";
 
 /// Sizes of one benchmark configuration.
@@ -208,8 +209,26 @@ pub fn limit_and_target(
             (None, Some(Target::FasterThanGo(3.0)), None)
         }
         w if w.starts_with("images --json") => (None, Some(Target::FasterThanGo(4.0)), None),
+        IMPORT_IMAGE => (
+            Some(skopeo_limit(driver)),
+            Some(Target::WithinOursAndFaster {
+                ours_row: "applydiff small (tar)",
+                within: 1.1,
+                faster: 3.0,
+            }),
+            apply_rss,
+        ),
         _ => (None, None, None),
     }
+}
+
+/// The row of `import-image` of the small layer as a one-layer OCI image (ours only: Go's
+/// CLI has no such command).
+pub const IMPORT_IMAGE: &str = "import-image small (OCI layout, tar)";
+
+/// The reference of [`IMPORT_IMAGE`]: skopeo copying the same layout into a fresh store.
+pub fn skopeo_limit(driver: &str) -> String {
+    format!("skopeo copy oci:small to a fresh {driver} store")
 }
 
 /// The reference that does the same work as an apply *and* makes it durable (GNU tar, then a
@@ -650,6 +669,37 @@ impl<'a> Seq<'a> {
         if self.want("status") {
             let _ = self.timed("status", &["status".into()], None, Sink::Capture);
         }
+        if self.want("import") && self.imp == Imp::Ours {
+            self.import_image();
+        }
+    }
+
+    /// `import-image` of the small layer's OCI layout into a store of its own (in the
+    /// sequence's store the layer's content is already there and would be copied from it),
+    /// checked like an apply: the layer (ID = its diff ID's hex) must diff back to the tar.
+    fn import_image(&mut self) {
+        let Some(layout) = self.data.oci_small.clone() else {
+            self.error(IMPORT_IMAGE, "no OCI layout of the small layer".into());
+            return;
+        };
+        let own = Cli {
+            bin: self.cli.bin.clone(),
+            graph: self.cli.graph.with_extension("import"),
+            run: self.cli.run.with_extension("import"),
+            driver: self.cli.driver.clone(),
+            conf: self.cli.conf.clone(),
+        };
+        let main = std::mem::replace(&mut self.cli, own);
+        let args = vec![
+            "import-image".to_string(),
+            format!("oci:{}:small", layout.display()),
+        ];
+        if self.timed(IMPORT_IMAGE, &args, None, Sink::Capture).is_ok() {
+            let layer = self.data.small.sha256.clone();
+            let ds = self.data.small.clone();
+            self.check(IMPORT_IMAGE, &layer, &ds, None);
+        }
+        self.cli = main;
     }
 
     /// The measured deletions left for after the last round, then `shutdown -f`.
@@ -1031,6 +1081,11 @@ fn check_space(
     if want("child") || want("apply") {
         tools += small;
     }
+    if want("import") {
+        // Our import (a store of its own, ours only) and skopeo's, per driver.
+        per_seq += small / 2;
+        tools += drivers as u64 * small;
+    }
     // Small files take more room on disk than in a tar (blocks, inodes, tar-split files).
     let need = (2 * drivers as u64 * per_seq + tools) * rounds as u64 / 10 * 13;
     let o = Command::new("df")
@@ -1059,8 +1114,7 @@ fn limits(
     res: &mut Results,
     data: &Data,
     dir: &Path,
-    scale: &Scale,
-    groups: &[String],
+    (scale, groups, drivers): (&Scale, &[String], &[String]),
 ) -> Result<(), String> {
     remove_dir(dir)?;
     fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -1158,6 +1212,27 @@ fn limits(
             Sink::Null,
         );
     }
+    if want("import")
+        && let Some(layout) = &data.oci_small
+    {
+        for d in drivers {
+            let store = dir.join(format!("skopeo-{d}"));
+            let dest = format!(
+                "containers-storage:[{d}@{}+{}]localhost/bench:small",
+                store.join("root").display(),
+                store.join("run").display()
+            );
+            rec(
+                &skopeo_limit(d),
+                Command::new("skopeo")
+                    .args(["copy", "--quiet"])
+                    .arg(format!("oci:{}:small", layout.display()))
+                    .arg(dest),
+                Sink::Null,
+            );
+            unmount_under(&store);
+        }
+    }
     rec("true (RSS floor)", &mut Command::new("true"), Sink::Null);
     let f = dir.join("dd.out");
     rec(
@@ -1205,7 +1280,7 @@ fn ensure_tools(go: &Path) -> Result<(), String> {
     if !go.exists() && go == Path::new("/usr/bin/containers-storage") {
         missing.push("containers-storage");
     }
-    for (tool, pkg) in [("pigz", "pigz"), ("zstd", "zstd")] {
+    for (tool, pkg) in [("pigz", "pigz"), ("zstd", "zstd"), ("skopeo", "skopeo")] {
         let ok = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool} >/dev/null"))
@@ -1283,22 +1358,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     ensure_tools(&opts.go)?;
     let ours = match &opts.ours {
         Some(p) => p.clone(),
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            crate::run(
-                Command::new(cargo)
-                    .args(["build", "--release", "-p", "storage-cli"])
-                    .current_dir(root),
-            )?;
-            target.join("release").join("containers-storage")
-        }
+        None => crate::build_release_cli(root)?,
     };
     for (who, p) in [("ours", &ours), ("go", &opts.go)] {
         if !p.exists() {
             return Err(format!("{who}: {} does not exist", p.display()));
         }
     }
-    let data = match data::cached(&data_dir, &scale.params) {
+    let mut data = match data::cached(&data_dir, &scale.params) {
         Some(d) => d,
         None => {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -1312,6 +1379,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
                 .ok_or("the generated benchmark data is incomplete")?
         }
     };
+    if opts.groups.iter().any(|g| g == "import") {
+        data::oci_small(&mut data)?;
+    }
     let run_dir = bench.join("run");
     let mut deletions = Deletions::new(&bench);
     deletions.remove(&run_dir)?;
@@ -1378,7 +1448,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         eprintln!("bench: round {round}/{}: reference tools", opts.rounds);
         let limits_dir = run_dir.join(format!("limits-r{round}"));
         let t = std::time::Instant::now();
-        limits(&mut res, &data, &limits_dir, &scale, &opts.groups)?;
+        limits(
+            &mut res,
+            &data,
+            &limits_dir,
+            (&scale, &opts.groups, &drivers),
+        )?;
         eprintln!(
             "bench: ({} for the tools)",
             report::secs(t.elapsed().as_secs_f64())

@@ -101,6 +101,16 @@ pub enum Target {
     Limit(f64),
     /// Go / ours ≥ factor.
     FasterThanGo(f64),
+    /// ours ≤ `within` × our own median of the row `ours_row` (same driver), and
+    /// limit / ours ≥ `faster` (the limit a slower tool doing the same job).
+    WithinOursAndFaster {
+        /// Our workload compared with.
+        ours_row: &'static str,
+        /// Allowed factor over that row.
+        within: f64,
+        /// Required speed-up over the limit.
+        faster: f64,
+    },
 }
 
 /// One row of the table.
@@ -233,6 +243,53 @@ impl Results {
                             format!("≤{f}× limit: n/a")
                         }
                     }
+                }
+                Target::WithinOursAndFaster {
+                    ours_row,
+                    within,
+                    faster,
+                } => {
+                    let other = self
+                        .rows
+                        .iter()
+                        .find(|x| x.driver == r.driver && x.workload == ours_row)
+                        .filter(|x| x.ours.usable())
+                        .and_then(|x| x.ours.median());
+                    let lim = r
+                        .limit
+                        .as_ref()
+                        .and_then(|l| self.limits.get(l))
+                        .and_then(Cell::median);
+                    let o = r.ours.usable().then(|| r.ours.median()).flatten();
+                    let first = match (o, other) {
+                        (Some(o), Some(x)) => {
+                            let good = o <= within * x;
+                            ok &= good;
+                            format!(
+                                "≤{within}× {ours_row}: {}",
+                                if good { "ok" } else { "MISS" }
+                            )
+                        }
+                        _ => {
+                            ok = false;
+                            format!("≤{within}× {ours_row}: n/a")
+                        }
+                    };
+                    let second = match (o, lim) {
+                        (Some(o), Some(l)) if o > 0.0 => {
+                            let good = l / o >= faster;
+                            ok &= good;
+                            format!(
+                                "≥{faster}× faster than limit: {}",
+                                if good { "ok" } else { "MISS" }
+                            )
+                        }
+                        _ => {
+                            ok = false;
+                            format!("≥{faster}× faster than limit: n/a")
+                        }
+                    };
+                    format!("{first}, {second}")
                 }
                 Target::FasterThanGo(f) => {
                     match (r.ours.usable(), r.ours.median(), r.go.median()) {
@@ -492,6 +549,38 @@ mod tests {
         );
         let j = r.json(json!({}));
         assert_eq!(j["rows"][0]["ours_over_limit"].as_f64(), Some(1.5));
+    }
+
+    #[test]
+    fn import_target_compares_with_our_apply_and_the_limit() {
+        let mut r = Results::default();
+        let w = super::super::IMPORT_IMAGE;
+        r.limits.insert(
+            super::super::skopeo_limit("vfs"),
+            Cell {
+                secs: vec![3.5],
+                ..Cell::default()
+            },
+        );
+        r.cell("vfs", "applydiff small (tar)", Imp::Ours).secs = vec![1.0];
+        r.cell("vfs", w, Imp::Ours).secs = vec![1.05];
+        r.cell("vfs", w, Imp::Ours).rss_kib = vec![1000];
+        let row = r.rows.iter().find(|x| x.workload == w).unwrap().clone();
+        let (v, ok) = r.verdict(&row).unwrap();
+        assert!(ok, "{v}");
+        assert!(
+            v.starts_with("≤1.1× applydiff small (tar): ok, ≥3× faster than limit: ok"),
+            "{v}"
+        );
+        // 1.5× our apply misses; 2.3× faster than skopeo misses too.
+        r.cell("vfs", w, Imp::Ours).secs = vec![1.5];
+        let row = r.rows.iter().find(|x| x.workload == w).unwrap().clone();
+        let (v, ok) = r.verdict(&row).unwrap();
+        assert!(!ok);
+        assert!(
+            v.contains("applydiff small (tar): MISS") && v.contains("limit: MISS"),
+            "{v}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod check;
 pub mod copy;
 pub mod layers;
 pub mod records;
+pub mod transfer;
 
 use std::io::Write;
 
@@ -67,7 +68,11 @@ const FORCE_SHUTDOWN: FlagSpec = FlagSpec {
     usage: "Unmount mounted layers first",
 };
 
-const fn flag(names: &'static [&'static str], kind: Kind, usage: &'static str) -> FlagSpec {
+pub(crate) const fn flag(
+    names: &'static [&'static str],
+    kind: Kind,
+    usage: &'static str,
+) -> FlagSpec {
     FlagSpec { names, kind, usage }
 }
 
@@ -558,6 +563,29 @@ pub static COMMANDS: &[Command] = &[
         &[JSON, QUIET_IDS],
         records::images_by_digest
     ),
+    Command {
+        names: &["import-image", "importimage"],
+        options_help: "[options [...]] {oci,oci-archive,docker-archive}:PATH[:REF]",
+        description: "Import an image from an OCI layout or an archive",
+        usage: "Import an image from an OCI layout (oci:DIR[:REF]), an oci-archive \
+                (oci-archive:FILE[:REF]) or a docker-archive (docker-archive:FILE[:NAME:TAG|:@N]), \
+                storing it as podman and skopeo do",
+        min_args: 1,
+        max_args: Some(1),
+        flags: transfer::IMPORT_FLAGS,
+        handler: transfer::import,
+    },
+    Command {
+        names: &["export-image", "exportimage"],
+        options_help: "[options [...]] imageNameOrID {oci,oci-archive,docker-archive}:PATH[:REF]",
+        description: "Export an image to an OCI layout or an archive",
+        usage: "Export an image to an OCI layout (oci:DIR[:REF]), an oci-archive \
+                (oci-archive:FILE[:REF]) or a docker-archive (docker-archive:FILE[:NAME:TAG])",
+        min_args: 2,
+        max_args: Some(2),
+        flags: transfer::EXPORT_FLAGS,
+        handler: transfer::export,
+    },
     cmd!(
         &["layer"],
         "[options [...]] layerNameOrID [...]",
@@ -859,8 +887,7 @@ fn wipe(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 /// command (default `$SHELL`, else `/bin/sh`) just runs with inherited stdio. Its exit
 /// status is not propagated: a failure is reported as an error (exit 1), like Go.
 fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::geteuid() != 0 {
         return Err("unshare: running without root privileges is not supported".into());
     }
     let shell = std::env::var("SHELL")

@@ -1,4 +1,4 @@
-//! Image and container commands (cli.md §7.2, §7.3) and `delete`.
+//! Image and container commands and `delete`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -46,7 +46,7 @@ fn metadata_arg(ctx: &Ctx<'_>) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
-fn print_id_and_names(
+pub(crate) fn print_id_and_names(
     ctx: &Ctx<'_>,
     id: &str,
     names: &[String],

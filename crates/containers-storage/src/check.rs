@@ -146,7 +146,7 @@ impl CheckReport {
                     } else {
                         format!("[{}]", vec!["{}"; errs.len()].join(","))
                     };
-                    format!("{}:{list}", storage_config::json_string(id))
+                    format!("{}:{list}", storage_gocompat::json::string(id))
                 })
                 .collect();
             format!("{{{}}}", items.join(","))
@@ -885,12 +885,11 @@ struct Entry {
     any_mode: bool,
 }
 
+/// Where a tar member lands below the layer root: Go's `path.Clean` of the name inside the
+/// root (`..` clamped there), relative to it (`""` for the root itself).
 fn clean(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    parts.join("/")
+    let rooted = storage_gocompat::path::clean_str(&format!("/{path}"));
+    rooted.trim_start_matches('/').to_owned()
 }
 
 fn remove_subtree(tree: &mut BTreeMap<String, Entry>, path: &str, keep_self: bool) {

@@ -210,6 +210,9 @@ pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
+/// Go's texts and lexical rules (quoting, errno texts, JSON escaping, path cleaning, dates,
+/// ID checks): the crate every part of the store takes them from.
+pub use storage_gocompat as gocompat;
 pub use storage_images::{BigDataItem, NewImage};
 pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
 
@@ -290,12 +293,10 @@ fn open_lock(path: &Path) -> Result<Arc<LockFile>> {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     if path.is_absolute() {
-        return Ok(storage_config::clean_path(&path.to_string_lossy()));
+        return Ok(storage_gocompat::path::clean_path(path));
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io("getwd", Path::new("."), e))?;
-    Ok(storage_config::clean_path(
-        &cwd.join(path).to_string_lossy(),
-    ))
+    Ok(storage_gocompat::path::clean_path(&cwd.join(path)))
 }
 
 /// Go's `GetStore` option resolution: returns the options to open with.

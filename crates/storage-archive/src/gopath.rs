@@ -1,55 +1,6 @@
-//! Go's `path.Clean` / `filepath.Join` semantics on raw bytes (tar names are bytes).
+//! Names inside the layer root, from tar member names (bytes), by Go's `path.Clean`.
 
-/// Go's `path.Clean`: the shortest lexically equivalent path. `""` → `"."`;
-/// leading `..` of a relative path are kept; `/..` is `/`.
-pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
-    if path.is_empty() {
-        return b".".to_vec();
-    }
-    let rooted = path[0] == b'/';
-    let n = path.len();
-    let mut out: Vec<u8> = Vec::with_capacity(n);
-    let mut r = 0;
-    let mut dotdot = 0;
-    if rooted {
-        out.push(b'/');
-        r = 1;
-        dotdot = 1;
-    }
-    while r < n {
-        if path[r] == b'/' || (path[r] == b'.' && (r + 1 == n || path[r + 1] == b'/')) {
-            r += 1;
-        } else if path[r] == b'.' && path[r + 1] == b'.' && (r + 2 == n || path[r + 2] == b'/') {
-            r += 2;
-            if out.len() > dotdot {
-                // backtrack to the previous '/'
-                let mut w = out.len() - 1;
-                while w > dotdot && out[w] != b'/' {
-                    w -= 1;
-                }
-                out.truncate(w);
-            } else if !rooted {
-                if !out.is_empty() {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(b"..");
-                dotdot = out.len();
-            }
-        } else {
-            if (rooted && out.len() != 1) || (!rooted && !out.is_empty()) {
-                out.push(b'/');
-            }
-            while r < n && path[r] != b'/' {
-                out.push(path[r]);
-                r += 1;
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(b'.');
-    }
-    out
-}
+pub(crate) use storage_gocompat::path::clean;
 
 /// The path a name designates inside a chroot at the layer root, relative to that
 /// root, without any `..` (they are clamped at the root) and without a leading `/`.
@@ -94,52 +45,6 @@ pub(crate) fn display(rel: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clean_matches_go() {
-        let cases: &[(&str, &str)] = &[
-            ("", "."),
-            ("abc", "abc"),
-            ("abc/def", "abc/def"),
-            ("a/b/c", "a/b/c"),
-            (".", "."),
-            ("..", ".."),
-            ("../..", "../.."),
-            ("../../abc", "../../abc"),
-            ("/abc", "/abc"),
-            ("/", "/"),
-            ("abc/", "abc"),
-            ("abc/def/", "abc/def"),
-            ("./", "."),
-            ("/abc/", "/abc"),
-            ("abc//def//ghi", "abc/def/ghi"),
-            ("//abc", "/abc"),
-            ("///abc", "/abc"),
-            ("abc/./def", "abc/def"),
-            ("/./abc/def", "/abc/def"),
-            ("abc/.", "abc"),
-            ("abc/def/ghi/../jkl", "abc/def/jkl"),
-            ("abc/def/../ghi/../jkl", "abc/jkl"),
-            ("abc/def/..", "abc"),
-            ("abc/def/../..", "."),
-            ("/abc/def/../..", "/"),
-            ("abc/def/../../..", ".."),
-            ("/abc/def/../../..", "/"),
-            ("abc/def/../../../ghi/jkl/../../../mno", "../../mno"),
-            ("/../abc", "/abc"),
-            ("abc/./../def", "def"),
-            ("abc//./../def", "def"),
-            ("abc/../../././../def", "../../def"),
-            ("a/b/../../../x", "../x"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(
-                String::from_utf8(clean(input.as_bytes())).unwrap(),
-                *want,
-                "clean({input:?})"
-            );
-        }
-    }
 
     #[test]
     fn in_root_clamps() {

@@ -1,6 +1,6 @@
 //! Reading extended attributes without following symlinks, as the diff side needs them:
 //! one value ([`get`]), the list of names ([`list`]), and the set Go 1.60 exports into a
-//! layer tar ([`pax_records`]).
+//! layer tar ([`exported`]).
 //!
 //! ```
 //! let tmp = tempfile::tempdir().unwrap();
@@ -63,19 +63,17 @@ fn read_growing(
 }
 
 /// The extended attributes Go 1.60 writes into a layer tar for `path` (whose metadata
-/// is `md`), as `SCHILY.xattr.<name>` PAX records: `security.capability`,
-/// `security.ima` and the `user.*` ones except overlay's own `user.overlay.*`. Only
-/// regular files and directories carry them.
-pub fn pax_records(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec<u8>> {
+/// is `md`; the tar writer makes them `SCHILY.xattr.<name>` PAX records), sorted by name:
+/// `security.capability`, `security.ima` and the `user.*` ones except overlay's own
+/// `user.overlay.*`. Only regular files and directories carry them.
+pub fn exported(path: &Path, md: &std::fs::Metadata) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = BTreeMap::new();
     let ft = md.file_type();
     if !(ft.is_file() || ft.is_dir()) {
-        return out;
+        return Vec::new();
     }
     let mut put = |name: &[u8], v: Vec<u8>| {
-        let mut k = b"SCHILY.xattr.".to_vec();
-        k.extend_from_slice(name);
-        out.insert(k, v);
+        out.insert(name.to_vec(), v);
     };
     for name in ["security.capability", "security.ima"] {
         if let Some(v) = get(path, name) {
@@ -91,7 +89,7 @@ pub fn pax_records(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec
             put(name, v);
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -120,10 +118,10 @@ mod tests {
         names.sort();
         assert_eq!(names, [&b"user.big"[..], b"user.overlay.x"]);
         let md = std::fs::symlink_metadata(&f).unwrap();
-        let recs = pax_records(&f, &md);
+        let recs = exported(&f, &md);
         assert_eq!(
-            recs.keys().collect::<Vec<_>>(),
-            [&b"SCHILY.xattr.user.big".to_vec()]
+            recs.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            [&b"user.big".to_vec()]
         );
         // Many names: longer than the stack buffer of `list` (ext4 keeps all of a
         // file's attributes in one 4 KiB block, so on a file of their own).

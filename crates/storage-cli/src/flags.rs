@@ -6,6 +6,8 @@
 
 use std::io::Write;
 
+use containers_storage::gocompat::strconv::quote as go_quote;
+
 /// What kind of value a flag takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -415,12 +417,6 @@ fn trim_quotes(s: &str) -> &str {
         return &s[1..s.len() - 1];
     }
     s
-}
-
-/// Go's `%q` for a string (close enough for flag values: Rust's debug escaping of printable
-/// text matches Go's).
-pub fn go_quote(s: &str) -> String {
-    format!("{s:?}")
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use storage_gocompat::json::string as json_string;
+use storage_gocompat::syscall::GoIoError;
+
 pub use file::{KNOWN_KEYS, expand_env};
 
 /// Built-in graph root for root.
@@ -66,7 +69,7 @@ pub const OVERRIDE_CONFIG_FILE: &str = "/etc/containers/storage.conf";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file that must exist could not be examined (Go: `stat PATH: …`).
-    #[error("stat {}: {}", .path.display(), go_io_text(.source))]
+    #[error("stat {}: {}", .path.display(), GoIoError(.source))]
     Stat {
         /// The path.
         path: PathBuf,
@@ -74,7 +77,7 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// A file could not be read.
-    #[error("open {}: {}", .path.display(), go_io_text(.source))]
+    #[error("open {}: {}", .path.display(), GoIoError(.source))]
     Read {
         /// The path.
         path: PathBuf,
@@ -96,25 +99,6 @@ pub enum ConfigError {
     /// The resulting options are not usable (Go's wording, e.g. `runroot must be set`).
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Formats an I/O error the way Go prints `syscall.Errno` (`no such file or directory`).
-pub fn go_io_text(err: &io::Error) -> String {
-    match err.raw_os_error() {
-        Some(code) => {
-            let text = io::Error::from_raw_os_error(code).to_string();
-            let text = match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            };
-            let mut chars = text.chars();
-            match chars.next() {
-                Some(c) => c.to_lowercase().collect::<String>() + chars.as_str(),
-                None => text,
-            }
-        }
-        None => err.to_string(),
-    }
 }
 
 /// The options a store is opened with (Go's `types.StoreOptions`).
@@ -232,30 +216,6 @@ impl StoreOptions {
         out.push('}');
         out
     }
-}
-
-/// Go `encoding/json` string quoting (with HTML escaping, like Go's default encoder).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn json_list(items: &[String]) -> String {
@@ -479,33 +439,8 @@ fn expand_path(path: &str, env: &Environment) -> PathBuf {
     let expanded = expand_env(&replaced, |k| env.var(k).map(str::to_string));
     match std::fs::canonicalize(&expanded) {
         Ok(p) => p,
-        Err(_) => clean_path(&expanded),
+        Err(_) => storage_gocompat::path::clean_path(Path::new(&expanded)),
     }
-}
-
-/// Go's `filepath.Clean`.
-pub fn clean_path(path: &str) -> PathBuf {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    PathBuf::from(match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    })
 }
 
 fn rootless_runtime_dir(env: &Environment) -> Result<PathBuf, ConfigError> {

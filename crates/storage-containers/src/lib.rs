@@ -818,7 +818,7 @@ fn len_i64(data: &[u8]) -> i64 {
 /// Refuses IDs that are not a single path component (Go does not check; a
 /// `/` or `..` would let deletion escape the store directory).
 fn check_component(id: &str) -> Result<()> {
-    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
+    if !storage_types::is_path_component(id) {
         return Err(Error::msg(
             ErrorKind::InvalidInput,
             format!(

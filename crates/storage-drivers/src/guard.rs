@@ -20,10 +20,10 @@ use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, LayerMaps, MountOpts};
 /// Fails with [`ErrorKind::InvalidInput`] unless `id` is one non-empty path component
 /// other than `.` and `..` (no `/`, no NUL).
 pub(crate) fn check_layer_id(id: &str) -> Result<()> {
-    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
+    if !storage_types::is_path_component(id) {
         return Err(Error::msg(
             ErrorKind::InvalidInput,
-            format!("invalid layer ID {id:?}"),
+            format!("invalid layer ID {}", storage_types::go_quote(id)),
         ));
     }
     Ok(())

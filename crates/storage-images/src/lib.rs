@@ -399,7 +399,7 @@ impl ImageSet {
     }
 
     fn data_dir(&self, id: &str) -> Result<PathBuf> {
-        if !is_path_component(id) {
+        if !storage_types::is_path_component(id) {
             return Err(Error::msg(
                 ErrorKind::InvalidInput,
                 format!(
@@ -615,7 +615,7 @@ impl ImagesWrite<'_> {
             }
             _ => storage_types::generate_unique_id(|id| self.state.by_id.contains_key(id)),
         };
-        if !is_path_component(&id) {
+        if !storage_types::is_path_component(&id) {
             return Err(Error::msg(
                 ErrorKind::InvalidInput,
                 format!(
@@ -817,7 +817,7 @@ impl ImagesWrite<'_> {
         self.state.images.remove(n);
         self.state.reindex();
         self.save()?;
-        if is_path_component(&full_id) {
+        if storage_types::is_path_component(&full_id) {
             let dir = self.state.dir.join(&full_id);
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
@@ -864,13 +864,8 @@ fn unknown_image(id: &str) -> Error {
     Error::new(ErrorKind::ImageUnknown).context(format!("locating image with ID {}", go_quote(id)))
 }
 
-/// Whether `id` can be used as one path component under the store directory.
-fn is_path_component(id: &str) -> bool {
-    !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0')
-}
-
 fn userdata_dir(base: &Path, id: &str) -> Result<PathBuf> {
-    if !is_path_component(id) {
+    if !storage_types::is_path_component(id) {
         return Err(Error::msg(
             ErrorKind::InvalidInput,
             format!(

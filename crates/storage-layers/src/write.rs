@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, RwLockWriteGuard};
+use storage_gocompat::path::clean_path;
 
 use serde_json::Value;
 use storage_drivers::{ApplyDiffOpts, CreateOpts, MountOpts};
@@ -172,21 +174,6 @@ fn remove_quietly(path: &Path, dir: bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", path, e)),
     }
-}
-
-/// `filepath.Clean` for absolute paths returned by drivers.
-fn clean_path(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// Deletes abandoned deferred-deletion staging dirs of Go 1.59+ (`tmp/temp-dir-X` whose

@@ -162,29 +162,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Size of the last-writer token stored at offset 0 of every lock file.
 pub const TOKEN_SIZE: usize = 64;
 
-/// Renders an OS error the way Go's `syscall.Errno.Error()` does
-/// ("no such file or directory", not "No such file or directory (os error 2)").
-struct GoErr<'a>(&'a io::Error);
-
-impl fmt::Display for GoErr<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.raw_os_error() {
-            Some(code) => {
-                let text = self.0.to_string();
-                let suffix = format!(" (os error {code})");
-                let text = text.strip_suffix(&suffix).unwrap_or(&text);
-                let mut chars = text.chars();
-                match chars.next() {
-                    Some(first) => {
-                        write!(f, "{}{}", first.to_lowercase(), chars.as_str())
-                    }
-                    None => write!(f, "errno {code}"),
-                }
-            }
-            None => write!(f, "{}", self.0),
-        }
-    }
-}
+use storage_gocompat::syscall::GoIoError as GoErr;
 
 /// Errors of this crate. `Display` names the lock file and renders OS errors
 /// in Go's words.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::crc::crc64_update;
-use crate::gostr::clean_path;
+use storage_gocompat::path::clean as clean_path;
 
 /// Kind of a tar-split entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,23 +316,6 @@ impl DirFileGetter {
     }
 }
 
-/// An I/O error worded like Go's `*PathError`: "open /x: no such file or directory".
-pub(crate) fn go_path_error(op: &str, path: &Path, e: &io::Error) -> io::Error {
-    let text = match e.raw_os_error() {
-        Some(code) => {
-            let s = io::Error::from_raw_os_error(code).to_string();
-            let s = s.split(" (os error").next().unwrap_or(&s).to_owned();
-            let mut c = s.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-                None => s,
-            }
-        }
-        None => e.to_string(),
-    };
-    io::Error::new(e.kind(), format!("{op} {}: {text}", path.display()))
-}
-
 impl FileGetter for DirFileGetter {
     fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
         let path = self.join(name);
@@ -352,7 +335,7 @@ impl FileGetter for DirFileGetter {
         let path = Path::new(OsStr::from_bytes(&path));
         match std::fs::File::open(path) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) => Err(go_path_error("open", path, &e)),
+            Err(e) => Err(storage_gocompat::syscall::path_error("open", path, &e)),
         }
     }
 }
@@ -545,7 +528,7 @@ mod tests {
 
     #[test]
     fn join_equals_cleaning_the_whole_path() {
-        let names = crate::gostr::short_paths();
+        let names = storage_gocompat::path::sample_paths(6);
         for root in ["/", "/r", "/r/s/", "//r/./s", "rel", "."] {
             let g = DirFileGetter::new(root);
             for n in &names {

@@ -6,9 +6,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::Error;
+use crate::TarReader;
 use crate::crc::crc64_update;
-use crate::gostr::{clean_path, json_string};
-use crate::reader::{Header, TarReader};
+use crate::header::Header;
+use storage_gocompat::json::write_string as json_string;
+use storage_gocompat::path::clean as clean_path;
 
 /// Size of the chunks in which data after the end-of-archive marker is recorded.
 const TRAILER_CHUNK: usize = 1024 * 1024;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::gostr::go_quote;
+use storage_gocompat::strconv::quote_bytes as go_quote;
 
 /// Errors of the tar reader, the tar-split recorder and reassembly.
 ///

@@ -7,7 +7,8 @@
 //!
 //! * [`TarReader`] parses a tar stream exactly like Go's `archive/tar` reader (USTAR, PAX
 //!   `x`/`g`, GNU `L`/`K`, old GNU, STAR, base-256 numbers, signed/unsigned checksums) and
-//!   reports errors in Go's words.
+//!   reports errors in Go's words; [`TarWriter`] writes the bytes Go's `archive/tar` writer
+//!   writes. Both speak one member model, [`Header`] (Go's `tar.Header`).
 //! * [`Disassembler`] is a pass-through reader: it yields the input bytes unchanged while
 //!   writing tar-split JSON lines (the content of `<layer>.tar-split.gz`, byte-identical to
 //!   what Go's tar-split 0.12 writes before compression).
@@ -30,19 +31,18 @@
 //! use std::io::Read;
 //! use storage_tarsplit::{Disassembler, FileGetter, TarReader, gzip_writer, reassemble};
 //!
-//! // A one-file tar, built by hand.
-//! let mut hdr = [0u8; 512];
-//! hdr[..5].copy_from_slice(b"hello");
-//! hdr[100..108].copy_from_slice(b"0000644\0");
-//! hdr[124..136].copy_from_slice(b"00000000003\0");
-//! hdr[257..265].copy_from_slice(b"ustar\x0000");
-//! hdr[156] = b'0';
-//! hdr[148..156].copy_from_slice(b"        ");
-//! let sum: u32 = hdr.iter().map(|&b| u32::from(b)).sum();
-//! hdr[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-//! let mut tar = hdr.to_vec();
-//! tar.extend_from_slice(b"hi\n");
-//! tar.resize(512 * 4, 0);
+//! // A one-file tar, written as Go writes it.
+//! let mut tw = storage_tarsplit::TarWriter::new(Vec::new());
+//! let hello = storage_tarsplit::Header {
+//!     name: b"hello".to_vec(),
+//!     typeflag: storage_tarsplit::typeflag::REG,
+//!     mode: 0o644,
+//!     size: 3,
+//!     ..Default::default()
+//! };
+//! tw.write_header(&hello).unwrap();
+//! tw.write_content(b"hi\n").unwrap();
+//! let tar = tw.finish().unwrap();
 //!
 //! // Parse it.
 //! let mut tr = TarReader::new(&tar[..]);
@@ -80,9 +80,10 @@ mod asm;
 mod crc;
 mod disasm;
 mod error;
-mod gostr;
+mod header;
 mod pathset;
 mod reader;
+mod writer;
 
 pub use asm::{
     DirFileGetter, Entries, Entry, EntryKind, FileGetter, reassemble, reassemble_entries,
@@ -90,5 +91,7 @@ pub use asm::{
 pub use crc::{crc64_iso, crc64_update};
 pub use disasm::{Disassembler, HeaderHook, NoHook, Packer, gzip_writer};
 pub use error::Error;
+pub use header::{Header, TarTime, typeflag};
 pub use pathset::PathSet;
-pub use reader::{Header, TarReader, TarTime};
+pub use reader::TarReader;
+pub use writer::TarWriter;

@@ -3,81 +3,12 @@
 use std::io::{self, Read};
 
 use crate::Error;
+use crate::header::{Header, TarTime, header_only};
 
 /// Size of a tar block.
 pub(crate) const BLOCK: usize = 512;
 /// Go's `maxSpecialFileSize`: cap on PAX / GNU long-name data.
 const MAX_SPECIAL: u64 = 1 << 20;
-
-/// A timestamp as stored in a tar header (seconds since the epoch + nanoseconds, normalized
-/// so that `nanos < 1_000_000_000`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
-pub struct TarTime {
-    /// Seconds since the Unix epoch (may be negative).
-    pub secs: i64,
-    /// Nanoseconds, `0..1_000_000_000`.
-    pub nanos: u32,
-}
-
-impl TarTime {
-    /// Go's `time.Unix(secs, nsecs)` normalization.
-    fn unix(secs: i64, nsecs: i64) -> TarTime {
-        let mut s = secs;
-        let mut n = nsecs;
-        if !(0..1_000_000_000).contains(&n) {
-            s = s.wrapping_add(n.div_euclid(1_000_000_000));
-            n = n.rem_euclid(1_000_000_000);
-        }
-        TarTime {
-            secs: s,
-            nanos: n as u32,
-        }
-    }
-}
-
-/// One tar member, as Go's `archive/tar` reader yields it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Header {
-    /// Member name: PAX `path` / GNU long name / USTAR `prefix/name` applied, NUL-trimmed, not cleaned.
-    pub name: Vec<u8>,
-    /// Link target (PAX `linkpath` / GNU long link applied).
-    pub linkname: Vec<u8>,
-    /// Type flag, normalized like Go: `\0` becomes `0`, or `5` when the name ends with `/`.
-    pub typeflag: u8,
-    /// Permission and mode bits as stored.
-    pub mode: i64,
-    /// Owner user ID.
-    pub uid: i64,
-    /// Owner group ID.
-    pub gid: i64,
-    /// Content size from the header (for link/dir/device/fifo types, no content is read
-    /// whatever this says).
-    pub size: i64,
-    /// Modification time.
-    pub mtime: TarTime,
-    /// Access time (PAX `atime`, GNU or STAR header field), if present.
-    pub atime: Option<TarTime>,
-    /// Change time (PAX `ctime`, GNU or STAR header field), if present.
-    pub ctime: Option<TarTime>,
-    /// Owner user name.
-    pub uname: Vec<u8>,
-    /// Owner group name.
-    pub gname: Vec<u8>,
-    /// Device major number.
-    pub devmajor: i64,
-    /// Device minor number.
-    pub devminor: i64,
-    /// Extended attributes from PAX `SCHILY.xattr.<name>` records, in record order
-    /// (empty values included, like Go 1.60's extractor which reads `PAXRecords`).
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// All PAX records of this entry (a repeated key keeps its first position and last value).
-    pub pax: Vec<(String, Vec<u8>)>,
-}
-
-/// Go's `isHeaderOnlyType`.
-fn header_only(typeflag: u8) -> bool {
-    matches!(typeflag, b'1' | b'2' | b'3' | b'4' | b'5' | b'6')
-}
 
 /// A streaming tar parser that yields exactly what Go's `archive/tar.Reader` yields.
 ///

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -159,10 +160,8 @@ pub fn list_dir(p: &Path) -> Vec<String> {
 /// chain comes last).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+    let mut v: Vec<PathBuf> = storage_gocompat::mountinfo::mount_points(&info)
+        .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
         .filter(|m| m.starts_with(dir))
         .collect();
     v.sort();
@@ -189,8 +188,9 @@ pub mod xattr {
             .expect("lsetxattr");
     }
 
-    /// The value of `name` on `path` (up to 64 KiB), `None` when absent.
-    pub fn get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    /// The value of `name` on `path` (up to 64 KiB, the kernel's limit), `None` when absent.
+    pub fn get(path: &Path, name: impl AsRef<std::ffi::OsStr>) -> Option<Vec<u8>> {
+        let name = name.as_ref();
         let mut buf = vec![0u8; 65536];
         let n = rustix::fs::lgetxattr(path, name, &mut buf[..]).ok()?;
         buf.truncate(n);

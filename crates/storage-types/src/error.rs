@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use storage_gocompat::syscall::io_error_text as go_io_error_text;
+
 /// What went wrong, in the categories the Go library exposes as sentinel errors.
 ///
 /// Each kind that has a Go sentinel error carries Go's exact wording (see
@@ -227,90 +229,6 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// Go's text for an I/O error: for OS errors the lower-case `strerror` Go's
-/// `syscall.Errno` prints (`"no such file or directory"`, no `"(os error 2)"`);
-/// for other errors their own message.
-pub fn go_io_error_text(err: &std::io::Error) -> String {
-    let Some(code) = err.raw_os_error() else {
-        // Custom errors (e.g. `io::Error::other("…")`) or simple kinds.
-        if let Some(inner) = err.get_ref() {
-            return inner.to_string();
-        }
-        if err.kind() == std::io::ErrorKind::UnexpectedEof {
-            return "unexpected EOF".to_owned();
-        }
-        return err.to_string();
-    };
-    if let Some(text) = errno_text(code) {
-        return text.to_owned();
-    }
-    // Fall back to the C library's text with a lower-case first letter, which is
-    // what Go's table holds for the rest.
-    let full = err.to_string();
-    let text = full
-        .strip_suffix(&format!(" (os error {code})"))
-        .unwrap_or(&full);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => format!("errno {code}"),
-    }
-}
-
-/// Go's `syscall` error strings (linux table) for the errno values the store meets.
-fn errno_text(code: i32) -> Option<&'static str> {
-    Some(match code {
-        1 => "operation not permitted",
-        2 => "no such file or directory",
-        3 => "no such process",
-        4 => "interrupted system call",
-        5 => "input/output error",
-        6 => "no such device or address",
-        7 => "argument list too long",
-        8 => "exec format error",
-        9 => "bad file descriptor",
-        10 => "no child processes",
-        11 => "resource temporarily unavailable",
-        12 => "cannot allocate memory",
-        13 => "permission denied",
-        14 => "bad address",
-        15 => "block device required",
-        16 => "device or resource busy",
-        17 => "file exists",
-        18 => "invalid cross-device link",
-        19 => "no such device",
-        20 => "not a directory",
-        21 => "is a directory",
-        22 => "invalid argument",
-        23 => "too many open files in system",
-        24 => "too many open files",
-        25 => "inappropriate ioctl for device",
-        26 => "text file busy",
-        27 => "file too large",
-        28 => "no space left on device",
-        29 => "illegal seek",
-        30 => "read-only file system",
-        31 => "too many links",
-        32 => "broken pipe",
-        34 => "numerical result out of range",
-        35 => "resource deadlock avoided",
-        36 => "file name too long",
-        37 => "no locks available",
-        38 => "function not implemented",
-        39 => "directory not empty",
-        40 => "too many levels of symbolic links",
-        61 => "no data available",
-        75 => "value too large for defined data type",
-        95 => "operation not supported",
-        110 => "connection timed out",
-        111 => "connection refused",
-        116 => "stale NFS file handle",
-        117 => "structure needs cleaning",
-        122 => "disk quota exceeded",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,9 +271,9 @@ mod tests {
         let wrapped = Error::wrap(ErrorKind::Corrupt, e.clone()).context("loading");
         assert_eq!(wrapped.to_string(), "loading: directory not empty");
         assert!(std::error::Error::source(&wrapped).is_some_and(|c| c.is::<Error>()));
-        // Fallback path: lower-cased C library text.
+        // Go's table, not the C library's text.
         let text = go_io_error_text(&std::io::Error::from_raw_os_error(71));
-        assert!(text.starts_with("protocol error"), "{text}");
+        assert_eq!(text, "protocol error");
         assert_eq!(go_io_error_text(&std::io::Error::other("boom")), "boom");
     }
 }

@@ -25,13 +25,6 @@ pub fn generate_unique_id(taken: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// Whether `s` has the format of a generated ID (64 lower-case hex digits).
-pub fn is_full_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 fn random_32() -> [u8; 32] {
     let mut buf = [0u8; 32];
     if getrandom::fill(&mut buf).is_ok() {
@@ -55,6 +48,7 @@ fn random_32() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use storage_gocompat::validate::is_full_id;
 
     #[test]
     fn ids_have_go_format() {

@@ -59,8 +59,8 @@ mod time;
 
 pub use bigdata::big_data_file_name;
 pub use digest::{Digest, Sha256Digester};
-pub use error::{Error, ErrorKind, Result, go_io_error_text};
-pub use id::{generate_id, generate_unique_id, is_full_id};
+pub use error::{Error, ErrorKind, Result};
+pub use id::{generate_id, generate_unique_id};
 pub use idmap::{IdMap, parse_id_maps, to_container, to_host};
 pub use json::{GoFormatter, parse_records, to_go_json, to_go_json_line, try_to_go_json};
 pub use lookup::{
@@ -68,60 +68,11 @@ pub use lookup::{
     repair_duplicate_names, take_names_from_others, unique_prefix,
 };
 pub use records::{Container, Image, Layer, MountPoint, is_manifest_key, parse_images};
+/// Go's text for an I/O error (`no such file or directory`; from [`storage_gocompat`]).
+pub use storage_gocompat::syscall::io_error_text as go_io_error_text;
+pub use storage_gocompat::validate::{is_full_id, is_path_component};
 pub use time::Timestamp;
 
-/// Quotes a string like Go's `%q` / `strconv.Quote` (used in error messages):
-/// `"` and `\` escaped, common control characters as `\n` etc., other
-/// non-printable characters as `\x`/`\u`/`\U` escapes, printable Unicode kept.
-pub fn go_quote(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    // Fast path (nearly every path): printable ASCII without quotes or backslashes.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.push_str(s);
-        out.push('"');
-        return out;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => {
-                if (c as u32) < 0x10000 {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn go_quote_matches_strconv_quote() {
-        assert_eq!(super::go_quote("bogus"), "\"bogus\"");
-        assert_eq!(
-            super::go_quote("a\"b\\c\n\u{1}é"),
-            "\"a\\\"b\\\\c\\n\\x01é\""
-        );
-        assert_eq!(super::go_quote("\u{85}"), "\"\\u0085\"");
-    }
-}
+/// Go's `strconv.Quote` (the `%q` verb), the quoting of names in Go's error texts
+/// (from [`storage_gocompat`], the one home of Go's behaviours).
+pub use storage_gocompat::strconv::quote as go_quote;

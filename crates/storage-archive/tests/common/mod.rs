@@ -220,7 +220,8 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>, skip: Option<
     let mut xattrs = Vec::new();
     if let Ok(names) = xattr_names(p) {
         for n in names {
-            let v = xattr_value(p, &n).unwrap_or_default();
+            let v = storage_testsupport::xattr::get(p, std::ffi::OsStr::from_bytes(&n))
+                .unwrap_or_default();
             xattrs.push(format!(
                 "{}={}",
                 String::from_utf8_lossy(&n),
@@ -302,13 +303,6 @@ fn xattr_names(p: &Path) -> std::io::Result<Vec<Vec<u8>>> {
         .filter(|s| !s.is_empty())
         .map(<[u8]>::to_vec)
         .collect())
-}
-
-fn xattr_value(p: &Path, name: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 65536];
-    let n = rustix::fs::lgetxattr(p, name, &mut buf[..])?;
-    buf.truncate(n);
-    Ok(buf)
 }
 
 pub const GO_CLI: &str = "/usr/bin/containers-storage";

@@ -117,8 +117,8 @@ pub fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Optio
                 .map(|d| {
                     format!(
                         "{}:[{}]",
-                        storage_config::json_string(&d.path.display().to_string()),
-                        storage_config::json_string(&d.error)
+                        containers_storage::gocompat::json::string(&d.path.display().to_string()),
+                        containers_storage::gocompat::json::string(&d.error)
                     )
                 })
                 .collect();
@@ -237,7 +237,7 @@ pub fn gc(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         (Err(e), true) => {
             out(&format!(
                 "{}\n",
-                storage_config::json_string(&e.to_string())
+                containers_storage::gocompat::json::string(&e.to_string())
             ))?;
             Ok(1)
         }
@@ -268,7 +268,7 @@ pub fn dedup(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         (Err(e), true) => {
             out(&format!(
                 "{}\n",
-                storage_config::json_string(&e.to_string())
+                containers_storage::gocompat::json::string(&e.to_string())
             ))?;
             Ok(1)
         }

@@ -10,7 +10,8 @@ pub mod transfer;
 use std::io::Write;
 
 use containers_storage::Store;
-use storage_config::{StoreOptions, json_string};
+use containers_storage::gocompat::json::string as json_string;
+use storage_config::StoreOptions;
 
 use crate::flags::{FlagSet, FlagSpec, Kind};
 
@@ -906,7 +907,7 @@ fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 format!(
                     "exec: {}: executable file not found in $PATH",
-                    storage_config::json_string(&prog)
+                    containers_storage::gocompat::json::string(&prog)
                 )
             } else {
                 format!("fork/exec {prog}: {}", storage_types::go_io_error_text(&e))

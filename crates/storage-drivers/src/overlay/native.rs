@@ -14,18 +14,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use storage_archive::export::{GoTarWriter, TarHeader};
+use storage_archive::export::{file_header, map_owner};
+use storage_tarsplit::typeflag::{LINK, REG};
+use storage_tarsplit::{Header, TarTime, TarWriter};
 use storage_types::IdMap;
 
 use crate::{Change, ChangeKind};
-
-const REG: u8 = b'0';
-const LINK: u8 = b'1';
-const SYMLINK: u8 = b'2';
-const CHAR: u8 = b'3';
-const BLOCK: u8 = b'4';
-const DIR: u8 = b'5';
-const FIFO: u8 = b'6';
 
 fn is_whiteout(md: &std::fs::Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
@@ -73,12 +67,8 @@ fn lookup_lowers(lowers: &[PathBuf], rel: &str) -> InLower {
     InLower::Absent
 }
 
-fn map_id(maps: &[IdMap], id: u32) -> Option<u32> {
-    storage_types::to_container(maps, id)
-}
-
 struct Exporter<'a, W: Write> {
-    tw: GoTarWriter<W>,
+    tw: TarWriter<W>,
     uid_map: &'a [IdMap],
     gid_map: &'a [IdMap],
     lowers: &'a [PathBuf],
@@ -91,36 +81,9 @@ impl<W: Write> Exporter<'_, W> {
     fn add(&mut self, path: &Path, name: &[u8]) -> io::Result<()> {
         let md = std::fs::symlink_metadata(path)?;
         let ft = md.file_type();
-        if ft.is_socket() {
+        let Some(mut h) = file_header(path, &md, name)? else {
             return Ok(());
-        }
-        let mut h = TarHeader {
-            name: name.to_vec(),
-            mode: i64::from(md.mode() & 0o7777),
-            uid: i64::from(md.uid()),
-            gid: i64::from(md.gid()),
-            mtime: md.mtime(),
-            ..TarHeader::default()
         };
-        if ft.is_file() {
-            h.typeflag = REG;
-            h.size = md.size() as i64;
-        } else if ft.is_dir() {
-            h.typeflag = DIR;
-            h.name.push(b'/');
-        } else if ft.is_symlink() {
-            h.typeflag = SYMLINK;
-            h.linkname = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
-        } else if ft.is_char_device() || ft.is_block_device() {
-            h.typeflag = if ft.is_char_device() { CHAR } else { BLOCK };
-            h.devmajor = i64::from(rustix::fs::major(md.rdev()));
-            h.devminor = i64::from(rustix::fs::minor(md.rdev()));
-        } else if ft.is_fifo() {
-            h.typeflag = FIFO;
-        } else {
-            return Ok(());
-        }
-        h.pax = storage_archive::xattr::pax_records(path, &md);
         let mut first_link = false;
         if !ft.is_dir() && md.nlink() > 1 {
             if let Some(old) = self.seen.get(&md.ino()) {
@@ -132,19 +95,8 @@ impl<W: Write> Exporter<'_, W> {
             }
         }
         let whiteout = is_whiteout(&md);
-        let identity = self.uid_map.is_empty() && self.gid_map.is_empty();
-        let base = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
-        if !(whiteout || base.starts_with(b".wh.") || identity) {
-            match (
-                map_id(self.uid_map, md.uid()),
-                map_id(self.gid_map, md.gid()),
-            ) {
-                (Some(u), Some(g)) => {
-                    h.uid = i64::from(u);
-                    h.gid = i64::from(g);
-                }
-                _ => return Ok(()),
-            }
+        if !map_owner(&mut h, &md, self.uid_map, self.gid_map) {
+            return Ok(());
         }
         // The overlay → AUFS converter.
         let mut marker = None;
@@ -168,7 +120,7 @@ impl<W: Write> Exporter<'_, W> {
             if matches!(lookup_lowers(self.lowers, &rel), InLower::Exists(_)) {
                 let mut n = name.to_vec();
                 n.extend_from_slice(b"/.wh..wh..opq");
-                marker = Some(TarHeader {
+                marker = Some(Header {
                     name: n,
                     typeflag: REG,
                     mode: h.mode & 0o777,
@@ -176,8 +128,8 @@ impl<W: Write> Exporter<'_, W> {
                     gid: h.gid,
                     uname: h.uname.clone(),
                     gname: h.gname.clone(),
-                    mtime: 0,
-                    ..TarHeader::default()
+                    mtime: TarTime::default(),
+                    ..Header::default()
                 });
             }
         }
@@ -188,29 +140,9 @@ impl<W: Write> Exporter<'_, W> {
         if let Some(m) = marker {
             self.tw.write_header(&m)?;
         } else if h.typeflag == REG && h.size > 0 {
-            let mut remaining = h.size as u64;
-            let mut buf = vec![0u8; 64 * 1024];
-            if let Ok(mut f) = std::fs::File::open(path) {
-                while remaining > 0 {
-                    let want = buf
-                        .len()
-                        .min(usize::try_from(remaining).unwrap_or(buf.len()));
-                    let n = f.read(&mut buf[..want])?;
-                    if n == 0 {
-                        break;
-                    }
-                    self.tw.write_content(&buf[..n])?;
-                    remaining -= n as u64;
-                }
-            }
             // A file that shrank meanwhile is zero-filled, keeping the archive valid.
-            while remaining > 0 {
-                let n = buf
-                    .len()
-                    .min(usize::try_from(remaining).unwrap_or(buf.len()));
-                buf[..n].fill(0);
-                self.tw.write_content(&buf[..n])?;
-                remaining -= n as u64;
+            if let Ok(mut f) = std::fs::File::open(path) {
+                self.tw.copy_content(&mut f)?;
             }
         }
         Ok(())
@@ -249,7 +181,7 @@ pub(crate) fn diff(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut ex = Exporter {
-        tw: GoTarWriter::new(out),
+        tw: TarWriter::new(out),
         uid_map,
         gid_map,
         lowers,

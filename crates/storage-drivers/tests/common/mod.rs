@@ -34,19 +34,8 @@ pub fn vfs_with(tmp: &Path, options: Vec<String>) -> Box<dyn Driver> {
     open_driver("vfs", &opts).expect("open vfs")
 }
 
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).expect("setxattr");
-}
-
-pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    rustix::fs::lgetxattr(path, name, &mut buf[..])
-        .ok()
-        .map(|n| {
-            buf.truncate(n);
-            buf
-        })
-}
+#[allow(unused_imports)]
+pub use storage_testsupport::xattr::{get as get_xattr, set as set_xattr};
 
 pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
     let ts = rustix::fs::Timespec {

@@ -25,6 +25,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 
+/// Declares one test per driver running `fn NAME(driver: &str)`: a module `NAME` with the
+/// tests `vfs`, `overlay`, `btrfs` and `fuse_overlayfs` (overlay through fuse-overlayfs; see
+/// [`fs::DriverStore`]).
+#[macro_export]
+macro_rules! per_driver {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$name("vfs")
+            }
+            #[test]
+            fn overlay() {
+                super::$name("overlay")
+            }
+            #[test]
+            fn btrfs() {
+                super::$name("btrfs")
+            }
+            #[test]
+            fn fuse_overlayfs() {
+                super::$name("fuse-overlayfs")
+            }
+        }
+    };
+}
+
 /// Returns true when running in CI (`CI=true`), where a missing peer or privilege is a failure.
 pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true").unwrap_or(false)
@@ -203,6 +230,47 @@ impl Cs {
         let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
         let go = go_cs().expect("Go containers-storage");
         self.command(&go, &args).output().expect("run go")
+    }
+
+    /// Runs our binary with `args` on this store, killing it and panicking when it has not
+    /// finished after `limit` (a guard against a command that blocks forever, not a
+    /// measurement: give it minutes).
+    pub fn ours_bounded<S: AsRef<OsStr>>(&self, args: &[S], limit: std::time::Duration) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let mut child = self
+            .command(ours(), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ours");
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            panic!("no pipes to the child");
+        };
+        let drain = |r: &mut dyn std::io::Read| {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        };
+        let out = std::thread::spawn(move || drain(&mut stdout));
+        let err = std::thread::spawn(move || drain(&mut stderr));
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait for ours") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} still running after {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
     }
 
     /// Runs our binary with a file as standard input.

@@ -53,6 +53,18 @@ impl TarBuilder {
             .expect("tar symlink");
         self
     }
+    /// Adds a symlink whose name is written exactly as given, absolute or not (the `tar`
+    /// crate refuses to write such names; hostile layers have them). At most 100 bytes.
+    pub fn symlink_raw(mut self, path: &str, target: &str) -> Self {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
+        let name = &mut h.as_old_mut().name;
+        assert!(path.len() < name.len(), "raw names are short");
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_link_name(target).expect("tar link name");
+        h.set_cksum();
+        self.0.append(&h, &[][..]).expect("tar raw symlink");
+        self
+    }
     /// Adds a hard link to an earlier entry.
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Link, 0o644, 0, 0, 0);

@@ -6,31 +6,9 @@
 use std::path::Path;
 
 use storage_tests::fs::DriverStore;
+use storage_tests::per_driver;
 use storage_tests::tars::{TarBuilder, compress_with, sample_layer};
 use storage_tests::{Cs, ok};
-
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
 
 per_driver!(bad_input_leaves_no_layer_behind);
 per_driver!(chain_of_300_layers_and_deletion_rules);

@@ -4,31 +4,9 @@
 //! `overlay.mount_program=/usr/bin/fuse-overlayfs` for both tools).
 
 use storage_tests::fs::DriverStore;
+use storage_tests::per_driver;
 use storage_tests::tars::{compress_with, sample_layer, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
-
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
 
 per_driver!(applied_by_ours_diffed_by_go_and_back);
 per_driver!(applied_by_go_diffed_by_ours);

@@ -8,31 +8,9 @@ use std::path::{Path, PathBuf};
 
 use storage_tests::fs::DriverStore;
 use storage_tests::peers::{first_line, mounts_under};
+use storage_tests::per_driver;
 use storage_tests::tars::{TarBuilder, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
-
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
 
 per_driver!(scenario);
 per_driver!(go_writes_ours_reads);

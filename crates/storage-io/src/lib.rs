@@ -1,4 +1,5 @@
-//! Durable atomic file writes shared by every record store.
+//! Durable atomic file writes shared by every record store, and confined opens of a
+//! layer's files by recorded name ([`confined`]).
 //!
 //! **Use it for:** replacing a file so that a crash leaves either the old or the new content.
 //! **Not for:** record formats, locking, or changing a file in place.
@@ -40,6 +41,8 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod confined;
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};

@@ -28,7 +28,9 @@
 //!
 //! ```
 //! use std::io::Read;
-//! use storage_tarsplit::{Disassembler, FileGetter, TarReader, gzip_writer, reassemble};
+//! use storage_tarsplit::{
+//!     Disassembler, FileContent, FileGetter, TarReader, gzip_writer, reassemble,
+//! };
 //!
 //! // A one-file tar, built by hand.
 //! let mut hdr = [0u8; 512];
@@ -63,7 +65,7 @@
 //! // Reassemble from the recorded metadata and the file contents.
 //! struct Files;
 //! impl FileGetter for Files {
-//!     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
+//!     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn FileContent + '_>> {
 //!         assert_eq!(name, b"hello");
 //!         Ok(Box::new(&b"hi\n"[..]))
 //!     }
@@ -85,7 +87,8 @@ mod pathset;
 mod reader;
 
 pub use asm::{
-    DirFileGetter, Entries, Entry, EntryKind, FileGetter, reassemble, reassemble_entries,
+    DirFileGetter, Entries, Entry, EntryKind, FileContent, FileGetter, reassemble,
+    reassemble_entries,
 };
 pub use crc::{crc64_iso, crc64_update};
 pub use disasm::{Disassembler, HeaderHook, NoHook, Packer, gzip_writer};

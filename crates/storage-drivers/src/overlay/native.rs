@@ -438,6 +438,12 @@ pub(crate) fn dir_size(root: &Path) -> i64 {
 
 /// Go's overlay `DiffGetter`: the layer's own `diff` first, then each lower diff; when
 /// no directory has the file, the error names the layer's own path.
+///
+/// Unlike Go, the next directory is tried only when nothing is at the name (`ENOENT`,
+/// `ENOTDIR`): a symbolic link, a whiteout or any other non-regular file in the layer's own
+/// `diff` is the layer's entry and fails (Go would fall through to a lower's file of the
+/// same name). Each directory is read through a confined
+/// [`DirFileGetter`](storage_tarsplit::DirFileGetter).
 pub(crate) struct LayeredFileGetter {
     getters: Vec<crate::naive::PathFileGetter>,
 }
@@ -454,14 +460,15 @@ impl LayeredFileGetter {
 }
 
 impl storage_tarsplit::FileGetter for LayeredFileGetter {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn storage_tarsplit::FileContent + '_>> {
         let mut first_err = None;
         for g in &mut self.getters {
             match g.open(name) {
                 Ok(f) => return Ok(f),
-                Err(e) => {
+                Err(e) if storage_io::confined::is_absent(&e) => {
                     first_err.get_or_insert(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         Err(first_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))

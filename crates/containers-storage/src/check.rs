@@ -852,22 +852,16 @@ impl Kind {
         }
     }
 
-    fn from_meta(ft: std::fs::FileType) -> Kind {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_char_device() {
-            Kind::Char
-        } else if ft.is_block_device() {
-            Kind::Block
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else {
-            Kind::Other
+    fn from_type(ft: rustix::fs::FileType) -> Kind {
+        use rustix::fs::FileType as T;
+        match ft {
+            T::Directory => Kind::Dir,
+            T::RegularFile => Kind::File,
+            T::Symlink => Kind::Symlink,
+            T::CharacterDevice => Kind::Char,
+            T::BlockDevice => Kind::Block,
+            T::Fifo => Kind::Fifo,
+            _ => Kind::Other,
         }
     }
 }
@@ -988,33 +982,41 @@ fn expected_tree(chain: &[&Vec<DiffEntry>]) -> BTreeMap<String, Entry> {
     tree
 }
 
-/// The tree found under `root` (not following symbolic links).
+/// The tree found under `root`, walked through descriptors resolved inside it: no
+/// symbolic link is followed, in any component ([`storage_io::confined`]).
 fn actual_tree(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
-    use std::os::unix::fs::MetadataExt;
+    use storage_io::confined;
+    let layer = confined::Root::open(root)?;
     let mut tree = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+    let mut stack: Vec<(Vec<u8>, String)> = vec![(Vec::new(), String::new())];
+    while let Some((dir_rel, rel)) = stack.pop() {
+        let dir = layer.open_dir_for_listing(&dir_rel)?;
+        for (name, _) in confined::list_dir(&dir)? {
+            let st =
+                rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+            let shown = String::from_utf8_lossy(&name);
             let path = if rel.is_empty() {
-                name.clone()
+                shown.into_owned()
             } else {
-                format!("{rel}/{name}")
+                format!("{rel}/{shown}")
             };
-            let meta = std::fs::symlink_metadata(entry.path())?;
-            let kind = Kind::from_meta(meta.file_type());
+            let kind = Kind::from_type(rustix::fs::FileType::from_raw_mode(st.st_mode));
             if kind == Kind::Dir {
-                stack.push((entry.path(), path.clone()));
+                let child = if dir_rel.is_empty() {
+                    name.clone()
+                } else {
+                    [&dir_rel[..], b"/", &name[..]].concat()
+                };
+                stack.push((child, path.clone()));
             }
             tree.insert(
                 path,
                 Entry {
                     kind,
-                    mode: meta.mode() & 0o777,
-                    uid: i64::from(meta.uid()),
-                    gid: i64::from(meta.gid()),
-                    size: meta.size() as i64,
+                    mode: st.st_mode & 0o777,
+                    uid: i64::from(st.st_uid),
+                    gid: i64::from(st.st_gid),
+                    size: st.st_size,
                     explicit: true,
                     any_mode: false,
                 },

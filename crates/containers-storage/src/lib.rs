@@ -194,6 +194,7 @@
 #![deny(missing_docs)]
 
 mod check;
+mod copy;
 mod dedup;
 mod gc;
 pub mod guide;
@@ -202,6 +203,7 @@ mod records;
 mod salvage;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
+pub use copy::{CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;

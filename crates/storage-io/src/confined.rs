@@ -72,6 +72,12 @@ impl AsFd for Root {
     }
 }
 
+impl From<Root> for OwnedFd {
+    fn from(root: Root) -> OwnedFd {
+        root.fd
+    }
+}
+
 impl Root {
     /// Opens the directory `path`. The root itself is trusted: symbolic links in `path` are
     /// followed, as for any path a caller gives.
@@ -105,6 +111,13 @@ impl Root {
             .map_err(|e| refusal(e, Component::Directory))
     }
 
+    /// The directory `rel` (relative to the root, `""` for the root) opened for listing,
+    /// following no symbolic link.
+    pub fn open_dir_for_listing(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        self.resolve(rel, OFlags::RDONLY | OFlags::DIRECTORY, Follow::Never)
+            .map_err(|e| refusal(e, Component::Directory))
+    }
+
     /// The regular file `rel` (relative to the root), following no symbolic link.
     pub fn open_regular(&self, rel: &[u8]) -> io::Result<RegularFile> {
         let (dir, base) = split(rel);
@@ -131,7 +144,8 @@ pub fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn resolve_at(
+/// [`Root::resolve`] relative to any directory descriptor taken as the root.
+pub fn resolve_at(
     dir: BorrowedFd<'_>,
     rel: &[u8],
     flags: OFlags,
@@ -269,6 +283,65 @@ pub fn open_regular_at(dir: impl AsFd, name: &[u8]) -> io::Result<RegularFile> {
 /// symbolic link in its place.
 pub fn open_dir_at(dir: impl AsFd, name: &[u8]) -> io::Result<OwnedFd> {
     subdir_nofollow(dir.as_fd(), name).map_err(|e| refusal(e, Component::Last))
+}
+
+/// The entries of the directory `dir` (without `.` and `..`), each with whether it is a
+/// directory (from `d_type`, or an `lstat` when the file system does not say; a symbolic
+/// link to a directory is not one).
+pub fn list_dir(dir: impl AsFd) -> Result<Vec<(Vec<u8>, bool)>, Errno> {
+    let dir = dir.as_fd();
+    let mut d = rustix::fs::Dir::read_from(dir)?;
+    let mut out = Vec::new();
+    while let Some(entry) = d.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }
+            _ => false,
+        };
+        out.push((name.to_vec(), is_dir));
+    }
+    Ok(out)
+}
+
+/// `rm -rf` of `name` inside `dir`, without following symbolic links. A missing entry is
+/// not an error.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
+    use rustix::fs::AtFlags;
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR | Errno::PERM) => {}
+        Err(e) => return Err(e),
+    }
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return rustix::fs::unlinkat(dir, name, AtFlags::empty());
+    }
+    let sub = subdir_nofollow(dir, name)?;
+    remove_children(sub.as_fd())?;
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes everything inside the directory `dir` (open for listing).
+pub fn remove_children(dir: BorrowedFd<'_>) -> Result<(), Errno> {
+    for (name, _) in list_dir(dir)? {
+        remove_all_at(dir, &name)?;
+    }
+    Ok(())
 }
 
 /// Whether `e` says that nothing is at the path (`ENOENT`, or `ENOTDIR` for a component

@@ -12,7 +12,9 @@
 //!   writing tar-split JSON lines (the content of `<layer>.tar-split.gz`, byte-identical to
 //!   what Go's tar-split 0.12 writes before compression).
 //! * [`reassemble`] rebuilds the original tar from a tar-split file and the extracted files,
-//!   verifying each file's CRC-64/GO-ISO; [`Entries`] iterates over the entries.
+//!   verifying each file's size and CRC-64/GO-ISO before writing any of it; [`Entries`]
+//!   iterates over the entries. [`DirFileGetter`] reads the files of a layer directory
+//!   confined to it (`storage_io::confined`: no symbolic link followed, regular files only).
 //!
 //! Limits and deliberate differences from Go:
 //! * GNU sparse members (old `S` type or PAX sparse records) are rejected ([`Error::Sparse`]).

@@ -1,10 +1,13 @@
-//! `diff` never copies a host file into its output (issue 22, defect 1). Hostile layers
-//! reach a host file through a symbolic link where a regular file was recorded (in a
-//! directory on the path, or in place of the file itself, or in an overlay lower layer), or
-//! hold a FIFO or a device node there: `diff -u` must fail with an error naming the entry
-//! and its output must hold no byte of the host file. The host file is a marker with random
-//! content in the test's own temporary directory, outside the store. On every driver
-//! (`<test>::vfs`, `::overlay`, `::btrfs` on a loop-mounted btrfs, `::fuse_overlayfs`).
+//! Reading a layer's files never reaches the host (issue 22, defect 1).
+//!
+//! `diff`: hostile layers reach a host file through a symbolic link where a regular file
+//! was recorded (in a directory on the path, or in place of the file itself, or in an
+//! overlay lower layer), or hold a FIFO or a device node there: `diff -u` must fail with an
+//! error naming the entry and its output must hold no byte of the host file. `copy`: a path
+//! named in a layer resolves inside the layer, reading and writing. The host file is a
+//! marker with random content in the test's own temporary directory, outside the store. On
+//! every driver (`<test>::vfs`, `::overlay`, `::btrfs` on a loop-mounted btrfs,
+//! `::fuse_overlayfs`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use storage_tests::{is_root, ok, per_driver, require};
 per_driver!(symlinked_directory_on_the_path);
 per_driver!(symlink_in_place_of_a_recorded_file);
 per_driver!(fifo_or_device_in_place_of_a_recorded_file);
+per_driver!(copy_stays_in_the_layers);
 
 /// A host file with random content, outside the store.
 struct Marker {
@@ -211,4 +215,39 @@ fn fifo_or_device_in_place_of_a_recorded_file(driver: &str) {
         "/dev",
         "is a character device, not a regular file",
     );
+}
+
+/// `copy LAYER:/lnk/marker OUT` where `lnk` links to the marker's directory reads inside
+/// the layer (nothing there: it fails), and `copy SRC LAYER:/lnk/new` does not write into
+/// the host directory.
+fn copy_stays_in_the_layers(driver: &str) {
+    let Some(cs) = store(driver) else { return };
+    let marker = Marker::new(cs.dir.path());
+    let host_dir = marker.path.parent().expect("marker dir");
+    let tar = TarBuilder::new()
+        .symlink("lnk", &host_dir.to_string_lossy())
+        .finish();
+    let id = import(&cs, &tar, None);
+    let out = cs.dir.path().join("copied-out");
+    let got = cs.ours(&["copy", &format!("{id}:/lnk/marker"), &out.to_string_lossy()]);
+    let copied = std::fs::read(&out).unwrap_or_default();
+    assert!(
+        !marker.leaked_into(&copied),
+        "{}: copy read the host file through the layer's link",
+        cs.driver
+    );
+    assert!(
+        !got.status.success(),
+        "{}: copy of a missing file succeeded",
+        cs.driver
+    );
+    let src = cs.dir.path().join("payload");
+    std::fs::write(&src, b"payload").expect("write payload");
+    let _ = cs.ours(&["copy", &src.to_string_lossy(), &format!("{id}:/lnk/new")]);
+    assert!(
+        !host_dir.join("new").exists(),
+        "{}: copy wrote into the host directory through the layer's link",
+        cs.driver
+    );
+    assert_eq!(ok(&cs.ours(&["mounted", &id])), "", "nothing stays mounted");
 }

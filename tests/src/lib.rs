@@ -219,6 +219,12 @@ impl Cs {
         c
     }
 
+    /// A command running our binary with `args` on this store (to spawn it).
+    pub fn ours_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        self.command(ours(), &args)
+    }
+
     /// Runs our binary with `args` on this store.
     pub fn ours<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();

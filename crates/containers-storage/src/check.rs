@@ -6,6 +6,11 @@
 //! damaged images with their unused layers, then damaged layers deepest first and layers
 //! the driver has but no record names).
 //!
+//! Beyond Go: temporary tar-split files an interrupted apply left
+//! (`.tmp-<id>.tar-split.gz<digits>`, [`LAYER_TEMPORARY_LEFT`]) are reported as errors of
+//! the layer ID they name (Go's report has no other place for them); `repair` removes the
+//! files and leaves a layer whose only findings they were.
+//!
 //! Limits: the content comparison of mounted layers checks presence, type, permissions,
 //! ownership (not for ID-mapped layers) and the size of regular files, not timestamps.
 
@@ -49,6 +54,11 @@ pub const CONTAINER_DATA_MISSING: &str = "container data item is missing";
 /// Go's `ErrContainerDataIncorrectSize`.
 pub const CONTAINER_DATA_INCORRECT_SIZE: &str = "container data item has incorrect size";
 
+/// Not in Go (whose check does not look for them): a temporary tar-split file that an
+/// interrupted apply left in the layer store's directory. Reported as an error of the layer
+/// it was written for; `repair` removes the file, not the layer.
+pub const LAYER_TEMPORARY_LEFT: &str = "temporary file left behind by an interrupted write";
+
 /// Go's default maximum age of unreferenced layers (24 hours).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -86,6 +96,8 @@ pub struct CheckReport {
     layer_parents: HashMap<String, String>,
     /// Driver layers without a record, with their position in the driver's listing.
     unaccounted: HashMap<String, usize>,
+    /// Layers whose only finding can be a leftover temporary file, with those files.
+    temporaries: BTreeMap<String, Vec<std::path::PathBuf>>,
 }
 
 impl CheckReport {
@@ -322,6 +334,16 @@ impl Store {
                 .filter(|l| !report.layer_parents.contains_key(&l.id))
                 .collect();
             let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            // Seen under the layers lock, which their writers hold while they exist: each
+            // one was left by a writer that is gone.
+            for (id, path) in layers.leftover_temporaries() {
+                push(
+                    &mut found,
+                    &id,
+                    format!("layer {id}: {}: {LAYER_TEMPORARY_LEFT}", path.display()),
+                );
+                report.temporaries.entry(id).or_default().push(path);
+            }
             for layer in &list {
                 report
                     .layer_parents
@@ -685,7 +707,21 @@ impl Store {
                 return errs;
             }
         };
+        if !report.temporaries.is_empty() {
+            let removed = rw.write().and_then(|mut w| w.remove_leftover_temporaries());
+            if let Err(e) = removed {
+                errs.push(e);
+            }
+        }
         for id in order {
+            // A layer whose only findings were leftover temporary files is fine now.
+            let only_temporaries = report
+                .layers
+                .get(id)
+                .is_some_and(|errs| errs.iter().all(|e| e.ends_with(LAYER_TEMPORARY_LEFT)));
+            if only_temporaries {
+                continue;
+            }
             if report.is_unaccounted(id) {
                 if let Err(e) = driver.remove(id)
                     && !e.is_not_found()

@@ -547,3 +547,61 @@ fn leftover_temporary_tar_split_is_reported_and_removed() {
         );
     }
 }
+
+/// A record file replaced by a directory (`layers.json`, `images.json`, `containers.json`)
+/// makes the store unloadable; `check` names it and `check -r -f` moves it aside like any
+/// damaged record file and rebuilds it (issue 22, defect 3).
+#[test]
+fn record_file_replaced_by_a_directory_is_moved_aside() {
+    for (dir, file) in [
+        ("vfs-layers", "layers.json"),
+        ("vfs-images", "images.json"),
+        ("vfs-containers", "containers.json"),
+    ] {
+        let cs = Cs::new("vfs");
+        let layer = first_line(&cs.ours(&["create-layer"]));
+        let image = first_line(&cs.ours(&["create-image", &layer]));
+        first_line(&cs.ours(&["create-container", &image]));
+        let path = cs.graph.join(dir).join(file);
+        std::fs::remove_file(&path).expect("remove record file");
+        std::fs::create_dir(&path).expect("mkdir in its place");
+        std::fs::write(path.join("inside"), b"kept").expect("write inside");
+
+        let o = cs.ours(&["check"]);
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", err(&o));
+        assert_eq!(
+            out(&o),
+            format!(
+                "file {}:\n read {}: is a directory\n",
+                path.display(),
+                path.display()
+            ),
+            "{file}"
+        );
+        assert!(path.is_dir(), "{file}: nothing changed by looking");
+
+        let o = cs.ours(&["check", "-r", "-f"]);
+        assert!(o.status.success(), "{file}: {}{}", out(&o), err(&o));
+        assert!(err(&o).contains("kept 0 records"), "{file}: {}", err(&o));
+        assert!(path.is_file(), "{file}: rebuilt");
+        let moved: Vec<_> = std::fs::read_dir(cs.graph.join(dir))
+            .expect("dir")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{file}.damaged-"))
+            })
+            .collect();
+        assert_eq!(moved.len(), 1, "{file}: moved aside once");
+        assert_eq!(
+            std::fs::read(moved[0].path().join("inside")).expect("moved with its content"),
+            b"kept"
+        );
+        for cmd in ["layers", "images", "containers"] {
+            ok(&cs.ours(&[cmd]));
+        }
+        let o = cs.ours(&["check"]);
+        assert!(o.status.success(), "{file}: {}{}", out(&o), err(&o));
+    }
+}

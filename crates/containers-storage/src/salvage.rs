@@ -378,8 +378,12 @@ mod tests {
         let dir = opts.graph_root.join("vfs-images");
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("images.json");
-        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600))
-            .unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         let damaged = check_record_files(&opts).unwrap();
         assert_eq!(
             damaged,

@@ -49,8 +49,9 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
-    /// An entry type the extractor does not handle (`%d` of the type byte, like Go).
-    #[error("unhandled tar header type {0}")]
+    /// An entry type the extractor does not handle: Go's text (`%d` of the type byte) and
+    /// what the byte is.
+    #[error("unhandled tar header type {} ({})", .0, storage_tarsplit::typeflag_text(*.0))]
     UnhandledType(u8),
     /// The same path appears twice in the tar (tar-split rejects this in Go).
     #[error("duplicates of file paths not supported")]
@@ -127,7 +128,11 @@ mod tests {
         );
         assert_eq!(
             Error::UnhandledType(b'7').to_string(),
-            "unhandled tar header type 55"
+            "unhandled tar header type 55 ('7', contiguous file)"
+        );
+        assert_eq!(
+            Error::UnhandledType(1).to_string(),
+            "unhandled tar header type 1 ('\\x01', unknown type)"
         );
         let lchown = Error::Lchown {
             path: "/f".into(),

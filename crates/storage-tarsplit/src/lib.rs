@@ -17,7 +17,8 @@
 //!   confined to it (`storage_io::confined`: no symbolic link followed, regular files only).
 //!
 //! Limits and deliberate differences from Go:
-//! * GNU sparse members (old `S` type or PAX sparse records) are rejected ([`Error::Sparse`]).
+//! * GNU sparse members (old `S` type or PAX sparse records) are rejected
+//!   ([`Error::Sparse`], naming the member and its sparse format).
 //! * The gzip bytes differ from Go's (pgzip), but any gzip reader accepts both; reading
 //!   accepts multi-member gzip and both tar-split 0.11 (trailing empty segment) and 0.12 output.
 //! * Data after the end-of-archive marker is recorded in full 1 MiB segments (Go's chunking
@@ -94,6 +95,6 @@ pub use asm::{
 };
 pub use crc::{crc64_iso, crc64_update};
 pub use disasm::{Disassembler, HeaderHook, NoHook, Packer, gzip_writer};
-pub use error::Error;
+pub use error::{Error, typeflag_text};
 pub use pathset::PathSet;
 pub use reader::{Header, TarReader, TarTime};

@@ -242,8 +242,9 @@ pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts
     storage_archive::unpack(diff, layer, &unpack).map_err(Error::from)
 }
 
-/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned); a name that
-/// cleans to a path outside the layer fails as if absent instead of being read.
+/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned), confined to the
+/// layer: a name that cleans to a path outside it fails as if absent, and no symbolic link
+/// is followed (Go follows them, out of the layer too).
 pub(crate) type PathFileGetter = storage_tarsplit::DirFileGetter;
 
 #[cfg(test)]

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use storage_tests::fs::DriverStore;
 use storage_tests::tars::TarBuilder;
-use storage_tests::{is_root, ok, per_driver, require};
+use storage_tests::{is_root, ok, require};
+use storage_testsupport::per_driver;
 
-per_driver!(symlinked_directory_on_the_path);
-per_driver!(symlink_in_place_of_a_recorded_file);
-per_driver!(fifo_or_device_in_place_of_a_recorded_file);
-per_driver!(copy_stays_in_the_layers);
+per_driver!(symlinked_directory_on_the_path: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(symlink_in_place_of_a_recorded_file: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(fifo_or_device_in_place_of_a_recorded_file: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(copy_stays_in_the_layers: vfs, overlay, btrfs, fuse_overlayfs);
 
 /// A host file with random content, outside the store.
 struct Marker {

@@ -6,12 +6,12 @@
 use std::path::Path;
 
 use storage_tests::fs::DriverStore;
-use storage_tests::per_driver;
 use storage_tests::tars::{TarBuilder, compress_with, sample_layer};
 use storage_tests::{Cs, ok};
+use storage_testsupport::per_driver;
 
-per_driver!(bad_input_leaves_no_layer_behind);
-per_driver!(chain_of_300_layers_and_deletion_rules);
+per_driver!(bad_input_leaves_no_layer_behind: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(chain_of_300_layers_and_deletion_rules: vfs, overlay, btrfs, fuse_overlayfs);
 
 fn listing(cs: &Cs) -> String {
     ok(&cs.ours(&["layers", "--json"]))

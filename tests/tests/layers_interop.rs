@@ -4,13 +4,13 @@
 //! `overlay.mount_program=/usr/bin/fuse-overlayfs` for both tools).
 
 use storage_tests::fs::DriverStore;
-use storage_tests::per_driver;
 use storage_tests::tars::{compress_with, sample_layer, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
+use storage_testsupport::per_driver;
 
-per_driver!(applied_by_ours_diffed_by_go_and_back);
-per_driver!(applied_by_go_diffed_by_ours);
-per_driver!(both_tools_record_the_same_digests);
+per_driver!(applied_by_ours_diffed_by_go_and_back: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(applied_by_go_diffed_by_ours: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(both_tools_record_the_same_digests: vfs, overlay, btrfs, fuse_overlayfs);
 
 const FIELDS: &[&str] = &[
     "compressed-diff-digest",

@@ -629,65 +629,14 @@ impl TreeEntry {
 
     /// The extended attribute `name` of an opened regular file or directory.
     pub fn xattr(&self, name: &[u8]) -> Option<Vec<u8>> {
-        let fd = self.fd()?;
-        grown(256, |buf| {
-            rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), buf)
-        })
+        crate::xattr::get_fd(self.fd()?, OsStr::from_bytes(name))
     }
 
-    /// The xattrs 1.60 exports, as `SCHILY.xattr.<name>` PAX records: `security.capability`,
-    /// `security.ima` and `user.*` but `user.overlay.*`, of regular files and directories
+    /// The xattrs 1.60 exports, as `SCHILY.xattr.<name>` PAX records
+    /// ([`crate::xattr::pax_records`]), read through the opened regular file or directory
     /// (the only types that can carry these namespaces).
     pub fn tar_xattrs(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        let Some(fd) = self.fd() else {
-            return out;
-        };
-        let mut put = |name: &[u8], v: Vec<u8>| {
-            let mut k = b"SCHILY.xattr.".to_vec();
-            k.extend_from_slice(name);
-            out.insert(k, v);
-        };
-        for name in [
-            b"security.capability".as_slice(),
-            b"security.ima".as_slice(),
-        ] {
-            if let Some(v) = self.xattr(name) {
-                put(name, v);
-            }
-        }
-        let names = grown(1024, |buf| rustix::fs::flistxattr(fd, buf)).unwrap_or_default();
-        for name in names.split(|b| *b == 0) {
-            if name.starts_with(b"user.")
-                && !name.starts_with(b"user.overlay.")
-                && let Some(v) = self.xattr(name)
-            {
-                put(name, v);
-            }
-        }
-        out
-    }
-}
-
-/// The bytes `call` fills in, with a buffer of `start` bytes grown (up to 1 MiB) while the
-/// kernel says it is too small (`ERANGE`); `None` on any other error.
-fn grown(
-    start: usize,
-    mut call: impl FnMut(&mut [u8]) -> Result<usize, rustix::io::Errno>,
-) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; start];
-    loop {
-        match call(&mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(_) => return None,
-        }
+        self.fd().map(crate::xattr::pax_records).unwrap_or_default()
     }
 }
 

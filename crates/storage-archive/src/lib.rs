@@ -88,6 +88,7 @@
 //! assert_eq!(stats.uidset, [0]);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod changes;
 mod compression;
@@ -97,6 +98,7 @@ pub mod export;
 mod fsops;
 mod gopath;
 mod unpack;
+pub mod xattr;
 
 pub use compression::{Compression, detect_compression};
 pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};

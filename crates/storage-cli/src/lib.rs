@@ -31,6 +31,8 @@
 //! assert!(g.join("storage.lock").exists());
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (two libc calls).
+#![deny(unsafe_code)]
 
 pub mod commands;
 pub mod completion;
@@ -39,6 +41,8 @@ pub mod log;
 pub mod man;
 pub mod progress;
 pub mod roff;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -255,6 +259,15 @@ fn print_command_usage(cmd: &Command, fs: &FlagSet) {
 /// Go's `%v` of a string slice: `[a b]`.
 pub fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
+}
+
+/// The `containers-storage` binary: runs the tool with the process's arguments and exits
+/// with its status. Like a Go program, it dies quietly from SIGPIPE when stdout is a
+/// closed pipe (`containers-storage diff L | head -c 10`) instead of reporting a write
+/// error.
+pub fn main() -> ! {
+    sys::default_sigpipe();
+    std::process::exit(run(std::env::args_os().collect()))
 }
 
 /// Runs the tool with the given argv and returns the exit status.

@@ -1,4 +1,4 @@
-//! Go-compatible JSON encoding and records-file loading (§2.1 of the store spec).
+//! Go-compatible JSON encoding and records-file loading.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -147,15 +147,6 @@ pub fn parse_records<T: DeserializeOwned>(data: &[u8], path: &Path) -> Result<Ve
     })
 }
 
-/// Reads and parses a records file; an absent or 0-byte file is an empty list.
-pub fn load_records<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    match std::fs::read(path) {
-        Ok(data) => parse_records(&data, path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("open", path, e).context(format!("loading {}", path.display()))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,35 +216,5 @@ mod tests {
         )
         .expect("parse");
         assert!(String::from_utf8_lossy(&to_go_json(&layers)).contains("2.0222222222222225e+62"));
-    }
-
-    #[test]
-    fn loading_records_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("x.json");
-        assert!(load_records::<i32>(&p).expect("absent").is_empty());
-        std::fs::write(&p, b"").expect("write");
-        assert!(load_records::<i32>(&p).expect("empty").is_empty());
-        std::fs::write(&p, b"null").expect("write");
-        assert!(load_records::<i32>(&p).expect("null").is_empty());
-        std::fs::write(&p, b"[1,\n2,]").expect("write");
-        let e = load_records::<i32>(&p).expect_err("bad json");
-        assert_eq!(e.kind(), ErrorKind::Corrupt);
-        let msg = e.to_string();
-        assert!(
-            msg.starts_with(&format!("loading {}: ", p.display())),
-            "{msg}"
-        );
-        assert!(msg.contains("line 2 column"), "{msg}");
-        std::fs::write(&p, b"[\"a\xffb\"]").expect("write");
-        assert_eq!(
-            load_records::<String>(&p).expect("lossy"),
-            vec!["a\u{fffd}b".to_owned()]
-        );
-        // Bad bytes in broken JSON: the error is the parser's for the raw bytes.
-        std::fs::write(&p, b"[\"a\xffb\"").expect("write");
-        let e = load_records::<String>(&p).expect_err("broken");
-        assert_eq!(e.kind(), ErrorKind::Corrupt);
-        assert!(e.to_string().contains("line 1 column"), "{e}");
     }
 }

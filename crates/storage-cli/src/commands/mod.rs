@@ -887,8 +887,7 @@ fn wipe(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 /// command (default `$SHELL`, else `/bin/sh`) just runs with inherited stdio. Its exit
 /// status is not propagated: a failure is reported as an error (exit 1), like Go.
 fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::geteuid() != 0 {
         return Err("unshare: running without root privileges is not supported".into());
     }
     let shell = std::env::var("SHELL")

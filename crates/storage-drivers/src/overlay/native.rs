@@ -9,7 +9,6 @@
 //! * [`dir_size`]: Go's `directory.Size`.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +29,7 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    crate::idmap::get_xattr(path, OsStr::new(name))
+    storage_archive::xattr::get(path, name)
 }
 
 /// Whether `dir` carries the opaque xattr with exactly the value `y`.

@@ -90,6 +90,11 @@ const UNSHARE: FlagSpec = FlagSpec {
     kind: Kind::Bool,
     usage: "Run in a user namespace (default false)",
 };
+/// `--unshare` as a rootless user registers it (Go: `(default %t)` of `IsRootless()`).
+const UNSHARE_ROOTLESS: FlagSpec = FlagSpec {
+    usage: "Run in a user namespace (default true)",
+    ..UNSHARE
+};
 const HELP: FlagSpec = FlagSpec {
     names: &["#help", "-help"],
     kind: Kind::Bool,
@@ -102,6 +107,8 @@ struct Globals {
     opts: StoreOptions,
     debug: bool,
     unshare: bool,
+    /// Go's `unshare.IsRootless()`: the default of `--unshare` and its help text.
+    rootless: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -124,7 +131,12 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
     fs.add(DRIVER, Value::Str(o.driver.clone()));
     fs.add(STORAGE_OPT, Value::List(o.driver_options.clone()));
     fs.add(DEBUG, Value::Bool(g.debug));
-    fs.add(UNSHARE, Value::Bool(g.unshare));
+    let unshare = if g.rootless {
+        UNSHARE_ROOTLESS
+    } else {
+        UNSHARE
+    };
+    fs.add(unshare, Value::Bool(g.unshare));
 }
 
 /// The flag set of the global pass: the global options and `--help`.
@@ -274,8 +286,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 
     // 1. Global pass.
+    let rootless = containers_storage::userns::is_rootless();
     let mut globals = Globals {
-        unshare: false,
+        unshare: rootless,
+        rootless,
         ..Globals::default()
     };
     let mut gfs = global_flag_set(&argv0, &globals);
@@ -346,6 +360,15 @@ pub fn run(args: Vec<OsString>) -> i32 {
             go_list(&positional)
         );
         print_command_usage(cmd, &cfs);
+        return 1;
+    }
+
+    // 6. Enter the rootless user's namespace (the process exits here with the status of
+    // the copy that runs inside it).
+    if globals.unshare
+        && let Err(e) = containers_storage::userns::maybe_reexec()
+    {
+        log::error(&e.to_string());
         return 1;
     }
 

@@ -6,5 +6,11 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // The copy of this program that `--unshare` starts enters the user namespace first,
+    // while it has a single thread (Go does it in a C constructor).
+    if let Err(e) = containers_storage::userns::finish_reexec() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
     std::process::exit(storage_cli::run(std::env::args_os().collect()));
 }

@@ -37,8 +37,12 @@
 //!
 //! Limits: no additional layer stores, no composefs, no SELinux labels, no staged
 //! (partial) pulls; XFS project quotas only where the kernel provides them (not on this
-//! project's test host); rootless native overlay is not attempted (fuse-overlayfs is
-//! used when installed).
+//! project's test host).
+//!
+//! Rootless (Go's `IsRootless()`, see `storage_userns`): native overlay is probed only with
+//! effective UID 0, i.e. inside the user namespace, with `userxattr`; opaque directories use
+//! `user.overlay.opaque`; no idmapped lowers; without native overlay, `fuse-overlayfs` in
+//! `$PATH` becomes the mount program.
 
 #[allow(unsafe_code)]
 mod idmapped;
@@ -290,6 +294,8 @@ pub(crate) struct Overlay {
     metacopy: bool,
     volatile: bool,
     rootless: bool,
+    /// Whether `init` bind-mounted the home privately (released by `cleanup`).
+    home_private: bool,
     quota: Option<quota::Control>,
     refs: Mutex<HashMap<PathBuf, RefEntry>>,
     /// Cached `idmapped-lower-dir` probe.
@@ -405,7 +411,10 @@ impl Overlay {
         let cfg = parse_config(&opts.options)?;
         let home = opts.home.clone();
         let run_home = opts.run_home.clone();
-        let rootless = !rustix::process::geteuid().is_root();
+        // Go: `user.overlay.*` xattrs and `userxattr` whenever `IsRootless()`; native overlay
+        // and the private home mount need effective UID 0 (true inside the user namespace).
+        let rootless = storage_userns::is_rootless();
+        let euid_root = rustix::process::geteuid().is_root();
         let parent = home.parent().unwrap_or(Path::new("/"));
         if !parent.exists() {
             mkdir_all(parent, 0o700)?;
@@ -437,7 +446,7 @@ impl Overlay {
             probe_opts.push("userxattr".to_owned());
         }
         if mount_program.is_none() {
-            let native = if rootless {
+            let native = if !euid_root {
                 Err(format!(
                     "'overlay' is not supported over {backing_fs} without root: {ERR_NOT_SUPPORTED}"
                 ))
@@ -517,7 +526,8 @@ impl Overlay {
             )));
         }
 
-        if !cfg.skip_mount_home && !rootless {
+        let home_private = !cfg.skip_mount_home && euid_root;
+        if home_private {
             mount::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
         }
         let image_store = opts.image_store.as_ref().map(|p| p.join("overlay"));
@@ -539,6 +549,7 @@ impl Overlay {
             metacopy,
             volatile,
             rootless,
+            home_private,
             quota,
             refs: Mutex::new(HashMap::new()),
             idmapped: std::sync::OnceLock::new(),
@@ -1497,7 +1508,7 @@ impl Driver for Overlay {
     }
 
     fn cleanup(&self) -> Result<()> {
-        if self.cfg.skip_mount_home || self.rootless {
+        if !self.home_private {
             return Ok(());
         }
         // Go 1.60 keeps the home mounted while staged (partial-pull) layers remain.

@@ -11,10 +11,13 @@
 //! declared in one table ([`commands::COMMANDS`]): adding a command is one entry plus one
 //! handler function.
 //!
+//! For a rootless user `--unshare` is on by default: after the argument checks the tool runs
+//! itself again inside the user's namespace (`containers_storage::userns`, Go's
+//! `MaybeReexecUsingUserNamespace`); the binary's `main` finishes entering it first thing.
+//!
 //! Limits: only the commands whose library support exists are registered (see the global
-//! `--help`): `applydiff-using-staging-dir` is missing; `unshare` and `--unshare` only work
-//! as root, where Go's user-namespace re-exec is a no-op (rootless `unshare` is refused,
-//! `--unshare` is accepted and ignored). Log lines always use
+//! `--help`): `applydiff-using-staging-dir` is missing; `--unshare` given by root does
+//! nothing (Go re-executes itself until nesting fails). Log lines always use
 //! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
 //! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a
 //! terminal.

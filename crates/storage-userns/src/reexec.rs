@@ -263,7 +263,11 @@ fn exit_code(status: &ExitStatus) -> i32 {
     }
 }
 
-fn spawn_child(pid_w: &OwnedFd, continue_r: &OwnedFd) -> std::io::Result<Child> {
+fn spawn_child(
+    pid_w: &OwnedFd,
+    continue_r: &OwnedFd,
+    blocked: &sys::Blocked,
+) -> std::io::Result<Child> {
     let mut args = std::env::args_os();
     let mut arg0 = args
         .next()
@@ -291,6 +295,7 @@ fn spawn_child(pid_w: &OwnedFd, continue_r: &OwnedFd) -> std::io::Result<Child> 
     if std::env::var_os(BUILDAH_ISOLATION).is_none() {
         cmd.env(BUILDAH_ISOLATION, "rootless");
     }
+    blocked.restore_in_child(&mut cmd);
     cmd.spawn()
 }
 
@@ -335,7 +340,7 @@ pub(crate) fn run_parent() -> Result<std::convert::Infallible, Error> {
             .map_err(|e| io_err("fcntl", e.into()))?;
     }
     let blocked = sys::block_signals().map_err(|e| io_err("blocking signals", e))?;
-    let mut child = spawn_child(&pid_w, &continue_r)
+    let mut child = spawn_child(&pid_w, &continue_r, &blocked)
         .map_err(|e| io_err("starting /proc/self/exe in a user namespace", e))?;
     drop(pid_w);
     drop(continue_r);

@@ -62,8 +62,8 @@ pub(crate) struct Blocked {
 }
 
 /// Blocks SIGHUP, SIGINT, SIGTERM and SIGCHLD, so that they stay pending until
-/// [`Blocked::wait`] takes them. A child started afterwards by `std::process::Command`
-/// begins with an empty mask (the standard library resets it).
+/// [`Blocked::wait`] takes them. A child inherits the mask: start it with
+/// [`Blocked::restore_in_child`].
 pub(crate) fn block_signals() -> io::Result<Blocked> {
     // SAFETY: sigset_t is a plain bitmask; zeroed is a valid value that sigemptyset
     // initialises properly before use.
@@ -97,6 +97,26 @@ impl Blocked {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
+        }
+    }
+}
+
+impl Blocked {
+    /// Makes `cmd`'s process start with the mask this process had before
+    /// [`block_signals`].
+    pub(crate) fn restore_in_child(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let old = self.old;
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // pthread_sigmask, which is async-signal-safe, on a copy of a valid sigset_t.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                if r != 0 {
+                    return Err(io::Error::from_raw_os_error(r));
+                }
+                Ok(())
+            });
         }
     }
 }

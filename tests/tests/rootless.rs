@@ -173,19 +173,42 @@ fn pull_owned(s: &Session, dir: &str, name: &str) -> OciImage {
 }
 
 /// Mounts container `ctr` with our CLI inside its namespace and checks the files' owners
-/// and the layers' merge there, and that the mount's line in mountinfo has `marker`.
-fn assert_ours_mount_inside(s: &Session, ctr: &str, marker: &str) {
+/// and the layers' merge there, and (overlay) that the mount's line in mountinfo has
+/// `marker`.
+fn assert_ours_mount_inside(s: &Session, ctr: &str, marker: Option<&str>) {
+    let (grep, counted) = match marker {
+        Some(m) => (
+            format!("grep -c \" $p .*{m}\" /proc/self/mountinfo;"),
+            "1\n",
+        ),
+        None => (String::new(), ""),
+    };
     let script = format!(
-        "set -e; p=$($CS mount {ctr}); {INSIDE_SCRIPT}; grep -c \" $p .*{marker}\" /proc/self/mountinfo; $CS unmount {ctr} >/dev/null"
+        "set -e; p=$($CS mount {ctr}); {INSIDE_SCRIPT}; {grep} $CS unmount {ctr} >/dev/null"
     );
     let out = ours_inside(s, &script);
     assert_eq!(
         stdout(&out),
-        format!("{}1\n", inside_expected()),
+        format!("{}{counted}", inside_expected()),
         "stderr: {}",
         stderr(&out)
     );
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The directory holding layer `id`'s own files on `driver`.
+fn layer_dir(s: &Session, driver: &str, id: &str) -> std::path::PathBuf {
+    match driver {
+        "vfs" => s.graph_root().join("vfs/dir").join(id),
+        _ => s.graph_root().join("overlay").join(id).join("diff"),
+    }
+}
+
+/// Uses `driver` for the session's store (the user's storage.conf, which podman reads too).
+fn use_driver(s: &Session, driver: &str) {
+    if driver == "vfs" {
+        s.write_storage_conf("[storage]\ndriver = \"vfs\"\n");
+    }
 }
 
 /// Podman, inside its namespace, mounts image `name` and sees the owners we expect.
@@ -198,11 +221,13 @@ fn assert_podman_mount_inside(s: &Session, name: &str) {
     assert_eq!(stdout(&out), inside_expected(), "stderr: {}", stderr(&out));
 }
 
-#[test]
-fn ours_lists_mounts_and_diffs_what_podman_pulled() {
+/// Our CLI, with no option, lists, diffs and mounts what podman (skopeo) stored on
+/// `driver`; podman's view is unchanged afterwards.
+fn ours_reads_what_podman_pulled(driver: &str) {
     let Some(s) = session(true, &["podman", "skopeo"]) else {
         return;
     };
+    use_driver(&s, driver);
     let name = "localhost/pulled:v1";
     let img = pull_owned(&s, "oci", name);
     let podman_images = ok(&s.podman(&["images", "--format", "json"]));
@@ -218,6 +243,11 @@ fn ours_lists_mounts_and_diffs_what_podman_pulled() {
     let top = rec["layer"].as_str().expect("top layer").to_string();
     let listing = ok(&s.ours(&["images"]));
     assert!(listing.lines().any(|l| l == img.image_id()), "{listing}");
+    let status = stderr(&s.ours(&["status"]));
+    assert!(
+        status.contains(&format!("Driver Name: {driver}\n")),
+        "{status}"
+    );
 
     // Every layer's diff reproduces its diff ID.
     let chain = layer_chain(&ok(&s.ours(&["layers", "--json"])), &top);
@@ -231,26 +261,23 @@ fn ours_lists_mounts_and_diffs_what_podman_pulled() {
 
     // A container of it, mounted, with the files' owners as the namespace shows them.
     ok(&s.ours(&["create-container", "-n", "ctr", name]));
-    assert_ours_mount_inside(&s, "ctr", "userxattr");
+    let marker = (driver == "overlay").then_some("userxattr");
+    assert_ours_mount_inside(&s, "ctr", marker);
 
-    // On disk: native overlay, Go's markers, host IDs from the user's ranges.
+    // On disk: host IDs from the user's ranges; for overlay, native with Go's markers.
     let graph = s.graph_root();
-    assert_eq!(
-        std::fs::read_to_string(graph.join("overlay/.has-mount-program")).unwrap(),
-        "false"
-    );
-    assert!(s.run_root().join("overlay/overlay-true").exists());
-    let base = chain[0]["id"].as_str().unwrap();
-    assert_host_owners(&graph.join("overlay").join(base).join("diff"), &s.user);
+    if driver == "overlay" {
+        assert_eq!(
+            std::fs::read_to_string(graph.join("overlay/.has-mount-program")).unwrap(),
+            "false"
+        );
+        assert!(s.run_root().join("overlay/overlay-true").exists());
+    }
+    let base = layer_dir(&s, driver, chain[0]["id"].as_str().unwrap());
+    assert_host_owners(&base, &s.user);
     // Go skipped the device node (a user namespace cannot make one); the diff above still
     // had it.
-    assert!(
-        !graph
-            .join("overlay")
-            .join(base)
-            .join("diff/dev/console")
-            .exists()
-    );
+    assert!(base.join("dev").is_dir() && !base.join("dev/console").exists());
     assert_eq!(ok(&s.ours(&["check"])), "");
 
     ok(&s.ours(&["delete-container", "ctr"]));
@@ -262,15 +289,23 @@ fn ours_lists_mounts_and_diffs_what_podman_pulled() {
     assert_eq!(ok(&s.podman(&["image", "inspect", name])), podman_inspect);
 }
 
+#[test]
+fn ours_reads_what_podman_pulled_overlay() {
+    ours_reads_what_podman_pulled("overlay");
+}
+
+#[test]
+fn ours_reads_what_podman_pulled_vfs() {
+    ours_reads_what_podman_pulled("vfs");
+}
+
 /// Podman lists, inspects and mounts what our CLI stored (on `driver`), and runs it where
 /// the host lets rootless containers run.
 fn podman_reads_what_ours_stored(driver: &str) {
     let Some(s) = session(true, &["podman"]) else {
         return;
     };
-    if driver == "vfs" {
-        s.write_storage_conf("[storage]\ndriver = \"vfs\"\n");
-    }
+    use_driver(&s, driver);
     let img = OciImage::write(&s.dir.path().join("oci"), "v1", owned_layers());
     let name = "localhost/ours:v1";
     let top = import_image(&|a| s.ours(a), &img, name);
@@ -283,21 +318,15 @@ fn podman_reads_what_ours_stored(driver: &str) {
 
     // Our layers on disk: host owners from the user's ranges; the whiteout and the opaque
     // directory in the driver's format.
-    let graph = s.graph_root();
     let chain = layer_chain(&ok(&s.ours(&["layers", "--json"])), &top);
     let ids: Vec<&str> = chain.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    let base_dir = if driver == "vfs" {
-        graph.join("vfs/dir").join(ids[0])
-    } else {
-        graph.join("overlay").join(ids[0]).join("diff")
-    };
+    let base_dir = layer_dir(&s, driver, ids[0]);
     assert!(base_dir.join("dev").is_dir() && !base_dir.join("dev/console").exists());
+    assert_host_owners(&base_dir, &s.user);
+    let upper = layer_dir(&s, driver, ids[1]);
     if driver == "vfs" {
-        assert_host_owners(&graph.join("vfs/dir").join(ids[0]), &s.user);
-        assert!(!graph.join("vfs/dir").join(ids[1]).join("gone").exists());
+        assert!(!upper.join("gone").exists());
     } else {
-        let upper = graph.join("overlay").join(ids[1]).join("diff");
-        assert_host_owners(&graph.join("overlay").join(ids[0]).join("diff"), &s.user);
         let wh = std::fs::symlink_metadata(upper.join("gone")).unwrap();
         assert_eq!(wh.rdev(), 0, "whiteout is a 0/0 character device");
         let mut v = [0u8; 8];
@@ -480,7 +509,7 @@ fn fuse_overlayfs_as_mount_program() {
     assert!(upper.join(".wh.gone").is_file());
     assert!(upper.join("opq/.wh..wh..opq").is_file());
     ok(&s.ours(&["create-container", "-n", "fctr", name]));
-    assert_ours_mount_inside(&s, "fctr", "fuse-overlayfs");
+    assert_ours_mount_inside(&s, "fctr", Some("fuse-overlayfs"));
     assert_podman_mount_inside(&s, name);
 
     // /dev/fuse not accessible (a root-only file over it, for this command only): one

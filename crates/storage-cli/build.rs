@@ -15,7 +15,7 @@ fn main() {
         let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        // `name.1.md`, `name.5.md`; README.md and other files are not pages.
+        // `<page>.1.md`, `<page>.5.md`; README.md and other files are not pages.
         let Some(page) = file.strip_suffix(".md") else {
             continue;
         };

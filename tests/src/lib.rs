@@ -13,6 +13,7 @@
 //!   (loudly, on stderr) otherwise — see [`require`].
 //! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod fs;
 pub mod oci;
@@ -25,37 +26,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
-
-/// Returns true when running in CI (`CI=true`), where a missing peer or privilege is a failure.
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
-/// Skips the current test (returns `false`) with a loud message, or panics in CI.
-///
-/// Use as `if !require(cond, "why") { return; }`.
-pub fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("required for this test in CI: {why}");
-    }
-    eprintln!("SKIPPED (not in CI): {why}");
-    false
-}
-
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
+pub use storage_testsupport::{in_ci, is_root, require};
 
 /// The workspace root directory.
 pub fn workspace_root() -> PathBuf {

@@ -12,11 +12,11 @@
 //! of that image (the merged view of the three layers).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::tars::sha256;
+pub use storage_testsupport::gzip;
 
 /// Path of the static busybox shipped in the base layer when asked for.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -149,15 +149,6 @@ pub fn sample_layers(busybox: bool) -> Vec<Vec<u8>> {
         .file("added/sgid", 0o2755, 0, b"sgid\n")
         .finish();
     vec![base, middle, top]
-}
-
-/// gzip with a fixed header (deterministic bytes).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).expect("gzip write");
-    enc.finish().expect("gzip finish")
 }
 
 /// gunzip bytes (panics on corrupt input: test data only).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::{Cs, go_cs, ours, peer};
+pub use storage_testsupport::{first_line, mounts_under};
 
 fn clean(c: &mut Command) -> &mut Command {
     c.env_remove("STORAGE_OPTS")
@@ -83,19 +84,6 @@ pub fn podman_run(cs: &Cs, args: &[&str]) -> Option<Output> {
         return None;
     }
     Some(out)
-}
-
-/// Mount points under `dir` (from `/proc/self/mountinfo`), deepest last.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Waits (up to `limit`) until no process other than this one has `path` in its command line.
@@ -182,11 +170,6 @@ impl Drop for Unmounter<'_> {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
-}
-
-/// First line of a command's stdout, trimmed (the ID printed by `import-layer`, `create-*`).
-pub fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// Stores `img` in a store the way containers/image does, with one CLI (`run` runs our or

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+pub use storage_testsupport::sha256;
 
 fn header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -111,10 +112,4 @@ pub fn compress_with(tool: &str, data: &[u8], out: &Path) {
         .write_all(data)
         .expect("write to compressor");
     assert!(child.wait().expect("compressor").success(), "{tool} failed");
-}
-
-/// sha256 of bytes as `sha256:<hex>`.
-pub fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }

@@ -6,33 +6,11 @@
 use storage_tests::fs::DriverStore;
 use storage_tests::tars::{compress_with, sample_layer, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
+use storage_testsupport::per_driver;
 
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
-
-per_driver!(applied_by_ours_diffed_by_go_and_back);
-per_driver!(applied_by_go_diffed_by_ours);
-per_driver!(both_tools_record_the_same_digests);
+per_driver!(applied_by_ours_diffed_by_go_and_back: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(applied_by_go_diffed_by_ours: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(both_tools_record_the_same_digests: vfs, overlay, btrfs, fuse_overlayfs);
 
 const FIELDS: &[&str] = &[
     "compressed-diff-digest",

@@ -6,38 +6,16 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use storage_testsupport::per_driver;
 
 use storage_tests::fs::DriverStore;
 use storage_tests::peers::{first_line, mounts_under};
 use storage_tests::tars::TarBuilder;
 use storage_tests::{Cs, go_cs, ok, require};
 
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
-
-per_driver!(diffs_changes_and_mount_counts_shared_with_go);
-per_driver!(copy_into_and_between_layers);
-per_driver!(layer_layout_matches_go);
+per_driver!(diffs_changes_and_mount_counts_shared_with_go: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(copy_into_and_between_layers: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(layer_layout_matches_go: vfs, overlay, btrfs, fuse_overlayfs);
 
 fn go_ready() -> bool {
     require(
@@ -396,7 +374,7 @@ fn layer_layout_matches_go(driver: &str) {
     };
     steps(&|args| a.ours(args));
     steps(&|args| b.go(args));
-    // 1.43 deletes overlay's `merged` on unmount, 1.60 keeps it (drivers spec §3.6).
+    // 1.43 deletes overlay's `merged` on unmount, 1.60 keeps it.
     // (fuse-overlayfs stores are the overlay driver too.)
     let skip = |l: &String| !(a.driver == "overlay" && (l.starts_with("merged ")));
     for id in ["base", "child", "rw"] {
@@ -416,7 +394,7 @@ fn layer_layout_matches_go(driver: &str) {
     }
     if driver == "fuse-overlayfs" {
         // Through a mount program, whiteouts and opaque markers stay AUFS-style regular
-        // files in the diff (drivers spec §3.11, T3), and the home says so.
+        // files in the diff, and the home says so.
         for (who, cs) in [("ours", &a), ("Go", &b)] {
             let tree = layer_tree(&layer_dir(cs, "child"));
             for wh in ["diff/etc/.wh.hello f ", "diff/opq/.wh..wh..opq f "] {

@@ -5,38 +5,16 @@
 //! `scenario::fuse_overlayfs` (overlay through `overlay.mount_program`, for both tools).
 
 use std::path::{Path, PathBuf};
+use storage_testsupport::per_driver;
 
 use storage_tests::fs::DriverStore;
 use storage_tests::peers::{first_line, mounts_under};
 use storage_tests::tars::{TarBuilder, sha256};
 use storage_tests::{Cs, go_cs, ok, require};
 
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
-
-per_driver!(scenario);
-per_driver!(go_writes_ours_reads);
-per_driver!(mapped_containers_like_go);
+per_driver!(scenario: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(go_writes_ours_reads: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(mapped_containers_like_go: vfs, overlay, btrfs, fuse_overlayfs);
 
 mod read_only_image_store_containers {
     #[test]
@@ -385,7 +363,7 @@ fn scenario(driver: &str) {
     ok(&go);
     let got = tar_names(&ours.stdout);
     // Not byte-exact: 1.43 ORs the file-type bits into the mode and fills uname/gname,
-    // 1.60 does neither (drivers spec §5.1.2). Everything else must agree.
+    // 1.60 does neither. Everything else must agree.
     assert_eq!(
         tar_headers(&ours.stdout),
         tar_headers(&go.stdout),
@@ -634,7 +612,7 @@ fn mapped_containers_like_go(driver: &str) {
     let who = |i: usize| if i == 0 { "ours" } else { "Go's" };
     // Through fuse-overlayfs, 1.43 shifts twice: it makes idmapped bind mounts of the lowers
     // (`<id>/mapped/0`) *and* passes `uidmapping=:0:101000:65536` to the mount program, so
-    // the files show up as 65534 (nobody). 1.60 (our target, drivers spec §3.5 7 and 10) only
+    // the files show up as 65534 (nobody). 1.60 (our target) only
     // passes the mapping to the mount program; Go's owners are not compared there.
     let go_shifts_twice = driver == "fuse-overlayfs";
     for (i, (owner, mapped, _)) in results.iter().enumerate() {

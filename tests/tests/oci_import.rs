@@ -4,7 +4,7 @@
 //! by skopeo and umoci and comes back as the same image.
 //!
 //! Debian's skopeo 1.9 (containers/image 5.23) differs from containers/image HEAD, which we
-//! follow (oci-import.md, "Which version to match"), on exactly two points for these images:
+//! follow, on exactly two points for these images:
 //! 5.23 writes the metadata `{"signatures-sizes":{"<manifest digest>":[]}}` and a 0-byte
 //! `signature-<manifest hex>` item for unsigned images, HEAD writes `{}` and no item. The
 //! comparison checks both sides of those two points explicitly; everything else must be equal.

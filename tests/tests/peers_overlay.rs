@@ -264,9 +264,9 @@ fn container_changes_shared_on_overlay() {
             o.keys()
         );
     }
-    // Go 1.43 differs from 1.60 (our target) in two documented ways (drivers spec §5.1.2,
-    // §5.1.4): it ORs file-type bits into the mode, and a kernel-shared whiteout inode gives
-    // the 2nd whiteout a stale linkname naming the 1st *before* renaming (1.60: after).
+    // Go 1.43 differs from 1.60 (our target) in two ways: it ORs file-type bits into the mode, and
+    // a kernel-shared whiteout inode gives the 2nd whiteout a stale linkname naming the 1st
+    // *before* renaming (1.60: after).
     let normalize = |m: &Entries| -> Entries {
         m.iter()
             .map(|(k, (t, mode, u, g, d, link))| {

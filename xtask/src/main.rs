@@ -4,10 +4,13 @@
 //!   `target/demo`, a generated multi-layer image applied, a container created and mounted, its
 //!   files listed.
 //! * `cargo xtask ci` — every test: installs the Debian packages the tests use (when root),
-//!   then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//!   then `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test --workspace` and every
+//!   fuzz target for 15 s.
 //! * `cargo xtask vm-test` — the tests as root inside a qemu VM booted on Debian 12's own kernel
 //!   (XFS project quotas, btrfs, overlay), and `--power-cut` crash-consistency runs; see
 //!   [`vmtest`].
+//! * `cargo xtask soak [--minutes N]` — 16 processes of ours, Go's and podman on one store
+//!   (vfs, overlay), then every committed item verified (see `soak/mod.rs`).
 //! * `cargo xtask bench [--quick] …` — ours side by side with Go's `containers-storage` and
 //!   GNU tar & co. (see `bench/mod.rs`); results in `target/bench/latest.{json,md}`.
 //! * `cargo xtask man [--out DIR]` — the man pages, generated from the CLI's command table
@@ -15,10 +18,18 @@
 //!   completion scripts (default `target/completions/`); `cargo xtask install [--prefix DIR]
 //!   [--binary PATH]` — the release binary, the man pages and the completions where Debian
 //!   puts them (default prefix `/usr/local`); see [`docs`].
+//! * `cargo xtask fuzz [TARGET] [--time S]` — the `storage-fuzz` targets under libFuzzer on
+//!   the stable toolchain, in `target/fuzz` (see [`fuzz`]).
+
+#![deny(unsafe_code)]
 
 mod bench;
 mod demo;
 mod docs;
+mod fuzz;
+mod soak;
+#[allow(unsafe_code)]
+mod sys;
 mod vmtest;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +54,7 @@ const PACKAGES: &[&str] = &[
     "strace",
     "qemu-system-x86",
     "busybox-static",
+    "dmsetup",
     // The man page and shell completion tests.
     "man-db",
     "bash-completion",
@@ -61,6 +73,8 @@ fn main() -> ExitCode {
         Some("completions") => docs::completions(&workspace_root(), &args[1..]),
         Some("install") => docs::install(&workspace_root(), &args[1..]),
         Some("vm-test") => return vmtest::main(&workspace_root(), &args[1..]),
+        Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
+        Some("soak") => soak::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -73,7 +87,9 @@ fn main() -> ExitCode {
                  install       install the binary, man pages and completions\n                \
                  ([--prefix DIR] (default /usr/local) [--binary PATH])\n  \
                  vm-test       run the tests as root in a qemu VM on Debian 12's kernel\n                \
-                 (see cargo xtask vm-test --help)"
+                 (see cargo xtask vm-test --help)\n  \
+                 fuzz          run the fuzz targets under libFuzzer (see cargo xtask fuzz --help)\n  \
+                 soak          mixed-writer soak: ours, Go and podman on one store (--help)"
             );
             return ExitCode::from(2);
         }
@@ -197,6 +213,25 @@ fn ci(_args: &[String]) -> Result<(), String> {
     run(Command::new(&cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&root))?;
+    // A build without the optional codecs and drivers (Cargo features) compiles cleanly
+    // and refuses what it leaves out.
+    run(Command::new(&cargo)
+        .args([
+            "clippy",
+            "-p",
+            "containers-storage",
+            "--no-default-features",
+        ])
+        .args(["--features", "vfs", "--", "-D", "warnings"])
+        .current_dir(&root))?;
+    for krate in ["storage-archive", "storage-drivers"] {
+        run(Command::new(&cargo)
+            .args(["test", "-p", krate, "--no-default-features", "--lib"])
+            .current_dir(&root))?;
+    }
+    // Every fuzz target for a bounded time (9 targets: about 2.5 minutes, plus the
+    // instrumented build in target/fuzz).
+    fuzz::main(&root, &["--time".into(), "15".into()])?;
     // The privileged driver and layer-store tests again, inside a VM on Debian 12's own
     // kernel (6.1: no `lowerdir+`, XFS project quotas), then the power-cut test. The whole
     // workspace in the VM takes ~30 minutes under TCG; these take ~3 + ~7.
@@ -206,6 +241,14 @@ fn ci(_args: &[String]) -> Result<(), String> {
         .current_dir(&root))?;
     run(Command::new(&me)
         .args(["vm-test", "--power-cut", "5"])
+        .current_dir(&root))?;
+    // I/O faults (device-mapper error/flakey targets, a full file system) in the VM.
+    run(Command::new(&me)
+        .args(["vm-test", "-p", "storage-tests", "faults"])
+        .current_dir(&root))?;
+    // The mixed-writer soak: ours, Go's and podman on one store, a minute per driver.
+    run(Command::new(&me)
+        .args(["soak", "--minutes", "1"])
         .current_dir(&root))?;
     Ok(())
 }

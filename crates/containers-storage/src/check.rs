@@ -1,4 +1,4 @@
-//! `Check` and `Repair` (Go's `check.go`, store.md §6.10).
+//! `Check` and `Repair` (Go's `check.go`).
 //!
 //! [`Store::check`] looks at every layer, image and container of the read-write and
 //! read-only stores and returns a [`CheckReport`] of what is damaged; [`Store::repair`]
@@ -295,7 +295,7 @@ struct LayerScan {
 }
 
 impl Store {
-    /// Go's `Store.Check`: reports damaged layers, images and containers (store.md §6.10).
+    /// Go's `Store.Check`: reports damaged layers, images and containers.
     /// Nothing is modified; read-write layers are mounted (read-only) to compare their
     /// content unless `opts.quick`.
     pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
@@ -651,7 +651,7 @@ impl Store {
         Ok(report)
     }
 
-    /// Go's `Store.Repair`: removes what `report` names (store.md §6.10) and returns the
+    /// Go's `Store.Repair`: removes what `report` names and returns the
     /// errors met on the way (an empty list means success).
     pub fn repair(&self, report: &CheckReport, opts: &RepairOptions) -> Vec<Error> {
         let mut errs = Vec::new();

@@ -21,6 +21,7 @@ use storage_drivers::MountOpts;
 use storage_types::{Error, ErrorKind, Result, Sha256Digester};
 
 use crate::Store;
+use crate::sys;
 
 /// How candidate files are grouped (Go's `--hash-method`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,73 +220,4 @@ fn dedup_pair(src: &Path, dst: &Path, size: u64) -> std::result::Result<u64, Uns
         offset += len;
     }
     Ok(total)
-}
-
-/// The `FIDEDUPERANGE` ioctl (the only unsafe code of this crate).
-mod sys {
-    use std::fs::File;
-    use std::os::fd::AsRawFd;
-
-    /// `struct file_dedupe_range` with one `file_dedupe_range_info`.
-    #[repr(C)]
-    struct DedupeRange {
-        src_offset: u64,
-        src_length: u64,
-        dest_count: u16,
-        reserved1: u16,
-        reserved2: u32,
-        dest_fd: i64,
-        dest_offset: u64,
-        bytes_deduped: u64,
-        status: i32,
-        reserved: u32,
-    }
-
-    /// `_IOWR(0x94, 54, struct file_dedupe_range)` (24-byte header).
-    const FIDEDUPERANGE: libc::c_ulong = 0xC018_9436;
-
-    pub(super) enum Outcome {
-        Same(u64),
-        Differs,
-    }
-
-    pub(super) fn dedupe_range(
-        src: &File,
-        src_offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> std::io::Result<Outcome> {
-        let mut arg = DedupeRange {
-            src_offset,
-            src_length: len,
-            dest_count: 1,
-            reserved1: 0,
-            reserved2: 0,
-            dest_fd: i64::from(dst.as_raw_fd()),
-            dest_offset: dst_offset,
-            bytes_deduped: 0,
-            status: 0,
-            reserved: 0,
-        };
-        // SAFETY: `arg` is a properly laid out `file_dedupe_range` followed by exactly
-        // `dest_count` (1) info records; both descriptors are open for the whole call and the
-        // kernel only writes inside `arg`.
-        let rc = unsafe {
-            libc::ioctl(
-                src.as_raw_fd(),
-                FIDEDUPERANGE as _,
-                &mut arg as *mut DedupeRange,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        match arg.status {
-            0 => Ok(Outcome::Same(arg.bytes_deduped)),
-            1 => Ok(Outcome::Differs),
-            s if s < 0 => Err(std::io::Error::from_raw_os_error(-s)),
-            _ => Ok(Outcome::Differs),
-        }
-    }
 }

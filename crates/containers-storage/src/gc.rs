@@ -1,4 +1,4 @@
-//! `GarbageCollect` (Go's `store.GarbageCollect`, store.md §6.9).
+//! `GarbageCollect` (Go's `store.GarbageCollect`).
 
 use std::collections::HashSet;
 use std::path::Path;

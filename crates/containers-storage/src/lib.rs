@@ -183,13 +183,13 @@
 //!
 //! # How the store works
 //!
-//! [`Store::open`] does what Go's `storage.GetStore` does (store.md §4.5 "Store
-//! construction"): it resolves the options (missing roots from `storage.conf`, relative
-//! paths made absolute), creates the graph and run roots (0700), the lock files
-//! (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`, `<drv>-images/images.lock`,
-//! `<drv>-containers/containers.lock` — in the run root in transient mode — and
-//! `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and `<R>/<drv>-locks/`
-//! directories, and initialises the driver (auto-selected when no name is given).
+//! [`Store::open`] does what Go's `storage.GetStore` does: it resolves the options (missing roots
+//! from `storage.conf`, relative paths made absolute), creates the graph and run roots (0700), the
+//! lock files (`storage.lock`, `userns.lock`, `<drv>-layers/layers.lock`,
+//! `<drv>-images/images.lock`, `<drv>-containers/containers.lock` — in the run root in transient
+//! mode — and `<R>/<drv>-layers/mountpoints.lock`), the `<R>/<drv>-containers/` and
+//! `<R>/<drv>-locks/` directories, and initialises the driver (auto-selected when no name is
+//! given).
 //!
 //! Operations span the stores the way Go's `store.go` does: layers (create/import, apply,
 //! diff, changes, mount counting, names, metadata, data items, safety-checked and unchecked
@@ -198,7 +198,7 @@
 //! sizes, deletion), [`Store::wipe`] and [`Store::shutdown`]. Read-only additional stores
 //! (`<driver>.imagestore=PATH`) are searched after the read-write ones.
 //!
-//! Locks are taken in Go's order (store.md §4.6): `storage.lock` (only around driver work and
+//! Locks are taken in Go's order: `storage.lock` (only around driver work and
 //! to obtain the layer store handle, re-initialising the driver when another process shut
 //! it down), layers (exclusive even for reads, like Go), images, containers.
 //!
@@ -213,6 +213,8 @@
 //! 1.60 "search the graph root's layers as read-only" detail is covered only through the
 //! layer store's own split-store support.
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (the dedupe ioctl).
+#![deny(unsafe_code)]
 
 mod check;
 mod dedup;
@@ -221,6 +223,8 @@ pub mod guide;
 mod ops;
 mod records;
 mod salvage;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
@@ -285,7 +289,7 @@ impl std::fmt::Debug for Store {
 }
 
 fn lock_err(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -318,7 +322,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     ))
 }
 
-/// Go's `GetStore` option resolution (cli.md §3.1): returns the options to open with.
+/// Go's `GetStore` option resolution: returns the options to open with.
 ///
 /// `defaults` is called only when values must come from `storage.conf`.
 pub fn resolve_options(
@@ -351,7 +355,7 @@ pub fn resolve_options(
 fn load_defaults() -> Result<StoreOptions> {
     storage_config::load_default_options()
         .map(|(o, _)| o)
-        .map_err(|e| Error::msg(ErrorKind::InvalidInput, e.to_string()))
+        .map_err(|e| Error::wrap(ErrorKind::InvalidInput, e))
 }
 
 /// The driver options that name additional read-only image stores
@@ -612,7 +616,7 @@ impl Store {
         self.with_driver(|d| Ok(d.status()))
     }
 
-    /// Go's `Store.Shutdown(force)` (store.md §6.8).
+    /// Go's `Store.Shutdown(force)`.
     ///
     /// Returns the IDs of layers that were mounted. If any layer was mounted the call fails
     /// with "a layer is mounted: layer is in use by a container" (after unmounting them all
@@ -646,7 +650,7 @@ impl Store {
         Ok(mounted)
     }
 
-    /// Go's `Store.Wipe()` (store.md §6.7): deletes every container, image and layer of
+    /// Go's `Store.Wipe()`: deletes every container, image and layer of
     /// the read-write stores. Locks: layers, images, containers (all exclusive).
     pub fn wipe(&self) -> Result<()> {
         let layers = self.layer_store()?;
@@ -737,7 +741,7 @@ fn driver_options_for(
     }
 }
 
-/// Go's `drivers.New`: the named driver, or auto-selection (store.md §7.5).
+/// Go's `drivers.New`: the named driver, or auto-selection.
 fn init_driver(
     opts: &StoreOptions,
     graph_root: &Path,

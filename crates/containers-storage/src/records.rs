@@ -339,7 +339,7 @@ impl Store {
             Some(
                 self.userns_lock()
                     .lock()
-                    .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                    .map_err(|e| Error::wrap(ErrorKind::Io, e))?,
             )
         };
         let image = if opts.image.is_empty() {
@@ -418,7 +418,7 @@ impl Store {
         }
     }
 
-    /// The layer a container with maps `uid`/`gid` is created on (store.md §8.5): the image's
+    /// The layer a container with maps `uid`/`gid` is created on: the image's
     /// top layer or one of its `mapped-layers` with exactly these maps (or without maps when
     /// the driver can shift these at mount time); else, for an image of a
     /// read-write store whose top layer is in the primary layer store, a new ID-mapped copy of

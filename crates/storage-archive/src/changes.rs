@@ -169,48 +169,16 @@ impl Node {
     }
 }
 
-fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
 /// The `security.capability` value and the `user.*` extended attributes of `path`.
 ///
 /// The names are listed first, so files without extended attributes (nearly all) cost one
 /// syscall instead of two; a capability is read only when listed.
 fn xattrs_of(path: &Path) -> (Option<Vec<u8>>, BTreeMap<OsString, Vec<u8>>) {
     let mut out = BTreeMap::new();
-    let mut stack = [0u8; 1024];
-    let mut heap = Vec::new();
-    let names: &[u8] = match rustix::fs::llistxattr(path, &mut stack) {
-        Ok(n) => &stack[..n],
-        Err(rustix::io::Errno::RANGE) => {
-            heap.resize(4096, 0);
-            loop {
-                match rustix::fs::llistxattr(path, &mut heap) {
-                    Ok(n) => break &heap[..n],
-                    Err(rustix::io::Errno::RANGE) if heap.len() < 1 << 20 => {
-                        let len = heap.len() * 4;
-                        heap.resize(len, 0);
-                    }
-                    // Names unavailable: look for the capability the direct way.
-                    Err(_) => return (lgetxattr(path, "security.capability"), out),
-                }
-            }
-        }
-        Err(_) => return (lgetxattr(path, "security.capability"), out),
+    let names = match crate::xattr::list(path) {
+        Ok(names) => names,
+        // Names unavailable: look for the capability the direct way.
+        Err(_) => return (crate::xattr::get(path, "security.capability"), out),
     };
     if names.is_empty() {
         return (None, out);
@@ -218,32 +186,15 @@ fn xattrs_of(path: &Path) -> (Option<Vec<u8>>, BTreeMap<OsString, Vec<u8>>) {
     let mut capability = None;
     for name in names.split(|b| *b == 0) {
         if name == b"security.capability" {
-            capability = lgetxattr(path, "security.capability");
+            capability = crate::xattr::get(path, "security.capability");
         } else if name.starts_with(b"user.") {
             let name = OsStr::from_bytes(name);
-            if let Some(v) = lgetxattr_os(path, name) {
+            if let Some(v) = crate::xattr::get(path, name) {
                 out.insert(name.to_owned(), v);
             }
         }
     }
     (capability, out)
-}
-
-fn lgetxattr_os(path: &Path, name: &OsStr) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(_) => return None,
-        }
-    }
 }
 
 /// Opens a directory (not following a symlink in its place) for `*at` lookups.

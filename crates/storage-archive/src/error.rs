@@ -25,10 +25,10 @@ pub enum Error {
     },
     /// A bare OS error, printed as Go prints a `syscall.Errno` (`"file exists"`).
     #[error("{}", go_io_error_text(.0))]
-    Os(io::Error),
+    Os(#[source] io::Error),
     /// Reading the input, or decompressing it, failed (`"unexpected EOF"`, `"gzip: invalid header"`).
     #[error("{}", go_io_error_text(.0))]
-    Read(io::Error),
+    Read(#[source] io::Error),
     /// The tar stream is malformed.
     #[error(transparent)]
     Tar(#[from] storage_tarsplit::Error),
@@ -96,7 +96,8 @@ impl Error {
 }
 
 impl From<Error> for storage_types::Error {
-    /// Keeps the message (Go's text) and, for OS errors on a path, the errno.
+    /// Keeps the message (Go's text), the cause (as the source) and, for OS errors, the
+    /// errno.
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::Path { .. }
@@ -116,7 +117,7 @@ impl From<Error> for storage_types::Error {
                 storage_types::Error::io(op, std::path::Path::new(&path), source)
             }
             Error::Os(source) => storage_types::Error::from(source),
-            other => storage_types::Error::msg(kind, other.to_string()),
+            other => storage_types::Error::wrap(kind, other),
         }
     }
 }

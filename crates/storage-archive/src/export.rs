@@ -16,7 +16,6 @@
 //! with no padding to a record size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -546,66 +545,6 @@ fn map_id(maps: &[IdMap], id: u32) -> Option<u32> {
     })
 }
 
-fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-/// The xattrs 1.60 exports, as `SCHILY.xattr.<name>` PAX records.
-fn export_xattrs(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let ft = md.file_type();
-    // Only regular files and directories can carry these namespaces.
-    if !(ft.is_file() || ft.is_dir()) {
-        return out;
-    }
-    let mut put = |name: &[u8], v: Vec<u8>| {
-        let mut k = b"SCHILY.xattr.".to_vec();
-        k.extend_from_slice(name);
-        out.insert(k, v);
-    };
-    for name in [
-        b"security.capability".as_slice(),
-        b"security.ima".as_slice(),
-    ] {
-        if let Some(v) = get_xattr(path, name) {
-            put(name, v);
-        }
-    }
-    let mut names = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                let len = names.len() * 4;
-                names.resize(len, 0);
-            }
-            Err(_) => break 0,
-        }
-    };
-    for name in names[..n].split(|b| *b == 0) {
-        if name.starts_with(b"user.")
-            && !name.starts_with(b"user.overlay.")
-            && let Some(v) = get_xattr(path, name)
-        {
-            put(name, v);
-        }
-    }
-    out
-}
-
 /// Go's `tarAppender`: one archive being built.
 struct Appender<'a> {
     tw: GoTarWriter<io::BufWriter<&'a mut dyn Write>>,
@@ -654,7 +593,7 @@ impl Appender<'_> {
         } else {
             return Ok(false);
         }
-        h.pax = export_xattrs(path, &md);
+        h.pax = crate::xattr::pax_records(path, &md);
         if !ft.is_dir() && md.nlink() > 1 {
             if let Some(old) = self.seen.get(&md.ino()) {
                 h.typeflag = flag::LINK;

@@ -86,6 +86,7 @@
 //! assert_eq!(stats.uidset, [0]);
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod changes;
 mod compression;
@@ -95,6 +96,7 @@ pub mod export;
 mod fsops;
 mod gopath;
 mod unpack;
+pub mod xattr;
 
 pub use compression::{Compression, detect_compression};
 pub use diff::{DiffReader, DiffStats, open_diff, open_diff_recording};

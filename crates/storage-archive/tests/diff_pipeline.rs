@@ -346,7 +346,7 @@ fn recording_yields_the_stream_and_the_same_tar_split_as_a_disassembler() {
     let mut out = Vec::new();
     r.read_to_end(&mut out).expect("read");
     assert_eq!(out, raw);
-    let (stats, lines) = r.finish_recording::<Vec<u8>>().expect("finish");
+    let (stats, lines) = r.finish_recording().expect("finish");
     assert_eq!(lines, want, "tar-split lines");
     assert_eq!(stats.uncompressed_digest.to_string(), sha256sum(&raw));
     assert_eq!(stats.uidset, vec![0, 2, 3, 1000]);
@@ -365,7 +365,7 @@ fn recording_reports_a_duplicate_path_to_the_reader() {
     let mut out = Vec::new();
     let err = r.read_to_end(&mut out).expect_err("duplicate");
     assert_eq!(err.to_string(), "duplicates of file paths not supported");
-    assert!(r.finish_recording::<Vec<u8>>().is_err());
+    assert!(r.finish_recording().is_err());
 }
 
 /// A tar-split writer that says when it is dropped.

@@ -34,6 +34,8 @@
 //! assert!(g.join("storage.lock").exists());
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the `sys` module (two libc calls).
+#![deny(unsafe_code)]
 
 pub mod commands;
 pub mod completion;
@@ -42,6 +44,8 @@ pub mod log;
 pub mod man;
 pub mod progress;
 pub mod roff;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -104,14 +108,17 @@ const HELP: FlagSpec = FlagSpec {
     usage: "Print usage",
 };
 
-/// The global option values between the passes.
+/// The global option values between the two flag passes of the command line.
 #[derive(Debug, Clone, Default)]
-struct Globals {
-    opts: StoreOptions,
-    debug: bool,
-    unshare: bool,
+pub struct Globals {
+    /// The store options (from the global pass, or `storage.conf` when none was given).
+    pub opts: StoreOptions,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--unshare`.
+    pub unshare: bool,
     /// Go's `unshare.IsRootless()`: the default of `--unshare` and its help text.
-    rootless: bool,
+    pub rootless: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -143,7 +150,7 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
 }
 
 /// The flag set of the global pass: the global options and `--help`.
-fn global_flag_set(argv0: &str, g: &Globals) -> FlagSet {
+pub fn global_flag_set(argv0: &str, g: &Globals) -> FlagSet {
     let mut fs = FlagSet::new("containers-storage", argv0);
     add_globals(&mut fs, g);
     fs.add(HELP, Value::Bool(false));
@@ -152,7 +159,7 @@ fn global_flag_set(argv0: &str, g: &Globals) -> FlagSet {
 
 /// The flag set of the command pass: the command's flags, then the global options again
 /// (their defaults are the values after the global pass).
-fn command_flag_set(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
+pub fn command_flag_set(cmd: &Command, argv0: &str, g: &Globals) -> FlagSet {
     let mut fs = FlagSet::new(cmd.names[0], argv0);
     for spec in cmd.flags {
         let v = match spec.kind {
@@ -207,7 +214,8 @@ fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Result<Vec<String>, Strin
     }
 }
 
-fn read_globals(fs: &FlagSet, g: &mut Globals) {
+/// Reads the global options back from a parsed flag set (either pass) into `g`.
+pub fn read_globals(fs: &FlagSet, g: &mut Globals) {
     g.opts.run_root = PathBuf::from(fs.str("-run"));
     g.opts.graph_root = PathBuf::from(fs.str("-graph"));
     let is = fs.str("-image-store");
@@ -266,6 +274,21 @@ fn print_command_usage(cmd: &Command, fs: &FlagSet) {
 /// Go's `%v` of a string slice: `[a b]`.
 pub fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
+}
+
+/// The `containers-storage` binary: runs the tool with the process's arguments and exits
+/// with its status. Like a Go program, it dies quietly from SIGPIPE when stdout is a
+/// closed pipe (`containers-storage diff L | head -c 10`) instead of reporting a write
+/// error.
+pub fn main() -> ! {
+    sys::default_sigpipe();
+    // The copy of this program that `--unshare` starts enters the user namespace first,
+    // while it has a single thread (Go does it in a C constructor).
+    if let Err(e) = containers_storage::userns::finish_reexec() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    std::process::exit(run(std::env::args_os().collect()))
 }
 
 /// Runs the tool with the given argv and returns the exit status.

@@ -7,7 +7,7 @@
 //! parser cannot drift apart; a command added to the table gets its page with no other
 //! change. What a table cannot say (what a command does to the store, its output, examples,
 //! exit statuses particular to it, the keys of `storage.conf`) is hand-written Markdown in
-//! `crates/storage-cli/docs/PAGE.SECTION.md`, embedded at build time, one file per page
+//! `crates/storage-cli/docs/<page>.<section>.md`, embedded at build time, one file per page
 //! (see `docs/README.md` for the format).
 //!
 //! A prose section named like a generated one (`OPTIONS`, `COMMANDS`, …) is appended to
@@ -237,7 +237,7 @@ fn see_also(names: &[(String, u8)]) -> String {
     format!("{}\n", refs.join(",\n"))
 }
 
-/// The exit statuses every command shares (cli.md §1).
+/// The exit statuses every command shares (as Go's tool).
 const EXIT_STATUS: &str = "\
 .TP
 .B 0

@@ -56,6 +56,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Deref;
@@ -268,7 +269,7 @@ impl ContainerStore {
         let mut volatile: Vec<bool> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for (path, is_volatile) in [(&self.stable_path, false), (&self.volatile_path, true)] {
-            let records: Vec<Container> = storage_types::load_records(path)?;
+            let records: Vec<Container> = storage_io::load_records(path)?;
             for record in records {
                 // The first occurrence of an ID wins; duplicates are dropped.
                 if seen.insert(record.id.clone()) {

@@ -1,6 +1,6 @@
 //! Integration tests of the container store.
 
-mod common;
+use storage_testsupport as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

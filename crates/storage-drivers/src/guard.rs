@@ -2,6 +2,12 @@
 //! the driver's home (`dir/<id>`, `<id>/diff`, `subvolumes/<id>`), so an ID must be a
 //! single, ordinary path component. Go does not check this (an ID of `..` or `../x`
 //! reaches outside the home there); we refuse such IDs before any driver code runs.
+//!
+//! This is the only check of IDs given to a driver: [`open_driver`](crate::open_driver)
+//! hands out every driver wrapped in [`Guarded`], and the driver types are private to
+//! the crate, so the drivers themselves take their `id` and `parent` arguments as
+//! checked. (Names read from disk, such as the `l/` links of overlay's `lower` files,
+//! are checked where they are read.)
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,7 +1,6 @@
-//! ID mapping helpers and the naive `UpdateLayerIDMap` chown walk (store spec §8.4).
+//! ID mapping helpers and the naive `UpdateLayerIDMap` chown walk.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -133,7 +132,7 @@ fn chown_one(
     let cap = if is_link {
         None
     } else {
-        get_xattr(path, OsStr::new("security.capability"))
+        storage_archive::xattr::get(path, "security.capability")
     };
     std::os::unix::fs::lchown(path, Some(hu), Some(hg))
         .map_err(|e| Error::io("lchown", path, e))?;
@@ -154,22 +153,4 @@ fn chown_one(
         .map_err(|e| Error::io("lsetxattr", path, e.into()))?;
     }
     Ok(())
-}
-
-/// `lgetxattr`, `None` when absent or unsupported.
-pub(crate) fn get_xattr(path: &Path, name: &OsStr) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(_) => return None,
-        }
-    }
 }

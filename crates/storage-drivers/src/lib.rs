@@ -20,8 +20,8 @@
 //! component (not empty, `.` or `..`, no `/` or NUL), else the call fails with
 //! [`ErrorKind::InvalidInput`] before touching the disk (Go does not check). Files of
 //! a layer are only ever read inside it, whatever names a tar-split file holds.
-//! `unsafe` is confined to the kernel-facing modules (btrfs ioctls, overlay mounts,
-//! quotas and idmapped mounts), each block with its SAFETY comment.
+//! `unsafe` is confined to one `sys` module of kernel interfaces (mounts, idmapped
+//! mounts, XFS quotas, btrfs ioctls), each block with its SAFETY comment.
 //!
 //! Limits: `zfs`, `aufs` and `devicemapper` are known names that give a "not supported"
 //! error naming the supported drivers; SELinux labels are not set.
@@ -52,25 +52,38 @@
 //! assert!(!driver.exists("../vfs"));
 //! ```
 #![deny(missing_docs)]
-// `unsafe` is allowed only in the kernel-facing modules: `btrfs::ioctl` and overlay's
-// `mount`, `quota` and `idmapped`.
+// `unsafe` is allowed only in the `sys` module (the kernel interfaces).
 #![deny(unsafe_code)]
+// A build without some drivers (Cargo features) leaves helpers of theirs unused.
+#![cfg_attr(
+    not(all(feature = "overlay", feature = "btrfs", feature = "vfs")),
+    allow(dead_code, unused_imports, unused_variables)
+)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+pub use mountinfo::is_mounted;
 pub use storage_archive::changes::{Change, ChangeKind};
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
 use guard::Guarded;
 
+#[cfg(feature = "btrfs")]
 mod btrfs;
+mod common;
+#[cfg(feature = "vfs")]
 mod copy;
 mod guard;
 mod idmap;
+mod mountinfo;
 mod naive;
+#[cfg(feature = "overlay")]
 mod overlay;
+#[allow(unsafe_code)]
+mod sys;
+#[cfg(feature = "vfs")]
 mod vfs;
 
 /// Where a driver lives and the options it was given.
@@ -245,6 +258,30 @@ pub struct LayerMaps<'a> {
 /// Names Go registers but this implementation does not provide.
 const KNOWN_UNSUPPORTED: &[&str] = &["zfs", "aufs", "devicemapper"];
 
+/// Drivers this build leaves out (their Cargo features are off).
+const BUILT_WITHOUT: &[&str] = &[
+    #[cfg(not(feature = "overlay"))]
+    "overlay",
+    #[cfg(not(feature = "overlay"))]
+    "overlay2",
+    #[cfg(not(feature = "btrfs"))]
+    "btrfs",
+    #[cfg(not(feature = "vfs"))]
+    "vfs",
+];
+
+/// The drivers this build has, for the "not supported" message.
+const BUILT_WITH: &str = {
+    #[cfg(all(feature = "overlay", feature = "btrfs", feature = "vfs"))]
+    {
+        "overlay, btrfs, vfs"
+    }
+    #[cfg(not(all(feature = "overlay", feature = "btrfs", feature = "vfs")))]
+    {
+        "the drivers this build was compiled with"
+    }
+};
+
 /// Opens the driver `name` with `opts`.
 ///
 /// Every layer ID the returned driver is given (and every parent ID) must be a single
@@ -255,14 +292,15 @@ const KNOWN_UNSUPPORTED: &[&str] = &["zfs", "aufs", "devicemapper"];
 /// the store prefixes (`failed to GetDriver graph bogus R: driver not supported`).
 pub fn open_driver(name: &str, opts: &DriverOptions) -> Result<Box<dyn Driver>> {
     match name {
+        #[cfg(feature = "vfs")]
         "vfs" => Ok(Box::new(Guarded(vfs::Vfs::open(opts)?))),
+        #[cfg(feature = "overlay")]
         "overlay" | "overlay2" => Ok(Box::new(Guarded(overlay::Overlay::open(opts)?))),
+        #[cfg(feature = "btrfs")]
         "btrfs" => Ok(Box::new(Guarded(btrfs::Btrfs::open(opts)?))),
-        n if KNOWN_UNSUPPORTED.contains(&n) => Err(Error::msg(
+        n if KNOWN_UNSUPPORTED.contains(&n) || BUILT_WITHOUT.contains(&n) => Err(Error::msg(
             ErrorKind::NotSupported,
-            format!(
-                "driver not supported: {n} is not implemented here (supported: overlay, btrfs, vfs)"
-            ),
+            format!("driver not supported: {n} is not implemented here (supported: {BUILT_WITH})"),
         )),
         _ => Err(Error::new(ErrorKind::NotSupported)),
     }
@@ -326,4 +364,30 @@ pub fn choose_driver(
         ErrorKind::NotSupported,
         "no supported storage backend found",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver this build leaves out (Cargo features) is "not supported", like Go's
+    /// unknown ones, so that `choose_driver` moves on.
+    #[test]
+    fn drivers_left_out_are_not_supported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = DriverOptions {
+            home: tmp.path().join("graph/x"),
+            run_home: tmp.path().join("run/x"),
+            graph_root: tmp.path().join("graph"),
+            run_root: tmp.path().join("run"),
+            ..DriverOptions::default()
+        };
+        for name in BUILT_WITHOUT {
+            let e = open_driver(name, &opts).err().expect("left out");
+            assert_eq!(e.kind(), ErrorKind::NotSupported, "{name}");
+            assert!(e.to_string().starts_with("driver not supported"), "{e}");
+        }
+        #[cfg(feature = "vfs")]
+        assert!(open_driver("vfs", &opts).is_ok());
+    }
 }

@@ -10,10 +10,6 @@ use crate::{ApplyDiffOpts, Change, LayerMaps};
 /// `(uid_map, gid_map)` of one layer.
 pub(crate) type Maps<'a> = (&'a [IdMap], &'a [IdMap]);
 
-fn archive_err(e: std::io::Error) -> Error {
-    Error::from(e)
-}
-
 /// Naive `Diff`: the whole tree without a parent, else the exported changes. Like Go,
 /// it then waits until the next whole second after it started, so that a later
 /// mtime comparison against a tar (whole seconds) cannot be fooled.
@@ -42,7 +38,7 @@ pub(crate) fn diff_mapped(
     let (uid_map, gid_map) = maps;
     let start = std::time::SystemTime::now();
     let result = match parent {
-        None => storage_archive::export::tar_dir(layer, uid_map, gid_map, out).map_err(archive_err),
+        None => storage_archive::export::tar_dir(layer, uid_map, gid_map, out).map_err(Error::from),
         Some(parent) => {
             let changes = storage_archive::changes::changes_dirs_mapped(
                 layer,
@@ -50,9 +46,9 @@ pub(crate) fn diff_mapped(
                 Some(parent.0),
                 parent.1,
             )
-            .map_err(archive_err)?;
+            .map_err(Error::from)?;
             storage_archive::export::export_changes(layer, &changes, uid_map, gid_map, out)
-                .map_err(archive_err)
+                .map_err(Error::from)
         }
     };
     if let Ok(since) = start.duration_since(std::time::UNIX_EPOCH) {
@@ -188,19 +184,19 @@ pub(crate) fn diff_size_layers(
         parent,
         parent_maps,
     )
-    .map_err(archive_err)
+    .map_err(Error::from)
 }
 
 /// Naive `DiffSize`: the size of the changes between `layer` and `parent`.
 pub(crate) fn diff_size(layer: &Path, parent: Option<&Path>) -> Result<i64> {
     let none: Maps<'_> = (&[], &[]);
     storage_archive::changes::changes_dirs_size_mapped(layer, none, parent, none)
-        .map_err(archive_err)
+        .map_err(Error::from)
 }
 
 /// Naive `Changes`.
 pub(crate) fn changes(layer: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
-    storage_archive::changes::changes_dirs(layer, parent).map_err(archive_err)
+    storage_archive::changes::changes_dirs(layer, parent).map_err(Error::from)
 }
 
 /// Naive `Changes` with each side's own `(uid_map, gid_map)`.
@@ -214,7 +210,7 @@ pub(crate) fn changes_mapped(
         None => (None, (&[][..], &[][..])),
     };
     storage_archive::changes::changes_dirs_mapped(layer, maps, parent, parent_maps)
-        .map_err(archive_err)
+        .map_err(Error::from)
 }
 
 /// Naive `ApplyDiff`: `UnpackLayer` with whiteouts applied; returns the sum of the

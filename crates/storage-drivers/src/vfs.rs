@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::common::{parse_bool, parse_key_value, remove_all, root_pair};
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 /// The vfs driver.
@@ -18,29 +19,6 @@ pub(crate) struct Vfs {
     /// `<image_store>/vfs/dir/<id>`.
     image_store: Option<PathBuf>,
     ignore_chown_errors: bool,
-}
-
-/// Go's `strconv.ParseBool`.
-pub(crate) fn parse_bool(val: &str) -> Result<bool> {
-    match val {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!("strconv.ParseBool: parsing \"{val}\": invalid syntax"),
-        )),
-    }
-}
-
-/// Go's `parsers.ParseKeyValueOpt`.
-pub(crate) fn parse_key_value(opt: &str) -> Result<(String, String)> {
-    match opt.split_once('=') {
-        Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        None => Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!("unable to parse key/value option: {opt}"),
-        )),
-    }
 }
 
 /// `mkdir -p` with `mode` for the created components (umask-independent), then the
@@ -67,14 +45,6 @@ fn mkdir_all_chown(path: &Path, mode: u32, owner: (u32, u32)) -> Result<()> {
             .map_err(|e| Error::io("lchown", path, e))?;
     }
     Ok(())
-}
-
-/// Host IDs of container root under the given maps.
-pub(crate) fn root_pair(uid_map: &[IdMap], gid_map: &[IdMap]) -> (u32, u32) {
-    (
-        crate::idmap::to_host(uid_map, 0).unwrap_or(0),
-        crate::idmap::to_host(gid_map, 0).unwrap_or(0),
-    )
 }
 
 impl Vfs {
@@ -220,48 +190,6 @@ impl Vfs {
             ..MountOpts::default()
         };
         self.mount_path(id, &ro)
-    }
-}
-
-/// `rm -rf`, tolerating a missing path.
-pub(crate) fn remove_all(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("lstat", path, e)),
-        Ok(md) if !md.is_dir() => {
-            return std::fs::remove_file(path).map_err(|e| Error::io("unlinkat", path, e));
-        }
-        Ok(_) => {}
-    }
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            // Read-only directories (mode 0555 owned by someone else) can block the
-            // removal for non-root callers: make them writable and retry.
-            make_writable(path);
-            std::fs::remove_dir_all(path).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(Error::io("unlinkat", path, e))
-                }
-            })
-        }
-    }
-}
-
-fn make_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(md) = std::fs::symlink_metadata(path)
-        && md.is_dir()
-    {
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-        if let Ok(rd) = std::fs::read_dir(path) {
-            for e in rd.flatten() {
-                make_writable(&e.path());
-            }
-        }
     }
 }
 

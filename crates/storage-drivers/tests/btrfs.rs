@@ -6,27 +6,12 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use storage_testsupport::unmount_all_under;
 
 use common::{is_root, require};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
-
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = Command::new("umount").arg(&p).status();
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 /// A loop-mounted btrfs; everything is unmounted and the loop device detached on drop.
 struct LoopBtrfs {

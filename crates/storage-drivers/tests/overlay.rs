@@ -9,27 +9,12 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use storage_testsupport::unmount_all_under;
 
 use common::{get_xattr, go_cs, is_root, require, run};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
-
-/// Unmounts everything below `root` (deepest first).
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 fn mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -1408,4 +1393,32 @@ fn hostile_ids_lowers_and_links_are_refused() {
     let m = d.get("child", &MountOpts::default()).unwrap();
     assert!(mounted(&m));
     d.put("child").unwrap();
+}
+
+/// A diff that fails to extract fails the same way on overlay as on vfs: the archive
+/// error's kind and errno survive (they used to be flattened to `Other` here).
+#[test]
+fn apply_errors_keep_their_kind_like_vfs() {
+    let Some(fx) = Fixture::new(vec![]) else {
+        return;
+    };
+    let vfs_tmp = tempfile::tempdir().expect("tempdir");
+    let vfs = common::vfs(vfs_tmp.path());
+    // A truncated header block: Go's "unexpected EOF".
+    let truncated = vec![b'a'; 300];
+    // A file below a path that is a regular file: an OS error (ENOTDIR) on extraction.
+    let not_dir = TarBuilder::new().file("f", b"x").file("f/g", b"y").finish();
+    for (what, tar) in [("truncated", truncated), ("below a file", not_dir)] {
+        let mut errs = Vec::new();
+        for d in [fx.d(), vfs.as_ref()] {
+            d.create("l", None, &CreateOpts::default()).expect("create");
+            let e = d
+                .apply_diff("l", None, &mut &tar[..], &ApplyDiffOpts::default())
+                .expect_err(what);
+            d.remove("l").expect("remove");
+            errs.push((e.kind(), e.raw_os_error(), e.to_string()));
+        }
+        assert_eq!(errs[0], errs[1], "{what}: overlay vs vfs");
+        assert_ne!(errs[0].0, storage_types::ErrorKind::Other, "{what}");
+    }
 }

@@ -10,26 +10,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use storage_testsupport::unmount_all_under;
 
 use common::{is_root, require};
 use storage_drivers::{CreateOpts, Driver, DriverOptions, MountOpts, open_driver};
 
 const METHOD_ENV: &str = "CONTAINERS_STORAGE_RS_OVERLAY_MOUNT";
-
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 /// The mountinfo super options of the mount at `path`.
 fn super_options(path: &Path) -> Option<String> {

@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::Path;
+use storage_testsupport::unmount_all_under;
 
 use common::{is_root, require};
 use storage_drivers::{DriverOptions, choose_driver};
@@ -15,21 +16,6 @@ fn options(root: &Path) -> impl Fn(&str) -> DriverOptions + '_ {
         run_root: root.join("run"),
         image_store: None,
         options: vec![],
-    }
-}
-
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
     }
 }
 

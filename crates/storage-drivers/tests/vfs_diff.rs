@@ -187,7 +187,7 @@ fn changes_all_kinds_and_sizes() {
 }
 
 /// Header-by-header normalisation of a tar stream: with `go143`, the file-type bits
-/// of mode and uname/gname (the only 1.43 → 1.60 header differences, drivers.md §8);
+/// of mode and uname/gname;
 /// always, the mtime of `.wh.` entries (Go stamps them with the current time).
 fn normalise(tar: &[u8], go143: bool) -> Vec<u8> {
     let mut out = tar.to_vec();

@@ -49,6 +49,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Deref;
@@ -315,7 +316,7 @@ struct Loaded {
 fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     let path = dir.join(IMAGES_JSON);
     // Absent, empty or `null` = no images; errors name the file and position.
-    let mut images: Vec<Image> = storage_types::load_records(&path)?;
+    let mut images: Vec<Image> = storage_io::load_records(&path)?;
     // Later records win duplicate names (Go's load-time repair).
     let mut needs_save = false;
     // Borrowed names first, removals after: no copy of every name for the common case
@@ -339,7 +340,7 @@ fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
     }
     for image in &mut images {
         image.recompute_digests().map_err(|e| {
-            Error::msg(ErrorKind::Corrupt, e.to_string()).context(format!(
+            Error::wrap(ErrorKind::Corrupt, e).context(format!(
                 "loading {}: computing digests for image with ID {} ({})",
                 path.display(),
                 go_quote(&image.id),
@@ -424,7 +425,7 @@ impl ImageSet {
         &self.images
     }
 
-    /// The image with this ID, name or unique ID prefix (§5.2 of the spec).
+    /// The image with this ID, name or unique ID prefix.
     pub fn get(&self, id: &str) -> Result<&Image> {
         Ok(&self.images[self.lookup_or_err(id)?])
     }
@@ -667,7 +668,7 @@ impl ImagesWrite<'_> {
         self.save()
     }
 
-    /// Changes the names of an image (§5.3): names taken by other images are
+    /// Changes the names of an image: names taken by other images are
     /// silently removed from them, every resulting name is pushed to the front
     /// of `names-history`, and the record is saved even if nothing changed.
     /// Returns the new names.

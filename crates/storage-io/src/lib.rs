@@ -1,9 +1,10 @@
 //! Durable atomic file writes shared by every record store.
 //!
-//! **Use it for:** replacing a file so that a crash leaves either the old or the new content.
-//! **Not for:** record formats, locking, or changing a file in place.
+//! **Use it for:** replacing a file so that a crash leaves either the old or the new content,
+//! and reading a records file whole. **Not for:** record formats, locking, or changing a file
+//! in place.
 //!
-//! Reproduces Go's `ioutils.AtomicWriteFile` protocol (store spec §1.6), so a
+//! Reproduces Go's `ioutils.AtomicWriteFile` protocol, so a
 //! reader — ours or Go's — always sees either the old or the new content:
 //!
 //! 1. create `.tmp-<basename><random digits>` in the target's directory
@@ -46,6 +47,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use storage_types::{Error, Result};
 
 /// How [`atomic_write`] / [`AtomicFile`] write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +232,17 @@ pub fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
         .create(path)
 }
 
+/// Reads and parses a records file (`images.json`, `containers.json`, …) with
+/// [`storage_types::parse_records`]; an absent or 0-byte file (or `null`) is an empty
+/// list. Errors name the file: `loading <path>: …`.
+pub fn load_records<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    match std::fs::read(path) {
+        Ok(data) => storage_types::parse_records(&data, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("open", path, e).context(format!("loading {}", path.display()))),
+    }
+}
+
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if getrandom::fill(&mut b).is_err() {
@@ -243,4 +257,39 @@ fn random_u32() -> u32 {
             ^ COUNTER.fetch_add(1, Ordering::Relaxed);
     }
     u32::from_ne_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_records_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.json");
+        assert!(load_records::<i32>(&p).expect("absent").is_empty());
+        std::fs::write(&p, b"").expect("write");
+        assert!(load_records::<i32>(&p).expect("empty").is_empty());
+        std::fs::write(&p, b"null").expect("write");
+        assert!(load_records::<i32>(&p).expect("null").is_empty());
+        std::fs::write(&p, b"[1,\n2,]").expect("write");
+        let e = load_records::<i32>(&p).expect_err("bad json");
+        assert_eq!(e.kind(), storage_types::ErrorKind::Corrupt);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("loading {}: ", p.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2 column"), "{msg}");
+        std::fs::write(&p, b"[\"a\xffb\"]").expect("write");
+        assert_eq!(
+            load_records::<String>(&p).expect("lossy"),
+            vec!["a\u{fffd}b".to_owned()]
+        );
+        // Bad bytes in broken JSON: the error is the parser's for the raw bytes.
+        std::fs::write(&p, b"[\"a\xffb\"").expect("write");
+        let e = load_records::<String>(&p).expect_err("broken");
+        assert_eq!(e.kind(), storage_types::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("line 1 column"), "{e}");
+    }
 }

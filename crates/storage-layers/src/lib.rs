@@ -70,8 +70,8 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-mod mountinfo;
 mod pgzip;
 mod view;
 mod write;
@@ -99,7 +99,7 @@ fn read_only_error(what: &str, dir: &Path) -> Error {
 
 /// Converts a lock error into the shared error type.
 fn lock_error(e: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, e.to_string())
+    Error::wrap(ErrorKind::Io, e)
 }
 
 /// Where a layer record is stored. The index is also the slot in per-file arrays.
@@ -315,7 +315,7 @@ impl LayerStore {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Freshness check of §4.5: layers token, JSON mtimes, mountpoints token.
+    /// Go's freshness check of a loaded store: layers token, JSON mtimes, mountpoints token.
     fn staleness(&self, st: &Layers, guard_modified: bool) -> Result<Staleness> {
         if !st.loaded || guard_modified {
             return Ok(Staleness::Full);

@@ -160,7 +160,7 @@ impl Layers {
         Ok(())
     }
 
-    /// Resolves an ID, name or unique ID prefix (§5.2) to an index.
+    /// Resolves an ID, name or unique ID prefix to an index.
     pub(crate) fn lookup_index(&self, key: &str) -> Option<usize> {
         if let Some(&i) = self.by_id.get(key) {
             return Some(i);
@@ -415,7 +415,7 @@ impl Layers {
             .diff_size_mapped(&layer.id, maps_of(layer), self.with_maps(from.as_deref()))
     }
 
-    /// Go's `LayerParentOwners` (§8.7): host UIDs and GIDs owning the directories above the
+    /// Go's `LayerParentOwners`: host UIDs and GIDs owning the directories above the
     /// layer's mount point that the layer's ID maps cannot represent, each sorted ascending.
     pub fn layer_parent_owners(&self, key: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         use std::os::unix::fs::MetadataExt;
@@ -459,13 +459,14 @@ pub(crate) fn layer_parent(l: &Layer) -> Option<&str> {
 }
 
 pub(crate) fn tarsplit_error(e: storage_tarsplit::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
+    Error::wrap(ErrorKind::Other, e)
 }
 
 /// The output side of `diff`: raw, gzip or zstd.
 enum CompressedWriter<'a> {
     Plain(&'a mut dyn Write),
     Gzip(crate::pgzip::ParallelGzWriter<&'a mut dyn Write>),
+    #[cfg(feature = "zstd")]
     Zstd(zstd::Encoder<'static, &'a mut dyn Write>),
 }
 
@@ -480,32 +481,30 @@ impl<'a> CompressedWriter<'a> {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
                 CompressedWriter::Gzip(
                     crate::pgzip::ParallelGzWriter::new(out, flate2::Compression::new(3), threads)
-                        .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                        .map_err(|e| Error::wrap(ErrorKind::Io, e))?,
                 )
             }
+            #[cfg(feature = "zstd")]
             Compression::Zstd => CompressedWriter::Zstd(
-                zstd::Encoder::new(out, 3).map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?,
+                zstd::Encoder::new(out, 3).map_err(|e| Error::wrap(ErrorKind::Io, e))?,
             ),
-            Compression::Bzip2 => {
+            // Go writes neither bzip2 nor xz (nor zstd in a build without it).
+            #[allow(unreachable_patterns)]
+            other => {
                 return Err(Error::msg(
                     ErrorKind::NotSupported,
-                    "unsupported compression format tar.bz2",
-                ));
-            }
-            Compression::Xz => {
-                return Err(Error::msg(
-                    ErrorKind::NotSupported,
-                    "unsupported compression format tar.xz",
+                    format!("unsupported compression format {}", other.extension()),
                 ));
             }
         })
     }
 
     fn finish(self) -> Result<()> {
-        let io = |e: std::io::Error| Error::msg(ErrorKind::Io, e.to_string());
+        let io = |e: std::io::Error| Error::wrap(ErrorKind::Io, e);
         match self {
             CompressedWriter::Plain(w) => w.flush().map_err(io),
             CompressedWriter::Gzip(g) => g.finish().and_then(|w| w.flush()).map_err(io),
+            #[cfg(feature = "zstd")]
             CompressedWriter::Zstd(z) => z.finish().and_then(|w| w.flush()).map_err(io),
         }
     }
@@ -516,6 +515,7 @@ impl Write for CompressedWriter<'_> {
         match self {
             CompressedWriter::Plain(w) => w.write(buf),
             CompressedWriter::Gzip(w) => w.write(buf),
+            #[cfg(feature = "zstd")]
             CompressedWriter::Zstd(w) => w.write(buf),
         }
     }
@@ -524,6 +524,7 @@ impl Write for CompressedWriter<'_> {
         match self {
             CompressedWriter::Plain(w) => w.flush(),
             CompressedWriter::Gzip(w) => w.flush(),
+            #[cfg(feature = "zstd")]
             CompressedWriter::Zstd(w) => w.flush(),
         }
     }

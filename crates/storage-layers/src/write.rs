@@ -12,7 +12,7 @@ use storage_lock::{LockFile, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
-use crate::{Entry, Location, lock_error, mountinfo};
+use crate::{Entry, Location, lock_error};
 
 const INCOMPLETE: &str = "incomplete";
 
@@ -197,15 +197,8 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
-/// The tar-split writer of an apply: JSON lines, batched, gzip-compressed into the file.
-type TarSplitOut = io::BufWriter<flate2::write::GzEncoder<AtomicFile>>;
-
 fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
-}
-
-fn archive_error(e: storage_archive::Error) -> Error {
-    Error::msg(ErrorKind::Other, e.to_string())
 }
 
 /// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
@@ -739,15 +732,13 @@ impl<'a> LayersWrite<'a> {
         // Tar-split is recorded on the decompression thread, in the same pass as the digests;
         // this thread only extracts. Lines are batched before they reach the compressor.
         let gz = io::BufWriter::with_capacity(64 * 1024, storage_tarsplit::gzip_writer(ts_file));
-        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(archive_error)?;
+        let mut reader = storage_archive::open_diff_recording(input, gz).map_err(Error::from)?;
         let writeback = EarlyWriteback::start(&ctx.layer_dir);
         let size = ctx
             .driver
             .apply_diff(id, parent.as_deref(), &mut reader, &aopts)?;
         drop(writeback);
-        let (stats, gz) = reader
-            .finish_recording::<TarSplitOut>()
-            .map_err(archive_error)?;
+        let (stats, gz) = reader.finish_recording().map_err(Error::from)?;
         if let Some(expect) = &known.expect {
             expect.check(&stats)?;
         }
@@ -904,7 +895,7 @@ impl<'a> LayersWrite<'a> {
         let e = &self.state.entries[i];
         if e.mount_count > 0
             && let Some(mp) = e.mount_point.clone()
-            && mountinfo::is_mounted(&mp)
+            && storage_drivers::is_mounted(&mp)
         {
             self.state.entries[i].mount_count += 1;
             if let Some(g) = &mguard {
@@ -937,10 +928,20 @@ impl<'a> LayersWrite<'a> {
         let id = layer.id.clone();
         let path = clean_path(&driver.get(&id, &o)?);
         let e = &mut self.state.entries[i];
+        let before = (e.mount_point.clone(), e.mount_count);
         e.mount_point = Some(path.clone());
         e.mount_count += 1;
-        if let Some(g) = &mguard {
-            self.save_mounts(g)?;
+        if let Some(g) = &mguard
+            && let Err(err) = self.save_mounts(g)
+        {
+            // The count could not be recorded (a full or failing disk): undo the mount, so
+            // that a failed mount leaves no mount behind that nothing counts.
+            let e = &mut self.state.entries[i];
+            (e.mount_point, e.mount_count) = before;
+            if e.mount_count == 0 {
+                let _ = driver.put(&id);
+            }
+            return Err(err);
         }
         Ok(path)
     }
@@ -1093,10 +1094,22 @@ impl<'a> LayersWrite<'a> {
             },
         )
         .map_err(|e| Error::io("open", &path, e))?;
-        std::io::copy(data, &mut f)
-            .map_err(|e| Error::from(e).context("copying contents of bigdata item"))?;
-        f.commit()
-            .map_err(|e| Error::from(e).context("closing bigdata file for the layer"))?;
+        // A failed write (a full or failing disk) names the file it was writing.
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::from(e).context("copying contents of bigdata item")),
+            };
+            f.write_all(&buf[..n]).map_err(|e| {
+                Error::io("write", &path, e).context("copying contents of bigdata item")
+            })?;
+        }
+        f.commit().map_err(|e| {
+            Error::io("close", &path, e).context("closing bigdata file for the layer")
+        })?;
         if !self.state.entries[i]
             .layer
             .big_data_names

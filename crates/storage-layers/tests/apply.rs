@@ -4,6 +4,8 @@
 
 mod common;
 
+use storage_testsupport::per_driver;
+
 per_driver!(apply_records_digests_and_diff_reproduces_the_tar);
 per_driver!(child_layers_diff_against_their_parent);
 per_driver!(modified_content_fails_the_checksum);

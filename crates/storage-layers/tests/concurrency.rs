@@ -3,6 +3,8 @@
 
 mod common;
 
+use storage_testsupport::per_driver;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

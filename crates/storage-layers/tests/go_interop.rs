@@ -4,6 +4,8 @@
 
 mod common;
 
+use storage_testsupport::per_driver;
+
 use std::path::Path;
 use std::process::Command;
 

@@ -3,6 +3,8 @@
 
 mod common;
 
+use storage_testsupport::per_driver;
+
 // Driver-parametrised (`<test>::vfs`, `<test>::overlay`, `<test>::btrfs`).
 per_driver!(delete_checks_children_and_removes_everything);
 per_driver!(long_chain_of_layers);

@@ -1,15 +1,15 @@
-//! Mount-time ID shifting on overlay (Go's `canUseShifting`, store.md §8.2 step 4, drivers.md
-//! T9): layers requested with maps are recorded without maps and keep canonical content when
-//! the driver can shift; the maps are applied when mounting. Without shifting (overlay whose
-//! cached `idmapped-lower-dir` probe says no) the old chown path stays. Needs root and a kernel
-//! with idmapped overlay lowers; without them the tests fail when CI=true and are skipped
-//! (loudly) otherwise.
+//! Mount-time ID shifting on overlay (Go's `canUseShifting`): layers requested with maps are
+//! recorded without maps and keep canonical content when the driver can shift; the maps are applied
+//! when mounting. Without shifting (overlay whose cached `idmapped-lower-dir` probe says no) the
+//! old chown path stays. Needs root and a kernel with idmapped overlay lowers; without them the
+//! tests fail when CI=true and are skipped (loudly) otherwise.
 
 mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use storage_testsupport::unmount_all_under;
 
 use common::{in_ci, reader, sample_tar};
 use storage_drivers::{Driver, DriverOptions, MountOpts, open_driver};
@@ -28,22 +28,6 @@ fn skip(why: &str) -> bool {
     assert!(!in_ci(), "{why} (required in CI)");
     eprintln!("SKIPPED: {why}");
     true
-}
-
-/// Unmounts everything below `root` (deepest first).
-fn unmount_all_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-    }
 }
 
 /// A scratch overlay layer store; unmounts everything below it on drop.

@@ -89,7 +89,7 @@
 //! # }
 //! ```
 //!
-//! # How a store uses it (Go's protocol, store spec §4.5–§4.7)
+//! # How a store uses it
 //!
 //! * **Reader**: `rlock()` → compare the token remembered at the last
 //!   load/save with [`ReadGuard::modified_since`] (layer stores also compare

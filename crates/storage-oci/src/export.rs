@@ -1,5 +1,4 @@
-//! Exporting an image from a store to an OCI layout, an `oci-archive` or a `docker-archive`
-//! (oci-import.md §5, §6.1, §6.2).
+//! Exporting an image from a store to an OCI layout, an `oci-archive` or a `docker-archive`.
 //!
 //! Layers are produced from the store (tar-split reassembly: byte for byte the tar that was
 //! applied) and hashed while they are written; a layer that does not reproduce the config's
@@ -466,7 +465,7 @@ fn write_oci(
 ) -> Result<(Exported, OciDescriptorOut)> {
     let layers = put_layers(store, stored, dir, opts.compression, false, &opts.progress)?;
     let config = put_blob(dir, &stored.config)?;
-    // The stored manifest is kept when every descriptor still matches (§5 "Exported digests").
+    // The stored manifest is kept when every descriptor still matches.
     let unchanged = stored.manifest.as_ref().filter(|m| {
         m.kind == Kind::OciManifest
             && m.entries.iter().zip(&layers).all(|(d, l)| {
@@ -537,7 +536,7 @@ struct IndexOut {
     manifests: Vec<OciDescriptorOut>,
 }
 
-/// Adds the manifest to the layout's `index.json` as containers/image does (§6.1): the ref
+/// Adds the manifest to the layout's `index.json` as containers/image does: the ref
 /// annotation is taken from any older entry, an unnamed entry of the same digest is
 /// replaced; `oci-layout` is written when missing.
 fn update_layout(dir: &Path, desc: &OciDescriptorOut, selector: &Selector) -> Result<()> {
@@ -661,7 +660,7 @@ fn append_bytes(
     b.append_data(&mut h, name, data).map_err(io_err)
 }
 
-/// Writes the layout at `dir` as an `oci-archive` tar to `out` (§6.1: relative names,
+/// Writes the layout at `dir` as an `oci-archive` tar to `out` (relative names,
 /// directories 0755, files 0644, owned by root).
 fn tar_layout(dir: &Path, out: &Path) -> Result<()> {
     write_archive(out, |b| {
@@ -743,7 +742,7 @@ fn json_quote(s: &str) -> String {
 }
 
 /// The legacy (`docker save` v1.0) layer IDs and `json` files of containers/image's
-/// `docker-archive` writer (§6.2), for `diff_ids` (base first) and the raw config.
+/// `docker-archive` writer, for `diff_ids` (base first) and the raw config.
 fn legacy_layers(diff_ids: &[Digest], config: &[u8]) -> Result<Vec<(String, String)>> {
     let raw: BTreeMap<String, Box<serde_json::value::RawValue>> = serde_json::from_slice(config)
         .map_err(|e| bad_input(format!("parsing image config: {e}")))?;
@@ -792,7 +791,7 @@ fn legacy_layers(diff_ids: &[Digest], config: &[u8]) -> Result<Vec<(String, Stri
     Ok(out)
 }
 
-/// Writes a `docker-archive` (§6.2) of `stored` to `out`, staging layers in `staging`.
+/// Writes a `docker-archive` of `stored` to `out`, staging layers in `staging`.
 fn write_docker_archive(
     store: &Store,
     stored: &Stored,
@@ -902,7 +901,7 @@ mod tests {
 
     #[test]
     fn legacy_ids_follow_the_chain() {
-        // oci-import.md checklist 16: the first legacy ID is the digest of
+        // As docker save does: the first legacy ID is the digest of
         // {"layer_id":"sha256:<D0>"}.
         let d0: Digest = "sha256:bb22a48b749901a39979c5811b30142247c25fa0e64a1bcb1eeccbc4616d2176"
             .parse()

@@ -1,5 +1,5 @@
 //! Importing an image into a store the way containers/image's `containers-storage:`
-//! destination does (oci-import.md §0–§4, following HEAD where it differs from 5.23).
+//! destination does (following containers/image HEAD where it differs from 5.23).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -136,7 +136,7 @@ enum Content {
     /// The source's blob.
     Blob,
     /// The uncompressed diff of a stored layer with the same content (containers/image's
-    /// reuse by `diff-digest` / `compressed-diff-digest`, steps c and d of §1.4).
+    /// reuse by `diff-digest` / `compressed-diff-digest`).
     Stored(Box<Layer>),
 }
 
@@ -189,7 +189,7 @@ fn run(
     }
     let top = parent.unwrap_or_default();
 
-    // The image record and its big data (§3).
+    // The image record and its big data.
     let mut items = vec![BigDataItem {
         key: config_digest.to_string(),
         data: source.config.clone(),
@@ -312,14 +312,14 @@ struct LayerImporter<'a> {
     store: &'a Store,
     source: &'a Source,
     progress: Option<Arc<dyn Progress>>,
-    /// Blobs applied by this import: blob digest → diff ID (step b of §1.4).
+    /// Blobs applied by this import: blob digest → diff ID.
     received: HashMap<Digest, Digest>,
     /// The store's layers (plus the ones this import created).
     known: Vec<Layer>,
 }
 
 impl LayerImporter<'_> {
-    /// Imports layer `i` on top of `parent`: finds its trusted diff ID (§1.2, §1.4), derives
+    /// Imports layer `i` on top of `parent`: finds its trusted diff ID, derives
     /// its ID and reuses or creates it.
     fn import(
         &mut self,
@@ -453,7 +453,7 @@ impl LayerImporter<'_> {
 
     /// Creates layer `id` from the uncompressed diff of stored layer `from` (written to an
     /// anonymous temporary file first: the diff and the new layer need the same lock), with
-    /// HEAD's compressed digest and size (§2.2).
+    /// HEAD's compressed digest and size.
     fn copy_stored(
         &self,
         from: &Layer,

@@ -1,5 +1,5 @@
 //! OCI and Docker images in and out of a store, written and read exactly as podman's and
-//! skopeo's own copies through the `containers-storage:` transport do (oci-import.md).
+//! skopeo's own copies through the `containers-storage:` transport do.
 //!
 //! * [`import_image`] reads an OCI image layout (`oci:DIR[:REF]`), an `oci-archive:FILE[:REF]`
 //!   or a `docker-archive:FILE[:NAME:TAG|:@N]` ([`ImageRef`]), picks the platform from an
@@ -62,6 +62,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod export;
 mod files;

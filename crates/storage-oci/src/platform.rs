@@ -1,5 +1,4 @@
-//! Choosing an image from an index or manifest list for a platform, as containers/image does
-//! (oci-import.md §6.4).
+//! Choosing an image from an index or manifest list for a platform, as containers/image does.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! Import and export through the library on scratch vfs stores, without peers: reuse rules
-//! (oci-import.md §1.4, §4), platform choice from an index (§6.4), and every kind of bad input
+//!, platform choice from an index, and every kind of bad input
 //! failing with a clear error and nothing left in the store.
 
 use std::io::Write;
@@ -84,7 +84,7 @@ fn assert_empty(store: &Store) {
 
 #[test]
 fn layer_ids_follow_the_diff_id_chain() {
-    // oci-import.md §1.1: the [RUN] example.
+    // The worked example of containers/image's layer IDs (observed with skopeo).
     let parent = "bb22a48b749901a39979c5811b30142247c25fa0e64a1bcb1eeccbc4616d2176";
     let d: Digest = "sha256:089ecce5af19bb17324185119167a33041837b460d3e99d6e9db3fb4e4fa6e76"
         .parse()

@@ -1,4 +1,4 @@
-//! Big-data key → file name (§3.1 of the store spec).
+//! Big-data key → file name.
 
 use base64::Engine as _;
 

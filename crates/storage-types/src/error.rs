@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What went wrong, in the categories the Go library exposes as sentinel errors.
 ///
@@ -97,12 +98,39 @@ impl ErrorKind {
 
 /// An error: a [`ErrorKind`] plus the full message (Go's wording, including any
 /// context prefixes, e.g. `"creating layer: layer not known"`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+///
+/// `Display` is Go's whole text, the cause's text included (that is what the CLI prints
+/// and what Go prints); [`std::error::Error::source`] gives the cause itself (the
+/// `io::Error`, the archive or lock error, …) when there is one, for programs that
+/// want to inspect it. Two errors are equal when kind, message and errno are.
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     errno: Option<i32>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, &self.message, self.errno) == (other.kind, &other.message, other.errno)
+    }
+}
+
+impl Eq for Error {}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// `Result` with the shared [`Error`].
@@ -115,6 +143,7 @@ impl Error {
             kind,
             message: kind.go_text().to_owned(),
             errno: None,
+            source: None,
         }
     }
 
@@ -124,7 +153,22 @@ impl Error {
             kind,
             message: message.into(),
             errno: None,
+            source: None,
         }
+    }
+
+    /// An error of `kind` whose message is `cause`'s text and whose
+    /// [`source`](std::error::Error::source) is `cause`.
+    pub fn wrap<E: std::error::Error + Send + Sync + 'static>(kind: ErrorKind, cause: E) -> Self {
+        Error::msg(kind, cause.to_string()).with_source(cause)
+    }
+
+    /// Keeps `cause` as this error's [`source`](std::error::Error::source); the message
+    /// is not changed.
+    #[must_use]
+    pub fn with_source<E: std::error::Error + Send + Sync + 'static>(mut self, cause: E) -> Self {
+        self.source = Some(Arc::new(cause));
+        self
     }
 
     /// Prefixes the message like Go's `fmt.Errorf("prefix: %w", err)`; the kind is kept.
@@ -152,6 +196,7 @@ impl Error {
             kind: ErrorKind::Io,
             message: format!("{op} {}: {}", path.display(), go_io_error_text(&err)),
             errno: err.raw_os_error(),
+            source: Some(Arc::new(err)),
         }
     }
 
@@ -177,6 +222,7 @@ impl From<std::io::Error> for Error {
             kind: ErrorKind::Io,
             message: go_io_error_text(&err),
             errno: err.raw_os_error(),
+            source: Some(Arc::new(err)),
         }
     }
 }
@@ -297,6 +343,16 @@ mod tests {
         let e = Error::from(std::io::Error::from_raw_os_error(39));
         assert_eq!(e.to_string(), "directory not empty");
         assert_eq!(e.raw_os_error(), Some(39));
+        let cause = std::error::Error::source(&e).expect("the io::Error is kept");
+        assert_eq!(
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error),
+            Some(39)
+        );
+        let wrapped = Error::wrap(ErrorKind::Corrupt, e.clone()).context("loading");
+        assert_eq!(wrapped.to_string(), "loading: directory not empty");
+        assert!(std::error::Error::source(&wrapped).is_some_and(|c| c.is::<Error>()));
         // Fallback path: lower-cased C library text.
         let text = go_io_error_text(&std::io::Error::from_raw_os_error(71));
         assert!(text.starts_with("protocol error"), "{text}");

@@ -1,4 +1,4 @@
-//! Random IDs (§5.1 of the store spec).
+//! Random IDs.
 
 /// A new random ID: 32 bytes from the OS CSPRNG as 64 lower-case hex digits,
 /// regenerated while its first 12 characters are all decimal digits (Go's rule,

@@ -1,4 +1,4 @@
-//! UID/GID mappings (`IDMap`, §8 of the store spec).
+//! UID/GID mappings (`IDMap`).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Name/ID lookup (§5.2) and name-uniqueness helpers (§5.3) shared by the
+//! Name/ID lookup and name-uniqueness helpers shared by the
 //! layer, image and container stores.
 
 use std::collections::{BTreeSet, HashMap};
@@ -135,7 +135,7 @@ pub fn unique_prefix<'a>(ids: impl IntoIterator<Item = &'a str>, prefix: &str) -
     found
 }
 
-/// Finds the record `key` designates (§5.2): exact ID, then exact name, then
+/// Finds the record `key` designates: exact ID, then exact name, then
 /// unique ID prefix (ambiguous or no match → `None`). Returns its index.
 pub fn find<T: Named>(records: &[T], key: &str) -> Option<usize> {
     find_with(records, key, |_| false)
@@ -183,7 +183,7 @@ pub fn dedup_names(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Load-time repair (§5.3): when several records carry the same name, the
+/// Load-time repair: when several records carry the same name, the
 /// **later** record keeps it. Mirrors Go exactly, including its quirk that a
 /// record listing a name twice loses that name. Returns whether anything changed
 /// (a read-write store then saves; a read-only one reports duplicate names).
@@ -204,7 +204,7 @@ pub fn repair_duplicate_names<T: Named>(records: &mut [T]) -> bool {
 }
 
 /// Takes each of `names` away from every record except `owner` (how
-/// `SetNames`/`AddNames` move names, §5.3). Returns the indices of records that
+/// `SetNames`/`AddNames` move names). Returns the indices of records that
 /// lost a name.
 pub fn take_names_from_others<T: Named>(
     records: &mut [T],

@@ -1,5 +1,5 @@
 //! The JSON records of `layers.json`, `images.json`, `containers.json` and
-//! `mountpoints.json` (§2.2–§2.6 of the store spec).
+//! `mountpoints.json`.
 //!
 //! Field order, omission rules and encodings match what Go writes, so that
 //! [`crate::to_go_json`] of a loaded file reproduces it byte for byte. Keys this
@@ -309,7 +309,7 @@ pub struct Image {
     /// Keys this version does not know; written back after the known ones.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-    /// Derived digest list (§3.4), filled by [`Image::recompute_digests`]; never serialized.
+    /// Derived digest list, filled by [`Image::recompute_digests`]; never serialized.
     #[serde(skip)]
     pub digests: Vec<Digest>,
     /// Loaded from a read-only store (never serialized).
@@ -323,7 +323,7 @@ pub fn is_manifest_key(key: &str) -> bool {
 }
 
 impl Image {
-    /// Go's `recomputeDigests` (§3.4): `digest` (must validate), then the digests
+    /// Go's `recomputeDigests`: `digest` (must validate), then the digests
     /// of manifest-key big-data items (each must validate; iterated in key order),
     /// de-duplicated. Fills `digests`, and `digest` from the list when empty.
     /// Errors read like Go's (`validating image digest "bogus": invalid checksum
@@ -502,8 +502,7 @@ pub fn parse_images(data: &[u8], path: &std::path::Path) -> Result<Vec<Image>> {
     let mut images: Vec<Image> = crate::json::parse_records(data, path)?;
     for img in &mut images {
         img.recompute_digests().map_err(|e| {
-            Error::msg(ErrorKind::Corrupt, e.to_string())
-                .context(format!("loading {}", path.display()))
+            Error::wrap(ErrorKind::Corrupt, e).context(format!("loading {}", path.display()))
         })?;
     }
     Ok(images)

@@ -29,8 +29,9 @@ const MODULES: &[&str] = &[
     "9pnet_virtio",
     "9p",
 ];
-/// Modules loaded when the kernel has them.
-const OPTIONAL_MODULES: &[&str] = &["fuse", "ext4"];
+/// Modules loaded when the kernel has them (device-mapper with its flakey target, the
+/// `error` target being built into dm_mod, for the fault-injection test).
+const OPTIONAL_MODULES: &[&str] = &["fuse", "ext4", "dm_mod", "dm_flakey"];
 /// Host tools copied into the base image with their libraries, and the guest directory they go
 /// to. util-linux's `mount`/`umount` shadow busybox's (which, e.g., ignore `-o bind,ro`).
 const TOOLS: &[(&str, &str)] = &[
@@ -62,6 +63,9 @@ const OPTIONAL_TOOLS: &[&str] = &[
     "getfattr",
     "setfattr",
     "mkfs.ext4",
+    "e2fsck",
+    "dmsetup",
+    "losetup",
 ];
 /// Host trees the tests read (e.g. a "real tree" to archive), copied as they are.
 const TREES: &[&str] = &["/usr/share/zoneinfo", "/etc/ssl"];

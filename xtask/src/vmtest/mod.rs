@@ -16,9 +16,10 @@
 //!    under `target/vmtest/apt-backports/` (the system's sources are not touched).
 //! 2. **Base initramfs** ([`initramfs`]): busybox-static, `/init` (`guest-init.sh`), the module
 //!    closure of crc32c_generic loop overlay btrfs xfs virtio_pci virtio_blk 9pnet_virtio 9p
-//!    (+fuse, ext4), host tools with their `ldd` libraries (`mkfs.btrfs`, `mkfs.xfs`,
-//!    `xfs_quota`, util-linux `mount`, dash as `/bin/sh`, and when present GNU tar, cp, find, du,
-//!    gzip, pigz, zstd, xz, bzip2, btrfs, strace, mkfs.ext4), `/usr/share/zoneinfo` and
+//!    (+fuse, ext4, dm_mod, dm_flakey), host tools with their `ldd` libraries (`mkfs.btrfs`,
+//!    `mkfs.xfs`, `xfs_quota`, util-linux `mount`, dash as `/bin/sh`, and when present GNU tar,
+//!    cp, find, du, gzip, pigz, zstd, xz, bzip2, btrfs, strace, mkfs.ext4, e2fsck, dmsetup,
+//!    losetup), `/usr/share/zoneinfo` and
 //!    `/etc/ssl`; an uncompressed newc cpio ([`cpio`]) cached by a hash of its inputs.
 //! 3. **Payload** (per run, appended to the base): the workspace's test executables from
 //!    `cargo test --no-run --message-format=json` (debug info stripped), their libraries, Go's

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use storage_archive::{UnpackOptions, WhiteoutFormat, unpack};
+#[allow(unused_imports)] // each test binary uses a subset
+pub use storage_testsupport::{in_ci as ci, is_root, require};
 
 /// One tar entry to write.
 #[derive(Clone, Debug)]
@@ -307,24 +309,6 @@ fn xattr_value(p: &Path, name: &[u8]) -> std::io::Result<Vec<u8>> {
     let n = rustix::fs::lgetxattr(p, name, &mut buf[..])?;
     buf.truncate(n);
     Ok(buf)
-}
-
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Returns false (after printing why) when a peer is missing outside CI; panics in CI.
-pub fn require(cond: bool, what: &str) -> bool {
-    if cond {
-        return true;
-    }
-    assert!(!ci(), "CI=true but {what} is missing");
-    eprintln!("SKIPPING: {what} is missing (this test would fail with CI=true)");
-    false
 }
 
 pub const GO_CLI: &str = "/usr/bin/containers-storage";

@@ -1,4 +1,4 @@
-//! Commands that work on any kind of record (cli.md §7.4).
+//! Commands that work on any kind of record.
 
 use std::collections::BTreeMap;
 

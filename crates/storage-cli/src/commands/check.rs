@@ -1,4 +1,4 @@
-//! `check`, `gc` and `dedup` (Go's `check.go`, `gc.go`, `dedup.go`; cli.md §7.6).
+//! `check`, `gc` and `dedup` (Go's `check.go`, `gc.go`, `dedup.go`).
 
 use std::time::Duration;
 

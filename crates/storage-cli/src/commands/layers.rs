@@ -1,4 +1,4 @@
-//! Layer commands (cli.md §7.1, §7.5).
+//! Layer commands.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,4 +1,4 @@
-//! Image and container commands (cli.md §7.2, §7.3) and `delete`.
+//! Image and container commands and `delete`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -6,6 +6,8 @@ pub use std::io::Write;
 pub use std::os::unix::process::CommandExt;
 pub use std::path::Path;
 pub use std::process::{Command, Stdio};
+#[allow(unused_imports)] // each test binary uses a subset
+pub use storage_testsupport::first_line;
 
 pub const OURS: &str = env!("CARGO_BIN_EXE_containers-storage");
 pub const GO: &str = "/usr/bin/containers-storage";
@@ -118,8 +120,4 @@ impl Store {
         std::fs::write(&p, data).unwrap();
         p.to_string_lossy().into_owned()
     }
-}
-
-pub fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
 }

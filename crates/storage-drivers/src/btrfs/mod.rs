@@ -13,9 +13,6 @@
 //! Limits: no SELinux relabelling; `Build Version`/`Library Version` report the
 //! libbtrfs header values Debian's Go binary was built with, as no libbtrfs is linked.
 
-#[allow(unsafe_code)]
-mod ioctl;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -24,9 +21,10 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
-use crate::guard::check_layer_id;
-use crate::overlay::ERR_PREREQUISITES;
-use crate::vfs::{parse_key_value, remove_all, root_pair};
+use crate::common::{
+    ERR_PREREQUISITES, invalid, parse_key_value, ram_in_bytes, remove_all, root_pair,
+};
+use crate::sys::btrfs as ioctl;
 use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
 
 const BTRFS_MAGIC: i64 = 0x9123_683E;
@@ -36,10 +34,6 @@ pub(crate) struct Btrfs {
     home: PathBuf,
     min_space: u64,
     quota_enabled: std::sync::atomic::AtomicBool,
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::msg(ErrorKind::InvalidInput, msg)
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -74,7 +68,7 @@ impl Btrfs {
         for option in &opts.options {
             let (key, val) = parse_key_value(option)?;
             match key.to_lowercase().as_str() {
-                "btrfs.min_space" => min_space = crate::overlay::ram_in_bytes(&val)?,
+                "btrfs.min_space" => min_space = ram_in_bytes(&val)?,
                 "btrfs.mountopt" => {
                     return Err(invalid("btrfs driver does not support mount options"));
                 }
@@ -87,7 +81,7 @@ impl Btrfs {
             .mode(0o700)
             .create(&subvolumes)
             .map_err(|e| Error::io("mkdir", &subvolumes, e))?;
-        crate::overlay::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
+        crate::sys::mount::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
         let driver = Btrfs {
             home,
             min_space,
@@ -133,12 +127,11 @@ impl Btrfs {
     }
 
     fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        check_layer_id(id)?;
         let mut size = None;
         for (k, v) in &opts.storage_opt {
             match k.to_lowercase().as_str() {
                 "size" => {
-                    let s = crate::overlay::ram_in_bytes(v)
+                    let s = ram_in_bytes(v)
                         .map_err(|_| invalid(format!("btrfs: invalid storage size: {v}")))?;
                     if s == 0 {
                         return Err(invalid(format!("btrfs: invalid storage size: {v}")));
@@ -173,7 +166,6 @@ impl Btrfs {
                 }
             }
             Some(p) => {
-                check_layer_id(p)?;
                 let src = self.subvol(p);
                 if !src.is_dir() {
                     return Err(Error::msg(
@@ -253,7 +245,6 @@ impl Btrfs {
     }
 
     fn path_for(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        check_layer_id(id)?;
         let dir = crate::naive::plain_layer_dir("btrfs", &opts.options, || self.subvol(id))?;
         if let Ok(s) = std::fs::read_to_string(self.quotas().join(id))
             && let Ok(size) = s.trim().parse::<u64>()
@@ -291,7 +282,6 @@ impl Driver for Btrfs {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        check_layer_id(id)?;
         let dir = self.subvol(id);
         if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(());
@@ -321,12 +311,12 @@ impl Driver for Btrfs {
         self.path_for(id, opts)
     }
 
-    fn put(&self, id: &str) -> Result<()> {
-        check_layer_id(id)
+    fn put(&self, _id: &str) -> Result<()> {
+        Ok(())
     }
 
     fn exists(&self, id: &str) -> bool {
-        check_layer_id(id).is_ok() && self.subvol(id).is_dir()
+        self.subvol(id).is_dir()
     }
 
     fn list_layers(&self) -> Result<Vec<String>> {
@@ -357,7 +347,7 @@ impl Driver for Btrfs {
     }
 
     fn cleanup(&self) -> Result<()> {
-        crate::overlay::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
+        crate::sys::mount::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
     }
 
     fn diff(
@@ -393,7 +383,6 @@ impl Driver for Btrfs {
     }
 
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>> {
-        check_layer_id(id)?;
         Ok(Box::new(crate::naive::PathFileGetter::new(self.subvol(id))))
     }
 

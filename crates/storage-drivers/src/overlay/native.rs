@@ -8,8 +8,7 @@
 //! * [`changes`]: Go's `OverlayChanges`.
 //! * [`dir_size`]: Go's `directory.Size`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsStr;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -33,7 +32,7 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    crate::idmap::get_xattr(path, OsStr::new(name))
+    storage_archive::xattr::get(path, name)
 }
 
 /// Whether `dir` carries the opaque xattr with exactly the value `y`.
@@ -76,45 +75,6 @@ fn lookup_lowers(lowers: &[PathBuf], rel: &str) -> InLower {
 
 fn map_id(maps: &[IdMap], id: u32) -> Option<u32> {
     storage_types::to_container(maps, id)
-}
-
-/// The xattrs 1.60 exports, as `SCHILY.xattr.<name>` PAX records.
-fn export_xattrs(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let ft = md.file_type();
-    if !(ft.is_file() || ft.is_dir()) {
-        return out;
-    }
-    let mut put = |name: &[u8], v: Vec<u8>| {
-        let mut k = b"SCHILY.xattr.".to_vec();
-        k.extend_from_slice(name);
-        out.insert(k, v);
-    };
-    for name in ["security.capability", "security.ima"] {
-        if let Some(v) = xattr(path, name) {
-            put(name.as_bytes(), v);
-        }
-    }
-    let mut names = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                let len = names.len() * 4;
-                names.resize(len, 0);
-            }
-            Err(_) => break 0,
-        }
-    };
-    for name in names[..n].split(|b| *b == 0) {
-        if name.starts_with(b"user.")
-            && !name.starts_with(b"user.overlay.")
-            && let Some(v) = crate::idmap::get_xattr(path, OsStr::from_bytes(name))
-        {
-            put(name, v);
-        }
-    }
-    out
 }
 
 struct Exporter<'a, W: Write> {
@@ -160,7 +120,7 @@ impl<W: Write> Exporter<'_, W> {
         } else {
             return Ok(());
         }
-        h.pax = export_xattrs(path, &md);
+        h.pax = storage_archive::xattr::pax_records(path, &md);
         let mut first_link = false;
         if !ft.is_dir() && md.nlink() > 1 {
             if let Some(old) = self.seen.get(&md.ino()) {

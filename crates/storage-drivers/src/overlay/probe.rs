@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::mount::MountFlags;
 
-use super::mount;
+use super::mount_data::parse_options;
+use crate::mountinfo::is_mountpoint;
+use crate::sys::mount::{mount_classic, unmount};
 
 /// Outcome of a probe: `Err` carries Go's error text.
 pub(crate) type Probe = std::result::Result<(), String>;
@@ -84,8 +86,8 @@ impl Drop for TempProbeDir {
     fn drop(&mut self) {
         for sub in ["merged", "mapped"] {
             let p = self.path.join(sub);
-            if mount::is_mountpoint(&p) {
-                let _ = mount::unmount(&p);
+            if is_mountpoint(&p) {
+                let _ = unmount(&p);
             }
         }
         let _ = std::fs::remove_dir_all(&self.path);
@@ -102,7 +104,7 @@ fn mount_data(
     work: &Path,
     extra: &[String],
 ) -> (String, MountFlags) {
-    let (flags, data) = mount::parse_options(extra);
+    let (flags, data) = parse_options(extra);
     let mut s = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers
@@ -137,25 +139,25 @@ pub(crate) fn overlay(home: &Path, backing_fs: &str, extra: &[String]) -> Probe 
     );
     let lower2 = t.path.join("lower2");
     let (data, flags) = mount_data(&[&dirs[0], &lower2], &dirs[2], &dirs[3], extra);
-    match mount::mount_classic(&data, &dirs[4], flags) {
+    match mount_classic(&data, &dirs[4], flags) {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(dirs[4].join("subdir"));
-            mount::unmount(&dirs[4]).map_err(|e| io_text(&e))?;
+            unmount(&dirs[4]).map_err(|e| io_text(&e))?;
             Ok(())
         }
         Err(_) => {
             let (single, flags) = mount_data(&[&dirs[0]], &dirs[2], &dirs[3], extra);
-            if mount::mount_classic(&single, &dirs[4], flags).is_ok() {
-                let _ = mount::unmount(&dirs[4]);
+            if mount_classic(&single, &dirs[4], flags).is_ok() {
+                let _ = unmount(&dirs[4]);
                 return Err(format!(
                     "kernel too old to provide multiple lowers feature for overlay: {}",
-                    super::ERR_NOT_SUPPORTED
+                    crate::common::ERR_NOT_SUPPORTED
                 ));
             }
             Err(format!(
                 "'overlay' is not supported over {backing_fs} at {:?}: {}",
                 home.display().to_string(),
-                super::ERR_INCOMPATIBLE_FS
+                crate::common::ERR_INCOMPATIBLE_FS
             ))
         }
     }
@@ -174,17 +176,17 @@ pub(crate) fn metacopy(home: &Path, extra: &[String], xattr_prefix: &str) -> Pro
     // Like Go: only the configured options; metacopy counts when the kernel (module
     // default or `metacopy=on` in mountopt) turns it on.
     let (data, flags) = mount_data(&[&dirs[0]], &dirs[1], &dirs[2], extra);
-    if let Err(e) = mount::mount_classic(&data, &dirs[3], flags) {
+    if let Err(e) = mount_classic(&data, &dirs[3], flags) {
         return Err(format!(
             "failed to mount overlay for metacopy check: {}",
             io_text(&e)
         ));
     }
     let chmod = std::fs::set_permissions(dirs[3].join("f"), std::fs::Permissions::from_mode(0o600));
-    let _ = mount::unmount(&dirs[3]);
+    let _ = unmount(&dirs[3]);
     chmod.map_err(|e| io_text(&e))?;
     let name = format!("{xattr_prefix}metacopy");
-    if crate::idmap::get_xattr(&dirs[1].join("f"), std::ffi::OsStr::new(&name)).is_some() {
+    if storage_archive::xattr::get(&dirs[1].join("f"), &name).is_some() {
         Ok(())
     } else {
         Err("metacopy is not enabled".to_owned())
@@ -212,14 +214,12 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
         )
     })?;
     let (data, flags) = mount_data(&[&dirs[1], &dirs[0]], &dirs[2], &dirs[3], extra);
-    mount::mount_classic(&data, &dirs[4], flags)
+    mount_classic(&data, &dirs[4], flags)
         .map_err(|e| format!("failed to mount overlay: {}", io_text(&e)))?;
     let result = (|| {
         std::fs::write(dirs[4].join("d/f"), b"")
             .map_err(|e| format!("failed to write to merged directory: {}", io_text(&e)))?;
-        if crate::idmap::get_xattr(&dirs[2].join("d"), std::ffi::OsStr::new(&opaque))
-            .is_some_and(|v| v == b"y")
-        {
+        if storage_archive::xattr::get(&dirs[2].join("d"), &opaque).is_some_and(|v| v == b"y") {
             return Err(
                 "opaque flag erroneously copied up, consider update to kernel 4.8 or later to fix"
                     .to_owned(),
@@ -233,9 +233,7 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
             )),
             Ok(()) => {
                 let redirect = format!("{xattr_prefix}redirect");
-                if crate::idmap::get_xattr(&dirs[2].join("d2"), std::ffi::OsStr::new(&redirect))
-                    .is_some()
-                {
+                if storage_archive::xattr::get(&dirs[2].join("d2"), &redirect).is_some() {
                     Err("kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled".to_owned())
                 } else {
                     Ok(())
@@ -243,7 +241,7 @@ pub(crate) fn native_diff(home: &Path, extra: &[String], xattr_prefix: &str) -> 
             }
         }
     })();
-    let _ = mount::unmount(&dirs[4]);
+    let _ = unmount(&dirs[4]);
     result
 }
 
@@ -256,9 +254,9 @@ pub(crate) fn volatile(home: &Path, extra: &[String]) -> Probe {
     let mut opts = extra.to_vec();
     opts.push("volatile".to_owned());
     let (data, flags) = mount_data(&[&dirs[0]], &dirs[1], &dirs[2], &opts);
-    mount::mount_classic(&data, &dirs[3], flags)
+    mount_classic(&data, &dirs[3], flags)
         .map_err(|e| format!("failed to mount overlay with volatile: {}", io_text(&e)))?;
-    let _ = mount::unmount(&dirs[3]);
+    let _ = unmount(&dirs[3]);
     Ok(())
 }
 
@@ -273,14 +271,14 @@ pub(crate) fn idmapped(home: &Path) -> Probe {
         host_id: 1,
         size: 1,
     }];
-    let ns = super::idmapped::user_namespace(&map, &map)
+    let ns = crate::sys::idmap::user_namespace(&map, &map)
         .map_err(|e| format!("create user namespace: {}", io_text(&e)))?;
-    super::idmapped::idmapped_mount(&dirs[0], &dirs[4], &ns)
+    crate::sys::idmap::idmapped_mount(&dirs[0], &dirs[4], &ns)
         .map_err(|e| format!("create mapped mount: {}", io_text(&e)))?;
     let (data, flags) = mount_data(&[&dirs[4]], &dirs[1], &dirs[2], &[]);
-    let r = mount::mount_classic(&data, &dirs[3], flags);
-    let _ = mount::unmount(&dirs[3]);
-    let _ = mount::unmount(&dirs[4]);
+    let r = mount_classic(&data, &dirs[3], flags);
+    let _ = unmount(&dirs[3]);
+    let _ = unmount(&dirs[4]);
     r.map_err(|e| format!("mount overlay with idmapped lower: {}", io_text(&e)))
 }
 

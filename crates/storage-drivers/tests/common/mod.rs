@@ -6,25 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use storage_drivers::{Driver, DriverOptions, open_driver};
-
-/// Whether missing peers/privileges must fail the test.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Returns false (after a loud message) when `ok` is false outside CI; panics in CI.
-pub fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(!in_ci(), "required in CI: {why}");
-    eprintln!("SKIPPING: {why}");
-    false
-}
-
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+#[allow(unused_imports)] // each test binary uses a subset
+pub use storage_testsupport::{in_ci, is_root, require};
 
 /// Go's containers-storage CLI, if installed.
 pub fn go_cs() -> Option<PathBuf> {

@@ -2,36 +2,16 @@
 //! driver-parametrised tests, on overlay and on a loop-mounted btrfs), sample tars.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use sha2::Digest as _;
 use storage_drivers::{Driver, DriverOptions, open_driver};
 use storage_layers::{LayerStore, LayerStoreOptions};
-
-/// Generates `mod $name { fn vfs(); fn overlay(); fn btrfs() }`, each calling `$name(driver)`,
-/// so a failure names the driver.
-#[macro_export]
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-        }
-    };
-}
+#[allow(unused_imports)] // each test binary uses a subset
+pub use storage_testsupport::{
+    bzip2, gzip, in_ci, is_root, list_dir, mounts_under, require, sha256, xz, zstd,
+};
 
 /// A scratch graph root + run root.
 pub struct Scratch {
@@ -231,19 +211,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Mount points under `dir` (from `/proc/self/mountinfo`), sorted.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    v.sort();
-    v
-}
-
 fn quiet(c: &mut Command) -> &mut Command {
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -312,27 +279,6 @@ impl Drop for LoopBtrfs {
     }
 }
 
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// `Ok` → true; otherwise fails in CI and returns false after a loud message.
-pub fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("required for this test in CI: {why}");
-    }
-    eprintln!("SKIPPED (not in CI): {why}");
-    false
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
-}
-
 /// A small layer tar: a directory, two files (one owned by 1000:1000), a symlink; written
 /// with the `tar` crate (GNU headers), padded like Go's writer (two zero blocks, 10240-byte
 /// records).
@@ -375,46 +321,7 @@ pub fn sample_tar(seed: &str) -> Vec<u8> {
     out
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 3).unwrap()
-}
-
-pub fn xz(data: &[u8]) -> Vec<u8> {
-    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-pub fn bzip2(data: &[u8]) -> Vec<u8> {
-    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 /// A boxed reader over owned bytes, as `create`/`apply_diff` take.
 pub fn reader(data: Vec<u8>) -> Box<dyn std::io::Read + Send> {
     Box::new(std::io::Cursor::new(data))
-}
-
-/// The entries of a directory, sorted (empty when missing).
-pub fn list_dir(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match std::fs::read_dir(p) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
-}
-
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
 }

@@ -1,6 +1,9 @@
 //! A small hand-rolled tar writer for tests (full control over every byte).
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test binary uses a subset
+pub use storage_testsupport::{in_ci as ci, prng_bytes};
+
 /// Header format of a generated block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fmt {
@@ -209,22 +212,4 @@ impl TarBuilder {
     pub fn bytes(&self) -> Vec<u8> {
         self.out.clone()
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-pub fn prng_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-/// Go's crc check / tools may want a tempdir; re-export.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }

@@ -18,6 +18,7 @@
 pub mod fs;
 pub mod oci;
 pub mod peers;
+pub mod rootless;
 pub mod tars;
 
 use std::collections::BTreeMap;

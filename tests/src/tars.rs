@@ -109,6 +109,16 @@ impl TarBuilder {
             .expect("tar hardlink");
         self
     }
+    /// Adds a character device `major:minor` (skipped when extracted in a user namespace).
+    pub fn char_device(mut self, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = header(tar::EntryType::Char, 0o600, 0, 0, 0);
+        h.set_device_major(major).expect("device major");
+        h.set_device_minor(minor).expect("device minor");
+        self.0
+            .append_data(&mut h, path, &[][..])
+            .expect("tar char device");
+        self
+    }
     /// Finishes the archive (two zero blocks; the `tar` crate does not pad to 10240).
     pub fn finish(self) -> Vec<u8> {
         self.0.into_inner().expect("tar finish")

@@ -402,6 +402,7 @@ impl Store {
                     }
                 }
             }
+            let rules = ContentRules::for_options(self.driver_options());
             if !read_only {
                 // Mountability and content: only where we can be sure it works.
                 for layer in &list {
@@ -419,7 +420,9 @@ impl Store {
                         }
                     };
                     if !opts.quick && !layer.diff_digest.is_empty() {
-                        for diff in compare_content(layer, &list, &headers_by_layer, &mount_point) {
+                        for diff in
+                            compare_content(layer, &list, &headers_by_layer, &mount_point, rules)
+                        {
                             push(
                                 &mut found,
                                 id,
@@ -1062,6 +1065,34 @@ fn actual_tree(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
     Ok(tree)
 }
 
+/// What the content comparison leaves out.
+#[derive(Debug, Clone, Copy, Default)]
+struct ContentRules {
+    /// `ignore_chown_errors=true`: owners may differ from the diffs' (Go ignores them).
+    ignore_ownership: bool,
+    /// Rootless: extraction in a user namespace skips character and block devices (it cannot
+    /// make them), so their absence is no damage.
+    devices_skipped: bool,
+}
+
+impl ContentRules {
+    fn for_options(driver_options: &[String]) -> Self {
+        let ignore_ownership = driver_options.iter().any(|o| {
+            o.split_once('=').is_some_and(|(k, v)| {
+                k.rsplit('.')
+                    .next()
+                    .unwrap_or(k)
+                    .eq_ignore_ascii_case("ignore_chown_errors")
+                    && matches!(v.to_ascii_lowercase().as_str(), "1" | "t" | "true")
+            })
+        });
+        ContentRules {
+            ignore_ownership,
+            devices_skipped: storage_userns::is_rootless(),
+        }
+    }
+}
+
 /// Compares the mounted tree of `layer` with the union of its chain's diffs; returns Go-style
 /// difference descriptions (`+/added`, `-/removed`, `/changed(size:1→2)`). Empty when the
 /// chain's diffs are not all known.
@@ -1070,6 +1101,7 @@ fn compare_content(
     all: &[Layer],
     headers: &HashMap<String, Vec<DiffEntry>>,
     mount_point: &Path,
+    rules: ContentRules,
 ) -> Vec<String> {
     let mut chain: Vec<&Vec<DiffEntry>> = Vec::new();
     let mut cur = layer.id.clone();
@@ -1090,11 +1122,12 @@ fn compare_content(
         Ok(t) => t,
         Err(e) => return vec![format!("reading {}: {e}", mount_point.display())],
     };
-    let ownership = layer.uidmap.is_empty() && layer.gidmap.is_empty();
+    let ownership = layer.uidmap.is_empty() && layer.gidmap.is_empty() && !rules.ignore_ownership;
     let mut diffs = Vec::new();
     let slash = |k: Kind| if k == Kind::Dir { "/" } else { "" };
     for (path, want) in &expected {
         match actual.get(path) {
+            None if rules.devices_skipped && matches!(want.kind, Kind::Char | Kind::Block) => {}
             None => diffs.push(format!("-/{path}{}", slash(want.kind))),
             Some(have) => {
                 if !want.explicit {

@@ -213,17 +213,6 @@ pub(crate) fn changes_mapped(
         .map_err(Error::from)
 }
 
-/// Whether this process runs in a non-initial user namespace.
-fn in_user_ns() -> bool {
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(s) => {
-            let f: Vec<&str> = s.split_whitespace().collect();
-            !(f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-        }
-        Err(_) => false,
-    }
-}
-
 /// Naive `ApplyDiff`: `UnpackLayer` with whiteouts applied; returns the sum of the
 /// entries' header sizes.
 pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts) -> Result<i64> {
@@ -233,7 +222,7 @@ pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts
         ignore_chown_errors: opts.ignore_chown_errors,
         whiteout: storage_archive::WhiteoutFormat::Apply,
         force_mask: opts.force_mask,
-        in_user_ns: in_user_ns(),
+        in_user_ns: storage_userns::in_user_namespace(),
     };
     storage_archive::unpack(diff, layer, &unpack).map_err(Error::from)
 }

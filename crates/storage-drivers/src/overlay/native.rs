@@ -9,12 +9,14 @@
 //! * [`dir_size`]: Go's `directory.Size`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use storage_archive::export::{file_header, map_owner};
+use rustix::fs::FileType;
+use storage_archive::export::{map_owner, read_entry, sorted_names};
 use storage_tarsplit::typeflag::{LINK, REG};
 use storage_tarsplit::{Header, TarTime, TarWriter};
 use storage_types::IdMap;
@@ -77,16 +79,24 @@ struct Exporter<'a, W: Write> {
 }
 
 impl<W: Write> Exporter<'_, W> {
-    /// Go's `addTarFile` with the overlay whiteout converter.
-    fn add(&mut self, path: &Path, name: &[u8]) -> io::Result<()> {
-        let md = std::fs::symlink_metadata(path)?;
-        let ft = md.file_type();
-        let Some(mut h) = file_header(path, &md, name)? else {
-            return Ok(());
+    /// Go's `addTarFile` with the overlay whiteout converter, for the entry `base` of the
+    /// directory `dir` (read without following symbolic links), named `name` in the archive.
+    /// Returns the entry's directory descriptor when it is one.
+    fn add(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        name: &[u8],
+    ) -> io::Result<Option<OwnedFd>> {
+        let mut e = read_entry(dir, base)?;
+        let Some(mut h) = e.header(name) else {
+            return Ok(e.dir.take());
         };
+        let st = &e.stat;
+        let ft = e.file_type();
         let mut first_link = false;
-        if !ft.is_dir() && md.nlink() > 1 {
-            if let Some(old) = self.seen.get(&md.ino()) {
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            if let Some(old) = self.seen.get(&st.st_ino) {
                 h.typeflag = LINK;
                 h.linkname = old.clone();
                 h.size = 0;
@@ -94,9 +104,9 @@ impl<W: Write> Exporter<'_, W> {
                 first_link = true;
             }
         }
-        let whiteout = is_whiteout(&md);
-        if !map_owner(&mut h, &md, self.uid_map, self.gid_map) {
-            return Ok(());
+        let whiteout = ft == FileType::CharacterDevice && st.st_rdev == 0;
+        if !map_owner(&mut h, whiteout, self.uid_map, self.gid_map) {
+            return Ok(e.dir.take());
         }
         // The overlay → AUFS converter.
         let mut marker = None;
@@ -115,7 +125,10 @@ impl<W: Write> Exporter<'_, W> {
             h.size = 0;
             h.devmajor = 0;
             h.devminor = 0;
-        } else if ft.is_dir() && is_opaque(path, self.opaque_xattr) {
+        } else if ft == FileType::Directory
+            && e.xattr(self.opaque_xattr.as_bytes())
+                .is_some_and(|v| v == b"y")
+        {
             let rel = String::from_utf8_lossy(name).into_owned();
             if matches!(lookup_lowers(self.lowers, &rel), InLower::Exists(_)) {
                 let mut n = name.to_vec();
@@ -134,37 +147,35 @@ impl<W: Write> Exporter<'_, W> {
             }
         }
         if first_link {
-            self.seen.insert(md.ino(), h.name.clone());
+            self.seen.insert(st.st_ino, h.name.clone());
         }
         self.tw.write_header(&h)?;
         if let Some(m) = marker {
             self.tw.write_header(&m)?;
         } else if h.typeflag == REG && h.size > 0 {
-            // A file that shrank meanwhile is zero-filled, keeping the archive valid.
-            if let Ok(mut f) = std::fs::File::open(path) {
-                self.tw.copy_content(&mut f)?;
+            // A file that could not be opened, or shrank meanwhile, is zero-filled by the
+            // writer, keeping the archive valid.
+            if let Some(f) = &mut e.file {
+                self.tw.copy_content(f)?;
             }
         }
-        Ok(())
+        Ok(e.dir.take())
     }
 
-    fn walk(&mut self, dir: &Path, rel: &[u8]) -> io::Result<()> {
-        let Ok(rd) = std::fs::read_dir(dir) else {
+    /// The entries below the directory `dir` in lexical order, descending through
+    /// descriptors (never through a symbolic link).
+    fn walk(&mut self, dir: BorrowedFd<'_>, rel: &[u8]) -> io::Result<()> {
+        let Ok(names) = sorted_names(dir) else {
             return Ok(());
         };
-        let mut names: Vec<std::ffi::OsString> =
-            rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let path = dir.join(&name);
+        for (name, _) in names {
             let mut child = rel.to_vec();
             if !child.is_empty() {
                 child.push(b'/');
             }
-            child.extend_from_slice(name.as_bytes());
-            self.add(&path, &child)?;
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                self.walk(&path, &child)?;
+            child.extend_from_slice(&name);
+            if let Some(sub) = self.add(dir, &name, &child)? {
+                self.walk(sub.as_fd(), &child)?;
             }
         }
         Ok(())
@@ -188,7 +199,14 @@ pub(crate) fn diff(
         opaque_xattr,
         seen: HashMap::new(),
     };
-    ex.walk(upper, b"")?;
+    let root = rustix::fs::open(
+        upper,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    if let Ok(fd) = root {
+        ex.walk(fd.as_fd(), b"")?;
+    }
     ex.tw.finish()?;
     Ok(())
 }
@@ -330,6 +348,12 @@ pub(crate) fn dir_size(root: &Path) -> i64 {
 
 /// Go's overlay `DiffGetter`: the layer's own `diff` first, then each lower diff; when
 /// no directory has the file, the error names the layer's own path.
+///
+/// Unlike Go, the next directory is tried only when nothing is at the name (`ENOENT`,
+/// `ENOTDIR`): a symbolic link, a whiteout or any other non-regular file in the layer's own
+/// `diff` is the layer's entry and fails (Go would fall through to a lower's file of the
+/// same name). Each directory is read through a confined
+/// [`DirFileGetter`](storage_tarsplit::DirFileGetter).
 pub(crate) struct LayeredFileGetter {
     getters: Vec<crate::naive::PathFileGetter>,
 }
@@ -346,14 +370,15 @@ impl LayeredFileGetter {
 }
 
 impl storage_tarsplit::FileGetter for LayeredFileGetter {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn storage_tarsplit::FileContent + '_>> {
         let mut first_err = None;
         for g in &mut self.getters {
             match g.open(name) {
                 Ok(f) => return Ok(f),
-                Err(e) => {
+                Err(e) if storage_io::confined::is_absent(&e) => {
                     first_err.get_or_insert(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         Err(first_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))

@@ -1,6 +1,7 @@
 //! The rules of ARCHITECTURE.md, checked against the code: the dependency table and levels
 //! against every crate's `Cargo.toml`, every crate on the map, `unsafe` only in `sys`
-//! modules, documented APIs, and a `storage-types` that touches no files.
+//! modules, documented APIs, a `storage-types` that touches no files, and the `oci` module
+//! through the front door.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -383,14 +384,123 @@ fn docs_refer_to_nothing_outside_the_repository() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// The names a `crate::` path starts with in `code` (`crate::a::b` → `a`, `crate::{a, b}` →
+/// `a`, `b`).
+fn crate_paths(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        let before = &rest[..i];
+        rest = &rest[i + "crate::".len()..];
+        if before.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue; // `containers_storage::` and the like
+        }
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            out.extend(
+                group[..end]
+                    .split(',')
+                    .map(|n| n.trim().split("::").next().unwrap_or("").to_owned())
+                    .filter(|n| !n.is_empty()),
+            );
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.push(rest[..end].to_owned());
+        }
+    }
+    out
+}
+
+/// Whether the crate root `lib` exports `name` publicly (`pub use …name…;`, `pub mod name`,
+/// `pub struct name`, …).
+fn exports(lib: &str, name: &str) -> bool {
+    let word = |text: &str| {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|w| w == name)
+    };
+    let mut statement = String::new();
+    for line in lib.lines().map(str::trim_start) {
+        if !statement.is_empty() {
+            statement.push_str(line);
+            if line.contains(';') {
+                if word(&statement) {
+                    return true;
+                }
+                statement.clear();
+            }
+            continue;
+        }
+        if let Some(item) = line.strip_prefix("pub ") {
+            if item.starts_with("use ") {
+                if !item.contains(';') {
+                    statement = item.to_owned();
+                } else if word(item) {
+                    return true;
+                }
+            } else if word(
+                item.split(['(', '<', '{', ':', ';', '='])
+                    .next()
+                    .unwrap_or(""),
+            ) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn oci_goes_through_the_front_door() {
+    let lib = std::fs::read_to_string(root().join("crates/containers-storage/src/lib.rs"))
+        .expect("read containers-storage's lib.rs");
+    let mut files = Vec::new();
+    rust_files(
+        &root().join("crates/containers-storage/src/oci"),
+        &mut files,
+    );
+    assert!(!files.is_empty(), "no oci module");
+    let mut problems = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read a source file");
+        for (n, line) in text.lines().enumerate() {
+            let c = code(line);
+            if let Some(i) = c.find("storage_") {
+                let before = &c[..i];
+                if !before.ends_with(|ch: char| ch.is_alphanumeric() || ch == '_') {
+                    problems.push(format!("{}:{}: names a crate of ours", f.display(), n + 1));
+                }
+            }
+            for name in crate_paths(c) {
+                if name != "oci" && !exports(&lib, &name) {
+                    problems.push(format!(
+                        "{}:{}: crate::{name} is not exported by lib.rs",
+                        f.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
 /// The checks above must be able to fail: they see what they are meant to see.
 #[test]
 fn the_checks_see_their_targets() {
     assert!(uses_unsafe("    let r = unsafe { libc::sync() };"));
     assert!(!uses_unsafe("    // SAFETY: the unsafe { } block below"));
     assert!(!uses_unsafe("#![deny(unsafe_code)]"));
+    assert_eq!(
+        crate_paths("use crate::{Store, NamesOp}; crate::oci::x; containers_storage::Store"),
+        ["Store", "NamesOp", "oci"]
+    );
+    let lib = "pub use a::{Store,\n    Other};\npub(crate) fn hidden() {}\npub struct Shown;\npub use b::{One, Two};";
+    assert!(exports(lib, "Other") && exports(lib, "Shown") && exports(lib, "Two"));
+    assert!(!exports(lib, "hidden") && !exports(lib, "a2"));
     let levels = levels();
-    assert_eq!(levels.get("storage-cli"), Some(&9));
+    assert_eq!(levels.get("storage-cli"), Some(&8));
     assert_eq!(levels.get("storage-gocompat"), Some(&0));
     assert_eq!(levels.get("storage-types"), Some(&1));
     assert_eq!(levels.get("storage-config"), Some(&6));

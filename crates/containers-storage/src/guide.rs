@@ -66,9 +66,9 @@
 //!
 //! # Images in and out in OCI form
 //!
-//! The `storage-oci` crate sits on top of the `Store` and moves whole images: it reads an OCI
+//! The [`oci`](crate::oci) module sits on top of the `Store` and moves whole images: it reads an OCI
 //! image layout, an `oci-archive` or a `docker-archive` and stores the image exactly as
 //! podman's own pulls do (same layer IDs, image ID, big data and names), and writes images
-//! back out in the same three formats. Its crate documentation has the runnable example
-//! (`storage_oci::import_image`, `storage_oci::export_image`); this crate does not depend on
-//! it, since dependencies point one way.
+//! back out in the same three formats. Its documentation has the runnable example
+//! ([`oci::import_image`](crate::oci::import_image), [`oci::export_image`](crate::oci::export_image));
+//! it uses only the `Store`'s public API, as any user of this crate could.

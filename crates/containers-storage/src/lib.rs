@@ -221,6 +221,8 @@ mod copy;
 mod dedup;
 mod gc;
 pub mod guide;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod ops;
 mod records;
 mod salvage;
@@ -233,11 +235,23 @@ pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
+/// Layer archives: compression detection and decompression, digests, the changes walk and
+/// Go-compatible tar export (the `storage_archive` crate).
+pub use storage_archive as archive;
+/// `storage.conf`: loading [`StoreOptions`](config::StoreOptions) as podman does (the
+/// `storage_config` crate).
+pub use storage_config as config;
+/// The storage drivers and their option types ([`MountOpts`](drivers::MountOpts),
+/// [`CreateOpts`](drivers::CreateOpts), …; the `storage_drivers` crate).
+pub use storage_drivers as drivers;
 /// Go's texts and lexical rules (quoting, errno texts, JSON escaping, path cleaning, dates,
 /// ID checks): the crate every part of the store takes them from.
 pub use storage_gocompat as gocompat;
 pub use storage_images::{BigDataItem, NewImage};
 pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
+/// The records, IDs, digests, ID maps, timestamps and the `Error` type of every call (the
+/// `storage_types` crate).
+pub use storage_types as types;
 /// The rootless user namespace (the `storage_userns` crate): call
 /// [`userns::maybe_reexec`] at the start of `main` to use a rootless user's store.
 pub use storage_userns as userns;

@@ -721,7 +721,7 @@ mod tests {
         run(&["create-layer", "-n", "base-layer"]);
         run(&["create-image", "-n", "localhost/img:1", "base-layer"]);
         run(&["create-container", "-n", "ctr1", "localhost/img:1"]);
-        let store = containers_storage::Store::open(&storage_config::StoreOptions {
+        let store = containers_storage::Store::open(&containers_storage::config::StoreOptions {
             graph_root: g.clone().into(),
             run_root: r.clone().into(),
             driver: "vfs".into(),

@@ -52,7 +52,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use containers_storage::Store;
-use storage_config::StoreOptions;
+use containers_storage::config::StoreOptions;
 
 use crate::commands::{COMMANDS, Command, Ctx};
 use crate::flags::{FlagSet, FlagSpec, Kind, ParseError, Value};
@@ -205,7 +205,7 @@ fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Result<Vec<String>, Strin
     if explicit {
         return (g, Ok(Vec::new()));
     }
-    match storage_config::load_default_options() {
+    match containers_storage::config::load_default_options() {
         Ok((opts, warnings)) => {
             g.opts = opts;
             (g, Ok(warnings))

@@ -125,8 +125,14 @@ impl LayerBars {
     }
 }
 
-impl storage_oci::Progress for LayerBars {
-    fn layer_start(&self, index: usize, count: usize, digest: &storage_types::Digest, size: u64) {
+impl containers_storage::oci::Progress for LayerBars {
+    fn layer_start(
+        &self,
+        index: usize,
+        count: usize,
+        digest: &containers_storage::types::Digest,
+        size: u64,
+    ) {
         let pb = self.multi.add(ProgressBar::new(size));
         let short: String = digest.encoded().chars().take(12).collect();
         if let Ok(style) = ProgressStyle::with_template(
@@ -146,12 +152,12 @@ impl storage_oci::Progress for LayerBars {
         self.with_bar(index, |b| b.inc(bytes));
     }
 
-    fn layer_done(&self, index: usize, outcome: storage_oci::LayerOutcome) {
+    fn layer_done(&self, index: usize, outcome: containers_storage::oci::LayerOutcome) {
         self.with_bar(index, |b| {
             let msg = match outcome {
-                storage_oci::LayerOutcome::Applied => "done",
-                storage_oci::LayerOutcome::Reused => "already present",
-                storage_oci::LayerOutcome::Failed => "failed",
+                containers_storage::oci::LayerOutcome::Applied => "done",
+                containers_storage::oci::LayerOutcome::Reused => "already present",
+                containers_storage::oci::LayerOutcome::Failed => "failed",
             };
             b.finish_with_message(msg);
         });

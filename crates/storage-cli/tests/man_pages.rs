@@ -163,7 +163,7 @@ fn the_conf_page_documents_exactly_the_known_keys() {
     let page = pages().into_iter().find(|p| p.name == CONF_PAGE).unwrap();
     assert_eq!(page.section, 5);
     let documented = documented_keys(&page.roff);
-    let known = storage_config::KNOWN_KEYS;
+    let known = containers_storage::config::KNOWN_KEYS;
     for key in known.iter().filter(|k| !k.ends_with(".*")) {
         assert!(documented.contains(*key), "{key} is not documented");
     }

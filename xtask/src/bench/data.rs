@@ -79,8 +79,12 @@ pub fn oci_small(data: &mut Data) -> Result<(), String> {
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| format!("removing {}: {e}", tmp.display()))?;
         }
-        storage_oci::testing::write_layout_from_files(&tmp, "small", &[data.small.tar.as_path()])
-            .map_err(|e| format!("writing the OCI layout of small.tar: {e}"))?;
+        containers_storage::oci::testing::write_layout_from_files(
+            &tmp,
+            "small",
+            &[data.small.tar.as_path()],
+        )
+        .map_err(|e| format!("writing the OCI layout of small.tar: {e}"))?;
         fs::rename(&tmp, &dir).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
     }
     data.oci_small = Some(dir);

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use containers_storage::types::to_go_json_line;
 use containers_storage::{NamesOp, RecordKind};
-use storage_types::to_go_json_line;
 
 use super::{Ctx, out};
 
@@ -85,8 +85,12 @@ pub fn set_metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let file = ctx.flags.str("-metadata-file");
     let mut metadata = ctx.flags.str("-metadata");
     if !file.is_empty() {
-        metadata = std::fs::read_to_string(&file)
-            .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+        metadata = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "open {file}: {}",
+                containers_storage::types::go_io_error_text(&e)
+            )
+        })?;
     }
     if metadata.is_empty() {
         return Err("no new metadata provided".into());

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use containers_storage::config::StoreOptions;
 use containers_storage::{CheckOptions, DedupOptions, HashMethod, RepairOptions};
-use storage_config::StoreOptions;
 
 use super::{Ctx, JSON, err, out};
 use crate::flags::{FlagSet, FlagSpec, Kind};
@@ -94,10 +94,13 @@ pub fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Optio
         return None;
     }
     let resolved = containers_storage::resolve_options(opts, || {
-        storage_config::load_default_options()
+        containers_storage::config::load_default_options()
             .map(|(o, _)| o)
             .map_err(|e| {
-                storage_types::Error::msg(storage_types::ErrorKind::InvalidInput, e.to_string())
+                containers_storage::types::Error::msg(
+                    containers_storage::types::ErrorKind::InvalidInput,
+                    e.to_string(),
+                )
             })
     })
     .ok()?;
@@ -255,7 +258,7 @@ pub fn dedup(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     };
     let hash_method: HashMethod = method
         .parse()
-        .map_err(|e: storage_types::Error| e.to_string())?;
+        .map_err(|e: containers_storage::types::Error| e.to_string())?;
     match (ctx.store.dedup(&DedupOptions { hash_method }), ctx.json()) {
         (Ok(r), true) => {
             out(&format!("{{\"Deduped\":{}}}\n", r.deduped))?;

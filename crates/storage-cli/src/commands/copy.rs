@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use containers_storage::drivers::MountOpts;
 use containers_storage::{CopyOwners, CopyPath};
-use storage_drivers::MountOpts;
 
 use super::Ctx;
 
@@ -17,7 +17,7 @@ fn parse_id(s: &str, what: &str) -> Result<u32, String> {
         };
         format!(
             "bad {what}: strconv.ParseUint: parsing {}: {reason}",
-            storage_types::go_quote(s)
+            containers_storage::types::go_quote(s)
         )
     })
 }
@@ -37,26 +37,27 @@ pub fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut mounted: Vec<String> = Vec::new();
     let result = (|| -> Result<(), String> {
         // Mounts `layer`: its mount point and ID maps.
-        let mut mount = |layer: &str| -> Result<(PathBuf, storage_types::Layer), String> {
-            let (l, _) = ctx.store.layer(layer).map_err(|e| {
-                format!(
-                    "error finding layer {}: {e}",
-                    storage_types::go_quote(layer)
-                )
-            })?;
-            let opts = MountOpts {
-                mount_label: l.mount_label.clone(),
-                ..MountOpts::default()
+        let mut mount =
+            |layer: &str| -> Result<(PathBuf, containers_storage::types::Layer), String> {
+                let (l, _) = ctx.store.layer(layer).map_err(|e| {
+                    format!(
+                        "error finding layer {}: {e}",
+                        containers_storage::types::go_quote(layer)
+                    )
+                })?;
+                let opts = MountOpts {
+                    mount_label: l.mount_label.clone(),
+                    ..MountOpts::default()
+                };
+                let mp = ctx.store.mount(&l.id, &opts).map_err(|e| {
+                    format!(
+                        "error mounting layer {}: {e}",
+                        containers_storage::types::go_quote(&l.id)
+                    )
+                })?;
+                mounted.push(l.id.clone());
+                Ok((mp, l))
             };
-            let mp = ctx.store.mount(&l.id, &opts).map_err(|e| {
-                format!(
-                    "error mounting layer {}: {e}",
-                    storage_types::go_quote(&l.id)
-                )
-            })?;
-            mounted.push(l.id.clone());
-            Ok((mp, l))
-        };
         let mut owners = CopyOwners {
             chown,
             ..CopyOwners::default()
@@ -92,8 +93,8 @@ pub fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             containers_storage::copy_with_tar(&source, &target, &owners).map_err(|e| {
                 format!(
                     "error copying {} to {}: {e}",
-                    storage_types::go_quote(&source.display().to_string_lossy()),
-                    storage_types::go_quote(&target_shown)
+                    containers_storage::types::go_quote(&source.display().to_string_lossy()),
+                    containers_storage::types::go_quote(&target_shown)
                 )
             })?;
         }

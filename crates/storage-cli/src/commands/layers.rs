@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use containers_storage::archive::Compression;
+use containers_storage::drivers::{ChangeKind, CreateOpts, MountOpts};
+use containers_storage::types::{IdMap, Layer, parse_id_maps, to_go_json, to_go_json_line};
 use containers_storage::{CreateLayerOptions, DiffOptions};
-use storage_archive::Compression;
-use storage_drivers::{ChangeKind, CreateOpts, MountOpts};
-use storage_types::{IdMap, Layer, parse_id_maps, to_go_json, to_go_json_line};
 
 use super::{Ctx, err, out};
 use crate::progress::{ProgressReader, ProgressWriter};
@@ -110,8 +110,12 @@ fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
         let bar = crate::progress::bar(None);
         return Ok(Box::new(ProgressReader::new(std::io::stdin(), bar)));
     }
-    let f = std::fs::File::open(file)
-        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+    let f = std::fs::File::open(file).map_err(|e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    })?;
     let len = f.metadata().ok().map(|m| m.len());
     Ok(Box::new(ProgressReader::new(f, crate::progress::bar(len))))
 }
@@ -120,8 +124,12 @@ fn open_data_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
     if file.is_empty() {
         return Ok(Box::new(std::io::stdin()));
     }
-    let f = std::fs::File::open(file)
-        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+    let f = std::fs::File::open(file).map_err(|e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    })?;
     Ok(Box::new(f))
 }
 
@@ -142,7 +150,7 @@ pub fn create_storage_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let m = mappings(ctx)?;
     let mut id = ctx.flags.str("-id");
     if id.is_empty() {
-        id = storage_types::generate_id();
+        id = containers_storage::types::generate_id();
     }
     let opts = CreateOpts {
         mount_label: ctx.flags.str("-label"),
@@ -444,10 +452,12 @@ pub fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut output: Box<dyn Write> = if file.is_empty() {
         Box::new(std::io::stdout())
     } else {
-        Box::new(
-            std::fs::File::create(&file)
-                .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?,
-        )
+        Box::new(std::fs::File::create(&file).map_err(|e| {
+            format!(
+                "open {file}: {}",
+                containers_storage::types::go_io_error_text(&e)
+            )
+        })?)
     };
     let data = ctx
         .store
@@ -508,7 +518,7 @@ pub fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
                 ChangeKind::Modify => "Modify ",
                 ChangeKind::Delete => "Delete ",
             });
-            text.push_str(&storage_types::go_quote(&c.path));
+            text.push_str(&containers_storage::types::go_quote(&c.path));
             text.push('\n');
         }
         out(&text)?;
@@ -540,10 +550,12 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             Err(_) => Box::new(std::io::stdout().lock()),
         }
     } else {
-        Box::new(
-            std::fs::File::create(&file)
-                .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?,
-        )
+        Box::new(std::fs::File::create(&file).map_err(|e| {
+            format!(
+                "open {file}: {}",
+                containers_storage::types::go_io_error_text(&e)
+            )
+        })?)
     };
     let mut compression = None;
     if ctx.flags.bool("-uncompressed") {

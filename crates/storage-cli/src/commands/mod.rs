@@ -10,8 +10,8 @@ pub mod transfer;
 use std::io::Write;
 
 use containers_storage::Store;
+use containers_storage::config::StoreOptions;
 use containers_storage::gocompat::json::string as json_string;
-use storage_config::StoreOptions;
 
 use crate::flags::{FlagSet, FlagSpec, Kind};
 
@@ -909,7 +909,10 @@ fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
                     containers_storage::gocompat::json::string(&prog)
                 )
             } else {
-                format!("fork/exec {prog}: {}", storage_types::go_io_error_text(&e))
+                format!(
+                    "fork/exec {prog}: {}",
+                    containers_storage::types::go_io_error_text(&e)
+                )
             }
         })?;
     if status.success() {
@@ -925,12 +928,13 @@ fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 fn config(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let env = storage_config::Environment::from_process();
+    let env = containers_storage::config::Environment::from_process();
     let (mut options, _) =
-        storage_config::load_options(&env).map_err(|e| format!("default: {e}"))?;
+        containers_storage::config::load_options(&env).map_err(|e| format!("default: {e}"))?;
     if let Some(file) = ctx.args.first() {
-        let (reloaded, _) = storage_config::reload_file(std::path::Path::new(file), &env, &options)
-            .map_err(|e| format!("reload: {e}"))?;
+        let (reloaded, _) =
+            containers_storage::config::reload_file(std::path::Path::new(file), &env, &options)
+                .map_err(|e| format!("reload: {e}"))?;
         options = reloaded;
     }
     out(&format!("{}\n", options.to_go_json()))?;

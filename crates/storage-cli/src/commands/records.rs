@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use containers_storage::types::{Container, Digest, Image, to_go_json_line};
 use containers_storage::{ContainerOptions, NewImage};
-use storage_types::{Container, Digest, Image, to_go_json_line};
 
 use super::layers::mappings;
 use super::{Ctx, err, out};
@@ -23,8 +23,12 @@ fn read_input(file: &str) -> Result<Vec<u8>, String> {
             .read_to_end(&mut data)
             .map_err(|e| e.to_string())?;
     } else {
-        data = std::fs::read(file)
-            .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))?;
+        data = std::fs::read(file).map_err(|e| {
+            format!(
+                "open {file}: {}",
+                containers_storage::types::go_io_error_text(&e)
+            )
+        })?;
     }
     Ok(data)
 }
@@ -33,8 +37,12 @@ fn write_output(file: &str, data: &[u8]) -> Result<(), String> {
     if file.is_empty() {
         return out_bytes(data);
     }
-    std::fs::write(file, data)
-        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))
+    std::fs::write(file, data).map_err(|e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    })
 }
 
 fn metadata_arg(ctx: &Ctx<'_>) -> Result<String, String> {
@@ -125,7 +133,7 @@ pub fn images(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 pub fn images_by_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let d: Digest = ctx.args[0]
         .parse()
-        .map_err(|e: storage_types::Error| e.to_string())?;
+        .map_err(|e: containers_storage::types::Error| e.to_string())?;
     let images = ctx.store.images_by_digest(&d).map_err(|e| e.to_string())?;
     print_images(ctx, &images, "[]\n")?;
     Ok(0)
@@ -199,9 +207,12 @@ fn create_output(file: &str) -> Result<(), String> {
     if file.is_empty() {
         return Ok(());
     }
-    std::fs::File::create(file)
-        .map(|_| ())
-        .map_err(|e| format!("open {file}: {}", storage_types::go_io_error_text(&e)))
+    std::fs::File::create(file).map(|_| ()).map_err(|e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    })
 }
 
 /// `get-image-data IMAGE KEY`.
@@ -530,7 +541,7 @@ pub fn container_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 /// (stderr `ARG: ERROR` in argument order, or a JSON map of ARG to error text).
 pub(crate) fn delete_each(
     ctx: &Ctx<'_>,
-    f: impl Fn(&str) -> storage_types::Result<()>,
+    f: impl Fn(&str) -> containers_storage::types::Result<()>,
 ) -> Result<i32, String> {
     let mut results: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use storage_oci::{
+use containers_storage::oci::{
     Compression, ExportOptions, ImageRef, ImportOptions, Platform, Progress, Transport,
     export_image, import_image,
 };
@@ -61,7 +61,7 @@ pub fn import(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     };
     let done =
         import_image(ctx.store, &source, &opts).map_err(|e| format!("importing {src}: {e}"))?;
-    let json = storage_types::to_go_json_line(&done.image);
+    let json = containers_storage::types::to_go_json_line(&done.image);
     super::records::print_id_and_names(ctx, &done.image.id, &done.image.names, json)?;
     Ok(0)
 }

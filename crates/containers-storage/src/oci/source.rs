@@ -4,16 +4,16 @@
 
 use std::io::Read;
 
+use crate::types::{Digest, Error, ErrorKind, Result, go_quote};
 use serde::Deserialize;
-use storage_types::{Digest, Error, ErrorKind, Result, go_quote};
 
-use crate::files::{Files, Member, bad_input, clean_member};
-use crate::manifest::{
+use crate::oci::files::{Files, Member, bad_input, clean_member};
+use crate::oci::manifest::{
     self, ConfigInfo, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DockerDescriptorOut,
     DockerManifestOut, Kind, MAX_JSON, Parsed, REF_NAME,
 };
-use crate::platform::{Platform, choose};
-use crate::reference::{ImageRef, Selector, Transport, normalize_name};
+use crate::oci::platform::{Platform, choose};
+use crate::oci::reference::{ImageRef, Selector, Transport, normalize_name};
 
 /// One layer as the source offers it.
 #[derive(Debug, Clone)]
@@ -412,7 +412,7 @@ impl Source {
 }
 
 /// The member's compression and a reader of all of its content.
-fn peeked(m: Member) -> Result<(storage_archive::Compression, Box<dyn Read + Send>)> {
+fn peeked(m: Member) -> Result<(crate::archive::Compression, Box<dyn Read + Send>)> {
     let mut r = m.reader()?;
     let mut head = [0u8; 16];
     let mut n = 0;
@@ -423,7 +423,7 @@ fn peeked(m: Member) -> Result<(storage_archive::Compression, Box<dyn Read + Sen
             Err(e) => return Err(Error::msg(ErrorKind::Io, format!("reading layer: {e}"))),
         }
     }
-    let compression = storage_archive::detect_compression(&head[..n]);
+    let compression = crate::archive::detect_compression(&head[..n]);
     let whole = std::io::Cursor::new(head[..n].to_vec()).chain(r);
     Ok((compression, Box::new(whole)))
 }
@@ -431,22 +431,22 @@ fn peeked(m: Member) -> Result<(storage_archive::Compression, Box<dyn Read + Sen
 /// The member's content, decompressed when it is compressed.
 fn decompressed(m: Member) -> Result<Box<dyn Read + Send>> {
     let (compression, whole) = peeked(m)?;
-    if compression == storage_archive::Compression::None {
+    if compression == crate::archive::Compression::None {
         return Ok(whole);
     }
-    Ok(Box::new(storage_archive::open_diff(whole).map_err(
-        |e| bad_input(format!("decompressing layer: {e}")),
-    )?))
+    Ok(Box::new(crate::archive::open_diff(whole).map_err(|e| {
+        bad_input(format!("decompressing layer: {e}"))
+    })?))
 }
 
 /// The length of a (possibly compressed) layer member once decompressed.
 fn uncompressed_size(m: Member) -> Result<u64> {
     let size = m.size;
     let (compression, whole) = peeked(m)?;
-    if compression == storage_archive::Compression::None {
+    if compression == crate::archive::Compression::None {
         return Ok(size);
     }
-    let mut d = storage_archive::open_diff(whole)
+    let mut d = crate::archive::open_diff(whole)
         .map_err(|e| bad_input(format!("decompressing layer: {e}")))?;
     std::io::copy(&mut d, &mut std::io::sink())
         .map_err(|e| bad_input(format!("decompressing layer: {e}")))

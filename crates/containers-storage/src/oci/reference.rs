@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use storage_types::{Error, ErrorKind, Result, go_quote};
+use crate::types::{Error, ErrorKind, Result, go_quote};
 
 /// The transports this crate reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ fn valid_tag(s: &str) -> bool {
 /// names), a name without tag or digest gets `:latest`. `localhost/t:1` stays as it is.
 ///
 /// ```
-/// use storage_oci::normalize_name;
+/// use containers_storage::oci::normalize_name;
 /// assert_eq!(normalize_name("foo").unwrap(), "docker.io/library/foo:latest");
 /// assert_eq!(normalize_name("localhost/t:1").unwrap(), "localhost/t:1");
 /// assert_eq!(normalize_name("quay.io/a/b").unwrap(), "quay.io/a/b:latest");
@@ -243,7 +243,7 @@ pub fn normalize_name(s: &str) -> Result<String> {
     }
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => {
-            storage_types::Digest::validate(d).map_err(bad)?;
+            crate::types::Digest::validate(d).map_err(bad)?;
             (r, Some(d))
         }
         None => (s, None),

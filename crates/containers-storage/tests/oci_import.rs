@@ -6,14 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use containers_storage::Store;
-use storage_oci::testing::{tar_of, write_layout_from_files};
-use storage_oci::{
+use containers_storage::oci::testing::{tar_of, write_layout_from_files};
+use containers_storage::oci::{
     Compression, ExportOptions, ImageRef, ImportOptions, Platform, export_image, import_image,
 };
-use storage_types::Digest;
+use containers_storage::types::Digest;
 
 fn open(dir: &Path) -> Store {
-    Store::open(&storage_config::StoreOptions {
+    Store::open(&containers_storage::config::StoreOptions {
         graph_root: dir.join("root"),
         run_root: dir.join("run"),
         driver: "vfs".into(),
@@ -90,10 +90,10 @@ fn layer_ids_follow_the_diff_id_chain() {
         .parse()
         .unwrap();
     assert_eq!(
-        storage_oci::layer_id(Some(parent), &d),
+        containers_storage::oci::layer_id(Some(parent), &d),
         "c85b0ef436782e8c2596d434c1a5a2104044cc6a07ba764a22cd2bca666a3daf"
     );
-    assert_eq!(storage_oci::layer_id(None, &d), d.encoded());
+    assert_eq!(containers_storage::oci::layer_id(None, &d), d.encoded());
 }
 
 #[test]

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use storage_types::{Error, ErrorKind, Result, go_quote};
+use crate::types::{Error, ErrorKind, Result, go_quote};
 
-use crate::manifest::{Desc, ZSTD_INSTANCE};
+use crate::oci::manifest::{Desc, ZSTD_INSTANCE};
 
 /// A platform: OS, architecture and (optional) variant, in Go's names (`linux`, `amd64`,
 /// `arm64`, `v8`).
@@ -172,7 +172,7 @@ mod tests {
             annotations.insert(ZSTD_INSTANCE.to_string(), "true".to_string());
         }
         Desc {
-            media_type: crate::manifest::OCI_MANIFEST.into(),
+            media_type: crate::oci::manifest::OCI_MANIFEST.into(),
             digest: format!("sha256:{}", hex::encode([n; 32])).parse().unwrap(),
             size: 1,
             annotations,

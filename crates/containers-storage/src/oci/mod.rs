@@ -28,15 +28,15 @@
 //!
 //! ```
 //! use containers_storage::Store;
-//! use storage_oci::{ExportOptions, ImageRef, ImportOptions, export_image, import_image};
+//! use containers_storage::oci::{ExportOptions, ImageRef, ImportOptions, export_image, import_image};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let tmp = tempfile::tempdir()?;
 //! // An OCI layout with one layer holding `hello`, written by hand.
 //! let layout = tmp.path().join("layout");
-//! storage_oci::testing::write_layout(&layout, "v1", &[vec![("hello", b"hi\n".to_vec())]])?;
+//! containers_storage::oci::testing::write_layout(&layout, "v1", &[vec![("hello", b"hi\n".to_vec())]])?;
 //!
-//! let store = Store::open(&storage_config::StoreOptions {
+//! let store = Store::open(&containers_storage::config::StoreOptions {
 //!     graph_root: tmp.path().join("root"),
 //!     run_root: tmp.path().join("run"),
 //!     driver: "vfs".into(),
@@ -61,8 +61,6 @@
 //! # Ok(())
 //! # }
 //! ```
-#![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 mod export;
 mod files;
@@ -73,13 +71,13 @@ mod reference;
 mod source;
 pub mod testing;
 
+pub use crate::archive::Compression;
 pub use export::{ExportOptions, Exported, ExportedLayer, export_image};
 pub use import::{ImportOptions, Imported, ImportedLayer, import_image, layer_id};
 pub use platform::Platform;
 pub use reference::{ImageRef, Selector, Transport, normalize_name};
-pub use storage_archive::Compression;
 
-use storage_types::Digest;
+use crate::types::Digest;
 
 /// How a layer's import or export ended (see [`Progress::layer_done`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::types::{Digest, Error, ErrorKind, Result, go_quote};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
-use storage_types::{Digest, Error, ErrorKind, Result, go_quote};
 
-use crate::files::bad_input;
+use crate::oci::files::bad_input;
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -289,8 +289,8 @@ pub fn check_image_manifest(m: &Parsed) -> Result<()> {
 
 /// The compression a layer media type announces (`Some(None)` for plain tars), or `None`
 /// for a media type that is not a layer we can apply.
-pub fn layer_compression_of(mt: &str) -> Option<Option<storage_archive::Compression>> {
-    use storage_archive::Compression;
+pub fn layer_compression_of(mt: &str) -> Option<Option<crate::archive::Compression>> {
+    use crate::archive::Compression;
     match mt {
         OCI_LAYER | DOCKER_LAYER | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
             Some(None)
@@ -483,5 +483,5 @@ pub struct DockerManifestOut {
 
 /// Go's compact JSON of `v`.
 pub fn go_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    storage_types::try_to_go_json(v)
+    crate::types::try_to_go_json(v)
 }

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use storage_types::{Error, ErrorKind, Result, go_quote};
+use crate::types::{Error, ErrorKind, Result, go_quote};
 
 /// A readable member: a file and the byte range holding its content.
 #[derive(Debug)]
@@ -114,10 +114,10 @@ impl Files {
         let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
         let mut head = [0u8; 16];
         let n = read_head(&mut file, &mut head).map_err(|e| Error::io("read", path, e))?;
-        let compression = storage_archive::detect_compression(&head[..n]);
+        let compression = crate::archive::detect_compression(&head[..n]);
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("seek", path, e))?;
-        if compression != storage_archive::Compression::None {
+        if compression != crate::archive::Compression::None {
             file = decompress_to_temp(file, path)?;
         }
         let entries = index_tar(&mut file, path)?;
@@ -232,14 +232,14 @@ fn read_head(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Decompresses a compressed archive into an anonymous temporary file.
 fn decompress_to_temp(file: File, path: &Path) -> Result<File> {
-    let mut reader = storage_archive::open_diff(Box::new(file))
+    let mut reader = crate::archive::open_diff(Box::new(file))
         .map_err(|e| bad_input(format!("reading {}: {e}", path.display())))?;
     let mut tmp = tempfile::tempfile().map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?;
     io::copy(&mut reader, &mut tmp).map_err(|e| {
         bad_input(format!(
             "decompressing {}: {}",
             path.display(),
-            storage_types::go_io_error_text(&e)
+            crate::types::go_io_error_text(&e)
         ))
     })?;
     reader

@@ -12,19 +12,19 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use containers_storage::{DiffOptions, Store};
+use crate::archive::Compression;
+use crate::types::{Digest, Error, ErrorKind, Result, Sha256Digester};
+use crate::{DiffOptions, Store};
 use serde::Serialize;
 use sha2::Digest as _;
-use storage_archive::Compression;
-use storage_types::{Digest, Error, ErrorKind, Result, Sha256Digester};
 
-use crate::files::bad_input;
-use crate::manifest::{
+use crate::oci::files::bad_input;
+use crate::oci::manifest::{
     self, COMPRESSED_ONLY_ANNOTATIONS, ConfigInfo, Desc, Kind, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
     OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, OciDescriptorOut, OciManifestOut, REF_NAME,
 };
-use crate::reference::{ImageRef, Selector, Transport};
-use crate::{LayerOutcome, Progress};
+use crate::oci::reference::{ImageRef, Selector, Transport};
+use crate::oci::{LayerOutcome, Progress};
 
 /// How to export with [`export_image`].
 #[derive(Clone, Default)]
@@ -125,7 +125,7 @@ pub fn export_image(
 struct Stored {
     id: String,
     /// Layer records, base first.
-    layers: Vec<storage_types::Layer>,
+    layers: Vec<crate::types::Layer>,
     /// The stored manifest, parsed (absent for images made without one).
     manifest: Option<manifest::Parsed>,
     config: Vec<u8>,
@@ -262,7 +262,7 @@ struct BlobOut {
 }
 
 fn io_err(e: io::Error) -> Error {
-    Error::msg(ErrorKind::Io, storage_types::go_io_error_text(&e))
+    Error::msg(ErrorKind::Io, crate::types::go_io_error_text(&e))
 }
 
 /// Writes `data` as a blob of the layout at `dir`.
@@ -738,7 +738,7 @@ fn sorted_object(fields: &BTreeMap<&str, String>) -> String {
 
 /// A JSON string in Go's escaping.
 fn json_quote(s: &str) -> String {
-    String::from_utf8(storage_types::to_go_json(s)).unwrap_or_else(|_| "\"\"".into())
+    String::from_utf8(crate::types::to_go_json(s)).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// The legacy (`docker save` v1.0) layer IDs and `json` files of containers/image's

@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use storage_types::{Digest, Error, ErrorKind, Result};
+use crate::types::{Digest, Error, ErrorKind, Result};
 
-use crate::manifest::{
+use crate::oci::manifest::{
     self, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST,
     OciDescriptorOut, OciManifestOut, REF_NAME,
 };
 
 fn io(e: std::io::Error) -> Error {
-    Error::msg(ErrorKind::Io, storage_types::go_io_error_text(&e))
+    Error::msg(ErrorKind::Io, crate::types::go_io_error_text(&e))
 }
 
 /// A tar of regular files (mode 0644, owned by root, mtime 0), as a layer.
@@ -58,7 +58,7 @@ pub fn write_layout_from_files(dir: &Path, tag: &str, layers: &[&Path]) -> Resul
     let mut diff_ids = Vec::new();
     for path in layers {
         let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-        let mut d = storage_archive::open_diff(Box::new(f))
+        let mut d = crate::archive::open_diff(Box::new(f))
             .map_err(|e| Error::msg(ErrorKind::InvalidInput, e.to_string()))?;
         let compression = d.compression();
         std::io::copy(&mut d, &mut std::io::sink()).map_err(io)?;
@@ -70,9 +70,9 @@ pub fn write_layout_from_files(dir: &Path, tag: &str, layers: &[&Path]) -> Resul
             std::fs::copy(path, &target).map_err(|e| Error::io("copy", path, e))?;
         }
         let media_type = match compression {
-            storage_archive::Compression::None => OCI_LAYER,
-            storage_archive::Compression::Gzip => OCI_LAYER_GZIP,
-            storage_archive::Compression::Zstd => OCI_LAYER_ZSTD,
+            crate::archive::Compression::None => OCI_LAYER,
+            crate::archive::Compression::Gzip => OCI_LAYER_GZIP,
+            crate::archive::Compression::Zstd => OCI_LAYER_ZSTD,
             other => {
                 return Err(Error::msg(
                     ErrorKind::NotSupported,
@@ -89,7 +89,7 @@ pub fn write_layout_from_files(dir: &Path, tag: &str, layers: &[&Path]) -> Resul
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "created": "2026-01-01T00:00:00Z",
-        "architecture": crate::Platform::host().architecture,
+        "architecture": crate::oci::Platform::host().architecture,
         "os": "linux",
         "config": {"Env": ["PATH=/usr/bin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},

@@ -5,17 +5,15 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use containers_storage::{
-    BigDataItem, CreateLayerOptions, DiffOptions, ExpectedDiff, NamesOp, NewImage, Store,
-};
+use crate::types::{Digest, Error, ErrorKind, Image, Layer, Result, Timestamp, go_quote};
+use crate::{BigDataItem, CreateLayerOptions, DiffOptions, ExpectedDiff, NamesOp, NewImage, Store};
 use sha2::Digest as _;
-use storage_types::{Digest, Error, ErrorKind, Image, Layer, Result, Timestamp, go_quote};
 
-use crate::files::bad_input;
-use crate::platform::Platform;
-use crate::reference::{ImageRef, normalize_name};
-use crate::source::Source;
-use crate::{LayerOutcome, Progress};
+use crate::oci::files::bad_input;
+use crate::oci::platform::Platform;
+use crate::oci::reference::{ImageRef, normalize_name};
+use crate::oci::source::Source;
+use crate::oci::{LayerOutcome, Progress};
 
 /// What to import with [`import_image`].
 #[derive(Clone, Default)]
@@ -275,7 +273,7 @@ fn run(
 
 /// The config's `created` with its offset (now when missing).
 fn created_time(config: &[u8]) -> Result<Timestamp> {
-    match crate::manifest::ConfigInfo::parse(config)?.created {
+    match crate::oci::manifest::ConfigInfo::parse(config)?.created {
         Some(c) => Timestamp::parse(&c).map_err(|e| e.context("image config created time")),
         None => Ok(Timestamp::now()),
     }
@@ -404,7 +402,7 @@ impl LayerImporter<'_> {
         let (r, _) = self.reader(i)?;
         let r = verify_other_algorithm(r, &desc.digest)?;
         let mut diff =
-            storage_archive::open_diff(r).map_err(|e| bad_input(format!("reading blob: {e}")))?;
+            crate::archive::open_diff(r).map_err(|e| bad_input(format!("reading blob: {e}")))?;
         std::io::copy(&mut diff, &mut std::io::sink())
             .map_err(|e| bad_input(format!("reading blob: {e}")))?;
         let stats = diff
@@ -465,7 +463,7 @@ impl LayerImporter<'_> {
         let mut tmp = tempfile::tempfile_in(self.store.graph_root())
             .map_err(|e| Error::io("create temporary file in", self.store.graph_root(), e))?;
         let opts = DiffOptions {
-            compression: Some(storage_archive::Compression::None),
+            compression: Some(crate::archive::Compression::None),
         };
         self.store.diff(None, &from.id, &opts, &mut tmp)?;
         tmp.seek(SeekFrom::Start(0))

@@ -1,7 +1,7 @@
 //! The rules of ARCHITECTURE.md, checked against the code: the dependency table and levels
 //! against every crate's `Cargo.toml`, every crate on the map, `unsafe` only in `sys`
-//! modules, documented APIs, a `storage-types` that touches no files, and the `oci` module
-//! through the front door.
+//! modules, documented APIs, a `storage-types` that touches no files, the `oci` module
+//! through the front door, and no source file over 1,000 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -486,6 +486,32 @@ fn oci_goes_through_the_front_door() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// Test code: a file under a `tests/` directory or a `tests.rs` unit-test module.
+fn is_test_file(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "tests")
+        || path.file_stem().is_some_and(|s| s == "tests")
+}
+
+const MAX_LINES: usize = 1000;
+
+#[test]
+fn no_source_file_over_a_thousand_lines() {
+    let mut files = Vec::new();
+    for dir in source_dirs().into_iter().chain([root().join("fuzz/src")]) {
+        rust_files(&dir, &mut files);
+    }
+    let mut problems: Vec<String> = files
+        .iter()
+        .filter(|f| !is_test_file(f))
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).ok()?.lines().count();
+            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", f.display()))
+        })
+        .collect();
+    problems.sort();
+    assert!(problems.is_empty(), "over {MAX_LINES} lines: {problems:#?}");
+}
+
 /// The checks above must be able to fail: they see what they are meant to see.
 #[test]
 fn the_checks_see_their_targets() {
@@ -499,6 +525,9 @@ fn the_checks_see_their_targets() {
     let lib = "pub use a::{Store,\n    Other};\npub(crate) fn hidden() {}\npub struct Shown;\npub use b::{One, Two};";
     assert!(exports(lib, "Other") && exports(lib, "Shown") && exports(lib, "Two"));
     assert!(!exports(lib, "hidden") && !exports(lib, "a2"));
+    assert!(is_test_file(Path::new("crates/x/src/a/tests.rs")));
+    assert!(is_test_file(Path::new("crates/x/tests/big.rs")));
+    assert!(!is_test_file(Path::new("crates/x/src/contests.rs")));
     let levels = levels();
     assert_eq!(levels.get("storage-cli"), Some(&8));
     assert_eq!(levels.get("storage-gocompat"), Some(&0));

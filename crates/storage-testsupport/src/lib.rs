@@ -6,7 +6,8 @@
 //!   (on stderr) elsewhere.
 //! * Debian's Go `containers-storage` on a scratch vfs store: [`go`], [`first_line`].
 //! * Data: [`sha256`], [`gzip`], [`zstd()`], [`xz`], [`bzip2()`], [`prng_bytes`].
-//! * The file system: [`list_dir`], [`mounts_under`], [`unmount_all_under`], [`xattr`] helpers.
+//! * The file system: [`list_dir`], [`mounts_under`], [`unmount_all_under`], [`xattr`] helpers,
+//!   [`LoopFs`] (a scratch btrfs or xfs file system on a loop device).
 //! * [`per_driver!`]: one test per storage driver, named after the driver.
 //!
 //! ```
@@ -175,6 +176,67 @@ pub fn unmount_all_under(root: &Path) {
     for m in mounts_under(root).iter().rev() {
         if rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty()).is_err() {
             let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// A scratch file system (`mkfs.btrfs`, `mkfs.xfs`, …) in a sparse image file, mounted on
+/// a loop device; everything below it is unmounted and the file system detached on drop.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// Formats a sparse image of `size_mib` MiB with `mkfs` and mounts it (needs root).
+    /// `None` when a step fails (no tool, no loop device, no kernel support): callers
+    /// decide with [`require`].
+    pub fn new(mkfs: &str, size_mib: u64) -> Option<LoopFs> {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-loopfs-")
+            .tempdir()
+            .ok()?;
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).ok()?;
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .ok()?;
+        let ok = |c: &mut Command| {
+            c.stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ok(Command::new(mkfs).arg("-q").arg(&img)) {
+            return None;
+        }
+        if !ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&mnt))
+        {
+            return None;
+        }
+        Some(LoopFs { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        for m in mounts_under(&mnt).iter().rev() {
+            if m != &mnt {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        // `mount -o loop` devices are auto-cleared once the last unmount happens.
+        if rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).is_err() {
+            let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }

@@ -332,6 +332,7 @@ pub fn create_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             host_uid_mapping: m.host_uid,
             host_gid_mapping: m.host_gid,
             volatile: ctx.flags.bool("-volatile"),
+            ..ContainerOptions::default()
         })
         .map_err(|e| e.to_string())?;
     print_id_and_names(ctx, &c.id, &c.names, to_go_json_line(&c))?;

@@ -22,9 +22,6 @@ pub(crate) const DEFAULT_USER: &str = "containers";
 /// IDs (and names) of "nobody" are left out of the size estimate from `/etc/passwd`.
 const NOBODY: i64 = 65534;
 
-const SUBUID_FILE: &str = "/etc/subuid";
-const SUBGID_FILE: &str = "/etc/subgid";
-
 /// What a container asking for an automatic user namespace wants (Go's
 /// `types.AutoUserNsOptions`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,67 +228,6 @@ fn auto_maps(
     ))
 }
 
-/// The ranges of `user` in a subordinate ID file (Go's `parseSubidFile`): blank lines and
-/// `#` comments are skipped, any other line must have exactly three `:`-separated fields;
-/// field 1 is the user's name or numeric UID.
-fn sub_id_ranges(
-    path: &str,
-    user: &str,
-    uid: Option<u32>,
-) -> std::result::Result<Vec<(u64, u64)>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("open {path}: {}", storage_types::go_io_error_text(&e)))?;
-    let uid = uid.map(|u| u.to_string());
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parts: Vec<&str> = line.split(':').collect();
-        if parts.len() != 3 {
-            return Err(format!(
-                "cannot parse subuid/gid information: Format not correct for {path} file"
-            ));
-        }
-        if parts[0] != user && uid.as_deref() != Some(parts[0]) {
-            continue;
-        }
-        let number = |s: &str| {
-            s.parse::<u32>().map_err(|_| {
-                format!(
-                    "string to int conversion failed during subuid/gid parsing of {path}: strconv.Atoi: parsing {}: invalid syntax",
-                    go_quote(s)
-                )
-            })
-        };
-        let (start, len) = (u64::from(number(parts[1])?), u64::from(number(parts[2])?));
-        out.push((start, start + len));
-    }
-    Ok(out)
-}
-
-/// Go's `idtools.NewIDMappings(user, user)`, reduced to the host IDs: the ranges of `user`
-/// in `/etc/subuid` and `/etc/subgid`.
-fn sub_id_host_sets(user: &str) -> std::result::Result<(IdSet, IdSet), String> {
-    let uid = passwd_lookup_name(user);
-    let uids = sub_id_ranges(SUBUID_FILE, user, uid)?;
-    let gids = sub_id_ranges(SUBGID_FILE, user, uid)?;
-    if uids.is_empty() {
-        return Err(format!(
-            "no subuid ranges found for user {} in {SUBUID_FILE}",
-            go_quote(user)
-        ));
-    }
-    if gids.is_empty() {
-        return Err(format!(
-            "no subgid ranges found for group {} in {SUBGID_FILE}",
-            go_quote(user)
-        ));
-    }
-    Ok((IdSet::new(uids), IdSet::new(gids)))
-}
-
 /// The fields of the lines of a passwd- or group-style file (Go's libcontainer parser:
 /// lines trimmed, blank ones skipped).
 fn colon_records(text: &str) -> impl Iterator<Item = Vec<&str>> {
@@ -304,14 +240,6 @@ fn colon_records(text: &str) -> impl Iterator<Item = Vec<&str>> {
 /// A number field the way libcontainer reads it: `strconv.Atoi`, errors read as 0.
 fn atoi(field: Option<&&str>) -> i64 {
     field.and_then(|f| f.parse::<i64>().ok()).unwrap_or(0)
-}
-
-/// The UID of `name` in the host's `/etc/passwd`.
-fn passwd_lookup_name(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    colon_records(&text)
-        .find(|f| f.first() == Some(&name))
-        .and_then(|f| u32::try_from(atoi(f.get(2))).ok())
 }
 
 /// The name of UID `uid` in the host's `/etc/passwd`.
@@ -347,50 +275,6 @@ pub(crate) fn size_from_user_files(passwd: &Path, group: &Path) -> u32 {
     u32::try_from(size).unwrap_or(u32::MAX)
 }
 
-/// One `Key:` line of `/proc/self/status`, split in fields.
-fn proc_status_field(key: &str) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.split_whitespace().map(str::to_string).collect())
-}
-
-/// The rootless UID (Go's `GetRootlessUID`): `$_CONTAINERS_ROOTLESS_UID`, else the
-/// effective UID.
-fn rootless_uid() -> u32 {
-    if let Ok(v) = std::env::var("_CONTAINERS_ROOTLESS_UID")
-        && !v.is_empty()
-    {
-        return v.parse().unwrap_or(0);
-    }
-    effective_uid()
-}
-
-fn effective_uid() -> u32 {
-    proc_status_field("Uid:")
-        .and_then(|f| f.get(1).and_then(|u| u.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// Go's `unshare.IsRootless()`: not root, or in a user namespace set up for us, or without
-/// CAP_SYS_ADMIN, or in a user namespace that does not map the whole ID space.
-fn is_rootless() -> bool {
-    if rootless_uid() != 0 {
-        return true;
-    }
-    if std::env::var_os("_CONTAINERS_USERNS_CONFIGURED").is_some_and(|v| !v.is_empty()) {
-        return true;
-    }
-    const CAP_SYS_ADMIN: u32 = 21;
-    let has_admin = proc_status_field("CapEff:")
-        .and_then(|f| f.first().and_then(|c| u64::from_str_radix(c, 16).ok()))
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
-    if !has_admin {
-        return true;
-    }
-    !std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| m.contains("4294967295"))
-}
-
 impl Store {
     /// Go's `getAvailableIDs`: the host IDs automatic namespaces are allocated from. As root,
     /// the subordinate ranges of `root-auto-userns-user` (default `containers`); rootless,
@@ -402,29 +286,24 @@ impl Store {
             .available
             .lock()
             .map_err(|_| Error::msg(ErrorKind::Other, "auto-userns state poisoned"))?;
-        let rootless = is_rootless();
+        let rootless = storage_userns::is_rootless();
         if cached.is_none() {
             let user = if rootless {
                 match std::env::var("USER") {
                     Ok(u) if !u.is_empty() => u,
-                    _ => {
-                        let uid = if effective_uid() == 0 {
-                            rootless_uid()
-                        } else {
-                            effective_uid()
-                        };
-                        passwd_lookup_id(uid).unwrap_or_default()
-                    }
+                    _ => passwd_lookup_id(storage_userns::rootless_uid()).unwrap_or_default(),
                 }
             } else if cfg.user.is_empty() {
                 DEFAULT_USER.to_string()
             } else {
                 cfg.user.clone()
             };
-            let sets = sub_id_host_sets(&user).unwrap_or_else(|e| {
-                tracing::error!("Cannot find mappings for user {}: {e}", go_quote(&user));
-                (IdSet::default(), IdSet::default())
-            });
+            let sets = storage_userns::sub_id_mappings(&user, &user)
+                .map(|(u, g)| (IdSet::host_ids(&u), IdSet::host_ids(&g)))
+                .unwrap_or_else(|e| {
+                    tracing::error!("Cannot find mappings for user {}: {e}", go_quote(&user));
+                    (IdSet::default(), IdSet::default())
+                });
             *cached = Some(sets);
         }
         let (uids, gids) = cached.clone().unwrap_or_default();
@@ -621,34 +500,6 @@ mod tests {
         assert_eq!(
             size_from_user_files(&tmp.path().join("none"), &tmp.path().join("none")),
             0
-        );
-    }
-
-    #[test]
-    fn subordinate_id_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let f = tmp.path().join("subuid");
-        std::fs::write(
-            &f,
-            "# comment\n\nalice:100000:65536\nbob:165536:10\n1001:300000:5\nalice:400000:1\n",
-        )
-        .unwrap();
-        let path = f.to_str().unwrap();
-        assert_eq!(
-            sub_id_ranges(path, "alice", Some(1001)).unwrap(),
-            vec![(100_000, 165_536), (300_000, 300_005), (400_000, 400_001)]
-        );
-        assert_eq!(sub_id_ranges(path, "carol", None).unwrap(), vec![]);
-        std::fs::write(&f, "alice:1\n").unwrap();
-        assert_eq!(
-            sub_id_ranges(path, "alice", None).unwrap_err(),
-            format!("cannot parse subuid/gid information: Format not correct for {path} file")
-        );
-        std::fs::write(&f, "alice:x:1\n").unwrap();
-        assert!(
-            sub_id_ranges(path, "alice", None)
-                .unwrap_err()
-                .contains("strconv.Atoi")
         );
     }
 }

@@ -81,11 +81,13 @@ impl Scratch {
             return None;
         }
         let fs = if driver == "btrfs" {
-            let fs = LoopFs::new("mkfs.btrfs", 300);
-            if !require(fs.is_some(), "a loop-mounted btrfs") {
-                return None;
+            match LoopFs::new("mkfs.btrfs", 300) {
+                Ok(fs) => Some(fs),
+                Err(e) => {
+                    require(false, &format!("a loop-mounted btrfs: {e}"));
+                    return None;
+                }
             }
-            fs
         } else {
             None
         };

@@ -95,9 +95,16 @@ impl Scratch {
 
     fn options(&self, user: &str, max: u32) -> StoreOptions {
         StoreOptions {
+            driver: "vfs".into(),
+            ..self.options_on("vfs", user, max)
+        }
+    }
+
+    fn options_on(&self, driver: &str, user: &str, max: u32) -> StoreOptions {
+        StoreOptions {
             graph_root: self.dir.path().join("root"),
             run_root: self.dir.path().join("run"),
-            driver: "vfs".into(),
+            driver: driver.into(),
             root_auto_userns_user: user.into(),
             auto_userns_max_size: max,
             ..StoreOptions::default()
@@ -311,6 +318,53 @@ fn allocates_free_ranges_of_the_configured_user() {
     let nobody = s.open("no-such-user", 0);
     let e = auto(&nobody, &img, sized(1)).expect_err("no ranges");
     assert_eq!(e.to_string(), "could not find enough available IDs");
+}
+
+/// On overlay with idmapped mounts the allocated maps go to the container record and are
+/// applied at mount time: no mapped copy of the image's top layer, a map-less container
+/// layer, owners shifted in the mount.
+#[test]
+fn overlay_shifts_the_allocated_maps() {
+    if !in_child("overlay_shifts_the_allocated_maps") {
+        return;
+    }
+    let s = Scratch::new();
+    let store = Store::open(&s.options_on("overlay", USER, 0)).expect("open overlay");
+    let img = image(&store);
+    let top = store.image(&img).expect("image").layer;
+    let shifts = store
+        .status()
+        .expect("status")
+        .iter()
+        .any(|(k, v)| k == "Supports shifting" && v == "true");
+    if !require(
+        shifts,
+        "overlay with idmapped mounts (root, kernel support)",
+    ) {
+        return;
+    }
+    let c = auto(&store, &img, AutoUserNsOptions::default()).expect("auto");
+    assert_eq!(c.uidmap, vec![m(0, 200_000, 3001)]);
+    let l = store.layer(&c.layer).expect("layer").0;
+    assert_eq!(l.parent, top, "a plain child of the top layer");
+    assert!(l.uidmap.is_empty() && l.gidmap.is_empty(), "{l:?}");
+    assert!(store.image(&img).expect("image").mapped_layers.is_empty());
+    let p = store
+        .mount(&c.id, &storage_drivers::MountOpts::default())
+        .expect("mount");
+    let md = std::fs::metadata(p.join("home/f")).expect("stat");
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&md),
+            std::os::unix::fs::MetadataExt::gid(&md)
+        ),
+        (201_500, 201_500)
+    );
+    store.unmount(&c.id, false).expect("unmount");
+    // The next allocation skips the range, as on vfs.
+    let c2 = auto(&store, &img, sized(10)).expect("auto");
+    assert_eq!(c2.uidmap, vec![m(0, 203_001, 10)]);
+    store.shutdown(true).expect("shutdown");
 }
 
 /// Containers with maps made by Go 1.43 (explicit `--uidmap`) and by our CLI are "used"

@@ -1,14 +1,19 @@
 //! `Dedup` (Go's `store.Dedup` and `pkg/dedup`): shares identical file contents between the
 //! layers of images with the kernel's `FIDEDUPERANGE` ioctl.
 //!
-//! Every layer reachable from an image's top or mapped layers is walked (its driver
-//! directory: the overlay `diff` directory, the vfs/btrfs layer directory); regular,
-//! non-empty files are grouped by size and, with [`HashMethod::Crc`] or
+//! Every layer reachable from an image's top or mapped layers is walked (the driver's
+//! directories: the overlay `diff` directory, the vfs layer directory; btrfs none, as in Go);
+//! regular, non-empty files are grouped by size and, with [`HashMethod::Crc`] or
 //! [`HashMethod::Sha256`], a content hash. Each later file of a group is deduplicated against
-//! the first one; the kernel compares the bytes itself, so a size-only match never merges
-//! different contents. Hard links of one inode are counted once.
+//! the group's candidates; the kernel compares the bytes itself, so a size-only match never
+//! merges different contents. Hard links of one inode are counted once.
 //!
-//! Limits: file systems without reflink support (ext4, tmpfs…) deduplicate nothing and
+//! The total is the sum of the bytes the kernel reports deduplicated. The kernel reports
+//! identical ranges again when they already share their extents, so the total of a second
+//! run over an unchanged store equals the first: for every set of identical files, (distinct
+//! inodes − 1) × size, whatever the hash method.
+//!
+//! Limits: file systems without `FIDEDUPERANGE` (ext4, tmpfs…) deduplicate nothing and
 //! report 0 bytes, as does a layer whose directory cannot be found.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +22,6 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use storage_drivers::MountOpts;
 use storage_types::{Error, ErrorKind, Result, Sha256Digester};
 
 use crate::Store;
@@ -65,7 +69,13 @@ pub struct DedupResult {
 }
 
 impl Store {
-    /// Go's `Store.Dedup`: deduplicates identical files across the layers of all images.
+    /// Go's `Store.Dedup` (1.57+): deduplicates identical files across the layers of all
+    /// images (read-write and read-only image stores; the layers are looked up in the
+    /// primary layer store only, container layers never).
+    ///
+    /// The total is what the kernel reports as deduplicated: identical contents are reported
+    /// again on every run, so running it twice on an unchanged store gives the same number,
+    /// whatever the `hash_method`. A file system without `FIDEDUPERANGE` gives 0.
     pub fn dedup(&self, opts: &DedupOptions) -> Result<DedupResult> {
         let mut tops: Vec<String> = Vec::new();
         for i in self.images.read()?.images() {
@@ -96,32 +106,21 @@ impl Store {
                 cur = l.parent.clone();
             }
         }
-        layers.sort();
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for id in &layers {
-            let meta = driver.metadata(id).unwrap_or_default();
-            if let Some(upper) = meta.get("UpperDir") {
-                dirs.push(PathBuf::from(upper));
-                continue;
-            }
-            let ro = MountOpts {
-                options: vec!["ro".into()],
-                ..MountOpts::default()
-            };
-            // Naive drivers hand out the layer directory itself.
-            let path = driver.get(id, &ro)?;
-            driver.put(id)?;
-            dirs.push(path);
-        }
+        let dirs = driver.dedup_dirs(&layers);
         let deduped = dedup_dirs(&dirs, opts.hash_method)?;
         drop(w);
         Ok(DedupResult { deduped })
     }
 }
 
-/// Go's `dedup.DedupDirs`.
+/// Go's `dedup.DedupDirs`: every regular, non-empty file of `dirs` (each inode once) is
+/// keyed by `method`. The first file of a key becomes a candidate; a later one is
+/// deduplicated against each candidate in turn (`FIDEDUPERANGE` of the candidate's whole
+/// length) until the kernel reports bytes deduplicated, which are added to the total; if
+/// none does, it becomes a candidate too. A file system that cannot deduplicate ends the
+/// walk with the total so far; other errors of the ioctl skip to the next candidate.
 fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
-    let mut first_by_key: HashMap<String, PathBuf> = HashMap::new();
+    let mut candidates: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
     let mut inodes: HashSet<(u64, u64)> = HashSet::new();
     let mut total = 0u64;
     for dir in dirs {
@@ -142,12 +141,14 @@ fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
                     continue;
                 }
                 let key = file_key(&path, meta.len(), method)?;
-                let Some(src) = first_by_key.get(&key) else {
-                    first_by_key.insert(key, path);
+                let list = candidates.entry(key).or_default();
+                if list.is_empty() {
+                    list.push((path, meta.len()));
                     continue;
-                };
-                match dedup_pair(src, &path, meta.len()) {
-                    Ok(n) => total += n,
+                }
+                match dedup_against(list, &path) {
+                    Ok(Some(n)) => total += n,
+                    Ok(None) => list.push((path, meta.len())),
                     Err(Unsupported) => return Ok(total),
                 }
             }
@@ -174,50 +175,36 @@ fn file_key(path: &Path, size: u64, method: HashMethod) -> Result<String> {
             _ => sha.update(chunk),
         }
     }
+    // The size is part of every key: files of different sizes are never identical.
     Ok(match method {
         HashMethod::Crc => format!("{size}:{crc:016x}"),
         _ => format!("{size}:{}", sha.finish()),
     })
 }
 
-/// The file system cannot deduplicate.
+/// The file system cannot deduplicate (`EOPNOTSUPP`).
 struct Unsupported;
 
-/// Deduplicates `dst` against `src` in chunks; returns the bytes shared.
-fn dedup_pair(src: &Path, dst: &Path, size: u64) -> std::result::Result<u64, Unsupported> {
-    let Ok(s) = File::open(src) else {
-        return Ok(0);
+/// Deduplicates `dst` against the candidates in order; the bytes of the first call that
+/// shared any, or `None` when none did.
+fn dedup_against(
+    candidates: &[(PathBuf, u64)],
+    dst: &Path,
+) -> std::result::Result<Option<u64>, Unsupported> {
+    // Go opens the destination write-only, as the ioctl requires of other users' files.
+    let Ok(d) = std::fs::OpenOptions::new().write(true).open(dst) else {
+        return Ok(None);
     };
-    let d = match File::open(dst) {
-        Ok(d) => d,
-        Err(_) => return Ok(0),
-    };
-    const CHUNK: u64 = 16 * 1024 * 1024;
-    let mut offset = 0u64;
-    let mut total = 0u64;
-    while offset < size {
-        let len = CHUNK.min(size - offset);
-        match sys::dedupe_range(&s, offset, len, &d, offset) {
-            Ok(sys::Outcome::Same(n)) => total += n,
-            Ok(sys::Outcome::Differs) => return Ok(total),
-            Err(e) => {
-                let code = e.raw_os_error().unwrap_or(0);
-                if [
-                    libc::EOPNOTSUPP,
-                    libc::ENOTTY,
-                    libc::EINVAL,
-                    libc::EXDEV,
-                    libc::ENOSYS,
-                ]
-                .contains(&code)
-                {
-                    return Err(Unsupported);
-                }
-                // Busy or permission problems on one file: leave that file alone.
-                return Ok(total);
-            }
+    for (src, len) in candidates {
+        let Ok(s) = File::open(src) else {
+            continue;
+        };
+        match sys::dedupe_range(&s, 0, *len, &d, 0) {
+            Ok(n) if n > 0 => return Ok(Some(n)),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Err(Unsupported),
+            Err(e) => tracing::debug!("dedup {} against {}: {e}", dst.display(), src.display()),
         }
-        offset += len;
     }
-    Ok(total)
+    Ok(None)
 }

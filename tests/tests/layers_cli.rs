@@ -140,11 +140,12 @@ fn bad_input_leaves_no_layer_behind(driver: &str) {
                 "{what}: {} changed the layer list",
                 args[0]
             );
-            assert_eq!(
-                driver_entries(&home),
-                driver_before,
-                "{what}: {driver} dirs"
-            );
+            // The empty staging root of Go 1.59+'s deferred deletion may stay, as in Go.
+            let driver_after: Vec<String> = driver_entries(&home)
+                .into_iter()
+                .filter(|e| e != "tempdirs")
+                .collect();
+            assert_eq!(driver_after, driver_before, "{what}: {driver} dirs");
             assert_eq!(
                 dir_entries(&layer_files),
                 layers_before,

@@ -370,7 +370,10 @@ fn dedup_reports_bytes_shared_on_a_reflink_file_system() {
         let o = cs.ours(&["dedup", "--hash-method", method]);
         assert_eq!(out(&o), format!("Deduplicated {n} bytes\n"), "{method}");
     }
-    assert_eq!(out(&cs.ours(&["dedup", "-j"])), format!("{{\"Deduped\":{n}}}\n"));
+    assert_eq!(
+        out(&cs.ours(&["dedup", "-j"])),
+        format!("{{\"Deduped\":{n}}}\n")
+    );
     let after =
         std::fs::read(cs.graph.join("vfs/dir").join(&b).join("usr/bin/tool")).expect("read");
     assert_eq!(before, after);

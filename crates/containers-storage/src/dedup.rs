@@ -19,8 +19,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType};
+use storage_io::confined::Root;
 
 use storage_types::{Error, ErrorKind, Result, Sha256Digester};
 
@@ -113,55 +116,109 @@ impl Store {
     }
 }
 
+/// A candidate file of a key: its layer, its path there, its inode and its size.
+struct Candidate {
+    layer: usize,
+    rel: Vec<u8>,
+    inode: (u64, u64),
+    size: u64,
+}
+
 /// Go's `dedup.DedupDirs`: every regular, non-empty file of `dirs` (each inode once) is
 /// keyed by `method`. The first file of a key becomes a candidate; a later one is
 /// deduplicated against each candidate in turn (`FIDEDUPERANGE` of the candidate's whole
 /// length) until the kernel reports bytes deduplicated, which are added to the total; if
 /// none does, it becomes a candidate too. A file system that cannot deduplicate ends the
 /// walk with the total so far; other errors of the ioctl skip to the next candidate.
+///
+/// Each layer directory is walked through descriptors resolved inside it
+/// ([`storage_io::confined`]): no symbolic link is followed, only regular files are opened,
+/// and a file is deduplicated only while it is still the inode that was listed.
 fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
-    let mut candidates: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
+    let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
     let mut inodes: HashSet<(u64, u64)> = HashSet::new();
+    let mut roots: Vec<Root> = Vec::new();
     let mut total = 0u64;
     for dir in dirs {
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            let rd = std::fs::read_dir(&d).map_err(|e| Error::io("open", &d, e))?;
-            let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let path = entry.path();
-                let meta =
-                    std::fs::symlink_metadata(&path).map_err(|e| Error::io("lstat", &path, e))?;
-                if meta.is_dir() {
-                    stack.push(path);
+        let root = Root::open(dir).map_err(|e| Error::io("open", dir, e))?;
+        let layer = roots.len();
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(rel) = stack.pop() {
+            let path = |name: &[u8]| join(dir, &rel, name);
+            let fd = root
+                .open_dir_for_listing(&rel)
+                .map_err(|e| Error::io("open", &path(b""), e))?;
+            let mut names = storage_io::confined::list_dir(&fd)
+                .map_err(|e| Error::io("open", &path(b""), e.into()))?;
+            names.sort();
+            for (name, _) in names {
+                let st = rustix::fs::statat(&fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("lstat", &path(&name), e.into()))?;
+                let child = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    [&rel[..], b"/", &name[..]].concat()
+                };
+                let kind = FileType::from_raw_mode(st.st_mode);
+                if kind == FileType::Directory {
+                    stack.push(child);
                     continue;
                 }
-                if !meta.is_file() || meta.len() == 0 || !inodes.insert((meta.dev(), meta.ino())) {
+                let inode = (st.st_dev, st.st_ino);
+                if kind != FileType::RegularFile || st.st_size <= 0 || !inodes.insert(inode) {
                     continue;
                 }
-                let key = file_key(&path, meta.len(), method)?;
+                // Listed as a regular file but replaced since: left alone.
+                let Ok(file) = storage_io::confined::open_regular_at(&fd, &name) else {
+                    continue;
+                };
+                if inode_of(&file) != inode {
+                    continue;
+                }
+                let size = file.size();
+                let key = file_key(file.file(), &path(&name), size, method)?;
                 let list = candidates.entry(key).or_default();
+                let this = Candidate {
+                    layer,
+                    rel: child,
+                    inode,
+                    size,
+                };
                 if list.is_empty() {
-                    list.push((path, meta.len()));
+                    list.push(this);
                     continue;
                 }
-                match dedup_against(list, &path) {
+                match dedup_against(list, &roots, &root, layer, file.file(), &path(&name)) {
                     Ok(Some(n)) => total += n,
-                    Ok(None) => list.push((path, meta.len())),
+                    Ok(None) => list.push(this),
                     Err(Unsupported) => return Ok(total),
                 }
             }
         }
+        roots.push(root);
     }
     Ok(total)
 }
 
-fn file_key(path: &Path, size: u64, method: HashMethod) -> Result<String> {
+fn inode_of(f: &storage_io::confined::RegularFile) -> (u64, u64) {
+    (f.stat().st_dev, f.stat().st_ino)
+}
+
+/// `dir/rel/name`, for messages.
+fn join(dir: &Path, rel: &[u8], name: &[u8]) -> PathBuf {
+    let mut p = dir.to_path_buf();
+    for part in [rel, name] {
+        if !part.is_empty() {
+            p.push(std::ffi::OsStr::from_bytes(part));
+        }
+    }
+    p
+}
+
+fn file_key(mut f: &File, path: &Path, size: u64, method: HashMethod) -> Result<String> {
     if method == HashMethod::Size {
         return Ok(size.to_string());
     }
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut crc = 0u64;
     let mut sha = Sha256Digester::new();
@@ -186,24 +243,36 @@ fn file_key(path: &Path, size: u64, method: HashMethod) -> Result<String> {
 struct Unsupported;
 
 /// Deduplicates `dst` against the candidates in order; the bytes of the first call that
-/// shared any, or `None` when none did.
+/// shared any, or `None` when none did. A candidate of layer `layer` (being walked) is
+/// opened in `current`, others in `roots`; one that is no longer the inode listed is skipped.
 fn dedup_against(
-    candidates: &[(PathBuf, u64)],
-    dst: &Path,
+    candidates: &[Candidate],
+    roots: &[Root],
+    current: &Root,
+    layer: usize,
+    dst: &File,
+    dst_path: &Path,
 ) -> std::result::Result<Option<u64>, Unsupported> {
-    // Go opens the destination write-only, as the ioctl requires of other users' files.
-    let Ok(d) = std::fs::OpenOptions::new().write(true).open(dst) else {
-        return Ok(None);
-    };
-    for (src, len) in candidates {
-        let Ok(s) = File::open(src) else {
+    for c in candidates {
+        let root = if c.layer == layer {
+            current
+        } else {
+            match roots.get(c.layer) {
+                Some(r) => r,
+                None => continue,
+            }
+        };
+        let Ok(src) = root.open_regular(&c.rel) else {
             continue;
         };
-        match sys::dedupe_range(&s, 0, *len, &d, 0) {
+        if inode_of(&src) != c.inode {
+            continue;
+        }
+        match sys::dedupe_range(src.file(), 0, c.size, dst, 0) {
             Ok(n) if n > 0 => return Ok(Some(n)),
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Err(Unsupported),
-            Err(e) => tracing::debug!("dedup {} against {}: {e}", dst.display(), src.display()),
+            Err(e) => tracing::debug!("dedup {}: {e}", dst_path.display()),
         }
     }
     Ok(None)

@@ -37,11 +37,16 @@ impl Overlay {
     /// Whether idmapped lowers work here (root only; probe cached in the run home).
     pub(super) fn idmapped_lowers(&self) -> bool {
         *self.idmapped.get_or_init(|| {
-            !self.rootless
-                && probe::cached(&self.run_home, "idmapped-lower-dir", || {
+            // Inside a user namespace the answer is no, cached like Go's (podman and a
+            // 1.60 process find `idmapped-lower-dir-false` in a rootless run root).
+            let probed = probe::cached(&self.run_home, "idmapped-lower-dir", || {
+                if self.rootless {
+                    Err("idmapped mounts are not supported in a user namespace".to_owned())
+                } else {
                     probe::idmapped(&self.home)
-                })
-                .is_ok()
+                }
+            });
+            !self.rootless && probed.is_ok()
         })
     }
 

@@ -216,17 +216,20 @@
 // `unsafe` is allowed only in the `sys` module (the dedupe ioctl).
 #![deny(unsafe_code)]
 
+mod auto_userns;
 mod check;
 mod copy;
 mod dedup;
 mod gc;
 pub mod guide;
+mod idmaps;
 mod ops;
 mod records;
 mod salvage;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use auto_userns::AutoUserNsOptions;
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use copy::{CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
@@ -267,6 +270,8 @@ pub struct Store {
     /// With a split image store: `<G>/<drv>-images`, an additional read-write image store.
     extra_images: Vec<ImageStore>,
     containers: ContainerStore,
+    /// `root-auto-userns-user`, `auto-userns-min-size`/`max-size` and the cached ranges.
+    auto_userns: auto_userns::AutoUserNsConfig,
 }
 
 struct DriverState {
@@ -499,6 +504,11 @@ impl Store {
             ro_images,
             extra_images,
             containers,
+            auto_userns: auto_userns::AutoUserNsConfig::new(
+                &opts.root_auto_userns_user,
+                opts.auto_userns_min_size,
+                opts.auto_userns_max_size,
+            ),
         })
     }
 

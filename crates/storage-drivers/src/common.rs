@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-use storage_types::{Error, ErrorKind, IdMap, Result};
+use storage_types::{Error, ErrorKind, Result};
 
 /// Go's `graphdriver.ErrNotSupported`.
 pub(crate) const ERR_NOT_SUPPORTED: &str = "driver not supported";
@@ -134,13 +134,9 @@ pub(crate) fn parse_key_value(opt: &str) -> Result<(String, String)> {
     }
 }
 
-/// Host IDs of container root under the given maps.
-pub(crate) fn root_pair(uid_map: &[IdMap], gid_map: &[IdMap]) -> (u32, u32) {
-    (
-        crate::idmap::to_host(uid_map, 0).unwrap_or(0),
-        crate::idmap::to_host(gid_map, 0).unwrap_or(0),
-    )
-}
+/// Host IDs of container root under the given maps (Go's `GetRootUIDGID`; an error when
+/// container ID 0 is not mapped).
+pub(crate) use storage_types::root_pair;
 
 pub(crate) fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(path) {

@@ -120,10 +120,15 @@ impl Overlay {
         }
         let merged = self.merged_dir(id, &dir, in_store);
         if !merged.exists() {
+            // 1.47+: a new mount point belongs to container root under the *mount's* maps.
+            let root = crate::common::root_pair(&opts.uid_map, &opts.gid_map)?;
             if in_store {
                 mkdir_all(&merged, 0o700)?;
             } else {
                 mkdir_mode(&merged, 0o700)?;
+            }
+            if root != (0, 0) {
+                crate::common::chown(&merged, root)?;
             }
         }
         if self.ref_add(&merged, 1) != 1 {

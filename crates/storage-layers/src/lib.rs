@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 
 mod pgzip;
+mod staged;
 mod view;
 mod write;
 
@@ -86,6 +87,7 @@ use storage_drivers::Driver;
 use storage_lock::{LockFile, ReadGuard, Token};
 use storage_types::{Error, ErrorKind, IdMap, Layer, Result};
 
+pub use staged::{ApplyPlan, Differ, DifferOutput, StagedLayer};
 pub use view::{DiffOptions, Layers};
 pub use write::{CreateLayerOptions, ExpectedDiff, LayersWrite};
 
@@ -444,8 +446,12 @@ impl LayerStore {
             Staleness::Mounts => self.reload_mounts(&mut st)?,
             Staleness::Full => {
                 repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
-                // A full load under the exclusive lock is also when Go cleans staging dirs.
+                // A full load under the exclusive lock is also when Go cleans staging dirs;
+                // abandoned staged layers go too.
                 write::cleanup_staging_dirs(&self.ctx.layer_dir);
+                if let Err(e) = self.ctx.driver.recover_staging() {
+                    tracing::warn!("cleaning up abandoned staged layers: {e}");
+                }
             }
         }
         let mut w = LayersWrite::new(st, guard, is_guard, self.mounts_lock.clone());

@@ -202,6 +202,7 @@ pub mod guide;
 mod ops;
 mod records;
 mod salvage;
+mod staged;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -210,8 +211,9 @@ pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
+pub use staged::{ImportLayersError, ImportLayersOptions, LayerImport, Staged};
 pub use storage_images::{BigDataItem, NewImage};
-pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
+pub use storage_layers::{CreateLayerOptions, DiffOptions, Differ, DifferOutput, ExpectedDiff};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -241,6 +243,8 @@ pub struct Store {
     /// With a split image store: `<G>/<drv>-images`, an additional read-write image store.
     extra_images: Vec<ImageStore>,
     containers: ContainerStore,
+    /// `[storage.options.pull_options]`.
+    pull_options: std::collections::BTreeMap<String, String>,
 }
 
 struct DriverState {
@@ -473,6 +477,7 @@ impl Store {
             ro_images,
             extra_images,
             containers,
+            pull_options: opts.pull_options.clone().unwrap_or_default(),
         })
     }
 
@@ -499,6 +504,11 @@ impl Store {
     /// The driver options the store was opened with.
     pub fn driver_options(&self) -> &[String] {
         &self.driver_options
+    }
+
+    /// The pull options (`[storage.options.pull_options]`; empty when none were configured).
+    pub fn pull_options(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.pull_options
     }
 
     /// Whether the store runs in transient mode.

@@ -69,7 +69,28 @@ impl Store {
 
     /// Go's `PutLayer`/`CreateLayer`: creates a layer (child of `opts.parent`, which may live
     /// in a read-only store but must not be a container's layer) and applies `diff` if given.
+    ///
+    /// A diff is extracted outside the store lock into a staging directory and committed
+    /// under the layers lock in a short step (see [`Store::prepare_staged_layer`]), so
+    /// readers of the store never wait for a layer's data. Layers that cannot be staged
+    /// (from a template, with storage options, or whose content must be re-owned to ID maps
+    /// other than the parent's) are created under the lock, as Go does.
     pub fn create_layer(
+        &self,
+        opts: &CreateLayerOptions,
+        diff: Option<Box<dyn Read + Send>>,
+    ) -> Result<(Layer, i64)> {
+        match diff {
+            Some(diff) => match self.create_layer_staged(opts, diff)? {
+                Ok(done) => Ok(done),
+                Err(diff) => self.create_layer_classic(opts, Some(diff)),
+            },
+            None => self.create_layer_classic(opts, None),
+        }
+    }
+
+    /// [`Store::create_layer`] entirely under the layers lock (Go's way).
+    pub(crate) fn create_layer_classic(
         &self,
         opts: &CreateLayerOptions,
         diff: Option<Box<dyn Read + Send>>,
@@ -155,7 +176,18 @@ impl Store {
     }
 
     /// Applies a (possibly compressed) tar stream to layer `key` (Go's `ApplyDiff`).
+    ///
+    /// When the layer's own content is empty (a layer just made by `create_layer`, on
+    /// overlay, or a base layer on vfs) or the driver copies it cheaply (btrfs snapshots),
+    /// the diff is extracted into a staging directory outside the store lock and the
+    /// layer's content replaced by it under the lock. Otherwise (vfs layers on a parent,
+    /// layers with content, mounted layers) it is applied in place under the lock, as Go
+    /// does.
     pub fn apply_diff(&self, key: &str, diff: Box<dyn Read + Send>) -> Result<i64> {
+        let diff = match self.apply_diff_staged(key, diff)? {
+            Ok(size) => return Ok(size),
+            Err(diff) => diff,
+        };
         let rw = self.layer_store()?;
         let mut w = rw.write()?;
         if w.lookup(key).is_none() {

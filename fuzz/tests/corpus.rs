@@ -244,6 +244,18 @@ fn seeds() -> Vec<Seed> {
             r#"{"type":1,"name_raw":"Li4vY2FuYXJ5L2ZpbGU=","size":5,"payload":null,"position":0}"#,
         ),
         (
+            "link-on-the-path",
+            r#"{"type":1,"name":"up/file","size":57,"payload":null,"position":0}"#,
+        ),
+        (
+            "link-in-place",
+            r#"{"type":1,"name":"d/cf","size":57,"payload":null,"position":0}"#,
+        ),
+        (
+            "absolute-link",
+            r#"{"type":1,"name":"root/canary/file","size":57,"payload":null,"position":0}"#,
+        ),
+        (
             "dir-as-file",
             r#"{"type":2,"payload":"aGVsbG8=","position":0}
 {"type":1,"name":"d","size":1,"payload":null,"position":1}"#,

@@ -18,6 +18,7 @@
 pub mod fs;
 pub mod oci;
 pub mod peers;
+pub mod rootless;
 pub mod tars;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,12 @@ impl Cs {
         c
     }
 
+    /// A command running our binary with `args` on this store (to spawn it).
+    pub fn ours_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        self.command(ours(), &args)
+    }
+
     /// Runs our binary with `args` on this store.
     pub fn ours<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -174,6 +181,47 @@ impl Cs {
         let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
         let go = go_cs().expect("Go containers-storage");
         self.command(&go, &args).output().expect("run go")
+    }
+
+    /// Runs our binary with `args` on this store, killing it and panicking when it has not
+    /// finished after `limit` (a guard against a command that blocks forever, not a
+    /// measurement: give it minutes).
+    pub fn ours_bounded<S: AsRef<OsStr>>(&self, args: &[S], limit: std::time::Duration) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let mut child = self
+            .command(ours(), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ours");
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            panic!("no pipes to the child");
+        };
+        let drain = |r: &mut dyn std::io::Read| {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        };
+        let out = std::thread::spawn(move || drain(&mut stdout));
+        let err = std::thread::spawn(move || drain(&mut stderr));
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait for ours") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} still running after {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
     }
 
     /// Runs our binary with a file as standard input.

@@ -54,12 +54,69 @@ impl TarBuilder {
             .expect("tar symlink");
         self
     }
+    /// Adds a symlink whose name is written exactly as given, absolute or not (the `tar`
+    /// crate refuses to write such names; hostile layers have them). At most 100 bytes.
+    pub fn symlink_raw(mut self, path: &str, target: &str) -> Self {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
+        let name = &mut h.as_old_mut().name;
+        assert!(path.len() < name.len(), "raw names are short");
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_link_name(target).expect("tar link name");
+        h.set_cksum();
+        self.0.append(&h, &[][..]).expect("tar raw symlink");
+        self
+    }
+    /// Adds a PAX extended header (`x`) with `records` for the entry that follows.
+    pub fn pax(mut self, records: &[(&str, &str)]) -> Self {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            // "<len> <key>=<value>\n", the length counting its own digits.
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}").len() + body.len() != len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_path("PaxHeaders.0/entry").expect("pax header name");
+        h.set_cksum();
+        self.0.append(&h, &data[..]).expect("tar pax header");
+        self
+    }
+    /// Adds an entry of any type flag with `data` as its content (hostile or unusual tars).
+    pub fn typed(mut self, path: &str, typeflag: u8, data: &[u8]) -> Self {
+        let mut h = header(
+            tar::EntryType::new(typeflag),
+            0o644,
+            0,
+            0,
+            data.len() as u64,
+        );
+        h.set_path(path).expect("tar path");
+        h.set_cksum();
+        self.0.append(&h, data).expect("tar typed entry");
+        self
+    }
     /// Adds a hard link to an earlier entry.
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(tar::EntryType::Link, 0o644, 0, 0, 0);
         self.0
             .append_link(&mut h, path, target)
             .expect("tar hardlink");
+        self
+    }
+    /// Adds a character device `major:minor` (skipped when extracted in a user namespace).
+    pub fn char_device(mut self, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = header(tar::EntryType::Char, 0o600, 0, 0, 0);
+        h.set_device_major(major).expect("device major");
+        h.set_device_minor(minor).expect("device minor");
+        self.0
+            .append_data(&mut h, path, &[][..])
+            .expect("tar char device");
         self
     }
     /// Finishes the archive (two zero blocks; the `tar` crate does not pad to 10240).

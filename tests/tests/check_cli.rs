@@ -420,3 +420,188 @@ fn missing_container_data_and_missing_image_layers() {
     assert_eq!(ok(&cs.ours(&["images", "-q"])), "");
     assert!(cs.ours(&["check"]).status.success());
 }
+
+/// The temporary tar-split files in the store's layer directory.
+fn tar_split_temps(cs: &Cs) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cs.graph.join("vfs-layers"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".tmp-") && n.contains(".tar-split.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// An import killed while it applies leaves its `.tmp-<id>.tar-split.gz<digits>`; the next
+/// command that loads the store for writing (here: `layers`, which deletes the incomplete
+/// layer) removes it (issue 22, defect 2).
+#[test]
+fn killed_import_leaves_no_temporary_tar_split() {
+    use std::io::Write;
+    let cs = Cs::new("vfs");
+    ok(&cs.ours(&["layers"]));
+    let fifo = cs.dir.path().join("diff.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    let tar = storage_tests::tars::TarBuilder::new()
+        .file("big", 0o644, &big)
+        .finish();
+    let mut child = cs
+        .ours_command(&["import-layer".as_ref(), "-f".as_ref(), fifo.as_os_str()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn import-layer");
+    let mut feed = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open fifo");
+    // Part of the tar: the import applies what it got and waits for more, its temporary
+    // tar-split file open.
+    feed.write_all(&tar[..256 * 1024]).expect("feed");
+    let start = std::time::Instant::now();
+    while tar_split_temps(&cs).is_empty() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("no temporary tar-split file appeared");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL the import");
+    let _ = child.wait();
+    drop(feed);
+    assert_eq!(
+        tar_split_temps(&cs).len(),
+        1,
+        "the killed import left its file"
+    );
+    let listed = ok(&cs.ours(&["layers"]));
+    assert_eq!(listed, "", "the incomplete layer is gone");
+    assert_eq!(
+        tar_split_temps(&cs),
+        Vec::<String>::new(),
+        "and so is its file"
+    );
+}
+
+/// A leftover temporary tar-split file that no load removed (Go leaves them; Go's own load
+/// deletes the incomplete layer and keeps the file) is reported by `check`, removed by
+/// `check -r` without touching the layer it names, and removed by `gc` and by any command
+/// that loads the layers for writing.
+#[test]
+fn leftover_temporary_tar_split_is_reported_and_removed() {
+    let cs = Cs::new("vfs");
+    let layer = import(&cs);
+    let other = "ab".repeat(32);
+    let dir = cs.graph.join("vfs-layers");
+    let plant = || {
+        for (id, digits) in [(layer.as_str(), "4242"), (other.as_str(), "17")] {
+            std::fs::write(
+                dir.join(format!(".tmp-{id}.tar-split.gz{digits}")),
+                b"\x1f\x8b",
+            )
+            .expect("plant");
+        }
+        // Not ours to judge: other temporaries, and names that only look alike.
+        for name in [".tmp-layers.json123", ".tmp-nothex.tar-split.gz1"] {
+            std::fs::write(dir.join(name), b"x").expect("plant");
+        }
+    };
+    plant();
+    let o = cs.ours(&["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let line = |id: &str, digits: &str| {
+        format!(
+            "layer {id}:\n layer {id}: {}: temporary file left behind by an interrupted write\n",
+            dir.join(format!(".tmp-{id}.tar-split.gz{digits}"))
+                .display()
+        )
+    };
+    let mut want = [line(&layer, "4242"), line(&other, "17")];
+    want.sort();
+    assert_eq!(out(&o), want.concat());
+    let o = cs.ours(&["check", "-r"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(tar_split_temps(&cs).len(), 1, "only the look-alike is left");
+    assert!(dir.join(".tmp-layers.json123").exists());
+    assert!(
+        ok(&cs.ours(&["layers", "-q"])).contains(&layer),
+        "the layer stays"
+    );
+    let o = cs.ours(&["check"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    for cmd in [&["gc"][..], &["create-layer"]] {
+        plant();
+        ok(&cs.ours(cmd));
+        assert_eq!(
+            tar_split_temps(&cs),
+            vec![".tmp-nothex.tar-split.gz1".to_string()],
+            "{cmd:?}"
+        );
+    }
+}
+
+/// A record file replaced by a directory (`layers.json`, `images.json`, `containers.json`)
+/// makes the store unloadable; `check` names it and `check -r -f` moves it aside like any
+/// damaged record file and rebuilds it (issue 22, defect 3).
+#[test]
+fn record_file_replaced_by_a_directory_is_moved_aside() {
+    for (dir, file) in [
+        ("vfs-layers", "layers.json"),
+        ("vfs-images", "images.json"),
+        ("vfs-containers", "containers.json"),
+    ] {
+        let cs = Cs::new("vfs");
+        let layer = first_line(&cs.ours(&["create-layer"]));
+        let image = first_line(&cs.ours(&["create-image", &layer]));
+        first_line(&cs.ours(&["create-container", &image]));
+        let path = cs.graph.join(dir).join(file);
+        std::fs::remove_file(&path).expect("remove record file");
+        std::fs::create_dir(&path).expect("mkdir in its place");
+        std::fs::write(path.join("inside"), b"kept").expect("write inside");
+
+        let o = cs.ours(&["check"]);
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", err(&o));
+        assert_eq!(
+            out(&o),
+            format!(
+                "file {}:\n read {}: is a directory\n",
+                path.display(),
+                path.display()
+            ),
+            "{file}"
+        );
+        assert!(path.is_dir(), "{file}: nothing changed by looking");
+
+        let o = cs.ours(&["check", "-r", "-f"]);
+        assert!(o.status.success(), "{file}: {}{}", out(&o), err(&o));
+        assert!(err(&o).contains("kept 0 records"), "{file}: {}", err(&o));
+        assert!(path.is_file(), "{file}: rebuilt");
+        let moved: Vec<_> = std::fs::read_dir(cs.graph.join(dir))
+            .expect("dir")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{file}.damaged-"))
+            })
+            .collect();
+        assert_eq!(moved.len(), 1, "{file}: moved aside once");
+        assert_eq!(
+            std::fs::read(moved[0].path().join("inside")).expect("moved with its content"),
+            b"kept"
+        );
+        for cmd in ["layers", "images", "containers"] {
+            ok(&cs.ours(&[cmd]));
+        }
+        let o = cs.ours(&["check"]);
+        assert!(o.status.success(), "{file}: {}{}", out(&o), err(&o));
+    }
+}

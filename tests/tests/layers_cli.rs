@@ -8,32 +8,10 @@ use std::path::Path;
 use storage_tests::fs::DriverStore;
 use storage_tests::tars::{TarBuilder, compress_with, sample_layer};
 use storage_tests::{Cs, ok};
+use storage_testsupport::per_driver;
 
-macro_rules! per_driver {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn vfs() {
-                super::$name("vfs")
-            }
-            #[test]
-            fn overlay() {
-                super::$name("overlay")
-            }
-            #[test]
-            fn btrfs() {
-                super::$name("btrfs")
-            }
-            #[test]
-            fn fuse_overlayfs() {
-                super::$name("fuse-overlayfs")
-            }
-        }
-    };
-}
-
-per_driver!(bad_input_leaves_no_layer_behind);
-per_driver!(chain_of_300_layers_and_deletion_rules);
+per_driver!(bad_input_leaves_no_layer_behind: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(chain_of_300_layers_and_deletion_rules: vfs, overlay, btrfs, fuse_overlayfs);
 
 fn listing(cs: &Cs) -> String {
     ok(&cs.ours(&["layers", "--json"]))
@@ -288,4 +266,51 @@ fn fuse_overlayfs_store_cleans_up_its_mounts() {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Members the importer refuses are named with the real reason (issue 22, defect 4): a PAX
+/// sparse file is a regular file (`'0'`), never "unhandled tar header type 48"; old GNU
+/// sparse and unknown types keep Go's text and say what the type is.
+#[test]
+fn refused_members_name_the_reason() {
+    let cs = Cs::new("vfs");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "PAX sparse 1.0",
+            TarBuilder::new()
+                .pax(&[
+                    ("GNU.sparse.major", "1"),
+                    ("GNU.sparse.minor", "0"),
+                    ("GNU.sparse.name", "disk.img"),
+                    ("GNU.sparse.realsize", "1048576"),
+                ])
+                .file("GNUSparseFile.0/disk.img", 0o644, &[b'0'; 512])
+                .finish(),
+            "\"disk.img\" is a GNU sparse file in PAX format 1.0: sparse files are not supported",
+        ),
+        (
+            "old GNU sparse",
+            TarBuilder::new().typed("old.img", b'S', b"").finish(),
+            "unhandled tar header type 83 ('S', old GNU sparse file \"old.img\"): sparse files are not supported",
+        ),
+        (
+            "contiguous file",
+            TarBuilder::new().typed("c", b'7', b"x").finish(),
+            "unhandled tar header type 55 ('7', contiguous file)",
+        ),
+    ];
+    for (what, tar, want) in cases {
+        let path = cs.dir.path().join("refused.tar");
+        std::fs::write(&path, &tar).expect("write tar");
+        let o = cs.ours(&["import-layer", "-f", &path.to_string_lossy()]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: imported");
+        assert!(stderr.contains(want), "{what}: {stderr}");
+        assert!(!stderr.contains("type 48"), "{what}: {stderr}");
+    }
+    assert_eq!(
+        listing(&cs),
+        "null\n",
+        "nothing was kept (Go lists no layers as null)"
+    );
 }

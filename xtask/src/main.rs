@@ -45,6 +45,8 @@ const PACKAGES: &[&str] = &[
     "btrfs-progs",
     "xfsprogs",
     "fuse-overlayfs",
+    // newuidmap/newgidmap for the rootless tests (a user namespace with subordinate IDs).
+    "uidmap",
     "pigz",
     "zstd",
     "xz-utils",

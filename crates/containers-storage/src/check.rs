@@ -6,6 +6,11 @@
 //! damaged images with their unused layers, then damaged layers deepest first and layers
 //! the driver has but no record names).
 //!
+//! Beyond Go: temporary tar-split files an interrupted apply left
+//! (`.tmp-<id>.tar-split.gz<digits>`, [`LAYER_TEMPORARY_LEFT`]) are reported as errors of
+//! the layer ID they name (Go's report has no other place for them); `repair` removes the
+//! files and leaves a layer whose only findings they were.
+//!
 //! Limits: the content comparison of mounted layers checks presence, type, permissions,
 //! ownership (not for ID-mapped layers) and the size of regular files, not timestamps.
 
@@ -49,6 +54,11 @@ pub const CONTAINER_DATA_MISSING: &str = "container data item is missing";
 /// Go's `ErrContainerDataIncorrectSize`.
 pub const CONTAINER_DATA_INCORRECT_SIZE: &str = "container data item has incorrect size";
 
+/// Not in Go (whose check does not look for them): a temporary tar-split file that an
+/// interrupted apply left in the layer store's directory. Reported as an error of the layer
+/// it was written for; `repair` removes the file, not the layer.
+pub const LAYER_TEMPORARY_LEFT: &str = "temporary file left behind by an interrupted write";
+
 /// Go's default maximum age of unreferenced layers (24 hours).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -86,6 +96,8 @@ pub struct CheckReport {
     layer_parents: HashMap<String, String>,
     /// Driver layers without a record, with their position in the driver's listing.
     unaccounted: HashMap<String, usize>,
+    /// Layers whose only finding can be a leftover temporary file, with those files.
+    temporaries: BTreeMap<String, Vec<std::path::PathBuf>>,
 }
 
 impl CheckReport {
@@ -322,6 +334,16 @@ impl Store {
                 .filter(|l| !report.layer_parents.contains_key(&l.id))
                 .collect();
             let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            // Seen under the layers lock, which their writers hold while they exist: each
+            // one was left by a writer that is gone.
+            for (id, path) in layers.leftover_temporaries() {
+                push(
+                    &mut found,
+                    &id,
+                    format!("layer {id}: {}: {LAYER_TEMPORARY_LEFT}", path.display()),
+                );
+                report.temporaries.entry(id).or_default().push(path);
+            }
             for layer in &list {
                 report
                     .layer_parents
@@ -380,6 +402,7 @@ impl Store {
                     }
                 }
             }
+            let rules = ContentRules::for_options(self.driver_options());
             if !read_only {
                 // Mountability and content: only where we can be sure it works.
                 for layer in &list {
@@ -397,7 +420,9 @@ impl Store {
                         }
                     };
                     if !opts.quick && !layer.diff_digest.is_empty() {
-                        for diff in compare_content(layer, &list, &headers_by_layer, &mount_point) {
+                        for diff in
+                            compare_content(layer, &list, &headers_by_layer, &mount_point, rules)
+                        {
                             push(
                                 &mut found,
                                 id,
@@ -685,7 +710,21 @@ impl Store {
                 return errs;
             }
         };
+        if !report.temporaries.is_empty() {
+            let removed = rw.write().and_then(|mut w| w.remove_leftover_temporaries());
+            if let Err(e) = removed {
+                errs.push(e);
+            }
+        }
         for id in order {
+            // A layer whose only findings were leftover temporary files is fine now.
+            let only_temporaries = report
+                .layers
+                .get(id)
+                .is_some_and(|errs| errs.iter().all(|e| e.ends_with(LAYER_TEMPORARY_LEFT)));
+            if only_temporaries {
+                continue;
+            }
             if report.is_unaccounted(id) {
                 if let Err(e) = driver.remove(id)
                     && !e.is_not_found()
@@ -852,22 +891,16 @@ impl Kind {
         }
     }
 
-    fn from_meta(ft: std::fs::FileType) -> Kind {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_char_device() {
-            Kind::Char
-        } else if ft.is_block_device() {
-            Kind::Block
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else {
-            Kind::Other
+    fn from_type(ft: rustix::fs::FileType) -> Kind {
+        use rustix::fs::FileType as T;
+        match ft {
+            T::Directory => Kind::Dir,
+            T::RegularFile => Kind::File,
+            T::Symlink => Kind::Symlink,
+            T::CharacterDevice => Kind::Char,
+            T::BlockDevice => Kind::Block,
+            T::Fifo => Kind::Fifo,
+            _ => Kind::Other,
         }
     }
 }
@@ -988,33 +1021,41 @@ fn expected_tree(chain: &[&Vec<DiffEntry>]) -> BTreeMap<String, Entry> {
     tree
 }
 
-/// The tree found under `root` (not following symbolic links).
+/// The tree found under `root`, walked through descriptors resolved inside it: no
+/// symbolic link is followed, in any component ([`storage_io::confined`]).
 fn actual_tree(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
-    use std::os::unix::fs::MetadataExt;
+    use storage_io::confined;
+    let layer = confined::Root::open(root)?;
     let mut tree = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+    let mut stack: Vec<(Vec<u8>, String)> = vec![(Vec::new(), String::new())];
+    while let Some((dir_rel, rel)) = stack.pop() {
+        let dir = layer.open_dir_for_listing(&dir_rel)?;
+        for (name, _) in confined::list_dir(&dir)? {
+            let st =
+                rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+            let shown = String::from_utf8_lossy(&name);
             let path = if rel.is_empty() {
-                name.clone()
+                shown.into_owned()
             } else {
-                format!("{rel}/{name}")
+                format!("{rel}/{shown}")
             };
-            let meta = std::fs::symlink_metadata(entry.path())?;
-            let kind = Kind::from_meta(meta.file_type());
+            let kind = Kind::from_type(rustix::fs::FileType::from_raw_mode(st.st_mode));
             if kind == Kind::Dir {
-                stack.push((entry.path(), path.clone()));
+                let child = if dir_rel.is_empty() {
+                    name.clone()
+                } else {
+                    [&dir_rel[..], b"/", &name[..]].concat()
+                };
+                stack.push((child, path.clone()));
             }
             tree.insert(
                 path,
                 Entry {
                     kind,
-                    mode: meta.mode() & 0o777,
-                    uid: i64::from(meta.uid()),
-                    gid: i64::from(meta.gid()),
-                    size: meta.size() as i64,
+                    mode: st.st_mode & 0o777,
+                    uid: i64::from(st.st_uid),
+                    gid: i64::from(st.st_gid),
+                    size: st.st_size,
                     explicit: true,
                     any_mode: false,
                 },
@@ -1022,6 +1063,34 @@ fn actual_tree(root: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
         }
     }
     Ok(tree)
+}
+
+/// What the content comparison leaves out.
+#[derive(Debug, Clone, Copy, Default)]
+struct ContentRules {
+    /// `ignore_chown_errors=true`: owners may differ from the diffs' (Go ignores them).
+    ignore_ownership: bool,
+    /// Rootless: extraction in a user namespace skips character and block devices (it cannot
+    /// make them), so their absence is no damage.
+    devices_skipped: bool,
+}
+
+impl ContentRules {
+    fn for_options(driver_options: &[String]) -> Self {
+        let ignore_ownership = driver_options.iter().any(|o| {
+            o.split_once('=').is_some_and(|(k, v)| {
+                k.rsplit('.')
+                    .next()
+                    .unwrap_or(k)
+                    .eq_ignore_ascii_case("ignore_chown_errors")
+                    && matches!(v.to_ascii_lowercase().as_str(), "1" | "t" | "true")
+            })
+        });
+        ContentRules {
+            ignore_ownership,
+            devices_skipped: storage_userns::is_rootless(),
+        }
+    }
 }
 
 /// Compares the mounted tree of `layer` with the union of its chain's diffs; returns Go-style
@@ -1032,6 +1101,7 @@ fn compare_content(
     all: &[Layer],
     headers: &HashMap<String, Vec<DiffEntry>>,
     mount_point: &Path,
+    rules: ContentRules,
 ) -> Vec<String> {
     let mut chain: Vec<&Vec<DiffEntry>> = Vec::new();
     let mut cur = layer.id.clone();
@@ -1052,11 +1122,12 @@ fn compare_content(
         Ok(t) => t,
         Err(e) => return vec![format!("reading {}: {e}", mount_point.display())],
     };
-    let ownership = layer.uidmap.is_empty() && layer.gidmap.is_empty();
+    let ownership = layer.uidmap.is_empty() && layer.gidmap.is_empty() && !rules.ignore_ownership;
     let mut diffs = Vec::new();
     let slash = |k: Kind| if k == Kind::Dir { "/" } else { "" };
     for (path, want) in &expected {
         match actual.get(path) {
+            None if rules.devices_skipped && matches!(want.kind, Kind::Char | Kind::Block) => {}
             None => diffs.push(format!("-/{path}{}", slash(want.kind))),
             Some(have) => {
                 if !want.explicit {

@@ -14,8 +14,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType};
+use storage_io::confined::Root;
 
 use storage_drivers::MountOpts;
 use storage_types::{Error, ErrorKind, Result, Sha256Digester};
@@ -119,48 +122,114 @@ impl Store {
     }
 }
 
-/// Go's `dedup.DedupDirs`.
+/// A file that starts a group: its layer, its path there, and its inode.
+struct First {
+    layer: usize,
+    rel: Vec<u8>,
+    inode: (u64, u64),
+}
+
+/// Go's `dedup.DedupDirs`. Each layer directory is walked through descriptors resolved
+/// inside it ([`storage_io::confined`]): no symbolic link is followed, only regular files
+/// are opened, and a file is deduplicated only while it is still the inode that was listed.
 fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
-    let mut first_by_key: HashMap<String, PathBuf> = HashMap::new();
+    let mut first_by_key: HashMap<String, First> = HashMap::new();
     let mut inodes: HashSet<(u64, u64)> = HashSet::new();
+    let mut roots: Vec<Root> = Vec::new();
     let mut total = 0u64;
     for dir in dirs {
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            let rd = std::fs::read_dir(&d).map_err(|e| Error::io("open", &d, e))?;
-            let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let path = entry.path();
-                let meta =
-                    std::fs::symlink_metadata(&path).map_err(|e| Error::io("lstat", &path, e))?;
-                if meta.is_dir() {
-                    stack.push(path);
+        let root = Root::open(dir).map_err(|e| Error::io("open", dir, e))?;
+        let layer = roots.len();
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(rel) = stack.pop() {
+            let path = |name: &[u8]| join(dir, &rel, name);
+            let fd = root
+                .open_dir_for_listing(&rel)
+                .map_err(|e| Error::io("open", &path(b""), e))?;
+            let mut names = storage_io::confined::list_dir(&fd)
+                .map_err(|e| Error::io("open", &path(b""), e.into()))?;
+            names.sort();
+            for (name, _) in names {
+                let st = rustix::fs::statat(&fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("lstat", &path(&name), e.into()))?;
+                let child = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    [&rel[..], b"/", &name[..]].concat()
+                };
+                let kind = FileType::from_raw_mode(st.st_mode);
+                if kind == FileType::Directory {
+                    stack.push(child);
                     continue;
                 }
-                if !meta.is_file() || meta.len() == 0 || !inodes.insert((meta.dev(), meta.ino())) {
+                let inode = (st.st_dev, st.st_ino);
+                if kind != FileType::RegularFile || st.st_size <= 0 || !inodes.insert(inode) {
                     continue;
                 }
-                let key = file_key(&path, meta.len(), method)?;
-                let Some(src) = first_by_key.get(&key) else {
-                    first_by_key.insert(key, path);
+                // Listed as a regular file but replaced since: left alone.
+                let Ok(file) = storage_io::confined::open_regular_at(&fd, &name) else {
                     continue;
                 };
-                match dedup_pair(src, &path, meta.len()) {
+                if inode_of(&file) != inode {
+                    continue;
+                }
+                let size = file.size();
+                let key = file_key(file.file(), &path(&name), size, method)?;
+                let Some(first) = first_by_key.get(&key) else {
+                    first_by_key.insert(
+                        key,
+                        First {
+                            layer,
+                            rel: child,
+                            inode,
+                        },
+                    );
+                    continue;
+                };
+                let src_root = if first.layer == layer {
+                    &root
+                } else {
+                    match roots.get(first.layer) {
+                        Some(r) => r,
+                        None => continue,
+                    }
+                };
+                let Ok(src) = src_root.open_regular(&first.rel) else {
+                    continue;
+                };
+                if inode_of(&src) != first.inode {
+                    continue;
+                }
+                match dedup_pair(src.file(), file.file(), size) {
                     Ok(n) => total += n,
                     Err(Unsupported) => return Ok(total),
                 }
             }
         }
+        roots.push(root);
     }
     Ok(total)
 }
 
-fn file_key(path: &Path, size: u64, method: HashMethod) -> Result<String> {
+fn inode_of(f: &storage_io::confined::RegularFile) -> (u64, u64) {
+    (f.stat().st_dev, f.stat().st_ino)
+}
+
+/// `dir/rel/name`, for messages.
+fn join(dir: &Path, rel: &[u8], name: &[u8]) -> PathBuf {
+    let mut p = dir.to_path_buf();
+    for part in [rel, name] {
+        if !part.is_empty() {
+            p.push(std::ffi::OsStr::from_bytes(part));
+        }
+    }
+    p
+}
+
+fn file_key(mut f: &File, path: &Path, size: u64, method: HashMethod) -> Result<String> {
     if method == HashMethod::Size {
         return Ok(size.to_string());
     }
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut crc = 0u64;
     let mut sha = Sha256Digester::new();
@@ -183,21 +252,14 @@ fn file_key(path: &Path, size: u64, method: HashMethod) -> Result<String> {
 /// The file system cannot deduplicate.
 struct Unsupported;
 
-/// Deduplicates `dst` against `src` in chunks; returns the bytes shared.
-fn dedup_pair(src: &Path, dst: &Path, size: u64) -> std::result::Result<u64, Unsupported> {
-    let Ok(s) = File::open(src) else {
-        return Ok(0);
-    };
-    let d = match File::open(dst) {
-        Ok(d) => d,
-        Err(_) => return Ok(0),
-    };
+/// Deduplicates `d` against `s` in chunks; returns the bytes shared.
+fn dedup_pair(s: &File, d: &File, size: u64) -> std::result::Result<u64, Unsupported> {
     const CHUNK: u64 = 16 * 1024 * 1024;
     let mut offset = 0u64;
     let mut total = 0u64;
     while offset < size {
         let len = CHUNK.min(size - offset);
-        match sys::dedupe_range(&s, offset, len, &d, offset) {
+        match sys::dedupe_range(s, offset, len, d, offset) {
             Ok(sys::Outcome::Same(n)) => total += n,
             Ok(sys::Outcome::Differs) => return Ok(total),
             Err(e) => {

@@ -10,8 +10,9 @@ use crate::Store;
 impl Store {
     /// Go's `Store.GarbageCollect`: removes container and image directories named like an
     /// ID that no record owns (graph and run roots), and driver layers without a record
-    /// (with their tar-split file and big data). Loading the layer store for writing also
-    /// removes incomplete layers and abandoned staging directories. The stores are locked
+    /// (with their tar-split file and big data) and the temporary tar-split files of
+    /// interrupted applies. Loading the layer store for writing also removes incomplete
+    /// layers and abandoned staging directories. The stores are locked
     /// one after the other (containers, images, layers), never nested; the first error is
     /// returned after every step was tried.
     pub fn garbage_collect(&self) -> Result<()> {

@@ -149,6 +149,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## As a rootless user
+//!
+//! A rootless podman user's store (`~/.local/share/containers/storage`) holds files owned by
+//! the IDs of the user's namespace (`/etc/subuid`, `/etc/subgid`). To use it, enter that
+//! namespace first, at the start of `main`, like podman and Go's `containers-storage` do:
+//! [`userns::maybe_reexec`] runs the program again inside it (and exits with its status),
+//! and returns at once as root or when already inside (`podman unshare`).
+//!
+//! ```no_run
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     containers_storage::userns::maybe_reexec()?;
+//!     let (options, _warnings) = storage_config::load_default_options()?;
+//!     let store = containers_storage::Store::open(&options)?;
+//!     for image in store.images_list()? {
+//!         println!("{} {:?}", image.id, image.names);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
 //! The [`guide`] module has the same walk-through as one program.
 //!
 //! # The other crates
@@ -157,8 +177,9 @@
 //! digests, the records and their JSON, errors), `storage_config` (`storage.conf`),
 //! `storage_lock` (lock files that interlock with Go), `storage_io` (atomic file writes),
 //! `storage_tarsplit` and `storage_archive` (tar streams, tar-split, applying and producing
-//! diffs), `storage_drivers` (vfs, overlay, btrfs), and the record stores `storage_layers`,
-//! `storage_images` and `storage_containers`. `storage_cli` is the command-line tool.
+//! diffs), `storage_drivers` (vfs, overlay, btrfs), the record stores `storage_layers`,
+//! `storage_images` and `storage_containers`, and `storage_userns` (the rootless user
+//! namespace, re-exported as [`userns`]). `storage_cli` is the command-line tool.
 //!
 //! # How the store works
 //!
@@ -196,6 +217,7 @@
 #![deny(unsafe_code)]
 
 mod check;
+mod copy;
 mod dedup;
 mod gc;
 pub mod guide;
@@ -207,6 +229,7 @@ mod staged;
 mod sys;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
+pub use copy::{CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
@@ -214,6 +237,9 @@ pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, rep
 pub use staged::{ImportLayersError, ImportLayersOptions, LayerImport, Staged};
 pub use storage_images::{BigDataItem, NewImage};
 pub use storage_layers::{CreateLayerOptions, DiffOptions, Differ, DifferOutput, ExpectedDiff};
+/// The rootless user namespace (the `storage_userns` crate): call
+/// [`userns::maybe_reexec`] at the start of `main` to use a rootless user's store.
+pub use storage_userns as userns;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,7 +4,8 @@
 //! [`crate::Store::open`] refuses a store whose record files cannot be parsed, so `check` looks at
 //! them first with [`check_record_files`]. [`repair_record_files`] keeps a copy of each
 //! damaged file next to it (`images.json.damaged-<unix seconds>`), then rewrites it with the
-//! records that could be read: the JSON array is parsed one element at a time and parsing
+//! records that could be read (a directory or other non-file in a record file's place is
+//! moved aside under that name and the file rebuilt empty): the JSON array is parsed one element at a time and parsing
 //! stops at the damage; elements that are valid JSON but not valid records (for example an
 //! image with an invalid digest, which Go refuses to load) are dropped and counted. The
 //! salvaged records are written back byte for byte as they were. The rewrite happens under
@@ -67,11 +68,13 @@ impl Salvaged {
         if self.dropped > 0 {
             s.push_str(&format!("; dropped {} invalid records", self.dropped));
         }
-        if let Some(d) = &self.damage {
-            s.push_str(&format!(
+        match &self.damage {
+            Some(d) if self.lost_bytes > 0 => s.push_str(&format!(
                 "; {} bytes after the damage could not be read ({d})",
                 self.lost_bytes
-            ));
+            )),
+            Some(d) => s.push_str(&format!("; {d}")),
+            None => {}
         }
         s
     }
@@ -128,7 +131,10 @@ fn record_files(opts: &StoreOptions) -> Vec<(PathBuf, RecordFileKind, PathBuf)> 
             };
             for f in files {
                 let path = dir.join(f);
-                if path.is_file() {
+                // Anything there counts: a directory or other non-file in a record file's
+                // place makes the store unloadable as surely as bad JSON. (A dangling
+                // symbolic link reads as a missing file, which loads as empty.)
+                if std::fs::metadata(&path).is_ok() {
                     out.push((path, kind, lock.clone()));
                 }
             }
@@ -162,11 +168,35 @@ fn parse_error(data: &[u8], path: &Path, kind: RecordFileKind) -> Option<String>
     r.err().map(|e| e.to_string())
 }
 
+/// Why the record file `path` is not a regular file that can be read (a directory, a
+/// FIFO…), worded like Go's failed read; `None` for a regular file.
+fn not_a_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = std::fs::metadata(path).ok()?.file_type();
+    let why = if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "is a directory"
+    } else if ft.is_fifo() {
+        "is a FIFO, not a regular file"
+    } else if ft.is_socket() {
+        "is a socket, not a regular file"
+    } else {
+        "is a device, not a regular file"
+    };
+    Some(format!("read {}: {why}", path.display()))
+}
+
 /// The record files of the store that cannot be loaded (read without taking locks: a
-/// writer replaces files atomically, so a reader never sees a half-written one).
+/// writer replaces files atomically, so a reader never sees a half-written one), including
+/// a directory or other non-file in a record file's place.
 pub fn check_record_files(opts: &StoreOptions) -> Result<Vec<DamagedFile>> {
     let mut out = Vec::new();
     for (path, kind, _) in record_files(opts) {
+        if let Some(error) = not_a_file(&path) {
+            out.push(DamagedFile { path, kind, error });
+            continue;
+        }
         let data = std::fs::read(&path).map_err(|e| Error::io("open", &path, e))?;
         if let Some(error) = parse_error(&data, &path, kind) {
             out.push(DamagedFile { path, kind, error });
@@ -230,6 +260,21 @@ fn salvage(data: &[u8], kind: RecordFileKind) -> (Vec<Vec<u8>>, usize, Option<(u
     }
 }
 
+/// `<path>.damaged-<unix seconds>`, with `.<n>` added when that exists already.
+fn backup_path(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut backup = PathBuf::from(format!("{}.damaged-{secs}", path.display()));
+    let mut n = 1;
+    while std::fs::symlink_metadata(&backup).is_ok() {
+        backup = PathBuf::from(format!("{}.damaged-{secs}.{n}", path.display()));
+        n += 1;
+    }
+    backup
+}
+
 /// Salvages every damaged record file of the store described by `opts` (see the module
 /// documentation). Files that load fine are not touched.
 pub fn repair_record_files(opts: &StoreOptions) -> Result<Vec<Salvaged>> {
@@ -240,30 +285,31 @@ pub fn repair_record_files(opts: &StoreOptions) -> Result<Vec<Salvaged>> {
         let guard = lock
             .lock()
             .map_err(|e| Error::msg(ErrorKind::Io, e.to_string()))?;
-        let data = std::fs::read(&path).map_err(|e| Error::io("open", &path, e))?;
-        if parse_error(&data, &path, kind).is_none() {
-            continue;
-        }
-        let (records, dropped, damage) = salvage(&data, kind);
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut backup = PathBuf::from(format!("{}.damaged-{secs}", path.display()));
-        let mut n = 1;
-        while backup.exists() {
-            backup = PathBuf::from(format!("{}.damaged-{secs}.{n}", path.display()));
-            n += 1;
-        }
-        storage_io::atomic_write(
-            &backup,
-            &data,
-            storage_io::WriteOptions {
-                mode: 0o600,
-                sync: true,
-            },
-        )
-        .map_err(|e| Error::io("write", &backup, e))?;
+        let backup = backup_path(&path);
+        let (data, records, dropped, damage) = match not_a_file(&path) {
+            // Not a file: moved aside whole, the records rebuilt from nothing.
+            Some(why) => {
+                std::fs::rename(&path, &backup).map_err(|e| Error::io("rename", &path, e))?;
+                (Vec::new(), Vec::new(), 0, Some((0, why)))
+            }
+            None => {
+                let data = std::fs::read(&path).map_err(|e| Error::io("open", &path, e))?;
+                if parse_error(&data, &path, kind).is_none() {
+                    continue;
+                }
+                let (records, dropped, damage) = salvage(&data, kind);
+                storage_io::atomic_write(
+                    &backup,
+                    &data,
+                    storage_io::WriteOptions {
+                        mode: 0o600,
+                        sync: true,
+                    },
+                )
+                .map_err(|e| Error::io("write", &backup, e))?;
+                (data, records, dropped, damage)
+            }
+        };
         let mut fixed = b"[".to_vec();
         fixed.extend_from_slice(&records.join(&b","[..]));
         fixed.push(b']');
@@ -298,6 +344,7 @@ pub fn repair_record_files(opts: &StoreOptions) -> Result<Vec<Salvaged>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     const A: &str = r#"{"id":"aaaa","created":"0001-01-01T00:00:00Z"}"#;
     const B: &str = r#"{"id":"bbbb","names":["x"],"created":"0001-01-01T00:00:00Z"}"#;
@@ -318,6 +365,43 @@ mod tests {
         assert_eq!(kept.len(), 2);
         assert_eq!(dropped, 1);
         assert_eq!(damage, None);
+    }
+
+    #[test]
+    fn a_fifo_in_a_record_files_place_is_damage_and_never_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            graph_root: tmp.path().join("root"),
+            run_root: tmp.path().join("run"),
+            ..StoreOptions::default()
+        };
+        let dir = opts.graph_root.join("vfs-images");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("images.json");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let damaged = check_record_files(&opts).unwrap();
+        assert_eq!(
+            damaged,
+            vec![DamagedFile {
+                path: fifo.clone(),
+                kind: RecordFileKind::Images,
+                error: format!("read {}: is a FIFO, not a regular file", fifo.display()),
+            }]
+        );
+        let done = repair_record_files(&opts).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(std::fs::read(&fifo).unwrap(), b"[]");
+        assert!(
+            std::fs::symlink_metadata(&done[0].backup)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum Error {
     #[error("container ID {0} cannot be mapped to a host ID")]
     Unmappable(i64),
     /// `lchown` failed (and chown errors are not ignored).
-    #[error("failed to Lchown \"{path}\" for UID {uid}, GID {gid}{hint}: lchown {path}: {}", go_io_error_text(.source))]
+    #[error("failed to Lchown \"{path}\" for UID {uid}, GID {gid}: lchown {path}: {}", go_io_error_text(.source))]
     Lchown {
         /// The path inside the layer.
         path: String,
@@ -44,13 +44,25 @@ pub enum Error {
         uid: i64,
         /// The host GID.
         gid: i64,
-        /// Go's hint for `EINVAL` in a user namespace (or empty).
-        hint: &'static str,
         /// The OS error.
         source: io::Error,
     },
-    /// An entry type the extractor does not handle (`%d` of the type byte, like Go).
-    #[error("unhandled tar header type {0}")]
+    /// `lchown` failed with `EINVAL` in a user namespace: the ID is not mapped there (Go's
+    /// `idtools.SafeLchown` text, which says what to do).
+    #[error("potentially insufficient UIDs or GIDs available in user namespace (requested {uid}:{gid} for {path}): Check /etc/subuid and /etc/subgid if configured locally and run \"podman system migrate\": lchown {path}: {}", go_io_error_text(.source))]
+    InsufficientIds {
+        /// The path inside the layer.
+        path: String,
+        /// The host UID.
+        uid: i64,
+        /// The host GID.
+        gid: i64,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// An entry type the extractor does not handle: Go's text (`%d` of the type byte) and
+    /// what the byte is.
+    #[error("unhandled tar header type {} ({})", .0, storage_tarsplit::typeflag_text(*.0))]
     UnhandledType(u8),
     /// The same path appears twice in the tar (tar-split rejects this in Go).
     #[error("duplicates of file paths not supported")]
@@ -67,7 +79,9 @@ impl Error {
     /// The errno of the underlying OS error, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Path { source, .. } | Error::Lchown { source, .. } => source.raw_os_error(),
+            Error::Path { source, .. }
+            | Error::Lchown { source, .. }
+            | Error::InsufficientIds { source, .. } => source.raw_os_error(),
             Error::Os(e) | Error::Read(e) => e.raw_os_error(),
             _ => None,
         }
@@ -87,7 +101,10 @@ impl From<Error> for storage_types::Error {
     /// errno.
     fn from(e: Error) -> Self {
         let kind = match &e {
-            Error::Path { .. } | Error::Os(_) | Error::Lchown { .. } => ErrorKind::Io,
+            Error::Path { .. }
+            | Error::Os(_)
+            | Error::Lchown { .. }
+            | Error::InsufficientIds { .. } => ErrorKind::Io,
             Error::Read(_)
             | Error::Tar(_)
             | Error::DuplicatePath
@@ -128,13 +145,16 @@ mod tests {
         );
         assert_eq!(
             Error::UnhandledType(b'7').to_string(),
-            "unhandled tar header type 55"
+            "unhandled tar header type 55 ('7', contiguous file)"
+        );
+        assert_eq!(
+            Error::UnhandledType(1).to_string(),
+            "unhandled tar header type 1 ('\\x01', unknown type)"
         );
         let lchown = Error::Lchown {
             path: "/f".into(),
             uid: 5,
             gid: 6,
-            hint: "",
             source: io::Error::from_raw_os_error(1),
         };
         assert_eq!(

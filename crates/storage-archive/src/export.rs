@@ -10,18 +10,26 @@
 //! sockets, mtime truncated to whole seconds (whiteouts of deletes: `now`, rounded by
 //! Go's writer).
 //!
+//! Unlike Go, nothing outside the tree is read: entries are read relative to their
+//! directory's descriptor without following a symbolic link ([`read_entry`]); directories
+//! are descended through descriptors; a change whose path crosses a symbolic link (or a
+//! missing directory) is skipped, as Go skips what it cannot add.
+//!
 //! The bytes come from [`GoTarWriter`], a re-implementation of Go's `archive/tar`
 //! writer: USTAR when representable, else PAX (`PaxHeaders.0` names, sorted records),
 //! else GNU; zero-padded octal fields; Go's checksum layout; two zero blocks at the end
 //! with no padding to a record size.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use storage_io::confined;
 use storage_types::IdMap;
 
 use crate::changes::{Change, ChangeKind};
@@ -498,8 +506,9 @@ impl<W: Write> GoTarWriter<W> {
         Ok(())
     }
 
-    /// Copies up to the remaining size of the current entry from `r`.
-    fn copy_content(&mut self, r: &mut dyn Read) -> io::Result<()> {
+    /// Copies up to the remaining size of the current entry from `r` (what `r` lacks is
+    /// zero-filled when the next entry starts).
+    pub fn copy_content(&mut self, r: &mut dyn Read) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(128 * 1024, 0);
         let result = self.copy_with(r, &mut buf);
@@ -545,6 +554,138 @@ fn map_id(maps: &[IdMap], id: u32) -> Option<u32> {
     })
 }
 
+/// One entry of a layer tree, read relative to its directory without following a symbolic
+/// link ([`read_entry`]): what the exporters put in a header, and the open regular file or
+/// directory that content and extended attributes are read through.
+#[derive(Debug)]
+pub struct TreeEntry {
+    /// `lstat` of the entry; for an opened regular file or directory, `fstat` of it.
+    pub stat: Stat,
+    /// The target of a symbolic link (empty otherwise).
+    pub link: Vec<u8>,
+    /// A regular file, open for reading (`None` if it could not be opened).
+    pub file: Option<File>,
+    /// A directory, open for listing (`None` if it could not be opened).
+    pub dir: Option<OwnedFd>,
+}
+
+impl TreeEntry {
+    /// The entry's type.
+    pub fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.stat.st_mode)
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match (&self.file, &self.dir) {
+            (Some(f), _) => Some(f.as_fd()),
+            (None, Some(d)) => Some(d.as_fd()),
+            (None, None) => None,
+        }
+    }
+
+    /// Go's `FileInfoHeader` plus the exported xattrs, for an entry named `name` in the
+    /// archive (`/` appended for a directory); `None` for a socket or an unknown type, which
+    /// are not archived.
+    pub fn header(&self, name: &[u8]) -> Option<TarHeader> {
+        let st = &self.stat;
+        let ft = self.file_type();
+        let mut h = TarHeader {
+            name: name.to_vec(),
+            mode: i64::from(st.st_mode & 0o7777),
+            uid: i64::from(st.st_uid),
+            gid: i64::from(st.st_gid),
+            // FileInfoHeader truncates to whole seconds ([V] 1.43: .7 s → down).
+            mtime: st.st_mtime,
+            ..TarHeader::default()
+        };
+        match ft {
+            FileType::RegularFile => {
+                h.typeflag = flag::REG;
+                h.size = st.st_size;
+            }
+            FileType::Directory => {
+                h.typeflag = flag::DIR;
+                h.name.push(b'/');
+            }
+            FileType::Symlink => {
+                h.typeflag = flag::SYMLINK;
+                h.linkname = self.link.clone();
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                h.typeflag = if ft == FileType::CharacterDevice {
+                    flag::CHAR
+                } else {
+                    flag::BLOCK
+                };
+                h.devmajor = i64::from(rustix::fs::major(st.st_rdev));
+                h.devminor = i64::from(rustix::fs::minor(st.st_rdev));
+            }
+            FileType::Fifo => h.typeflag = flag::FIFO,
+            _ => return None,
+        }
+        h.pax = self.tar_xattrs();
+        Some(h)
+    }
+
+    /// The extended attribute `name` of an opened regular file or directory.
+    pub fn xattr(&self, name: &[u8]) -> Option<Vec<u8>> {
+        crate::xattr::get_fd(self.fd()?, OsStr::from_bytes(name))
+    }
+
+    /// The xattrs 1.60 exports, as `SCHILY.xattr.<name>` PAX records
+    /// ([`crate::xattr::pax_records`]), read through the opened regular file or directory
+    /// (the only types that can carry these namespaces).
+    pub fn tar_xattrs(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.fd().map(crate::xattr::pax_records).unwrap_or_default()
+    }
+}
+
+/// Reads the entry `name` of the directory `dir` without following a symbolic link: its
+/// `lstat`, a symbolic link's target, and a regular file or directory opened with
+/// `O_NOFOLLOW` ([`storage_io::confined`]; a FIFO or device is never opened). A regular file
+/// or directory replaced meanwhile by something else is not opened (its content then reads
+/// as zeros, like a file that vanished).
+pub fn read_entry(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<TreeEntry> {
+    let stat = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+    let mut entry = TreeEntry {
+        stat,
+        link: Vec::new(),
+        file: None,
+        dir: None,
+    };
+    let fstat = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).ok();
+    match entry.file_type() {
+        FileType::RegularFile => {
+            if let Ok(f) = confined::open_regular_at(dir, name) {
+                entry.stat = *f.stat();
+                entry.file = Some(f.into_file());
+            }
+        }
+        FileType::Directory => {
+            if let Ok(d) = confined::open_dir_at(dir, name)
+                && let Some(st) = fstat(d.as_fd())
+            {
+                entry.stat = st;
+                entry.dir = Some(d);
+            }
+        }
+        FileType::Symlink => {
+            entry.link =
+                rustix::fs::readlinkat(dir, OsStr::from_bytes(name), Vec::new())?.into_bytes();
+        }
+        _ => {}
+    }
+    Ok(entry)
+}
+
+/// The names in the directory `dir`, sorted byte-wise, each with whether its directory
+/// entry says it is a directory (Go's `WalkDir` view).
+pub fn sorted_names(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, bool)>> {
+    let mut names = crate::fsops::list_dir(dir)?;
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(names)
+}
+
 /// Go's `tarAppender`: one archive being built.
 struct Appender<'a> {
     tw: GoTarWriter<io::BufWriter<&'a mut dyn Write>>,
@@ -554,110 +695,86 @@ struct Appender<'a> {
 }
 
 impl Appender<'_> {
-    /// Go's `addTarFile(path, name)`. Returns `Ok(false)` when the entry was skipped.
-    fn add(&mut self, path: &Path, name: &[u8]) -> io::Result<bool> {
-        let md = std::fs::symlink_metadata(path)?;
-        let ft = md.file_type();
-        if ft.is_socket() {
-            return Ok(false);
-        }
-        let mut h = TarHeader {
-            name: name.to_vec(),
-            mode: i64::from(md.mode() & 0o7777),
-            uid: i64::from(md.uid()),
-            gid: i64::from(md.gid()),
-            // FileInfoHeader truncates to whole seconds ([V] 1.43: .7 s → down).
-            mtime: md.mtime(),
-            ..TarHeader::default()
+    /// Go's `addTarFile` for the entry `base` of the directory `dir`, named `name` in the
+    /// archive. Returns the entry's directory descriptor when it is one.
+    fn add(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        name: &[u8],
+    ) -> io::Result<Option<OwnedFd>> {
+        let mut e = read_entry(dir, base)?;
+        // Sockets and anything unknown are not archived.
+        let Some(mut h) = e.header(name) else {
+            return Ok(None);
         };
-        if ft.is_file() {
-            h.typeflag = flag::REG;
-            h.size = md.size() as i64;
-        } else if ft.is_dir() {
-            h.typeflag = flag::DIR;
-            h.name.push(b'/');
-        } else if ft.is_symlink() {
-            h.typeflag = flag::SYMLINK;
-            h.linkname = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
-        } else if ft.is_char_device() || ft.is_block_device() {
-            h.typeflag = if ft.is_char_device() {
-                flag::CHAR
-            } else {
-                flag::BLOCK
-            };
-            let rdev = md.rdev();
-            h.devmajor = i64::from(rustix::fs::major(rdev));
-            h.devminor = i64::from(rustix::fs::minor(rdev));
-        } else if ft.is_fifo() {
-            h.typeflag = flag::FIFO;
-        } else {
-            return Ok(false);
-        }
-        h.pax = crate::xattr::pax_records(path, &md);
-        if !ft.is_dir() && md.nlink() > 1 {
-            if let Some(old) = self.seen.get(&md.ino()) {
+        let st = &e.stat;
+        let ft = e.file_type();
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            if let Some(old) = self.seen.get(&st.st_ino) {
                 h.typeflag = flag::LINK;
                 h.linkname = old.clone();
                 h.size = 0;
             } else {
-                self.seen.insert(md.ino(), h.name.clone());
+                self.seen.insert(st.st_ino, h.name.clone());
             }
         }
-        let is_overlay_whiteout = ft.is_char_device() && h.devmajor == 0 && h.devminor == 0;
+        let is_overlay_whiteout =
+            ft == FileType::CharacterDevice && h.devmajor == 0 && h.devminor == 0;
         let base = h.name.strip_suffix(b"/").unwrap_or(&h.name);
         let base = base.rsplit(|&c| c == b'/').next().unwrap_or(base);
         let identity = self.uid_map.is_empty() && self.gid_map.is_empty();
         if !(is_overlay_whiteout || base.starts_with(b".wh.") || identity) {
             match (
-                map_id(self.uid_map, md.uid()),
-                map_id(self.gid_map, md.gid()),
+                map_id(self.uid_map, st.st_uid),
+                map_id(self.gid_map, st.st_gid),
             ) {
                 (Some(u), Some(g)) => {
                     h.uid = i64::from(u);
                     h.gid = i64::from(g);
                 }
                 // Go: "Can't add file …" logged, entry skipped.
-                _ => return Ok(false),
+                _ => return Ok(e.dir.take()),
             }
         }
         self.tw.write_header(&h)?;
         if h.typeflag == flag::REG && h.size > 0 {
-            // The file may have vanished or become unreadable: Go's copy then fails;
-            // we keep the archive well-formed by zero-filling.
-            if let Ok(mut f) = File::open(path) {
-                self.tw.copy_content(&mut f)?;
+            // A file that could not be opened, or shrank, is zero-filled by the writer,
+            // keeping the archive well-formed (Go's copy would fail).
+            if let Some(f) = &mut e.file {
+                self.tw.copy_content(f)?;
             }
         }
-        Ok(true)
+        Ok(e.dir.take())
     }
 }
 
-/// Go's lexical `WalkDir` below `dir` (names relative to the walk root in `rel`).
-fn walk(app: &mut Appender<'_>, dir: &Path, rel: &[u8]) -> io::Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+/// Go's lexical `WalkDir` below the directory `dir` (names relative to the walk root in
+/// `rel`); directories are descended through descriptors, never through a symbolic link.
+fn walk(app: &mut Appender<'_>, dir: BorrowedFd<'_>, rel: &[u8]) -> io::Result<()> {
+    let Ok(names) = sorted_names(dir) else {
         return Ok(());
     };
-    // WalkDir's view: names sorted byte-wise, "is a directory" from the dirent type.
-    let mut names: Vec<(std::ffi::OsString, bool)> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))
-        .collect();
-    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     for (name, is_dir) in names {
-        let path = dir.join(&name);
         let mut child = rel.to_vec();
         if !child.is_empty() {
             child.push(b'/');
         }
-        child.extend_from_slice(name.as_bytes());
-        match app.add(&path, &child) {
-            Ok(_) => {}
+        child.extend_from_slice(&name);
+        let sub = match app.add(dir, &name, &child) {
+            Ok(sub) => sub,
             Err(e) if is_write_error(&e) => return Err(e),
             // Go logs "Can't add file …" and walks on, into the directory too.
-            Err(_) => {}
-        }
+            Err(_) => None,
+        };
         if is_dir {
-            walk(app, &path, &child)?;
+            let sub = match sub {
+                Some(fd) => Some(fd),
+                None => confined::open_dir_at(dir, &name).ok(),
+            };
+            if let Some(fd) = sub {
+                walk(app, fd.as_fd(), &child)?;
+            }
         }
     }
     Ok(())
@@ -722,7 +839,14 @@ pub fn tar_dir(
             gid_map,
             seen: HashMap::new(),
         };
-        walk(&mut app, root, b"")?;
+        let opened = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        if let Ok(fd) = opened {
+            walk(&mut app, fd.as_fd(), b"")?;
+        }
         app.tw.finish()?;
         Ok(())
     };
@@ -749,6 +873,10 @@ pub fn export_changes(
             gid_map,
             seen: HashMap::new(),
         };
+        // Entries are read through their directory, resolved inside `root` without
+        // following a symbolic link; the last directory is kept (changes come sorted).
+        let layer = confined::Root::open(root).ok();
+        let mut cached: Option<(Vec<u8>, OwnedFd)> = None;
         for change in sorted {
             let rel = change.path.trim_start_matches('/');
             if change.kind == ChangeKind::Delete {
@@ -767,10 +895,23 @@ pub fn export_changes(
                 };
                 app.tw.write_header(&h)?;
             } else {
-                match app.add(&root.join(rel), rel.as_bytes()) {
-                    Ok(_) => {}
-                    Err(e) if is_write_error(&e) => return Err(e),
-                    Err(_) => {}
+                let (dir, base) = confined::split(rel.as_bytes());
+                let dir_fd = match (&layer, &cached) {
+                    (_, Some((d, fd))) if d.as_slice() == dir => Some(fd),
+                    (Some(layer), _) => {
+                        cached = layer.open_dir(dir).ok().map(|fd| (dir.to_vec(), fd));
+                        cached.as_ref().map(|(_, fd)| fd)
+                    }
+                    (None, _) => None,
+                };
+                // A missing or symlinked directory on the way: skipped (Go logs "Can't add
+                // file …"; it would follow the link).
+                if let Some(fd) = dir_fd {
+                    match app.add(fd.as_fd(), base, rel.as_bytes()) {
+                        Ok(_) => {}
+                        Err(e) if is_write_error(&e) => return Err(e),
+                        Err(_) => {}
+                    }
                 }
             }
         }

@@ -5,7 +5,9 @@
 //! model). Operations then act on `(directory fd, final component)` pairs and
 //! never follow a symbolic link in the final component unless Go does.
 //!
-//! Everything here is safe Rust over `rustix`; there is no `unsafe` in the crate.
+//! The resolution itself is `storage_io::confined` (shared with the readers of recorded
+//! names, which follow no symbolic link at all). Everything here is safe Rust over
+//! `rustix`; there is no `unsafe` in the crate.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,8 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
+use storage_io::confined;
 
 use crate::gopath;
 
@@ -33,11 +36,7 @@ pub(crate) struct Root {
 
 impl Root {
     pub(crate) fn open(path: &Path) -> io::Result<Root> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = OwnedFd::from(confined::Root::open(path)?);
         Ok(Root {
             fd: Rc::new(fd),
             cache: HashMap::new(),
@@ -64,23 +63,10 @@ impl Root {
         Ok(fd)
     }
 
-    /// `openat2(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, retried on `EAGAIN`.
+    /// `openat2(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, retried on
+    /// `EAGAIN` ([`confined::Follow::InRoot`]).
     pub(crate) fn resolve(&self, rel: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
-        let path: &[u8] = if rel.is_empty() { b"." } else { rel };
-        let mut tries = 0;
-        loop {
-            match rustix::fs::openat2(
-                &*self.fd,
-                path,
-                flags | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Err(Errno::AGAIN) if tries < 64 => tries += 1,
-                Err(Errno::NOSYS) => return Err(Errno::NOSYS),
-                other => return other,
-            }
-        }
+        confined::resolve_at(self.fd.as_fd(), rel, flags, confined::Follow::InRoot)
     }
 
     /// Forgets every cached directory (after anything was removed or replaced).
@@ -98,70 +84,12 @@ pub(crate) fn proc_path(dir: BorrowedFd<'_>, base: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&p))
 }
 
-/// `rm -rf` of `name` inside `dir`, without following symbolic links. A missing
-/// entry is not an error.
-pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR | Errno::PERM) => {}
-        Err(e) => return Err(e),
-    }
-    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
-        return rustix::fs::unlinkat(dir, name, AtFlags::empty());
-    }
-    let sub = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    remove_children(sub.as_fd())?;
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+/// `rm -rf` of an entry of a directory, and of a directory's content, without following
+/// symbolic links.
+pub(crate) use storage_io::confined::{remove_all_at, remove_children};
 
-/// Removes everything inside the directory `dir`.
-pub(crate) fn remove_children(dir: BorrowedFd<'_>) -> Result<(), Errno> {
-    for name in list_dir(dir)? {
-        remove_all_at(dir, &name.0)?;
-    }
-    Ok(())
-}
-
-/// The entries of a directory (without `.` and `..`), with whether each is a
-/// directory (from `d_type`, or `lstat` when the file system does not say).
-pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, bool)>, Errno> {
-    let mut d = rustix::fs::Dir::read_from(dir)?;
-    let mut out = Vec::new();
-    while let Some(entry) = d.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let is_dir = match entry.file_type() {
-            rustix::fs::FileType::Directory => true,
-            rustix::fs::FileType::Unknown => {
-                rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map(|st| {
-                        rustix::fs::FileType::from_raw_mode(st.st_mode)
-                            == rustix::fs::FileType::Directory
-                    })
-                    .unwrap_or(false)
-            }
-            _ => false,
-        };
-        out.push((name.to_vec(), is_dir));
-    }
-    Ok(out)
-}
+/// The entries of a directory (without `.` and `..`), with whether each is a directory.
+pub(crate) use storage_io::confined::list_dir;
 
 /// Opens the directory `name` inside `dir` for reading, not following a final symlink.
 pub(crate) fn open_subdir(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {

@@ -48,7 +48,9 @@
 //!
 //! * [`changes`]: Go's `ChangesDirs` (layer vs parent trees) and `ChangesSize`.
 //! * [`export`]: Go 1.60's tar writer, `TarWithOptions` (`tar_dir`) and
-//!   `ExportChanges` (`export_changes`), byte for byte.
+//!   `ExportChanges` (`export_changes`), byte for byte. Entries are read relative to their
+//!   directory's descriptor without following a symbolic link (`export::read_entry`); a
+//!   change whose path crosses a symbolic link is skipped where Go would follow it.
 //!
 //! # Example
 //!

@@ -756,22 +756,28 @@ impl Unpacker<'_> {
             None => rustix::fs::chownat(dirfd, base, u, g, AtFlags::SYMLINK_NOFOLLOW),
         };
         if let Err(e) = r {
-            let hint = if self.opts.in_user_ns && e == Errno::INVAL {
-                " (try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid)"
+            let (path, uid, gid, source) = (gopath::display(rel), hdr.uid, hdr.gid, e.into());
+            let err = if self.opts.in_user_ns && e == Errno::INVAL {
+                Error::InsufficientIds {
+                    path,
+                    uid,
+                    gid,
+                    source,
+                }
             } else {
-                ""
-            };
-            let err = Error::Lchown {
-                path: gopath::display(rel),
-                uid: hdr.uid,
-                gid: hdr.gid,
-                hint,
-                source: e.into(),
+                Error::Lchown {
+                    path,
+                    uid,
+                    gid,
+                    source,
+                }
             };
             if !self.opts.ignore_chown_errors {
                 return Err(err);
             }
-            self.warnings.push(err.to_string());
+            self.warnings.push(format!(
+                "Chown error detected. Ignoring due to ignoreChownErrors flag: {err}"
+            ));
         }
         let _ = self.euid;
         Ok(())

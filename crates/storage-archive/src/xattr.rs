@@ -1,6 +1,7 @@
 //! Reading extended attributes without following symlinks, as the diff side needs them:
-//! one value ([`get`]), the list of names ([`list`]), and the set Go 1.60 exports into a
-//! layer tar ([`pax_records`]).
+//! one value ([`get`], or [`get_fd`] through an open file), the list of names ([`list`],
+//! [`list_fd`]), and the set Go 1.60 exports into a layer tar ([`pax_records`], read
+//! through the entry's descriptor so that the exporters never resolve a layer path again).
 //!
 //! ```
 //! let tmp = tempfile::tempdir().unwrap();
@@ -14,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -28,15 +30,29 @@ pub fn get(path: &Path, name: impl AsRef<OsStr>) -> Option<Vec<u8>> {
     read_growing(vec![0u8; 256], |buf| rustix::fs::lgetxattr(path, name, buf)).ok()
 }
 
+/// `fgetxattr(fd, name)`: [`get`] through an open file or directory.
+pub fn get_fd(fd: BorrowedFd<'_>, name: impl AsRef<OsStr>) -> Option<Vec<u8>> {
+    let name = name.as_ref();
+    read_growing(vec![0u8; 256], |buf| rustix::fs::fgetxattr(fd, name, buf)).ok()
+}
+
 /// `llistxattr(path)`: the names, each followed by a NUL (empty when there are none).
 /// The common case, a file without extended attributes, costs one system call and no
 /// allocation.
 pub fn list(path: &Path) -> io::Result<Vec<u8>> {
+    list_with(|buf| rustix::fs::llistxattr(path, buf))
+}
+
+/// `flistxattr(fd)`: [`list`] through an open file or directory.
+pub fn list_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    list_with(|buf| rustix::fs::flistxattr(fd, buf))
+}
+
+fn list_with(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
     let mut stack = [0u8; 1024];
-    match rustix::fs::llistxattr(path, &mut stack) {
+    match call(&mut stack) {
         Ok(n) => Ok(stack[..n].to_vec()),
-        Err(Errno::RANGE) => read_growing(vec![0u8; 4096], |buf| rustix::fs::llistxattr(path, buf))
-            .map_err(Into::into),
+        Err(Errno::RANGE) => read_growing(vec![0u8; 4096], call).map_err(Into::into),
         Err(e) => Err(e.into()),
     }
 }
@@ -62,31 +78,28 @@ fn read_growing(
     }
 }
 
-/// The extended attributes Go 1.60 writes into a layer tar for `path` (whose metadata
-/// is `md`), as `SCHILY.xattr.<name>` PAX records: `security.capability`,
-/// `security.ima` and the `user.*` ones except overlay's own `user.overlay.*`. Only
-/// regular files and directories carry them.
-pub fn pax_records(path: &Path, md: &std::fs::Metadata) -> BTreeMap<Vec<u8>, Vec<u8>> {
+/// The extended attributes Go 1.60 writes into a layer tar for the entry open as `fd`, as
+/// `SCHILY.xattr.<name>` PAX records: `security.capability`, `security.ima` and the
+/// `user.*` ones except overlay's own `user.overlay.*`. Only regular files and directories
+/// carry them: callers pass the descriptor of one (opened without following a symbolic
+/// link), and nothing else.
+pub fn pax_records(fd: BorrowedFd<'_>) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
-    let ft = md.file_type();
-    if !(ft.is_file() || ft.is_dir()) {
-        return out;
-    }
     let mut put = |name: &[u8], v: Vec<u8>| {
         let mut k = b"SCHILY.xattr.".to_vec();
         k.extend_from_slice(name);
         out.insert(k, v);
     };
     for name in ["security.capability", "security.ima"] {
-        if let Some(v) = get(path, name) {
+        if let Some(v) = get_fd(fd, name) {
             put(name.as_bytes(), v);
         }
     }
-    let names = list(path).unwrap_or_default();
+    let names = list_fd(fd).unwrap_or_default();
     for name in names.split(|b| *b == 0) {
         if name.starts_with(b"user.")
             && !name.starts_with(b"user.overlay.")
-            && let Some(v) = get(path, OsStr::from_bytes(name))
+            && let Some(v) = get_fd(fd, OsStr::from_bytes(name))
         {
             put(name, v);
         }
@@ -119,8 +132,11 @@ mod tests {
         let mut names: Vec<&[u8]> = names.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
         names.sort();
         assert_eq!(names, [&b"user.big"[..], b"user.overlay.x"]);
-        let md = std::fs::symlink_metadata(&f).unwrap();
-        let recs = pax_records(&f, &md);
+        let file = std::fs::File::open(&f).unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&file);
+        assert_eq!(get_fd(fd, "user.big").as_deref(), Some(&big[..]));
+        assert_eq!(list_fd(fd).unwrap().len(), list(&f).unwrap().len());
+        let recs = pax_records(fd);
         assert_eq!(
             recs.keys().collect::<Vec<_>>(),
             [&b"SCHILY.xattr.user.big".to_vec()]

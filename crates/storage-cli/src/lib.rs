@@ -11,10 +11,13 @@
 //! declared in one table ([`commands::COMMANDS`]): adding a command is one entry plus one
 //! handler function.
 //!
+//! For a rootless user `--unshare` is on by default: after the argument checks the tool runs
+//! itself again inside the user's namespace (`containers_storage::userns`, Go's
+//! `MaybeReexecUsingUserNamespace`); the binary's `main` finishes entering it first thing.
+//!
 //! Limits: only the commands whose library support exists are registered (see the global
-//! `--help`): `applydiff-using-staging-dir` is missing; `unshare` and `--unshare` only work
-//! as root, where Go's user-namespace re-exec is a no-op (rootless `unshare` is refused,
-//! `--unshare` is accepted and ignored). Log lines always use
+//! `--help`): `applydiff-using-staging-dir` is missing; `--unshare` given by root does
+//! nothing (Go re-executes itself until nesting fails). Log lines always use
 //! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
 //! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a
 //! terminal.
@@ -94,6 +97,11 @@ const UNSHARE: FlagSpec = FlagSpec {
     kind: Kind::Bool,
     usage: "Run in a user namespace (default false)",
 };
+/// `--unshare` as a rootless user registers it (Go: `(default %t)` of `IsRootless()`).
+const UNSHARE_ROOTLESS: FlagSpec = FlagSpec {
+    usage: "Run in a user namespace (default true)",
+    ..UNSHARE
+};
 const HELP: FlagSpec = FlagSpec {
     names: &["#help", "-help"],
     kind: Kind::Bool,
@@ -109,6 +117,8 @@ pub struct Globals {
     pub debug: bool,
     /// `--unshare`.
     pub unshare: bool,
+    /// Go's `unshare.IsRootless()`: the default of `--unshare` and its help text.
+    pub rootless: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -131,7 +141,12 @@ fn add_globals(fs: &mut FlagSet, g: &Globals) {
     fs.add(DRIVER, Value::Str(o.driver.clone()));
     fs.add(STORAGE_OPT, Value::List(o.driver_options.clone()));
     fs.add(DEBUG, Value::Bool(g.debug));
-    fs.add(UNSHARE, Value::Bool(g.unshare));
+    let unshare = if g.rootless {
+        UNSHARE_ROOTLESS
+    } else {
+        UNSHARE
+    };
+    fs.add(unshare, Value::Bool(g.unshare));
 }
 
 /// The flag set of the global pass: the global options and `--help`.
@@ -267,6 +282,12 @@ pub fn go_list(items: &[String]) -> String {
 /// error.
 pub fn main() -> ! {
     sys::default_sigpipe();
+    // The copy of this program that `--unshare` starts enters the user namespace first,
+    // while it has a single thread (Go does it in a C constructor).
+    if let Err(e) = containers_storage::userns::finish_reexec() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
     std::process::exit(run(std::env::args_os().collect()))
 }
 
@@ -291,8 +312,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 
     // 1. Global pass.
+    let rootless = containers_storage::userns::is_rootless();
     let mut globals = Globals {
-        unshare: false,
+        unshare: rootless,
+        rootless,
         ..Globals::default()
     };
     let mut gfs = global_flag_set(&argv0, &globals);
@@ -363,6 +386,15 @@ pub fn run(args: Vec<OsString>) -> i32 {
             go_list(&positional)
         );
         print_command_usage(cmd, &cfs);
+        return 1;
+    }
+
+    // 6. Enter the rootless user's namespace (the process exits here with the status of
+    // the copy that runs inside it).
+    if globals.unshare
+        && let Err(e) = containers_storage::userns::maybe_reexec()
+    {
+        log::error(&e.to_string());
         return 1;
     }
 

@@ -52,10 +52,13 @@ fn create_layer_errors() {
     let o = s.ours(&["create-layer", "--hostuidmap", "--uidmap", "0:100000:65536"]);
     assert_eq!(o.stderr, "host uid map specified along with UID mapping\n");
     let o = s.ours(&["create-layer", "--subuidmap", "nosuchuser"]);
-    assert_eq!(
-        o.stderr,
+    // Go's idtools: a missing file is an error of its own.
+    let want = if std::path::Path::new("/etc/subuid").exists() {
         "no subuid ranges found for user \"nosuchuser\" in /etc/subuid\n"
-    );
+    } else {
+        "open /etc/subuid: no such file or directory\n"
+    };
+    assert_eq!(o.stderr, want);
     s.ok(&["create-layer", "-n", "n1", "-i", "l1"]);
     let o = s.ours(&["create-layer", "-i", "l1"]);
     assert_eq!(

@@ -21,9 +21,15 @@
 //! (`Failed to decode the keys ["storage.bogus"] from "/path"`). Malformed files and type
 //! errors are errors naming the file and the line.
 //!
-//! Limits: the config file is not cached by mtime (every call re-reads it); the rootless
-//! driver guess does not look for `fuse-overlayfs` in `$PATH` (it uses the kernel-version rule
-//! only); `remap-*` keys (removed in Go 1.56) are reported as unknown.
+//! Rootless means Go's `usePerUserStorage()`: the rootless UID (`$_CONTAINERS_ROOTLESS_UID`,
+//! else the real UID; see the `storage_userns` crate) is not 0. Its run root is
+//! `$XDG_RUNTIME_DIR/containers`, else `/run/user/<uid>/containers` or
+//! `$TMPDIR/storage-run-<uid>/containers` when that directory belongs to the effective user
+//! (root inside the user namespace); a missing `$XDG_RUNTIME_DIR` directory is an error
+//! saying what to do.
+//!
+//! Limits: the config file is not cached by mtime (every call re-reads it); `remap-*` keys
+//! (removed in Go 1.56) are reported as unknown.
 //!
 //! The environment and the file system locations are injectable through [`Environment`], so
 //! callers (and tests) do not depend on the host's `/etc`:
@@ -274,6 +280,9 @@ pub struct Environment {
     pub uid: u32,
     /// Whether per-user storage is used (rootless and uid ≠ 0).
     pub rootless: bool,
+    /// The effective UID, which must own the rootless runtime directory (0 inside the
+    /// rootless user namespace, where the user's files appear owned by root).
+    pub euid: u32,
     /// The system configuration file (`/usr/share/containers/storage.conf`).
     pub system_config: PathBuf,
     /// The override configuration file (`/etc/containers/storage.conf`).
@@ -289,6 +298,7 @@ impl Environment {
             vars: BTreeMap::new(),
             uid: 0,
             rootless: false,
+            euid: 0,
             system_config: PathBuf::from(SYSTEM_CONFIG_FILE),
             override_config: PathBuf::from(OVERRIDE_CONFIG_FILE),
             kernel_version: (0, 0),
@@ -301,17 +311,14 @@ impl Environment {
         let vars: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        let euid = rustix::process::geteuid().as_raw();
-        let uid = vars
-            .get("_CONTAINERS_ROOTLESS_UID")
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(euid);
-        let configured = vars.contains_key("_CONTAINERS_USERNS_CONFIGURED");
-        let rootless = (euid != 0 || configured) && uid != 0;
+        // Go's `usePerUserStorage`: `IsRootless()` and a rootless UID other than 0, which
+        // comes down to the rootless UID alone (a non-zero one makes `IsRootless()` true).
+        let uid = storage_userns::rootless_uid();
         Environment {
             vars,
             uid,
-            rootless,
+            rootless: uid != 0,
+            euid: rustix::process::geteuid().as_raw(),
             system_config: PathBuf::from(SYSTEM_CONFIG_FILE),
             override_config: PathBuf::from(OVERRIDE_CONFIG_FILE),
             kernel_version: kernel_version(),
@@ -511,11 +518,20 @@ pub fn clean_path(path: &str) -> PathBuf {
 fn rootless_runtime_dir(env: &Environment) -> Result<PathBuf, ConfigError> {
     use std::os::unix::fs::MetadataExt;
     if let Some(dir) = env.var("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Ok(std::fs::canonicalize(dir).unwrap_or_else(|_| PathBuf::from(dir)));
+        // Go: `filepath.EvalSymlinks($XDG_RUNTIME_DIR)`, an error when it does not exist.
+        return std::fs::canonicalize(dir).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "XDG_RUNTIME_DIR: lstat {dir}: {}: create the directory (owned by user {}, mode 0700) or unset XDG_RUNTIME_DIR",
+                go_io_text(&e),
+                env.uid
+            ))
+        });
     }
+    // Owned by the effective user (root inside the user namespace, where the user's
+    // files appear owned by root) and not writable by group or others.
     let usable = |p: &Path| {
         std::fs::metadata(p)
-            .map(|m| m.is_dir() && m.uid() == env.uid && m.mode() & 0o022 == 0)
+            .map(|m| m.is_dir() && m.uid() == env.euid && m.mode() & 0o022 == 0)
             .unwrap_or(false)
     };
     let run_user = PathBuf::from(format!("/run/user/{}", env.uid));
@@ -530,15 +546,27 @@ fn rootless_runtime_dir(env: &Environment) -> Result<PathBuf, ConfigError> {
     if !fallback.exists() {
         let mut builder = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        let _ = builder.recursive(true).create(&fallback);
+        let _ = builder.create(&fallback);
     }
     if usable(&fallback) {
         return Ok(fallback);
     }
     Err(ConfigError::Invalid(format!(
-        "cannot find a runtime directory for rootless user {}: set XDG_RUNTIME_DIR",
-        env.uid
+        "cannot find a runtime directory for rootless user {uid}: XDG_RUNTIME_DIR is not set, /run/user/{uid} is missing or not owned by the user, and {} cannot be used: set XDG_RUNTIME_DIR to a directory owned by the user with mode 0700",
+        fallback.display(),
+        uid = env.uid,
     )))
+}
+
+/// Whether `prog` is an executable file in `$PATH` (of `env`).
+fn in_path(env: &Environment, prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    env.var("PATH").is_some_and(|path| {
+        std::env::split_paths(path).any(|d| {
+            std::fs::metadata(d.join(prog))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 fn rootless_options(
@@ -569,7 +597,7 @@ fn rootless_options(
     if opts.driver.is_empty() {
         if system.driver_priority.is_empty() {
             opts.driver = prior_driver(&opts.graph_root).unwrap_or_else(|| {
-                if env.kernel_version >= (5, 13) {
+                if in_path(env, "fuse-overlayfs") || env.kernel_version >= (5, 13) {
                     "overlay".to_string()
                 } else {
                     "vfs".to_string()

@@ -384,3 +384,65 @@ fn hostile_values_are_errors_not_panics() {
     assert!(o.graph_root.starts_with("/g"), "{:?}", o.graph_root);
     assert_eq!(o.run_root, Path::new("/r/$"));
 }
+
+#[test]
+fn rootless_runtime_dir_fallbacks_and_errors() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("tmp")).unwrap();
+    // The directory must belong to the effective user (root inside the user namespace).
+    let me = std::fs::metadata(f.path("tmp")).unwrap().uid();
+    let mut env = f
+        .env()
+        .with_rootless_uid(4_000_000_001)
+        .with_var("HOME", "/home/u")
+        .with_var("TMPDIR", f.path("tmp").to_str().unwrap());
+    env.euid = me;
+    let (o, _) = load_options(&env).unwrap();
+    let fallback = f.path("tmp/storage-run-4000000001");
+    assert_eq!(o.run_root, fallback.join("containers"));
+    let m = std::fs::metadata(&fallback).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o700);
+
+    // Owned by someone else: refused, with what to do.
+    env.euid = me.wrapping_add(1);
+    let err = load_options(&env).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "cannot find a runtime directory for rootless user 4000000001: XDG_RUNTIME_DIR is not set, /run/user/4000000001 is missing or not owned by the user, and {} cannot be used: set XDG_RUNTIME_DIR to a directory owned by the user with mode 0700",
+            fallback.display()
+        )
+    );
+
+    // XDG_RUNTIME_DIR naming a missing directory is an error.
+    let missing = f.path("no-runtime");
+    let env = env.with_var("XDG_RUNTIME_DIR", missing.to_str().unwrap());
+    let err = load_options(&env).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "XDG_RUNTIME_DIR: lstat {}: no such file or directory: create the directory (owned by user 4000000001, mode 0700) or unset XDG_RUNTIME_DIR",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn rootless_driver_guess_looks_for_fuse_overlayfs() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("run")).unwrap();
+    let bin = f.write("bin/fuse-overlayfs", "#!/bin/sh\n");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // No driver configured, no prior store, an old kernel: vfs without fuse-overlayfs.
+    let env = f
+        .env()
+        .with_rootless_uid(1000)
+        .with_var("HOME", f.path("home").to_str().unwrap())
+        .with_var("XDG_RUNTIME_DIR", f.path("run").to_str().unwrap())
+        .with_var("PATH", "/nonexistent");
+    assert_eq!(load_options(&env).unwrap().0.driver, "vfs");
+    let env = env.with_var("PATH", f.path("bin").to_str().unwrap());
+    assert_eq!(load_options(&env).unwrap().0.driver, "overlay");
+}

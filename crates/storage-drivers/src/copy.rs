@@ -85,7 +85,7 @@ pub(crate) fn dir_copy(src: &Path, dst: &Path) -> Result<()> {
     let mut st = State {
         clone_ok: true,
         range_ok: true,
-        rootless: !rustix::process::geteuid().is_root(),
+        rootless: storage_userns::is_rootless(),
         euid: rustix::process::geteuid().as_raw(),
         egid: rustix::process::getegid().as_raw(),
         umask: read_umask(),

@@ -213,17 +213,6 @@ pub(crate) fn changes_mapped(
         .map_err(Error::from)
 }
 
-/// Whether this process runs in a non-initial user namespace.
-fn in_user_ns() -> bool {
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(s) => {
-            let f: Vec<&str> = s.split_whitespace().collect();
-            !(f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-        }
-        Err(_) => false,
-    }
-}
-
 /// Naive `ApplyDiff`: `UnpackLayer` with whiteouts applied; returns the sum of the
 /// entries' header sizes.
 pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts) -> Result<i64> {
@@ -233,19 +222,19 @@ pub(crate) fn apply_diff(layer: &Path, diff: &mut dyn Read, opts: &ApplyDiffOpts
         ignore_chown_errors: opts.ignore_chown_errors,
         whiteout: storage_archive::WhiteoutFormat::Apply,
         force_mask: opts.force_mask,
-        in_user_ns: in_user_ns(),
+        in_user_ns: storage_userns::in_user_namespace(),
     };
     storage_archive::unpack(diff, layer, &unpack).map_err(Error::from)
 }
 
-/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned); a name that
-/// cleans to a path outside the layer fails as if absent instead of being read.
+/// Go's `NewPathFileGetter`: opens `Join(root, name)` (lexically cleaned), confined to the
+/// layer: a name that cleans to a path outside it fails as if absent, and no symbolic link
+/// is followed (Go follows them, out of the layer too).
 pub(crate) type PathFileGetter = storage_tarsplit::DirFileGetter;
 
 #[cfg(test)]
 mod tests {
     use super::PathFileGetter;
-    use std::io::Read;
     use std::path::Path;
     use storage_tarsplit::FileGetter;
 
@@ -257,12 +246,8 @@ mod tests {
         std::fs::write(layer.join("d/in"), b"inside").unwrap();
         std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
         let mut g = PathFileGetter::new(layer.clone());
-        let mut got = String::new();
-        g.open(b"./d/../d/in")
-            .unwrap()
-            .read_to_string(&mut got)
-            .unwrap();
-        assert_eq!(got, "inside");
+        let got = g.open(b"./d/../d/in").unwrap().read_to_vec().unwrap();
+        assert_eq!(got, b"inside");
         for bad in [&b"../secret"[..], b"d/../../secret", b"../layer/../secret"] {
             // The file exists outside the layer; it must not be read.
             let err = g.open(bad).err().expect("escape refused");

@@ -253,9 +253,10 @@ fn subvolumes_snapshots_and_removal() {
     assert!(names.contains(&"bin/.wh.sh".to_owned()), "{names:?}");
     assert_eq!(d.diff_size("child", Some("base")).unwrap(), 7 + 3);
     let mut g = d.diff_getter("base").unwrap();
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut g.open(b"etc/passwd").unwrap(), &mut s).unwrap();
-    assert_eq!(s, "root");
+    assert_eq!(
+        g.open(b"etc/passwd").unwrap().read_to_vec().unwrap(),
+        b"root"
+    );
     drop(g);
 
     // Mount options other than `ro` are refused.

@@ -583,18 +583,14 @@ fn whiteouts_and_opaque_dirs_round_trip() {
 
     // The diff getter finds files in the layer and in its lowers.
     let mut g = d.diff_getter("child").unwrap();
-    let mut s = String::new();
-    g.open(b"etc/hello")
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    assert_eq!(s, "hello");
-    s.clear();
-    g.open(b"etc/group")
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    assert_eq!(s, "root:x:0:");
+    assert_eq!(
+        g.open(b"etc/hello").unwrap().read_to_vec().unwrap(),
+        b"hello"
+    );
+    assert_eq!(
+        g.open(b"etc/group").unwrap().read_to_vec().unwrap(),
+        b"root:x:0:"
+    );
     let err = g.open(b"missing").err().unwrap();
     assert!(err.to_string().contains("child/diff/missing"), "{err}");
 }

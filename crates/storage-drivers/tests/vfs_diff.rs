@@ -479,19 +479,9 @@ fn apply_diff_and_diff_getter() {
     assert_eq!(std::fs::read(dst.join("a/b/file")).unwrap(), b"payload");
 
     let mut getter = d.diff_getter("dst").unwrap();
-    let mut content = Vec::new();
-    getter
-        .open(b"a/b/file")
-        .unwrap()
-        .read_to_end(&mut content)
-        .unwrap();
+    let content = getter.open(b"a/b/file").unwrap().read_to_vec().unwrap();
     assert_eq!(content, b"payload");
-    let mut content = Vec::new();
-    getter
-        .open(b"./top")
-        .unwrap()
-        .read_to_end(&mut content)
-        .unwrap();
+    let content = getter.open(b"./top").unwrap().read_to_vec().unwrap();
     assert_eq!(content, b"top file");
     let err = getter
         .open(b"../escape")

@@ -1,4 +1,5 @@
-//! Durable atomic file writes shared by every record store.
+//! Durable atomic file writes shared by every record store, and confined opens of a
+//! layer's files by recorded name ([`confined`]).
 //!
 //! **Use it for:** replacing a file so that a crash leaves either the old or the new content,
 //! and reading a records file whole. **Not for:** record formats, locking, or changing a file
@@ -16,7 +17,8 @@
 //! 5. close, `rename` over the target, then `fsync` the directory (when syncing).
 //!
 //! On any error the temporary file is removed and the target is untouched.
-//! Leftover `.tmp-*` files from a crash are left alone (Go never cleans them).
+//! Leftover `.tmp-*` files from a crash are left alone here (Go never cleans them);
+//! [`temp_file_target`] recognizes them for callers that know no writer is alive.
 //!
 //! Limits: the directory must exist (use [`mkdir_all`]); the target is replaced,
 //! never merged; symlinks at the target path are replaced, not followed.
@@ -41,6 +43,8 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod confined;
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -215,6 +219,23 @@ impl Drop for AtomicFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// If `name` is the temporary file [`AtomicFile`] (or Go's `AtomicWriteFile`) creates for a
+/// target whose base name ends with `suffix` — `.tmp-<base><random digits>` — the target's
+/// base name.
+///
+/// ```
+/// use storage_io::temp_file_target;
+/// assert_eq!(temp_file_target(b".tmp-a.tar-split.gz3141", b".tar-split.gz"), Some(&b"a.tar-split.gz"[..]));
+/// assert_eq!(temp_file_target(b".tmp-a.tar-split.gz", b".tar-split.gz"), None);
+/// assert_eq!(temp_file_target(b"a.tar-split.gz7", b".tar-split.gz"), None);
+/// ```
+pub fn temp_file_target<'a>(name: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
+    let rest = name.strip_prefix(b".tmp-")?;
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let base = &rest[..rest.len() - digits];
+    (digits > 0 && base.ends_with(suffix)).then_some(base)
 }
 
 /// Creates `path` and any missing parents with `mode` (subject to the umask),

@@ -18,7 +18,10 @@
 //! All access goes through guards: [`LayerStore::read`] takes the lock files shared and
 //! [`LayerStore::write`] exclusively; both reload the in-memory state only when another writer
 //! changed it (token or `layers.json` mtime), exactly like Go, and repair what Go repairs on load
-//! (incomplete layers, duplicate names, abandoned deferred-deletion staging directories).
+//! (incomplete layers, duplicate names, abandoned deferred-deletion staging directories) —
+//! and, unlike Go, removes the temporary tar-split files (`.tmp-<id>.tar-split.gz<digits>`)
+//! an interrupted apply left, when it loads under the exclusive lock (their writers hold it
+//! while the file exists, so none is alive then).
 //! Because the guards are separate values, the caller (the `Store`) can keep the layers lock
 //! while it takes the images and containers locks in Go's lock order.
 //!
@@ -78,6 +81,7 @@ mod view;
 mod write;
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -189,6 +193,29 @@ impl Ctx {
 
     pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
         self.layer_dir.join(id)
+    }
+
+    /// `(layer ID, path)` of every temporary tar-split file (`.tmp-<id>.tar-split.gz<digits>`)
+    /// in the layer directory and the image store's, sorted.
+    pub(crate) fn tar_split_temporaries(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for dir in std::iter::once(&self.layer_dir).chain(self.image_store_dir.as_ref()) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let id = storage_io::temp_file_target(name.as_bytes(), b".tar-split.gz")
+                    .and_then(|t| t.strip_suffix(b".tar-split.gz"))
+                    .and_then(|id| std::str::from_utf8(id).ok())
+                    .filter(|id| storage_types::is_full_id(id));
+                if let Some(id) = id {
+                    out.push((id.to_string(), e.path()));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -446,9 +473,13 @@ impl LayerStore {
             Staleness::Mounts => self.reload_mounts(&mut st)?,
             Staleness::Full => {
                 repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
-                // A full load under the exclusive lock is also when Go cleans staging dirs;
+                // A full load under the exclusive lock is also when Go cleans staging dirs,
+                // and when we remove the tar-split temporaries of interrupted writes;
                 // abandoned staged layers go too.
                 write::cleanup_staging_dirs(&self.ctx.layer_dir);
+                if let Err(e) = write::remove_temporaries(&self.ctx) {
+                    tracing::warn!("removing temporary tar-split files: {e}");
+                }
                 if let Err(e) = self.ctx.driver.recover_staging() {
                     tracing::warn!("cleaning up abandoned staged layers: {e}");
                 }

@@ -189,6 +189,18 @@ impl Layers {
             .ok_or_else(|| Error::new(ErrorKind::LayerUnknown))
     }
 
+    /// Temporary tar-split files left by an interrupted write: `(layer ID, path)` of every
+    /// `.tmp-<id>.tar-split.gz<digits>` in the store's directories. Writers of those files
+    /// hold the layers lock exclusively for as long as the file exists (Go 1.43 and 1.60
+    /// alike), so under any guard of a read-write store each one is abandoned. Empty for a
+    /// read-only store (its files are not ours).
+    pub fn leftover_temporaries(&self) -> Vec<(String, PathBuf)> {
+        if self.ctx.read_only {
+            return Vec::new();
+        }
+        self.ctx.tar_split_temporaries()
+    }
+
     /// Whether this view belongs to a read-only store.
     pub fn is_read_only(&self) -> bool {
         self.ctx.read_only

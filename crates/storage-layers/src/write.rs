@@ -208,6 +208,26 @@ pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
     }
 }
 
+/// Removes the temporary tar-split files of interrupted writes (see
+/// [`Layers::leftover_temporaries`]); to be called under the exclusive lock. Returns the
+/// paths removed; every file is tried before the first error is returned.
+pub(crate) fn remove_temporaries(ctx: &crate::Ctx) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut first = None;
+    for (_, path) in ctx.tar_split_temporaries() {
+        match remove_quietly(&path, false) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
+
 pub(crate) fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
 }
@@ -888,9 +908,11 @@ impl<'a> LayersWrite<'a> {
     }
 
     /// Removes driver layers that have no record, with their tar-split files and big data
-    /// (Go's layer-store `GarbageCollect`).
+    /// (Go's layer-store `GarbageCollect`), and the temporary tar-split files of interrupted
+    /// writes.
     pub fn garbage_collect(&mut self) -> Result<()> {
         let ctx = self.state.ctx.clone();
+        self.remove_leftover_temporaries()?;
         for id in ctx.driver.list_layers()? {
             if self.state.by_id.contains_key(&id) {
                 continue;
@@ -904,6 +926,16 @@ impl<'a> LayersWrite<'a> {
             remove_quietly(&ctx.data_dir(&id), true)?;
         }
         Ok(())
+    }
+
+    /// Removes the temporary tar-split files of interrupted writes
+    /// ([`Layers::leftover_temporaries`]; no writer can own them while this guard is held)
+    /// and returns their paths.
+    pub fn remove_leftover_temporaries(&mut self) -> Result<Vec<PathBuf>> {
+        if self.state.ctx.read_only {
+            return Ok(Vec::new());
+        }
+        remove_temporaries(&self.state.ctx)
     }
 
     // ---------------------------------------------------------------- mounting

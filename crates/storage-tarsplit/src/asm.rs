@@ -6,11 +6,14 @@ use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
+
+use storage_io::confined::{self, RegularFile, Root};
 
 use crate::Error;
 use crate::crc::crc64_update;
@@ -204,22 +207,86 @@ impl<R: Read> Iterator for Entries<R> {
 /// Opens the extracted files of a layer during reassembly.
 pub trait FileGetter {
     /// Opens the member `name` (as recorded in the tar-split file, not cleaned).
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>>;
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn FileContent + '_>>;
 }
 
-/// A [`FileGetter`] reading from a directory: opens Go's `filepath.Join(root, name)`.
+/// The content of one member, as a [`FileGetter`] opened it: a size and reads at any
+/// offset, so that reassembly can check a file before it writes any of it out.
+pub trait FileContent {
+    /// Its size in bytes (for a file: its size when it was opened).
+    fn size(&self) -> u64;
+    /// Reads into `buf` from `offset` (like `pread`); fewer bytes than asked only at the
+    /// end, 0 past it.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// The whole content, read to its end.
+    fn read_to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.size()).unwrap_or(0).min(1 << 20));
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.read_at(&mut buf, out.len() as u64) {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl FileContent for RegularFile {
+    fn size(&self) -> u64 {
+        RegularFile::size(self)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file().read_at(buf, offset)
+    }
+}
+
+impl FileContent for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl FileContent for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().read_at(buf, offset)
+    }
+}
+
+/// A [`FileGetter`] reading from a directory: the file Go's `filepath.Join(root, name)`
+/// names, confined to `root`.
 ///
-/// Unlike Go, a name that `Join` cleans to a path outside `root` (`../x` in a hostile
-/// tar-split file) is never opened: it fails as if absent, with the text Go gives when
-/// nothing is there. Files are opened relative to a handle on their directory, kept while
-/// consecutive names share it (tar order), so the path is not walked from `/` per file;
-/// the result is the same file `open(2)` of the joined path gives.
+/// Unlike Go, nothing outside the layer is ever read: a name that `Join` cleans to a path
+/// outside `root` (`../x` in a hostile tar-split file) fails as if absent, with the text Go
+/// gives when nothing is there, and the path is resolved under a handle on `root` without
+/// following a symbolic link in any component, the last included
+/// ([`storage_io::confined`]): a layer holding `etc -> /` and a recorded `etc/passwd`, or a
+/// link `x -> /etc/shadow` where a regular `x` was recorded, fails with an error naming the
+/// path instead of reading the host's file. Only regular files are opened for reading (a
+/// FIFO or a device node in their place is refused before a byte is read). Directory
+/// handles are kept while consecutive names share them (tar order), so the path is not
+/// resolved from the root for every file.
 #[derive(Debug)]
 pub struct DirFileGetter {
     root: PathBuf,
     /// `root` cleaned like Go's `filepath.Clean`.
     clean_root: Vec<u8>,
-    /// The directory of the last file opened and an `O_PATH` handle on it.
+    /// The root, opened on first use.
+    handle: Option<Root>,
+    /// The directory (relative to the root) of the last file opened and a handle on it.
     dir: Option<(Vec<u8>, OwnedFd)>,
 }
 
@@ -237,6 +304,7 @@ impl DirFileGetter {
         DirFileGetter {
             root,
             clean_root,
+            handle: None,
             dir: None,
         }
     }
@@ -274,45 +342,48 @@ impl DirFileGetter {
         clean_path(&joined)
     }
 
-    /// Whether the cleaned `path` is `root` or below it.
-    fn inside(&self, path: &[u8]) -> bool {
+    /// The part of the cleaned `path` below the root (empty for the root itself), or `None`
+    /// when `path` is not inside the root.
+    fn relative<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
         let r = &self.clean_root[..];
         if r == b"." {
-            return path != b".." && !path.starts_with(b"../");
+            return match path {
+                b"." => Some(b""),
+                b".." => None,
+                p if p.starts_with(b"../") => None,
+                p => Some(p),
+            };
         }
-        match path.strip_prefix(r) {
-            Some(rest) => rest.is_empty() || rest[0] == b'/' || r.ends_with(b"/"),
-            None => false,
+        let rest = path.strip_prefix(r)?;
+        if rest.is_empty() || r.ends_with(b"/") {
+            Some(rest)
+        } else {
+            rest.strip_prefix(b"/")
         }
     }
 
-    /// Opens `path` (cleaned, inside the root) through the cached handle on its directory.
-    fn open_in_dir(&mut self, path: &[u8]) -> Option<std::fs::File> {
-        use rustix::fs::{Mode, OFlags};
-        let slash = path.iter().rposition(|&b| b == b'/')?;
-        let (dir, base) = (&path[..slash], &path[slash + 1..]);
-        if dir.is_empty() || base.is_empty() {
-            return None;
+    /// Opens the regular file `rel` (relative to the root, not empty) without following
+    /// symbolic links, through the cached handle on its directory.
+    fn open_rel(&mut self, rel: &[u8]) -> io::Result<RegularFile> {
+        let (dir, base) = confined::split(rel);
+        if base.is_empty() {
+            return Err(rustix::io::Errno::ISDIR.into());
         }
         if self.dir.as_ref().map(|(d, _)| d.as_slice()) != Some(dir) {
             self.dir = None;
-            let fd = rustix::fs::open(
-                OsStr::from_bytes(dir),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()?;
+            if self.handle.is_none() {
+                self.handle = Some(Root::open(&self.root)?);
+            }
+            let Some(root) = &self.handle else {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            };
+            let fd = root.open_dir(dir)?;
             self.dir = Some((dir.to_vec(), fd));
         }
-        let (_, fd) = self.dir.as_ref()?;
-        rustix::fs::openat(
-            fd,
-            OsStr::from_bytes(base),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
-        .map(std::fs::File::from)
+        match &self.dir {
+            Some((_, fd)) => confined::open_regular_at(fd, base),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
     }
 }
 
@@ -334,9 +405,9 @@ pub(crate) fn go_path_error(op: &str, path: &Path, e: &io::Error) -> io::Error {
 }
 
 impl FileGetter for DirFileGetter {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn FileContent + '_>> {
         let path = self.join(name);
-        if !self.inside(&path) {
+        let Some(rel) = self.relative(&path).map(<[u8]>::to_vec) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
@@ -344,15 +415,14 @@ impl FileGetter for DirFileGetter {
                     String::from_utf8_lossy(&path)
                 ),
             ));
-        }
-        if let Some(f) = self.open_in_dir(&path) {
-            return Ok(Box::new(f));
-        }
-        // Not there (or not a directory on the way): the full path gives Go's error.
-        let path = Path::new(OsStr::from_bytes(&path));
-        match std::fs::File::open(path) {
+        };
+        match self.open_rel(&rel) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) => Err(go_path_error("open", path, &e)),
+            Err(e) => Err(go_path_error(
+                "open",
+                Path::new(OsStr::from_bytes(&path)),
+                &e,
+            )),
         }
     }
 }
@@ -360,9 +430,12 @@ impl FileGetter for DirFileGetter {
 /// Rebuilds the original tar stream from a gzip-compressed tar-split file and the files
 /// provided by `getter`, writing it to `out`. Returns the number of bytes written.
 ///
-/// For every file entry with a size, the whole file is copied while its CRC-64 is
-/// computed; a mismatch fails with `file integrity checksum failed for "<name>"` (the
-/// output already holds the file's bytes then, as in Go).
+/// For every file entry with a size, the file's size and CRC-64 are checked before any of
+/// its bytes is written: a mismatch fails with `file integrity checksum failed for
+/// "<name>"` and the output ends before the file (Go writes the file's bytes first, which
+/// let a hostile layer copy host files into the stream). A file larger than the 1 MiB
+/// output buffer is read twice: once to check it, once to write it while checking again
+/// (a change in between fails with the same error, after what was written).
 pub fn reassemble(
     tar_split_gz: impl Read + Send,
     getter: &mut dyn FileGetter,
@@ -479,43 +552,111 @@ where
                 written += p.len() as u64;
             }
             EntryKind::File if entry.size != 0 => {
-                let mut f = getter.open(&entry.name).map_err(Error::from_io)?;
-                let size = u64::try_from(entry.size).unwrap_or(0);
-                let mut crc = 0u64;
-                let mut got: u64 = 0;
-                loop {
-                    // One byte more than the recorded size is asked for: a shorter read at
-                    // that size is the end of a regular file, so no read for EOF is needed.
-                    // A longer file is read to its end (and fails the checksum, like Go).
-                    let want = if got <= size {
-                        size - got + 1
-                    } else {
-                        u64::MAX
-                    };
-                    let space = o.spare(want.min(64 * 1024)).map_err(Error::Io)?;
-                    let ask = usize::try_from(want).unwrap_or(usize::MAX).min(space.len());
-                    let n = match f.read(&mut space[..ask]) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::from_io(e)),
-                    };
-                    crc = crc64_update(crc, &space[..n]);
-                    o.len += n;
-                    got += n as u64;
-                    written += n as u64;
-                    if got == size && n < ask {
-                        break;
-                    }
-                }
-                if entry.payload.as_deref() != Some(&crc.to_be_bytes()[..]) {
+                let f = getter.open(&entry.name).map_err(Error::from_io)?;
+                let size = u64::try_from(entry.size).ok().filter(|&s| s == f.size());
+                let crc = entry
+                    .payload
+                    .as_deref()
+                    .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                    .map(u64::from_be_bytes);
+                let (Some(size), Some(crc)) = (size, crc) else {
+                    return Err(Error::ChecksumMismatch(entry.name));
+                };
+                if !copy_checked(&*f, size, crc, o)? {
                     return Err(Error::ChecksumMismatch(entry.name));
                 }
+                written += size;
             }
             EntryKind::File | EntryKind::Other(_) => {}
         }
     }
     Ok(written)
+}
+
+/// Reads `buf.len()` bytes of `f` from `offset`, fewer only at its end. A short read that
+/// reaches `end` is taken as the end without asking again (a regular file's reads are
+/// short only there), which saves a read per file.
+fn read_full(f: &dyn FileContent, buf: &mut [u8], offset: u64, end: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let ask = buf.len() - got;
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if n < ask && offset + got as u64 == end {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Writes the `size` bytes of `f` to `o` if they have the CRC-64 `crc` (and `f` has no
+/// more); returns `false`, having written nothing of `f`, when they do not.
+fn copy_checked(
+    f: &dyn FileContent,
+    size: u64,
+    crc: u64,
+    o: &mut OutBuf<'_>,
+) -> Result<bool, Error> {
+    const SIZE: u64 = OutBuf::SIZE as u64;
+    if size < SIZE {
+        // Read into the buffer's free space (with one byte more, to see the end), check,
+        // and only then count the bytes as written.
+        let n = size as usize;
+        let space = o.spare(size + 1).map_err(Error::Io)?;
+        let got = read_full(f, &mut space[..=n], 0, size).map_err(Error::from_io)?;
+        if got != n || crc64_update(0, &space[..n]) != crc {
+            return Ok(false);
+        }
+        o.len += n;
+        return Ok(true);
+    }
+    // Too large to hold: a first pass checks the whole file (in the buffer's space, after
+    // writing out what it holds), a second one writes it and checks again.
+    let mut first = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let space = o.spare(SIZE).map_err(Error::Io)?;
+        let want = usize::try_from(size - off)
+            .unwrap_or(usize::MAX)
+            .min(space.len());
+        let n = read_full(f, &mut space[..want], off, size).map_err(Error::from_io)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        first = crc64_update(first, &space[..n]);
+        off += n as u64;
+    }
+    if first != crc || !at_end(f, size)? {
+        return Ok(false);
+    }
+    let mut second = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let space = o.spare((size - off).min(SIZE)).map_err(Error::Io)?;
+        let want = usize::try_from(size - off)
+            .unwrap_or(usize::MAX)
+            .min(space.len());
+        let n = read_full(f, &mut space[..want], off, size).map_err(Error::from_io)?;
+        if n == 0 {
+            break;
+        }
+        second = crc64_update(second, &space[..n]);
+        o.len += n;
+        off += n as u64;
+    }
+    Ok(off == size && second == crc && at_end(f, size)?)
+}
+
+/// Whether `f` has nothing after `size` bytes.
+fn at_end(f: &dyn FileContent, size: u64) -> Result<bool, Error> {
+    let mut one = [0u8; 1];
+    Ok(read_full(f, &mut one, size, size).map_err(Error::from_io)? == 0)
 }
 
 #[cfg(test)]

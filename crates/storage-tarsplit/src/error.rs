@@ -19,10 +19,18 @@ pub enum Error {
     /// The stream ended inside a header or an entry.
     #[error("unexpected EOF")]
     UnexpectedEof,
-    /// A GNU sparse member (old `S` type or PAX sparse records); Go's extractor
-    /// does not support them. The value is the member's typeflag.
-    #[error("unhandled tar header type {0}")]
-    Sparse(u8),
+    /// A GNU sparse member: the old `S` type (Go's extractor refuses it too, with the
+    /// text kept here: `unhandled tar header type 83`) or a regular file whose PAX records
+    /// make it sparse (Go expands those; this reader does not yet).
+    #[error("{}", sparse_text(*.typeflag, .name, *.pax_format))]
+    Sparse {
+        /// The member's typeflag (`S`, or `0` for a PAX sparse file).
+        typeflag: u8,
+        /// The member's name (the real one, `GNU.sparse.name`, for PAX formats 0.1 and 1.0).
+        name: Vec<u8>,
+        /// The PAX sparse format (`0.0`, `0.1`, `1.0`), `None` for the old `S` type.
+        pax_format: Option<&'static str>,
+    },
     /// Two members whose cleaned names are equal.
     #[error("duplicates of file paths not supported")]
     DuplicatePath,
@@ -45,7 +53,15 @@ impl Error {
             Error::InvalidHeader => Error::InvalidHeader,
             Error::FieldTooLong => Error::FieldTooLong,
             Error::UnexpectedEof => Error::UnexpectedEof,
-            Error::Sparse(t) => Error::Sparse(*t),
+            Error::Sparse {
+                typeflag,
+                name,
+                pax_format,
+            } => Error::Sparse {
+                typeflag: *typeflag,
+                name: name.clone(),
+                pax_format: *pax_format,
+            },
             Error::DuplicatePath => Error::DuplicatePath,
             Error::ChecksumMismatch(n) => Error::ChecksumMismatch(n.clone()),
             Error::Json(s) => Error::Json(s.clone()),
@@ -66,6 +82,55 @@ impl Error {
         }
         Error::Io(e)
     }
+}
+
+/// The text of [`Error::Sparse`].
+fn sparse_text(typeflag: u8, name: &[u8], pax_format: Option<&str>) -> String {
+    match pax_format {
+        Some(v) => format!(
+            "{} is a GNU sparse file in PAX format {v}: sparse files are not supported",
+            go_quote(name)
+        ),
+        None => format!(
+            "unhandled tar header type {typeflag} ({} {}): sparse files are not supported",
+            typeflag_text(typeflag),
+            go_quote(name)
+        ),
+    }
+}
+
+/// A tar typeflag for messages: the character and what it stands for, e.g. `'7',
+/// contiguous file` or `'\x01', unknown type`.
+pub fn typeflag_text(t: u8) -> String {
+    let what = match t {
+        b'0' | 0 => "regular file",
+        b'1' => "hard link",
+        b'2' => "symbolic link",
+        b'3' => "character device",
+        b'4' => "block device",
+        b'5' => "directory",
+        b'6' => "FIFO",
+        b'7' => "contiguous file",
+        b'x' => "PAX header",
+        b'g' => "PAX global header",
+        b'L' => "GNU long name",
+        b'K' => "GNU long link name",
+        b'S' => "old GNU sparse file",
+        b'D' => "GNU dump directory",
+        b'M' => "GNU multi-volume continuation",
+        b'N' => "old GNU long file names",
+        b'V' => "GNU volume label",
+        b'X' => "Solaris extended header",
+        b'I' => "star inode-only entry",
+        b'A'..=b'Z' => "vendor extension",
+        _ => "unknown type",
+    };
+    let c = if t.is_ascii_graphic() {
+        format!("'{}'", t as char)
+    } else {
+        format!("'\\x{t:02x}'")
+    };
+    format!("{c}, {what}")
 }
 
 impl From<Error> for io::Error {

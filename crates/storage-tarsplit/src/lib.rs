@@ -12,10 +12,13 @@
 //!   writing tar-split JSON lines (the content of `<layer>.tar-split.gz`, byte-identical to
 //!   what Go's tar-split 0.12 writes before compression).
 //! * [`reassemble`] rebuilds the original tar from a tar-split file and the extracted files,
-//!   verifying each file's CRC-64/GO-ISO; [`Entries`] iterates over the entries.
+//!   verifying each file's size and CRC-64/GO-ISO before writing any of it; [`Entries`]
+//!   iterates over the entries. [`DirFileGetter`] reads the files of a layer directory
+//!   confined to it (`storage_io::confined`: no symbolic link followed, regular files only).
 //!
 //! Limits and deliberate differences from Go:
-//! * GNU sparse members (old `S` type or PAX sparse records) are rejected ([`Error::Sparse`]).
+//! * GNU sparse members (old `S` type or PAX sparse records) are rejected
+//!   ([`Error::Sparse`], naming the member and its sparse format).
 //! * The gzip bytes differ from Go's (pgzip), but any gzip reader accepts both; reading
 //!   accepts multi-member gzip and both tar-split 0.11 (trailing empty segment) and 0.12 output.
 //! * Data after the end-of-archive marker is recorded in full 1 MiB segments (Go's chunking
@@ -28,7 +31,9 @@
 //!
 //! ```
 //! use std::io::Read;
-//! use storage_tarsplit::{Disassembler, FileGetter, TarReader, gzip_writer, reassemble};
+//! use storage_tarsplit::{
+//!     Disassembler, FileContent, FileGetter, TarReader, gzip_writer, reassemble,
+//! };
 //!
 //! // A one-file tar, built by hand.
 //! let mut hdr = [0u8; 512];
@@ -63,7 +68,7 @@
 //! // Reassemble from the recorded metadata and the file contents.
 //! struct Files;
 //! impl FileGetter for Files {
-//!     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn Read + '_>> {
+//!     fn open(&mut self, name: &[u8]) -> std::io::Result<Box<dyn FileContent + '_>> {
 //!         assert_eq!(name, b"hello");
 //!         Ok(Box::new(&b"hi\n"[..]))
 //!     }
@@ -85,10 +90,11 @@ mod pathset;
 mod reader;
 
 pub use asm::{
-    DirFileGetter, Entries, Entry, EntryKind, FileGetter, reassemble, reassemble_entries,
+    DirFileGetter, Entries, Entry, EntryKind, FileContent, FileGetter, reassemble,
+    reassemble_entries,
 };
 pub use crc::{crc64_iso, crc64_update};
 pub use disasm::{Disassembler, HeaderHook, NoHook, Packer, gzip_writer};
-pub use error::Error;
+pub use error::{Error, typeflag_text};
 pub use pathset::PathSet;
 pub use reader::{Header, TarReader, TarTime};

@@ -321,8 +321,16 @@ impl<R: Read> TarReader<R> {
                         hdr.typeflag = if hdr.name.ends_with(b"/") { b'5' } else { b'0' };
                     }
                     self.set_content(hdr.typeflag, hdr.size)?;
-                    if hdr.typeflag == b'S' || is_pax_sparse(&hdr.pax) {
-                        return Err(Error::Sparse(hdr.typeflag));
+                    let pax_format = pax_sparse_format(&hdr.pax);
+                    if hdr.typeflag == b'S' || pax_format.is_some() {
+                        let name = pax_value(&hdr.pax, "GNU.sparse.name")
+                            .filter(|n| !n.is_empty())
+                            .map_or_else(|| hdr.name.clone(), <[u8]>::to_vec);
+                        return Err(Error::Sparse {
+                            typeflag: hdr.typeflag,
+                            name,
+                            pax_format,
+                        });
                     }
                     return Ok(Some(hdr));
                 }
@@ -673,16 +681,28 @@ fn merge_pax(hdr: &mut Header, recs: &[(String, Vec<u8>)]) -> Result<(), Error> 
 }
 
 /// Go's `readGNUSparsePAXHeaders` detection.
-fn is_pax_sparse(pax: &[(String, Vec<u8>)]) -> bool {
-    let get = |k: &str| {
-        pax.iter()
-            .find(|(key, _)| key == k)
-            .map_or(&[][..], |(_, v)| v.as_slice())
-    };
-    let (major, minor) = (get("GNU.sparse.major"), get("GNU.sparse.minor"));
-    match (major, minor) {
-        (b"0", b"0" | b"1") | (b"1", b"0") => true,
-        (a, b) if !a.is_empty() || !b.is_empty() => false,
-        _ => !get("GNU.sparse.map").is_empty(),
+fn pax_value<'a>(pax: &'a [(String, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
+    pax.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The GNU sparse format (`0.0`, `0.1`, `1.0`) the PAX records of a member declare, if any
+/// (Go's `archive/tar` expands these; unknown versions are plain files).
+fn pax_sparse_format(pax: &[(String, Vec<u8>)]) -> Option<&'static str> {
+    let get = |k: &str| pax_value(pax, k).unwrap_or_default();
+    match (get("GNU.sparse.major"), get("GNU.sparse.minor")) {
+        (b"0", b"0") => Some("0.0"),
+        (b"0", b"1") => Some("0.1"),
+        (b"1", b"0") => Some("1.0"),
+        (a, b) if !a.is_empty() || !b.is_empty() => None,
+        // 0.0 (numblocks, offset/numbytes: turned into a map when parsed) and 0.1 (map)
+        // may come without a version.
+        _ if !get("GNU.sparse.map").is_empty() => Some(if get("GNU.sparse.numblocks").is_empty() {
+            "0.1"
+        } else {
+            "0.0"
+        }),
+        _ => None,
     }
 }

@@ -278,15 +278,62 @@ fn sparse_is_reported() {
     let mut b = TarBuilder::new();
     b.entry(&H::new(b"s", b'S', 0).fmt(Fmt::Gnu), b"").end();
     let e = read_all(&b.out).unwrap_err();
-    assert_eq!(e.to_string(), "unhandled tar header type 83");
-    let mut b = TarBuilder::new();
-    b.pax(
-        b'x',
-        &[(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0")],
-        Some(&H::new(b"s", b'0', 0)),
-        b"",
+    // Go's text first (its extractor refuses the type too), then the reason.
+    assert_eq!(
+        e.to_string(),
+        "unhandled tar header type 83 ('S', old GNU sparse file \"s\"): sparse files are not supported"
     );
-    assert!(matches!(read_all(&b.out), Err(Error::Sparse(b'0'))));
+    // PAX sparse files are regular files ('0'): the error says what they are, never
+    // "unhandled tar header type 48".
+    for (recs, format, name) in [
+        (
+            &[
+                (&b"GNU.sparse.major"[..], &b"1"[..]),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.name", b"real"),
+            ][..],
+            "1.0",
+            "real",
+        ),
+        (
+            &[
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.map", b"0,1"),
+            ],
+            "0.1",
+            "s",
+        ),
+        (&[(b"GNU.sparse.map", b"0,1")], "0.1", "s"),
+        (
+            &[
+                (b"GNU.sparse.numblocks", b"1"),
+                (b"GNU.sparse.offset", b"0"),
+                (b"GNU.sparse.numbytes", b"1"),
+            ],
+            "0.0",
+            "s",
+        ),
+    ] {
+        let mut b = TarBuilder::new();
+        b.pax(b'x', recs, Some(&H::new(b"s", b'0', 0)), b"");
+        let e = read_all(&b.out).unwrap_err();
+        assert!(matches!(e, Error::Sparse { typeflag: b'0', .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "\"{name}\" is a GNU sparse file in PAX format {format}: sparse files are not supported"
+            )
+        );
+    }
+    assert_eq!(
+        storage_tarsplit::typeflag_text(b'V'),
+        "'V', GNU volume label"
+    );
+    assert_eq!(
+        storage_tarsplit::typeflag_text(0x80),
+        "'\\x80', unknown type"
+    );
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::io::{self, Read};
 use common::{Fmt, H, TarBuilder, prng_bytes};
 use sha2::{Digest as _, Sha256};
 use storage_tarsplit::{
-    DirFileGetter, Disassembler, Entries, EntryKind, Error, FileGetter, TarReader, crc64_iso,
-    gzip_writer, reassemble,
+    DirFileGetter, Disassembler, Entries, EntryKind, Error, FileContent, FileGetter, TarReader,
+    crc64_iso, gzip_writer, reassemble,
 };
 
 fn sha(b: &[u8]) -> String {
@@ -319,7 +319,7 @@ fn accepts_tar_split_0_11_output_and_multi_member_gzip() {
 struct MemFiles(HashMap<Vec<u8>, Vec<u8>>);
 
 impl FileGetter for MemFiles {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn FileContent + '_>> {
         match self.0.get(name) {
             Some(v) => Ok(Box::new(&v[..])),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
@@ -418,7 +418,7 @@ fn checksum_mismatch_and_missing_file() {
     let mut out = Vec::new();
     let e = reassemble(&file[..], &mut files, &mut out).unwrap_err();
     assert_eq!(e.to_string(), "file integrity checksum failed for \"./f\"");
-    assert!(out.ends_with(b"abd"), "partial output holds the new bytes");
+    assert_eq!(out, tar[..512], "the output stops before the file's bytes");
 
     let dir = tempfile::tempdir().unwrap();
     let e = reassemble(
@@ -617,9 +617,10 @@ fn streams_large_members() {
 }
 
 /// Reassembly reads file contents straight into its output buffer, asks for one byte more
-/// than the recorded size to see the end, and opens files through a handle on their
-/// directory: sizes around the buffer's 1 MiB, files that grew or shrank since they were
-/// recorded, directories revisited out of order and a symlinked directory on the way.
+/// than the recorded size to see the end, checks before it writes, and opens files through
+/// a handle on their directory: sizes around the buffer's 1 MiB, files that grew, shrank or
+/// changed since they were recorded, directories revisited out of order and a symlinked
+/// directory on the way.
 #[test]
 fn reassembly_buffering_size_changes_and_directory_handles() {
     let mut b = TarBuilder::new();
@@ -650,17 +651,54 @@ fn reassembly_buffering_size_changes_and_directory_handles() {
     let (_, json) = disassemble(&tar, 4096).unwrap();
     let file = gz(&json);
 
-    // ./link is a symlink to ./a now: opened through it, as open(2) of the joined path would.
-    std::fs::remove_dir_all(dir.path().join("link")).unwrap();
-    std::os::unix::fs::symlink("a", dir.path().join("link")).unwrap();
     let mut out = Vec::new();
     let n = reassemble(&file[..], &mut DirFileGetter::new(dir.path()), &mut out).unwrap();
     assert_eq!(n, tar.len() as u64);
     assert_eq!(sha(&out), sha(&tar));
 
-    // A file longer than recorded is read to its end, then fails its checksum (Go's
-    // io.Copy does the same); the output holds all of it. A shorter one fails as well.
-    for (content, label) in [(&b"xyzw"[..], "grown"), (&b"xy"[..], "shrunk")] {
+    // The output of a failed reassembly is the tar up to the header of `name`: not a byte
+    // of the file that failed.
+    let stops_before = |out: &[u8], name: &[u8], label: &str| {
+        assert!(
+            tar.starts_with(out),
+            "{label}: output is a prefix of the tar"
+        );
+        assert_eq!(
+            out.len() % 512,
+            0,
+            "{label}: output ends at a block boundary"
+        );
+        let header = &out[out.len() - 512..];
+        assert!(
+            header.starts_with(name),
+            "{label}: output ends with {name:?}'s header"
+        );
+    };
+
+    // ./link is a symlink to ./a now: not followed, although it stays inside.
+    std::fs::remove_dir_all(dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("a", dir.path().join("link")).unwrap();
+    let mut out = Vec::new();
+    let e = reassemble(&file[..], &mut DirFileGetter::new(dir.path()), &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "open {}/link/small: a directory on the path is a symbolic link (not followed in a layer)",
+            dir.path().display()
+        )
+    );
+    stops_before(&out, b"./link/small", "symlinked directory");
+    std::fs::remove_file(dir.path().join("link")).unwrap();
+    std::fs::create_dir(dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("link/small"), b"xyz").unwrap();
+
+    // A file longer or shorter than recorded fails before any of it is written (Go writes
+    // it all, then fails its checksum). So does one of the right size with other bytes.
+    for (content, label) in [
+        (&b"xyzw"[..], "grown"),
+        (&b"xy"[..], "shrunk"),
+        (&b"xyZ"[..], "changed"),
+    ] {
         std::fs::write(dir.path().join("a/small"), content).unwrap();
         let mut out = Vec::new();
         let e = reassemble(&file[..], &mut DirFileGetter::new(dir.path()), &mut out).unwrap_err();
@@ -669,30 +707,37 @@ fn reassembly_buffering_size_changes_and_directory_handles() {
             "file integrity checksum failed for \"./a/small\"",
             "{label}"
         );
-        assert!(out.ends_with(content), "{label}: output ends with the file");
+        stops_before(&out, b"./a/small", label);
     }
-    // Every file grown by one byte is seen, wherever its end falls in the buffer.
+    // Every file grown by one byte, or changed in its last byte, is seen wherever its end
+    // falls in the buffer, and none of it is written.
     std::fs::write(dir.path().join("a/small"), b"xyz").unwrap();
     for (i, n) in sizes.iter().enumerate() {
+        let name = format!("f{i}");
         let path = dir
             .path()
             .join(if i % 2 == 0 { "a" } else { "b" })
-            .join(format!("f{i}"));
-        let mut grown = prng_bytes(i as u64, *n);
+            .join(&name);
+        let good = prng_bytes(i as u64, *n);
+        let mut grown = good.clone();
         grown.push(0);
-        std::fs::write(&path, &grown).unwrap();
-        let e = reassemble(
-            &file[..],
-            &mut DirFileGetter::new(dir.path()),
-            &mut Vec::new(),
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().starts_with("file integrity checksum failed"),
-            "f{i}: {e}"
-        );
-        grown.pop();
-        std::fs::write(&path, &grown).unwrap();
+        let mut changed = good.clone();
+        if let Some(last) = changed.last_mut() {
+            *last ^= 1;
+        }
+        for (bad, how) in [(&grown, "grown"), (&changed, "changed")] {
+            std::fs::write(&path, bad).unwrap();
+            let mut out = Vec::new();
+            let e =
+                reassemble(&file[..], &mut DirFileGetter::new(dir.path()), &mut out).unwrap_err();
+            assert!(
+                e.to_string().starts_with("file integrity checksum failed"),
+                "{name} {how}: {e}"
+            );
+            let dir_name = if i % 2 == 0 { "a" } else { "b" };
+            stops_before(&out, format!("./{dir_name}/{name}").as_bytes(), how);
+        }
+        std::fs::write(&path, &good).unwrap();
     }
     // A file whose end meets the end of the buffer (its 512-byte header is all that is
     // buffered before it): the read that fills the buffer is not taken for the end.
@@ -713,4 +758,161 @@ fn reassembly_buffering_size_changes_and_directory_handles() {
     )
     .unwrap_err();
     assert_eq!(e.to_string(), "file integrity checksum failed for \"f\"");
+}
+
+/// The host file a hostile layer tries to reach, with content no layer holds.
+fn host_marker(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join("host-secret");
+    let content = format!("HOST-SECRET-{:x}", std::process::id()).repeat(50);
+    std::fs::write(&path, &content).unwrap();
+    (path, content.into_bytes())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len().min(16))
+        .any(|w| w == &needle[..needle.len().min(16)])
+}
+
+/// Symbolic links (in a directory component or in place of the file), FIFOs and device
+/// nodes where a layer recorded a regular file: the getter refuses them with an error naming
+/// the path and reassembly writes nothing of the file; the host file never shows up.
+#[test]
+fn hostile_layers_never_reach_host_files() {
+    let host = tempfile::tempdir().unwrap();
+    let (secret, secret_content) = host_marker(host.path());
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path();
+    std::fs::create_dir(layer.join("etc")).unwrap();
+    // `rl -> <host dir>` then a recorded `rl/host-secret`; `x -> <host file>` where a regular
+    // `x` was recorded; a FIFO and (as root) a device node in place of regular files.
+    std::os::unix::fs::symlink(host.path(), layer.join("rl")).unwrap();
+    std::os::unix::fs::symlink(&secret, layer.join("x")).unwrap();
+    std::os::unix::fs::symlink("../x", layer.join("etc/rel")).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        layer.join("fifo"),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            layer.join("dev"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+    } else {
+        eprintln!("not root: the device-node case is not exercised");
+    }
+    let mut cases = vec![
+        (
+            "rl/host-secret",
+            "a directory on the path is a symbolic link (not followed in a layer)",
+        ),
+        ("./x", "is a symbolic link (not followed in a layer)"),
+        ("/x", "is a symbolic link (not followed in a layer)"),
+        ("etc/rel", "is a symbolic link (not followed in a layer)"),
+        ("fifo", "is a FIFO, not a regular file"),
+        ("etc", "is a directory, not a regular file"),
+    ];
+    if root {
+        cases.push(("dev", "is a character device, not a regular file"));
+    }
+    for (name, why) in cases {
+        let mut g = DirFileGetter::new(layer);
+        let clean = name.trim_start_matches("./").trim_start_matches('/');
+        let want = format!("open {}/{clean}: {why}", layer.display());
+        match g.open(name.as_bytes()) {
+            Ok(_) => panic!("{name}: opened"),
+            Err(e) => assert_eq!(e.to_string(), want, "{name}"),
+        }
+        // Through reassembly: a tar recording `name` as a regular file of the host file's
+        // size and content fails with the same error, and the output stops at its header.
+        let mut b = TarBuilder::new();
+        b.file(name.as_bytes(), &secret_content).end();
+        let tar = b.bytes();
+        let (_, json) = disassemble(&tar, 4096).unwrap();
+        let mut out = Vec::new();
+        let e = reassemble(&gz(&json)[..], &mut g, &mut out).unwrap_err();
+        assert_eq!(e.to_string(), want, "{name}");
+        assert_eq!(out.len(), 512, "{name}: only the header was written");
+        assert!(
+            !contains(&out, &secret_content),
+            "{name}: host bytes in the output"
+        );
+    }
+    // Outside the root by `..`: absent, like Go's text for a missing file.
+    let mut g = DirFileGetter::new(layer.join("etc"));
+    let e = g.open(b"../x").err().expect("escape refused");
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+}
+
+/// A file too large for the output buffer is checked in a first pass and written in a
+/// second; content that changes between the two fails the checksum.
+#[test]
+fn large_files_are_checked_before_they_are_written() {
+    use std::cell::Cell;
+    struct Flaky {
+        data: Vec<u8>,
+        reads: Cell<u64>,
+        change_after: u64,
+    }
+    impl FileContent for Flaky {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let n = self.data.as_slice().read_at(buf, offset)?;
+            let seen = self.reads.get() + n as u64;
+            self.reads.set(seen);
+            if seen > self.change_after && n > 0 {
+                buf[0] ^= 0xff;
+            }
+            Ok(n)
+        }
+    }
+    struct One(Flaky);
+    impl FileGetter for One {
+        fn open(&mut self, _: &[u8]) -> io::Result<Box<dyn FileContent + '_>> {
+            self.0.reads.set(0);
+            Ok(Box::new(Flaky {
+                data: self.0.data.clone(),
+                reads: Cell::new(0),
+                change_after: self.0.change_after,
+            }))
+        }
+    }
+    let data = prng_bytes(5, (3 << 20) + 17);
+    let mut b = TarBuilder::new();
+    b.file(b"big", &data).end();
+    let tar = b.bytes();
+    let (_, json) = disassemble(&tar, 4096).unwrap();
+    let file = gz(&json);
+    let getter = |change_after| {
+        One(Flaky {
+            data: data.clone(),
+            reads: Cell::new(0),
+            change_after,
+        })
+    };
+    // Unchanged: byte-exact.
+    let mut out = Vec::new();
+    reassemble(&file[..], &mut getter(u64::MAX), &mut out).unwrap();
+    assert_eq!(sha(&out), sha(&tar));
+    // Changed during the first pass: nothing of the file is written.
+    let mut out = Vec::new();
+    let e = reassemble(&file[..], &mut getter(1 << 20), &mut out).unwrap_err();
+    assert_eq!(e.to_string(), "file integrity checksum failed for \"big\"");
+    assert_eq!(out, tar[..512]);
+    // Changed during the second pass: it fails all the same.
+    let e = reassemble(
+        &file[..],
+        &mut getter(data.len() as u64 + (1 << 20)),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "file integrity checksum failed for \"big\"");
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 
 use storage_tarsplit::{
-    DirFileGetter, Entries, FileGetter, Header, TarReader, crc64_iso, reassemble,
+    DirFileGetter, Entries, FileContent, FileGetter, Header, TarReader, crc64_iso, reassemble,
     reassemble_entries,
 };
 
@@ -85,7 +85,7 @@ pub(crate) fn tar_reader(_: &mut Scratch, data: &[u8]) {
 struct Contents(HashMap<Vec<u8>, Vec<u8>>);
 
 impl FileGetter for Contents {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn FileContent + '_>> {
         match self.0.get(name) {
             Some(c) => Ok(Box::new(&c[..])),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "not a member")),
@@ -152,6 +152,14 @@ pub(crate) const TREE: &[(&str, &[u8])] = &[
     ("d/e/f", &[0x5a; 1500]),
 ];
 
+/// Symbolic links of that directory (name, target): out to the canary, relative and
+/// absolute, in a directory on the way and in place of a file; the reader follows none.
+pub(crate) const LINKS: &[(&str, &str)] = &[
+    ("up", "../canary"),
+    ("d/cf", "../../canary/file"),
+    ("root", "/"),
+];
+
 fn populate(root: &std::path::Path) {
     for (name, content) in TREE {
         let path = root.join(name);
@@ -160,11 +168,15 @@ fn populate(root: &std::path::Path) {
         }
         std::fs::write(&path, content).expect("scratch tree");
     }
+    for (name, target) in LINKS {
+        std::os::unix::fs::symlink(target, root.join(name)).expect("scratch link");
+    }
 }
 
 /// Reassembly of a hostile tar-split stream (JSON lines, or gzip when it starts with gzip's
 /// magic) from a directory through `DirFileGetter`: the byte count it reports is what it
-/// wrote, and nothing beside the directory is opened (`../canary/file`, `/x/../../canary`…).
+/// wrote, and nothing beside the directory is opened (`../canary/file`, `/x/../../canary`,
+/// `up/file` through the link `up -> ../canary`…).
 pub(crate) fn tarsplit_reassemble(scratch: &mut Scratch, data: &[u8]) {
     let fence = scratch.fence("tarsplit_reassemble");
     if !fence.root().join(TREE[0].0).exists() {

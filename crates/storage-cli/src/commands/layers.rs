@@ -24,34 +24,6 @@ pub struct Mappings {
     pub host_gid: bool,
 }
 
-fn sub_ranges(file: &str, user: &str, kind: &str) -> Result<Vec<IdMap>, String> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let mut out = Vec::new();
-    let mut next = 0u32;
-    for line in text.lines() {
-        let parts: Vec<&str> = line.trim().split(':').collect();
-        if parts.len() != 3 || parts[0] != user {
-            continue;
-        }
-        let (Ok(start), Ok(len)) = (parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {
-            continue;
-        };
-        out.push(IdMap {
-            container_id: next,
-            host_id: start,
-            size: len,
-        });
-        next = next.saturating_add(len);
-    }
-    if out.is_empty() {
-        return Err(format!(
-            "no {kind} ranges found for user {} in {file}",
-            storage_types::go_quote(user)
-        ));
-    }
-    Ok(out)
-}
-
 /// Go's CLI mapping logic (`getIDMappingOptions`).
 pub fn mappings(ctx: &Ctx<'_>) -> Result<Mappings, String> {
     let f = ctx.flags;
@@ -66,8 +38,7 @@ pub fn mappings(ctx: &Ctx<'_>) -> Result<Mappings, String> {
         if sub_g.is_empty() {
             sub_g = sub_u.clone();
         }
-        uid_map = sub_ranges("/etc/subuid", &sub_u, "subuid")?;
-        gid_map = sub_ranges("/etc/subgid", &sub_g, "subgid")?;
+        (uid_map, gid_map) = containers_storage::userns::sub_id_mappings(&sub_u, &sub_g)?;
     }
     uid_map.extend(parse_id_maps(&f.str("-uidmap"), "uid").map_err(|e| e.to_string())?);
     gid_map.extend(parse_id_maps(&f.str("-gidmap"), "gid").map_err(|e| e.to_string())?);

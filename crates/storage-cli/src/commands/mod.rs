@@ -883,13 +883,12 @@ fn wipe(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     }
 }
 
-/// `unshare [command …]`: as root no namespace is needed (Go's re-exec is a no-op), so the
-/// command (default `$SHELL`, else `/bin/sh`) just runs with inherited stdio. Its exit
-/// status is not propagated: a failure is reported as an error (exit 1), like Go.
+/// `unshare [command …]`: runs the command (default `$SHELL`, else `/bin/sh`) with inherited
+/// stdio and environment. For a rootless user the tool is inside the user namespace by now
+/// (`--unshare` defaults to true), so the command runs there, as its root, and sees the
+/// store's mounts; as root no namespace is needed. Its exit status is not propagated: a
+/// failure is reported as an error (exit 1), like Go.
 fn unshare(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    if crate::sys::geteuid() != 0 {
-        return Err("unshare: running without root privileges is not supported".into());
-    }
     let shell = std::env::var("SHELL")
         .ok()
         .filter(|s| !s.is_empty())

@@ -37,8 +37,12 @@
 //!
 //! Limits: no additional layer stores, no composefs, no SELinux labels, no staged
 //! (partial) pulls; XFS project quotas only where the kernel provides them (not on this
-//! project's test host); rootless native overlay is not attempted (fuse-overlayfs is
-//! used when installed).
+//! project's test host).
+//!
+//! Rootless (Go's `IsRootless()`, see `storage_userns`): native overlay is probed only with
+//! effective UID 0, i.e. inside the user namespace, with `userxattr`; opaque directories use
+//! `user.overlay.opaque`; no idmapped lowers; without native overlay, `fuse-overlayfs` in
+//! `$PATH` becomes the mount program.
 
 mod config;
 mod create;
@@ -86,6 +90,8 @@ pub(crate) struct Overlay {
     metacopy: bool,
     volatile: bool,
     rootless: bool,
+    /// Whether `init` bind-mounted the home privately (released by `cleanup`).
+    home_private: bool,
     quota: Option<quota::Control>,
     refs: Mutex<HashMap<PathBuf, RefEntry>>,
     /// Cached `idmapped-lower-dir` probe.
@@ -203,7 +209,7 @@ impl Driver for Overlay {
     }
 
     fn cleanup(&self) -> Result<()> {
-        if self.cfg.skip_mount_home || self.rootless {
+        if !self.home_private {
             self.recover_staging_dirs(true)?;
             return Ok(());
         }

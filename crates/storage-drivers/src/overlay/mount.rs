@@ -329,14 +329,26 @@ impl Overlay {
             .output()
             .map_err(|e| Error::io("exec", prog, e))?;
         if !out.status.success() {
-            return Err(Error::msg(
-                ErrorKind::Io,
-                format!(
-                    "using mount program {}: {}: {}",
-                    prog.display(),
+            // A FUSE program that cannot open /dev/fuse says so on several lines; one
+            // line saying what to do is more use.
+            let text = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/fuse")
+            {
+                Err(e) => format!(
+                    "cannot open /dev/fuse: {}: the user must be able to read and write /dev/fuse (normally mode 0666: chmod 0666 /dev/fuse), or use native overlay without a mount_program",
+                    storage_types::go_io_error_text(&e)
+                ),
+                Ok(_) => format!(
+                    "{}: {}",
                     String::from_utf8_lossy(&out.stderr).trim(),
                     out.status
                 ),
+            };
+            return Err(Error::msg(
+                ErrorKind::Io,
+                format!("using mount program {}: {text}", prog.display()),
             ));
         }
         Ok(())

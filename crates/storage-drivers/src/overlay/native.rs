@@ -9,23 +9,20 @@
 //! * [`dir_size`]: Go's `directory.Size`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use storage_archive::export::{GoTarWriter, TarHeader};
+use rustix::fs::FileType;
+use storage_archive::export::{GoTarWriter, TarHeader, read_entry, sorted_names};
 use storage_types::IdMap;
 
 use crate::{Change, ChangeKind};
 
 const REG: u8 = b'0';
 const LINK: u8 = b'1';
-const SYMLINK: u8 = b'2';
-const CHAR: u8 = b'3';
-const BLOCK: u8 = b'4';
-const DIR: u8 = b'5';
-const FIFO: u8 = b'6';
 
 fn is_whiteout(md: &std::fs::Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
@@ -87,43 +84,24 @@ struct Exporter<'a, W: Write> {
 }
 
 impl<W: Write> Exporter<'_, W> {
-    /// Go's `addTarFile` with the overlay whiteout converter.
-    fn add(&mut self, path: &Path, name: &[u8]) -> io::Result<()> {
-        let md = std::fs::symlink_metadata(path)?;
-        let ft = md.file_type();
-        if ft.is_socket() {
-            return Ok(());
-        }
-        let mut h = TarHeader {
-            name: name.to_vec(),
-            mode: i64::from(md.mode() & 0o7777),
-            uid: i64::from(md.uid()),
-            gid: i64::from(md.gid()),
-            mtime: md.mtime(),
-            ..TarHeader::default()
+    /// Go's `addTarFile` with the overlay whiteout converter, for the entry `base` of the
+    /// directory `dir` (read without following symbolic links), named `name` in the archive.
+    /// Returns the entry's directory descriptor when it is one.
+    fn add(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        name: &[u8],
+    ) -> io::Result<Option<OwnedFd>> {
+        let mut e = read_entry(dir, base)?;
+        let Some(mut h) = e.header(name) else {
+            return Ok(e.dir.take());
         };
-        if ft.is_file() {
-            h.typeflag = REG;
-            h.size = md.size() as i64;
-        } else if ft.is_dir() {
-            h.typeflag = DIR;
-            h.name.push(b'/');
-        } else if ft.is_symlink() {
-            h.typeflag = SYMLINK;
-            h.linkname = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
-        } else if ft.is_char_device() || ft.is_block_device() {
-            h.typeflag = if ft.is_char_device() { CHAR } else { BLOCK };
-            h.devmajor = i64::from(rustix::fs::major(md.rdev()));
-            h.devminor = i64::from(rustix::fs::minor(md.rdev()));
-        } else if ft.is_fifo() {
-            h.typeflag = FIFO;
-        } else {
-            return Ok(());
-        }
-        h.pax = storage_archive::xattr::pax_records(path, &md);
+        let st = &e.stat;
+        let ft = e.file_type();
         let mut first_link = false;
-        if !ft.is_dir() && md.nlink() > 1 {
-            if let Some(old) = self.seen.get(&md.ino()) {
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            if let Some(old) = self.seen.get(&st.st_ino) {
                 h.typeflag = LINK;
                 h.linkname = old.clone();
                 h.size = 0;
@@ -131,19 +109,19 @@ impl<W: Write> Exporter<'_, W> {
                 first_link = true;
             }
         }
-        let whiteout = is_whiteout(&md);
+        let whiteout = ft == FileType::CharacterDevice && st.st_rdev == 0;
         let identity = self.uid_map.is_empty() && self.gid_map.is_empty();
-        let base = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
-        if !(whiteout || base.starts_with(b".wh.") || identity) {
+        let last = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
+        if !(whiteout || last.starts_with(b".wh.") || identity) {
             match (
-                map_id(self.uid_map, md.uid()),
-                map_id(self.gid_map, md.gid()),
+                map_id(self.uid_map, st.st_uid),
+                map_id(self.gid_map, st.st_gid),
             ) {
                 (Some(u), Some(g)) => {
                     h.uid = i64::from(u);
                     h.gid = i64::from(g);
                 }
-                _ => return Ok(()),
+                _ => return Ok(e.dir.take()),
             }
         }
         // The overlay → AUFS converter.
@@ -163,7 +141,10 @@ impl<W: Write> Exporter<'_, W> {
             h.size = 0;
             h.devmajor = 0;
             h.devminor = 0;
-        } else if ft.is_dir() && is_opaque(path, self.opaque_xattr) {
+        } else if ft == FileType::Directory
+            && e.xattr(self.opaque_xattr.as_bytes())
+                .is_some_and(|v| v == b"y")
+        {
             let rel = String::from_utf8_lossy(name).into_owned();
             if matches!(lookup_lowers(self.lowers, &rel), InLower::Exists(_)) {
                 let mut n = name.to_vec();
@@ -182,57 +163,35 @@ impl<W: Write> Exporter<'_, W> {
             }
         }
         if first_link {
-            self.seen.insert(md.ino(), h.name.clone());
+            self.seen.insert(st.st_ino, h.name.clone());
         }
         self.tw.write_header(&h)?;
         if let Some(m) = marker {
             self.tw.write_header(&m)?;
         } else if h.typeflag == REG && h.size > 0 {
-            let mut remaining = h.size as u64;
-            let mut buf = vec![0u8; 64 * 1024];
-            if let Ok(mut f) = std::fs::File::open(path) {
-                while remaining > 0 {
-                    let want = buf
-                        .len()
-                        .min(usize::try_from(remaining).unwrap_or(buf.len()));
-                    let n = f.read(&mut buf[..want])?;
-                    if n == 0 {
-                        break;
-                    }
-                    self.tw.write_content(&buf[..n])?;
-                    remaining -= n as u64;
-                }
-            }
-            // A file that shrank meanwhile is zero-filled, keeping the archive valid.
-            while remaining > 0 {
-                let n = buf
-                    .len()
-                    .min(usize::try_from(remaining).unwrap_or(buf.len()));
-                buf[..n].fill(0);
-                self.tw.write_content(&buf[..n])?;
-                remaining -= n as u64;
+            // A file that could not be opened, or shrank meanwhile, is zero-filled by the
+            // writer, keeping the archive valid.
+            if let Some(f) = &mut e.file {
+                self.tw.copy_content(f)?;
             }
         }
-        Ok(())
+        Ok(e.dir.take())
     }
 
-    fn walk(&mut self, dir: &Path, rel: &[u8]) -> io::Result<()> {
-        let Ok(rd) = std::fs::read_dir(dir) else {
+    /// The entries below the directory `dir` in lexical order, descending through
+    /// descriptors (never through a symbolic link).
+    fn walk(&mut self, dir: BorrowedFd<'_>, rel: &[u8]) -> io::Result<()> {
+        let Ok(names) = sorted_names(dir) else {
             return Ok(());
         };
-        let mut names: Vec<std::ffi::OsString> =
-            rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let path = dir.join(&name);
+        for (name, _) in names {
             let mut child = rel.to_vec();
             if !child.is_empty() {
                 child.push(b'/');
             }
-            child.extend_from_slice(name.as_bytes());
-            self.add(&path, &child)?;
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                self.walk(&path, &child)?;
+            child.extend_from_slice(&name);
+            if let Some(sub) = self.add(dir, &name, &child)? {
+                self.walk(sub.as_fd(), &child)?;
             }
         }
         Ok(())
@@ -256,7 +215,14 @@ pub(crate) fn diff(
         opaque_xattr,
         seen: HashMap::new(),
     };
-    ex.walk(upper, b"")?;
+    let root = rustix::fs::open(
+        upper,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    if let Ok(fd) = root {
+        ex.walk(fd.as_fd(), b"")?;
+    }
     ex.tw.finish()?;
     Ok(())
 }
@@ -398,6 +364,12 @@ pub(crate) fn dir_size(root: &Path) -> i64 {
 
 /// Go's overlay `DiffGetter`: the layer's own `diff` first, then each lower diff; when
 /// no directory has the file, the error names the layer's own path.
+///
+/// Unlike Go, the next directory is tried only when nothing is at the name (`ENOENT`,
+/// `ENOTDIR`): a symbolic link, a whiteout or any other non-regular file in the layer's own
+/// `diff` is the layer's entry and fails (Go would fall through to a lower's file of the
+/// same name). Each directory is read through a confined
+/// [`DirFileGetter`](storage_tarsplit::DirFileGetter).
 pub(crate) struct LayeredFileGetter {
     getters: Vec<crate::naive::PathFileGetter>,
 }
@@ -414,14 +386,15 @@ impl LayeredFileGetter {
 }
 
 impl storage_tarsplit::FileGetter for LayeredFileGetter {
-    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&mut self, name: &[u8]) -> io::Result<Box<dyn storage_tarsplit::FileContent + '_>> {
         let mut first_err = None;
         for g in &mut self.getters {
             match g.open(name) {
                 Ok(f) => return Ok(f),
-                Err(e) => {
+                Err(e) if storage_io::confined::is_absent(&e) => {
                     first_err.get_or_insert(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         Err(first_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))

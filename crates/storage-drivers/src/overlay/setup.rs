@@ -99,7 +99,10 @@ impl Overlay {
         let cfg = parse_config(&opts.options)?;
         let home = opts.home.clone();
         let run_home = opts.run_home.clone();
-        let rootless = !rustix::process::geteuid().is_root();
+        // Go: `user.overlay.*` xattrs and `userxattr` whenever `IsRootless()`; native overlay
+        // and the private home mount need effective UID 0 (true inside the user namespace).
+        let rootless = storage_userns::is_rootless();
+        let euid_root = rustix::process::geteuid().is_root();
         let parent = home.parent().unwrap_or(Path::new("/"));
         if !parent.exists() {
             mkdir_all(parent, 0o700)?;
@@ -131,7 +134,7 @@ impl Overlay {
             probe_opts.push("userxattr".to_owned());
         }
         if mount_program.is_none() {
-            let native = if rootless {
+            let native = if !euid_root {
                 Err(format!(
                     "'overlay' is not supported over {backing_fs} without root: {ERR_NOT_SUPPORTED}"
                 ))
@@ -211,7 +214,8 @@ impl Overlay {
             )));
         }
 
-        if !cfg.skip_mount_home && !rootless {
+        let home_private = !cfg.skip_mount_home && euid_root;
+        if home_private {
             mount::make_private(&home).map_err(|e| Error::io("mount", &home, e))?;
         }
         let image_store = opts.image_store.as_ref().map(|p| p.join("overlay"));
@@ -233,6 +237,7 @@ impl Overlay {
             metacopy,
             volatile,
             rootless,
+            home_private,
             quota,
             refs: Mutex::new(HashMap::new()),
             idmapped: std::sync::OnceLock::new(),

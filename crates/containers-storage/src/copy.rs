@@ -1,0 +1,414 @@
+//! `copy` (Go's `copyContent` with `CopyWithTar`): copying a host path or a path of one
+//! layer into another layer or a host path, with owners translated through both layers' ID
+//! maps.
+//!
+//! Unlike Go, both ends stay inside their root ([`storage_io::confined`]): a path named in a
+//! layer is resolved inside the layer's mount point (a symbolic link on the way resolves
+//! inside the layer, as in a chroot, never to the host), the copied tree is read without
+//! following a symbolic link (links are copied as links), and everything is created
+//! relative to descriptors of directories inside the target (an existing entry is removed
+//! first, as Go's untar does, so a link in the target is replaced, never written through).
+//!
+//! Limits: regular files, directories and symbolic links are copied (with modes, owners
+//! and times); other file types and extended attributes are skipped, hard links become
+//! separate copies.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
+use rustix::io::Errno;
+use storage_io::confined::{self, Follow, Root};
+use storage_types::{Error, IdMap, Result, to_container, to_host};
+
+/// How owners are translated: host → container through the source maps, an optional
+/// `--chown` override, then container → host through the target maps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOwners {
+    /// The source layer's UID map (empty for a host path).
+    pub source_uid: Vec<IdMap>,
+    /// The source layer's GID map.
+    pub source_gid: Vec<IdMap>,
+    /// The container-side owner every copy gets (`--chown`).
+    pub chown: Option<(u32, u32)>,
+    /// The target layer's UID map (empty for a host path).
+    pub target_uid: Vec<IdMap>,
+    /// The target layer's GID map.
+    pub target_gid: Vec<IdMap>,
+}
+
+impl CopyOwners {
+    /// The target's host owner of a source file owned by host `uid:gid`.
+    pub fn map(&self, uid: u32, gid: u32) -> (u32, u32) {
+        let (cu, cg) = match self.chown {
+            Some(p) => p,
+            None => (
+                if self.source_uid.is_empty() {
+                    uid
+                } else {
+                    to_container(&self.source_uid, uid).unwrap_or(uid)
+                },
+                if self.source_gid.is_empty() {
+                    gid
+                } else {
+                    to_container(&self.source_gid, gid).unwrap_or(gid)
+                },
+            ),
+        };
+        let to_target = |maps: &[IdMap], id: u32| {
+            if maps.is_empty() {
+                id
+            } else {
+                to_host(maps, id).unwrap_or(id)
+            }
+        };
+        (
+            to_target(&self.target_uid, cu),
+            to_target(&self.target_gid, cg),
+        )
+    }
+
+    /// The host owner of the target's container root (for a directory the copy creates).
+    pub fn map_root(&self) -> (u32, u32) {
+        let root = |maps: &[IdMap]| {
+            if maps.is_empty() {
+                0
+            } else {
+                to_host(maps, 0).unwrap_or(0)
+            }
+        };
+        (root(&self.target_uid), root(&self.target_gid))
+    }
+}
+
+/// One end of a copy: `path` inside the directory `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyPath {
+    /// A layer's mount point, or `/` for a host path.
+    pub root: PathBuf,
+    /// The path below `root`; a trailing `/` on the target means "into this directory".
+    pub path: String,
+    /// How messages name it (`root/path` when `None`).
+    pub shown: Option<String>,
+}
+
+impl CopyPath {
+    /// `path` inside the layer mounted at `root`.
+    pub fn in_layer(root: PathBuf, path: &str) -> CopyPath {
+        CopyPath {
+            root,
+            path: path.to_string(),
+            shown: None,
+        }
+    }
+
+    /// A path of the host (relative ones from the working directory), named as given.
+    pub fn host(path: &str) -> CopyPath {
+        let absolute = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            let mut p = cwd.to_string_lossy().into_owned();
+            p.push('/');
+            p.push_str(path);
+            p
+        };
+        CopyPath {
+            root: PathBuf::from("/"),
+            path: absolute,
+            shown: Some(path.to_string()),
+        }
+    }
+
+    fn rel(&self) -> &[u8] {
+        self.path.trim_start_matches('/').as_bytes()
+    }
+
+    /// The path as messages name it: as given for a host path, else `root/path`.
+    pub fn display(&self) -> PathBuf {
+        if let Some(s) = &self.shown {
+            return PathBuf::from(s);
+        }
+        let rel = self.path.trim_start_matches('/');
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn err(op: &str, path: &Path, e: impl Into<std::io::Error>) -> Error {
+    Error::io(op, path, e.into())
+}
+
+/// Go's `CopyWithTar(src, dst)`: a directory's contents go into `dst` (created 0755 and
+/// owned by the target's root when missing); anything else goes to `dst`, or into it when
+/// `dst` ends with `/` (missing parents created 0700).
+pub fn copy_with_tar(src: &CopyPath, dst: &CopyPath, owners: &CopyOwners) -> Result<()> {
+    let src_shown = src.display();
+    let sroot = Root::open(&src.root).map_err(|e| err("stat", &src_shown, e))?;
+    let droot = Root::open(&dst.root).map_err(|e| err("mkdir", &dst.display(), e))?;
+    let stat = sroot
+        .resolve(src.rel(), OFlags::PATH, Follow::InRoot)
+        .and_then(rustix::fs::fstat)
+        .map_err(|e| err("stat", &src_shown, e))?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+        let shown = dst.display();
+        let (ddir, created) =
+            mkdir_all(&droot, dst.rel(), 0o755).map_err(|e| err("mkdir", &shown, e))?;
+        if created {
+            let (u, g) = owners.map_root();
+            chown(ddir.as_fd(), u, g).map_err(|e| err("lchown", &shown, e))?;
+        }
+        let sdir = sroot
+            .resolve(
+                src.rel(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Follow::InRoot,
+            )
+            .map_err(|e| err("open", &src_shown, e))?;
+        return copy_children(sdir.as_fd(), &src_shown, ddir.as_fd(), &shown, owners);
+    }
+    let mut target = dst.clone();
+    if dst.path.ends_with('/')
+        && let Some(name) = src_shown.file_name()
+    {
+        let name = name.to_string_lossy();
+        target.path.push_str(&name);
+        if let Some(s) = &mut target.shown {
+            s.push_str(&name);
+        }
+    }
+    let (dparent, dname) = confined::split(target.rel());
+    let (sparent, sname) = confined::split(src.rel());
+    let (ddir, _) = mkdir_all(&droot, dparent, 0o700)
+        .map_err(|e| err("mkdir", &dst.root.join(os(dparent)), e))?;
+    let sdir = sroot
+        .resolve(sparent, OFlags::RDONLY | OFlags::DIRECTORY, Follow::InRoot)
+        .map_err(|e| err("stat", &src_shown, e))?;
+    copy_entry(
+        (sdir.as_fd(), sname, &src_shown),
+        (ddir.as_fd(), dname, &target.display()),
+        owners,
+    )
+}
+
+/// Creates every missing directory of `rel` inside `root` with `mode` (symbolic links on
+/// the way resolve inside the root); returns the last one, opened for listing, and
+/// whether it was created.
+fn mkdir_all(root: &Root, rel: &[u8], mode: u32) -> std::result::Result<(OwnedFd, bool), Errno> {
+    let open = |p: &[u8]| root.resolve(p, OFlags::RDONLY | OFlags::DIRECTORY, Follow::InRoot);
+    let mut created = false;
+    let mut end = 0;
+    while end < rel.len() {
+        end = rel[end..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(rel.len(), |i| end + i);
+        let prefix = &rel[..end];
+        end += 1;
+        created = false;
+        match open(prefix) {
+            Ok(_) => continue,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let (parent, base) = confined::split(prefix);
+        if base.is_empty() || base == b"." || base == b".." {
+            continue;
+        }
+        let pfd = open(parent)?;
+        match rustix::fs::mkdirat(&pfd, os(base), Mode::from_raw_mode(mode)) {
+            Ok(()) => created = true,
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((open(rel)?, created))
+}
+
+fn chown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> std::result::Result<(), Errno> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )
+}
+
+fn times(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// Owner, permissions and times of a copied file or directory, through its descriptor.
+fn finish(fd: BorrowedFd<'_>, st: &Stat, owner: (u32, u32), shown: &Path) -> Result<()> {
+    chown(fd, owner.0, owner.1).map_err(|e| err("lchown", shown, e))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777))
+        .map_err(|e| err("chmod", shown, e))?;
+    // Like Go's Chtimes after the copy: best effort.
+    let _ = rustix::fs::futimens(fd, &times(st));
+    Ok(())
+}
+
+/// Copies every entry of the directory `sdir` into the directory `ddir`.
+fn copy_children(
+    sdir: BorrowedFd<'_>,
+    src_shown: &Path,
+    ddir: BorrowedFd<'_>,
+    dst_shown: &Path,
+    owners: &CopyOwners,
+) -> Result<()> {
+    let names = confined::list_dir(sdir).map_err(|e| err("readdirent", src_shown, e))?;
+    for (name, _) in names {
+        copy_entry(
+            (sdir, &name, &src_shown.join(os(&name))),
+            (ddir, &name, &dst_shown.join(os(&name))),
+            owners,
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the entry `src` (directory, name, shown path) to `dst`, not following a symbolic
+/// link on either side.
+fn copy_entry(
+    src: (BorrowedFd<'_>, &[u8], &Path),
+    dst: (BorrowedFd<'_>, &[u8], &Path),
+    owners: &CopyOwners,
+) -> Result<()> {
+    let (sdir, sname, src_shown) = src;
+    let (ddir, dname, dst_shown) = dst;
+    let st = rustix::fs::statat(sdir, os(sname), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| err("lstat", src_shown, e))?;
+    let owner = owners.map(st.st_uid, st.st_gid);
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            let is_dir = rustix::fs::statat(ddir, os(dname), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|d| FileType::from_raw_mode(d.st_mode) == FileType::Directory);
+            if !is_dir {
+                confined::remove_all_at(ddir, dname).map_err(|e| err("remove", dst_shown, e))?;
+                rustix::fs::mkdirat(ddir, os(dname), Mode::from_raw_mode(0o700))
+                    .map_err(|e| err("mkdir", dst_shown, e))?;
+            }
+            let s = confined::open_dir_at(sdir, sname).map_err(|e| err("open", src_shown, e))?;
+            let d = confined::open_dir_at(ddir, dname).map_err(|e| err("open", dst_shown, e))?;
+            copy_children(s.as_fd(), src_shown, d.as_fd(), dst_shown, owners)?;
+            finish(d.as_fd(), &st, owner, dst_shown)
+        }
+        FileType::Symlink => {
+            let target = rustix::fs::readlinkat(sdir, os(sname), Vec::new())
+                .map_err(|e| err("readlink", src_shown, e))?;
+            confined::remove_all_at(ddir, dname).map_err(|e| err("remove", dst_shown, e))?;
+            rustix::fs::symlinkat(target.as_c_str(), ddir, os(dname))
+                .map_err(|e| err("symlink", dst_shown, e))?;
+            rustix::fs::chownat(
+                ddir,
+                os(dname),
+                Some(rustix::process::Uid::from_raw(owner.0)),
+                Some(rustix::process::Gid::from_raw(owner.1)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| err("lchown", dst_shown, e))
+        }
+        FileType::RegularFile => {
+            let input =
+                confined::open_regular_at(sdir, sname).map_err(|e| err("open", src_shown, e))?;
+            confined::remove_all_at(ddir, dname).map_err(|e| err("remove", dst_shown, e))?;
+            let out = rustix::fs::openat(
+                ddir,
+                os(dname),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| err("copy", dst_shown, e))?;
+            let mut out = File::from(out);
+            std::io::copy(&mut input.file(), &mut out).map_err(|e| err("copy", dst_shown, e))?;
+            finish(out.as_fd(), input.stat(), owner, dst_shown)
+        }
+        // Other types are not copied.
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_translate_through_both_maps() {
+        let m = |c, h, s| IdMap {
+            container_id: c,
+            host_id: h,
+            size: s,
+        };
+        let o = CopyOwners {
+            source_uid: vec![m(0, 1000, 10)],
+            source_gid: vec![m(0, 2000, 10)],
+            chown: None,
+            target_uid: vec![m(0, 5000, 10)],
+            target_gid: vec![],
+        };
+        assert_eq!(o.map(1003, 2004), (5003, 4));
+        let o = CopyOwners {
+            chown: Some((1, 2)),
+            ..o
+        };
+        assert_eq!(o.map(1003, 2004), (5001, 2));
+        assert_eq!(o.map_root(), (5000, 0));
+    }
+
+    /// A layer whose `etc` links to a host directory: copying into `etc/x` writes inside the
+    /// layer (the link resolves in it), and copying out of `etc` reads the layer, never the
+    /// host; a link in place of a copied file is replaced, not written through.
+    #[test]
+    fn both_ends_stay_in_their_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret"), b"host secret").unwrap();
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        std::os::unix::fs::symlink(&host, layer.join("etc")).unwrap();
+        std::os::unix::fs::symlink(host.join("secret"), layer.join("over")).unwrap();
+        let src = tmp.path().join("src");
+        std::fs::write(&src, b"copied").unwrap();
+        let src_s = src.to_string_lossy().into_owned();
+        let owners = CopyOwners::default();
+        let into = |path: &str| CopyPath::in_layer(layer.clone(), path);
+        // `etc` leads nowhere inside the layer: refused, nothing written on the host.
+        let e = copy_with_tar(&CopyPath::host(&src_s), &into("/etc/x"), &owners).unwrap_err();
+        assert!(e.to_string().starts_with("mkdir "), "{e}");
+        assert!(!host.join("x").exists(), "written through the link");
+        // With the directory there inside the layer, the copy lands in it.
+        let inside = layer.join(host.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        copy_with_tar(&CopyPath::host(&src_s), &into("/etc/x"), &owners).unwrap();
+        assert!(!host.join("x").exists(), "written through the link");
+        assert_eq!(std::fs::read(inside.join("x")).unwrap(), b"copied");
+        copy_with_tar(&CopyPath::host(&src_s), &into("/over"), &owners).unwrap();
+        assert_eq!(std::fs::read(host.join("secret")).unwrap(), b"host secret");
+        assert_eq!(std::fs::read(layer.join("over")).unwrap(), b"copied");
+        // Reading `etc/secret` out of the layer: the host's file is not there.
+        let out = tmp.path().join("out");
+        let out_s = out.to_string_lossy().into_owned();
+        let e = copy_with_tar(&into("/etc/secret"), &CopyPath::host(&out_s), &owners).unwrap_err();
+        assert!(e.to_string().ends_with("no such file or directory"), "{e}");
+        assert!(!out.exists());
+    }
+}

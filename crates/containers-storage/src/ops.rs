@@ -100,25 +100,7 @@ impl Store {
         let mut w = rw.write()?;
         let parent = match opts.parent.as_deref().filter(|p| !p.is_empty()) {
             None => None,
-            Some(p) => {
-                let mut found = w.lookup(p).cloned();
-                if found.is_none() {
-                    for ro in &ro_stores {
-                        if let Some(l) = ro.read()?.lookup(p) {
-                            found = Some(l.clone());
-                            break;
-                        }
-                    }
-                }
-                let Some(parent) = found else {
-                    return Err(Error::new(ErrorKind::LayerUnknown));
-                };
-                let containers = self.containers.read()?;
-                if containers.containers().iter().any(|c| c.layer == parent.id) {
-                    return Err(Error::new(ErrorKind::ParentIsContainer));
-                }
-                Some(parent)
-            }
+            Some(p) => Some(self.parent_layer(p, w.lookup(p).cloned(), &ro_stores)?),
         };
         w.create_with_parent(parent.as_ref(), opts, diff)
     }

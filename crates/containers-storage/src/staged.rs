@@ -95,10 +95,24 @@ impl Store {
         let Some(p) = key.filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
-        let mut found = rw.read()?.lookup(p).cloned();
+        let found = rw.read()?.lookup(p).cloned();
+        let ro_stores = self.read_only_layer_stores()?;
+        self.parent_layer(p, found, &ro_stores).map(Some)
+    }
+
+    /// Finishes resolving the parent `key` of a new layer: `found` in the primary store,
+    /// else the first read-only store that has it; a container's layer is refused (Go's
+    /// `ErrParentIsContainer`).
+    pub(crate) fn parent_layer(
+        &self,
+        key: &str,
+        found: Option<Layer>,
+        ro_stores: &[Arc<LayerStore>],
+    ) -> Result<Layer> {
+        let mut found = found;
         if found.is_none() {
-            for ro in self.read_only_layer_stores()? {
-                if let Some(l) = ro.read()?.lookup(p) {
+            for ro in ro_stores {
+                if let Some(l) = ro.read()?.lookup(key) {
                     found = Some(l.clone());
                     break;
                 }
@@ -111,7 +125,7 @@ impl Store {
         if containers.containers().iter().any(|c| c.layer == parent.id) {
             return Err(Error::new(ErrorKind::ParentIsContainer));
         }
-        Ok(Some(parent))
+        Ok(parent)
     }
 
     /// Fails early (before any data is extracted) when the ID or a name is taken; the
@@ -145,25 +159,7 @@ impl Store {
         let mut w = rw.write()?;
         let parent = match parent_key.filter(|p| !p.is_empty()) {
             None => None,
-            Some(p) => {
-                let mut found = w.lookup(p).cloned();
-                if found.is_none() {
-                    for ro in &ro_stores {
-                        if let Some(l) = ro.read()?.lookup(p) {
-                            found = Some(l.clone());
-                            break;
-                        }
-                    }
-                }
-                let Some(parent) = found else {
-                    return Err(Error::new(ErrorKind::LayerUnknown));
-                };
-                let containers = self.containers.read()?;
-                if containers.containers().iter().any(|c| c.layer == parent.id) {
-                    return Err(Error::new(ErrorKind::ParentIsContainer));
-                }
-                Some(parent)
-            }
+            Some(p) => Some(self.parent_layer(p, w.lookup(p).cloned(), &ro_stores)?),
         };
         w.commit_staged(staged, parent.as_ref(), opts)
     }

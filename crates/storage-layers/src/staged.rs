@@ -253,7 +253,9 @@ fn move_tar_split(area: &StagingArea, layer_dir: &Path, id: &str) -> Result<Opti
     if std::fs::symlink_metadata(&src).is_err() {
         return Ok(None);
     }
-    let tmp = layer_dir.join(format!(".staged-{id}.tar-split.gz"));
+    // Named like the temporaries of atomic writes, so that a crash before the rename
+    // leaves a file the next full load (and `check`) recognises and removes.
+    let tmp = layer_dir.join(format!(".tmp-{id}.tar-split.gz{}", std::process::id()));
     match std::fs::rename(&src, &tmp) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
@@ -704,20 +706,7 @@ impl LayersWrite<'_> {
                 Ok((self.state.entries[i].layer.clone(), size))
             }
             Err(e) => {
-                match self.delete_internal(&id) {
-                    Ok(()) => {
-                        if let Err(e3) = self.save(location.bit()) {
-                            tracing::error!(
-                                "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
-                                storage_types::go_quote(&id)
-                            );
-                        }
-                    }
-                    Err(e2) => tracing::error!(
-                        "While recovering from a failure, error deleting layer {}: {e2}",
-                        storage_types::go_quote(&id)
-                    ),
-                }
+                self.delete_after_failure(&id, location);
                 Err(e)
             }
         }

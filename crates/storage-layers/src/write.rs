@@ -652,22 +652,28 @@ impl<'a> LayersWrite<'a> {
                 Ok((layer, size))
             }
             Err(e) => {
-                match self.delete_internal(&id) {
-                    Ok(()) => {
-                        if let Err(e3) = self.save(location.bit()) {
-                            tracing::error!(
-                                "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
-                                storage_types::go_quote(&id)
-                            );
-                        }
-                    }
-                    Err(e2) => tracing::error!(
-                        "While recovering from a failure, error deleting layer {}: {e2}",
-                        storage_types::go_quote(&id)
-                    ),
-                }
+                self.delete_after_failure(&id, location);
                 Err(e)
             }
+        }
+    }
+
+    /// Deletes a layer whose creation failed and saves its record file, logging (as Go
+    /// does) what fails while recovering.
+    pub(crate) fn delete_after_failure(&mut self, id: &str, location: Location) {
+        match self.delete_internal(id) {
+            Ok(()) => {
+                if let Err(e3) = self.save(location.bit()) {
+                    tracing::error!(
+                        "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
+                        storage_types::go_quote(id)
+                    );
+                }
+            }
+            Err(e2) => tracing::error!(
+                "While recovering from a failure, error deleting layer {}: {e2}",
+                storage_types::go_quote(id)
+            ),
         }
     }
 

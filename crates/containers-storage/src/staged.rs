@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use storage_layers::{CreateLayerOptions, Differ, LayerStore, StagedLayer};
@@ -344,7 +344,8 @@ impl Store {
         }
         let all_opts: Vec<CreateLayerOptions> = items.iter().map(|i| i.opts.clone()).collect();
         let jobs = job_count(opts.jobs, n);
-        let abort = Arc::new(AtomicBool::new(false));
+        // The index of the first layer that failed: the layers after it stop.
+        let abort = Arc::new(AtomicUsize::new(usize::MAX));
         let slots: Vec<Slot> = (0..n).map(|_| Slot::default()).collect();
         let next = AtomicUsize::new(0);
         let inputs: Vec<Mutex<Option<LayerImport>>> =
@@ -366,13 +367,14 @@ impl Store {
                             )));
                             continue;
                         };
-                        if abort.load(Ordering::SeqCst) {
+                        if abort.load(Ordering::SeqCst) < k {
                             slots[k].put(Prepared::Skipped);
                             continue;
                         }
                         let diff: Box<dyn Read + Send> = Box::new(Abortable {
                             inner: item.diff,
                             abort: abort.clone(),
+                            index: k,
                         });
                         let result = match &plans[k] {
                             Parent::Item(j) if !independent => {
@@ -414,7 +416,7 @@ impl Store {
                         };
                         let prepared = result.unwrap_or_else(Prepared::Failed);
                         if matches!(prepared, Prepared::Failed(_)) {
-                            abort.store(true, Ordering::SeqCst);
+                            abort.fetch_min(k, Ordering::SeqCst);
                         }
                         slots[k].put(prepared);
                     }
@@ -447,7 +449,7 @@ impl Store {
                         committed.push((layer, size));
                     }
                     Err(e) => {
-                        abort.store(true, Ordering::SeqCst);
+                        abort.fetch_min(k, Ordering::SeqCst);
                         failure = Some((e, k));
                         for s in &slots[k..] {
                             s.cancel();
@@ -591,15 +593,17 @@ impl Slot {
     }
 }
 
-/// A reader that fails once the import was aborted, so that a worker stops extracting.
+/// A reader that fails once an earlier layer of the import failed, so that a worker stops
+/// extracting a layer that will not be committed.
 struct Abortable {
     inner: Box<dyn Read + Send>,
-    abort: Arc<AtomicBool>,
+    abort: Arc<AtomicUsize>,
+    index: usize,
 }
 
 impl Read for Abortable {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.abort.load(Ordering::Relaxed) {
+        if self.abort.load(Ordering::Relaxed) < self.index {
             return Err(std::io::Error::other("import aborted"));
         }
         self.inner.read(buf)

@@ -217,6 +217,7 @@
 #![deny(unsafe_code)]
 
 mod check;
+mod chunked;
 mod copy;
 mod dedup;
 mod gc;
@@ -229,6 +230,7 @@ mod staged;
 mod sys;
 
 pub use check::{CheckOptions, CheckReport, RepairOptions};
+pub use chunked::ChunkedDiffer;
 pub use copy::{CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};

@@ -373,6 +373,27 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     })
 }
 
+/// Puts `content` in the place of `dest` and the old `dest` at `old` (a path beside
+/// `content`): one `renameat2(RENAME_EXCHANGE)`, so that a crash leaves `dest` holding
+/// either the old or the new content, never nothing. Where the file system cannot exchange,
+/// two renames (with the old content put back when the second fails).
+pub(crate) fn replace(content: &Path, dest: &Path, old: &Path) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    match renameat_with(CWD, content, CWD, dest, RenameFlags::EXCHANGE) {
+        // `content` now names the old content.
+        Ok(()) => return rename(content, old),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+        Err(e) => return Err(Error::io("rename", dest, e.into())),
+    }
+    rename(dest, old)?;
+    if let Err(e) = rename(content, dest) {
+        let _ = std::fs::rename(old, dest);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Owner and mode of a directory (for [`StageBase::EmptyLike`]).
 pub(crate) fn owner_and_mode(path: &Path) -> Result<((u32, u32), u32)> {
     let md = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;

@@ -273,12 +273,7 @@ impl Vfs {
                     )
                     .map_err(|e| Error::io("chmod", &content, e))?;
                 }
-                let old = area.scratch("old");
-                staging::rename(&dir, &old)?;
-                if let Err(e) = staging::rename(&content, &dir) {
-                    let _ = std::fs::rename(&old, &dir);
-                    return Err(e);
-                }
+                staging::replace(&content, &dir, &area.scratch("old"))?;
                 staging::sync_dir(dir.parent().unwrap_or(Path::new("/")))
             }
         }

@@ -344,12 +344,7 @@ impl Btrfs {
                     std::fs::set_permissions(&content, std::fs::Permissions::from_mode(mode))
                         .map_err(|e| Error::io("chmod", &content, e))?;
                 }
-                let old = area.scratch("old");
-                staging::rename(&dest, &old)?;
-                if let Err(e) = staging::rename(&content, &dest) {
-                    let _ = std::fs::rename(&old, &dest);
-                    return Err(e);
-                }
+                staging::replace(&content, &dest, &area.scratch("old"))?;
             }
         }
         staging::sync_dir(&subvolumes)

@@ -201,14 +201,16 @@ impl Overlay {
                 if area.differ {
                     // Go: the old content is replaced, not merged.
                     self.differ_root_mode(&content, parent, root_mode)?;
-                    staging::rename(&diff, &area.scratch("old"))?;
+                    staging::replace(&content, &diff, &area.scratch("old"))?;
                 } else if !staging::is_empty_dir(&diff) {
                     return Err(Error::msg(
                         ErrorKind::InvalidInput,
                         format!("layer {id} got content while a diff was staged for it"),
                     ));
+                } else {
+                    // rename(2) replaces an empty directory in one step.
+                    staging::rename(&content, &diff)?;
                 }
-                staging::rename(&content, &diff)?;
                 staging::sync_dir(&dir)
             }
         }

@@ -136,6 +136,11 @@ impl StagingArea {
             match std::fs::DirBuilder::new().create(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // Another process removed the (empty) `staging/` meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    mkdir_all(&staging, 0o700)?;
+                    continue;
+                }
                 Err(e) => return Err(Error::io("mkdir", &dir, e)),
             }
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
@@ -181,6 +186,7 @@ impl StagingArea {
         let unlock = self.unlock();
         if !keep_dir {
             remove_all(&self.dir)?;
+            remove_staging_if_empty(&self.dir);
         }
         unlock
     }
@@ -213,6 +219,7 @@ impl StagingArea {
         let r3 = remove_tree_keeping_lock(&self.dir);
         let r4 = self.unlock();
         let _ = std::fs::remove_dir(&self.dir);
+        remove_staging_if_empty(&self.dir);
         r.and(r2).and(r3).and(r4)
     }
 }
@@ -230,6 +237,15 @@ impl Drop for StagingArea {
         }
         let _ = self.unlock();
         let _ = std::fs::remove_dir(&self.dir);
+        remove_staging_if_empty(&self.dir);
+    }
+}
+
+/// Removes `<root>/staging` (the parent of the area `dir`) when no other area is in it, so
+/// that a store that staged layers looks as before (`rmdir` fails, harmlessly, otherwise).
+fn remove_staging_if_empty(dir: &Path) {
+    if let Some(staging) = dir.parent() {
+        let _ = std::fs::remove_dir(staging);
     }
 }
 

@@ -47,21 +47,6 @@ fn quiet(c: &mut Command) -> &mut Command {
         .stderr(Stdio::null())
 }
 
-fn run_ok(c: &mut Command) -> Result<String, String> {
-    let out = c
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{c:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{c:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 fn have_tool(name: &str) -> bool {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         .iter()
@@ -83,55 +68,17 @@ fn kernel_has_fs(fs: &str) -> bool {
 
 /// A btrfs file system in a sparse 1 GiB image file, mounted through a loop device; unmounted
 /// and detached on drop.
-pub struct LoopBtrfs {
-    mnt: PathBuf,
-    device: String,
-}
+pub struct LoopBtrfs(storage_testsupport::LoopFs);
 
 impl LoopBtrfs {
-    /// Makes `<dir>/btrfs.img`, formats it and mounts it on `<dir>/mnt`.
+    /// Makes `<dir>/fs.img`, formats it and mounts it on `<dir>/mnt`.
     pub fn new(dir: &Path) -> Result<LoopBtrfs, String> {
-        let img = dir.join("btrfs.img");
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
-        let f = std::fs::File::create(&img).map_err(|e| format!("create image: {e}"))?;
-        f.set_len(1 << 30)
-            .map_err(|e| format!("truncate image: {e}"))?;
-        drop(f);
-        run_ok(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&img))?;
-        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&img))?;
-        let fs = LoopBtrfs { mnt, device };
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "btrfs"])
-                .arg(&fs.device)
-                .arg(&fs.mnt),
-        )?;
-        Ok(fs)
+        storage_testsupport::LoopFs::new_in(dir, "mkfs.btrfs", 1024).map(LoopBtrfs)
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        &self.mnt
-    }
-}
-
-impl Drop for LoopBtrfs {
-    fn drop(&mut self) {
-        for m in mounts_under(&self.mnt).iter().rev() {
-            if m != &self.mnt {
-                let _ = quiet(Command::new("umount").arg("-l").arg(m)).status();
-            }
-        }
-        let unmounted = quiet(Command::new("umount").arg(&self.mnt))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !unmounted && !mounts_under(&self.mnt).is_empty() {
-            eprintln!("cleanup: {} busy, unmounting lazily", self.mnt.display());
-            let _ = quiet(Command::new("umount").arg("-l").arg(&self.mnt)).status();
-        }
-        let _ = quiet(Command::new("losetup").arg("-d").arg(&self.device)).status();
+        self.0.path()
     }
 }
 

@@ -31,8 +31,12 @@ impl TarBuilder {
         TarBuilder(tar::Builder::new(Vec::new()))
     }
     /// Adds a directory (`path` should end with `/`).
-    pub fn dir(mut self, path: &str, mode: u32) -> Self {
-        let mut h = header(tar::EntryType::Directory, mode, 0, 0, 0);
+    pub fn dir(self, path: &str, mode: u32) -> Self {
+        self.dir_owned(path, mode, 0, 0)
+    }
+    /// Adds a directory owned by `uid:gid`.
+    pub fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
+        let mut h = header(tar::EntryType::Directory, mode, uid, gid, 0);
         self.0.append_data(&mut h, path, &[][..]).expect("tar dir");
         self
     }

@@ -315,6 +315,15 @@ fn podman_reads_what_ours_stored(driver: &str) {
         status.contains(&format!("Driver Name: {driver}\n")),
         "{status}"
     );
+    if driver == "overlay" {
+        // No idmapped lowers in a user namespace, cached as Go caches it (status asks).
+        assert!(status.contains("Supports shifting: false\n"), "{status}");
+        assert!(
+            s.run_root()
+                .join("overlay/idmapped-lower-dir-false")
+                .exists()
+        );
+    }
 
     // Our layers on disk: host owners from the user's ranges; the whiteout and the opaque
     // directory in the driver's format.

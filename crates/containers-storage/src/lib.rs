@@ -216,12 +216,14 @@
 // `unsafe` is allowed only in the `sys` module (the dedupe ioctl).
 #![deny(unsafe_code)]
 
+mod auto_userns;
 mod check;
 mod chunked;
 mod copy;
 mod dedup;
 mod gc;
 pub mod guide;
+mod idmaps;
 mod ops;
 mod records;
 mod salvage;
@@ -229,6 +231,7 @@ mod staged;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use auto_userns::AutoUserNsOptions;
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use chunked::ChunkedDiffer;
 pub use copy::{CopyOwners, CopyPath, copy_with_tar};
@@ -273,6 +276,8 @@ pub struct Store {
     containers: ContainerStore,
     /// `[storage.options.pull_options]`.
     pull_options: std::collections::BTreeMap<String, String>,
+    /// `root-auto-userns-user`, `auto-userns-min-size`/`max-size` and the cached ranges.
+    auto_userns: auto_userns::AutoUserNsConfig,
 }
 
 struct DriverState {
@@ -506,6 +511,11 @@ impl Store {
             extra_images,
             containers,
             pull_options: opts.pull_options.clone().unwrap_or_default(),
+            auto_userns: auto_userns::AutoUserNsConfig::new(
+                &opts.root_auto_userns_user,
+                opts.auto_userns_min_size,
+                opts.auto_userns_max_size,
+            ),
         })
     }
 

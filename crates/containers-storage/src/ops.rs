@@ -417,7 +417,7 @@ impl Store {
         Ok(kinds)
     }
 
-    fn image_record(&self, key: &str) -> Result<Option<storage_types::Image>> {
+    pub(crate) fn image_record(&self, key: &str) -> Result<Option<storage_types::Image>> {
         for store in self.rw_images() {
             if let Some(i) = store.read()?.lookup_image(key) {
                 return Ok(Some(i.clone()));
@@ -597,46 +597,5 @@ impl Store {
         let rw = self.layer_store()?;
         let w = rw.write()?;
         w.mount_point(&layer)
-    }
-
-    fn image_top_layer(&self, key: &str) -> Result<String> {
-        match self.image_record(key)? {
-            Some(i) if !i.layer.is_empty() => Ok(i.layer),
-            Some(_) => Err(Error::new(ErrorKind::LayerUnknown)),
-            None => Err(Error::new(ErrorKind::ImageUnknown)),
-        }
-    }
-
-    /// Go's `MountImage`: mounts the image's top layer read-only (`rw` is refused).
-    pub fn mount_image(&self, key: &str, opts: &MountOpts) -> Result<PathBuf> {
-        if opts.options.iter().any(|o| o == "rw") {
-            return Err(Error::msg(
-                ErrorKind::InvalidInput,
-                "must mount images read-only",
-            ));
-        }
-        let layer = self.image_top_layer(key)?;
-        let mut o = opts.clone();
-        o.uid_map.clear();
-        o.gid_map.clear();
-        if !o.options.iter().any(|x| x == "ro") {
-            o.options.push("ro".into());
-        }
-        let g = self.graph()?;
-        let rw = g.state.layers.clone();
-        let mut w = rw.write()?;
-        if w.lookup(&layer).is_none() {
-            return Err(Error::new(ErrorKind::LayerUnknown));
-        }
-        w.mount(&layer, &o)
-    }
-
-    /// Go's `UnmountImage`: unmounts the image's top layer.
-    pub fn unmount_image(&self, key: &str, force: bool) -> Result<bool> {
-        let layer = self.image_top_layer(key)?;
-        let g = self.graph()?;
-        let rw = g.state.layers.clone();
-        let mut w = rw.write()?;
-        w.unmount(&layer, force)
     }
 }

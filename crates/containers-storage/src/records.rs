@@ -10,6 +10,8 @@ use storage_layers::CreateLayerOptions;
 use storage_types::{Container, Digest, Error, ErrorKind, FastSet, IdMap, Image, Result, go_quote};
 
 use crate::Store;
+use crate::auto_userns::AutoUserNsOptions;
+use crate::idmaps::Wanted;
 
 /// What to create with [`Store::create_container`].
 #[derive(Debug, Clone, Default)]
@@ -30,6 +32,11 @@ pub struct ContainerOptions {
     pub host_uid_mapping: bool,
     /// Force "no GID map".
     pub host_gid_mapping: bool,
+    /// Allocate an automatic user namespace (Go's `AutoUserNs`): the maps come from the
+    /// configured user's subordinate IDs, replacing `uid_map`/`gid_map`.
+    pub auto_userns: bool,
+    /// How the automatic user namespace is sized and completed.
+    pub auto_userns_opts: AutoUserNsOptions,
     /// Volatile container.
     pub volatile: bool,
 }
@@ -330,171 +337,111 @@ impl Store {
             .ok_or_else(|| Error::new(ErrorKind::ContainerUnknown))
     }
 
-    /// Go's `CreateContainer`: a read-write layer on top of the image's top layer, then the
-    /// record.
+    /// Go's `CreateContainer`: a read-write layer, then the record.
+    ///
+    /// The layer's parent is the image's top layer or the copy of it that fits the
+    /// container's maps: the first of the top layer and the image's `mapped-layers` whose maps
+    /// equal the container's (a map-less one fits any maps the driver can shift at mount
+    /// time); else, for an image in a read-write store, a new copy with those maps (same
+    /// parent as the top layer, re-owned content, read-only, recorded in `mapped-layers`) —
+    /// so a container *without* maps on an image whose top layer has maps gets the map-less
+    /// copy. For an image in a read-only store the container layer itself is re-owned.
+    ///
+    /// The record keeps the requested maps (`host_*` → none), or the maps allocated for an
+    /// automatic user namespace (`auto_userns`): the lowest free host IDs among the
+    /// subordinate IDs of the configured user that no container record (ours or Go's) uses.
+    /// `userns.lock` is held whenever maps or an automatic namespace are requested.
     pub fn create_container(&self, opts: &ContainerOptions) -> Result<Container> {
-        let _userns = if opts.uid_map.is_empty() && opts.gid_map.is_empty() {
-            None
+        let mut uid_map = if opts.host_uid_mapping {
+            Vec::new()
         } else {
+            opts.uid_map.clone()
+        };
+        let mut gid_map = if opts.host_gid_mapping {
+            Vec::new()
+        } else {
+            opts.gid_map.clone()
+        };
+        let _userns = if opts.auto_userns || !uid_map.is_empty() || !gid_map.is_empty() {
             Some(
                 self.userns_lock()
                     .lock()
                     .map_err(|e| Error::wrap(ErrorKind::Io, e))?,
             )
-        };
-        let image = if opts.image.is_empty() {
-            None
         } else {
-            Some(self.image(&opts.image).map_err(|e| {
-                e.context(format!("locating image with ID {}", go_quote(&opts.image)))
-            })?)
+            None
         };
-        let requested = (!opts.uid_map.is_empty()
-            || !opts.gid_map.is_empty()
-            || opts.host_uid_mapping
-            || opts.host_gid_mapping)
-            .then(|| {
-                (
-                    if opts.host_uid_mapping {
-                        Vec::new()
-                    } else {
-                        opts.uid_map.clone()
-                    },
-                    if opts.host_gid_mapping {
-                        Vec::new()
-                    } else {
-                        opts.gid_map.clone()
-                    },
-                )
-            });
-        let parent = match (&image, requested) {
-            (Some(i), Some((u, g))) if !i.layer.is_empty() => {
-                Some(self.mapped_top_layer(i, &u, &g)?)
-            }
-            (Some(i), _) if !i.layer.is_empty() => Some(i.layer.clone()),
-            _ => None,
-        };
-        let volatile = opts.volatile || self.is_transient();
         if let Some(id) = opts.id.as_deref().filter(|i| !i.is_empty())
             && self.containers.read()?.lookup_container(id).is_some()
         {
             return Err(Error::new(ErrorKind::DuplicateId));
         }
-        let (layer, _) = self.create_layer(
+        let rw = self.layer_store()?;
+        let ro_stores = self.read_only_layer_stores()?;
+        let mut w = rw.write()?;
+        let ro = ro_stores
+            .iter()
+            .map(|s| s.read())
+            .collect::<Result<Vec<_>>>()?;
+        let image = match opts.image.as_str() {
+            "" => None,
+            key => Some(self.image_and_home(key)?),
+        };
+        if opts.auto_userns {
+            (uid_map, gid_map) = self.auto_userns_maps(
+                &mut w,
+                &ro,
+                image.as_ref().map(|(i, _)| i),
+                &opts.auto_userns_opts,
+            )?;
+        }
+        let parent = match &image {
+            Some((i, home)) if !i.layer.is_empty() => {
+                let want = Wanted {
+                    host_uid: opts.host_uid_mapping,
+                    host_gid: opts.host_gid_mapping,
+                    uid: uid_map.clone(),
+                    gid: gid_map.clone(),
+                };
+                Some(Self::image_top_layer_for_mapping(
+                    &mut w, &ro, i, *home, &want,
+                )?)
+            }
+            _ => None,
+        };
+        drop(ro);
+        let volatile = opts.volatile || self.is_transient();
+        // Maps not given are the parent's (or the store's defaults without one).
+        let (layer, _) = w.create_with_parent(
+            parent.as_ref(),
             &CreateLayerOptions {
-                parent,
                 writeable: true,
                 volatile,
-                uid_map: opts.uid_map.clone(),
-                gid_map: opts.gid_map.clone(),
+                uid_map: uid_map.clone(),
+                gid_map: gid_map.clone(),
                 host_uid_mapping: opts.host_uid_mapping,
                 host_gid_mapping: opts.host_gid_mapping,
                 ..CreateLayerOptions::default()
             },
             None,
         )?;
-        let result = {
-            let mut w = self.containers.write()?;
-            w.create(NewContainer {
+        let result = self.containers.write().and_then(|mut c| {
+            c.create(NewContainer {
                 id: opts.id.clone().filter(|i| !i.is_empty()),
                 names: opts.names.clone(),
-                image: image.map(|i| i.id).unwrap_or_default(),
+                image: image.map(|(i, _)| i.id).unwrap_or_default(),
                 layer: layer.id.clone(),
                 metadata: opts.metadata.clone(),
-                uid_map: opts.uid_map.clone(),
-                gid_map: opts.gid_map.clone(),
+                uid_map,
+                gid_map,
                 volatile,
                 ..NewContainer::default()
             })
-        };
-        match result {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                let layers = self.layer_store()?;
-                let mut l = layers.write()?;
-                let _ = l.delete_unchecked(&layer.id);
-                Err(e)
-            }
+        });
+        if result.is_err() {
+            let _ = w.delete_unchecked(&layer.id);
         }
-    }
-
-    /// The layer a container with maps `uid`/`gid` is created on: the image's
-    /// top layer or one of its `mapped-layers` with exactly these maps (or without maps when
-    /// the driver can shift these at mount time); else, for an image of a
-    /// read-write store whose top layer is in the primary layer store, a new ID-mapped copy of
-    /// the top layer (recorded in the image's `mapped-layers`); else the top layer itself.
-    fn mapped_top_layer(&self, image: &Image, uid: &[IdMap], gid: &[IdMap]) -> Result<String> {
-        let candidates: Vec<&String> = std::iter::once(&image.layer)
-            .chain(image.mapped_layers.iter())
-            .collect();
-        let rw = self.layer_store()?;
-        let ro_stores = self.read_only_layer_stores()?;
-        let mut w = rw.write()?;
-        // Go's layerMatchesMappingOptions: a map-less layer also fits when the driver can
-        // shift these maps at mount time.
-        let shift = w.can_use_shifting(uid, gid);
-        let fits = |l: &storage_types::Layer| {
-            (shift && l.uidmap.is_empty() && l.gidmap.is_empty())
-                || (l.uidmap == uid && l.gidmap == gid)
-        };
-        for c in &candidates {
-            if let Some(l) = w.lookup(c)
-                && fits(l)
-            {
-                return Ok(l.id.clone());
-            }
-        }
-        for ro in &ro_stores {
-            let r = ro.read()?;
-            for c in &candidates {
-                if let Some(l) = r.lookup(c)
-                    && fits(l)
-                {
-                    return Ok(l.id.clone());
-                }
-            }
-        }
-        let Some(top) = w.lookup(&image.layer).cloned() else {
-            return Ok(image.layer.clone());
-        };
-        let mut home = None;
-        for store in self.rw_images() {
-            if store.read()?.lookup_image(&image.id).is_some() {
-                home = Some(store);
-                break;
-            }
-        }
-        let Some(home) = home else {
-            return Ok(top.id);
-        };
-        let parent = if top.parent.is_empty() {
-            None
-        } else if let Some(p) = w.lookup(&top.parent).cloned() {
-            Some(p)
-        } else {
-            let mut found = None;
-            for ro in &ro_stores {
-                if let Some(p) = ro.read()?.lookup(&top.parent) {
-                    found = Some(p.clone());
-                    break;
-                }
-            }
-            found
-        };
-        let (copy, _) = w.create_with_parent(
-            parent.as_ref(),
-            &CreateLayerOptions {
-                template: Some(top.id.clone()),
-                uid_map: uid.to_vec(),
-                gid_map: gid.to_vec(),
-                host_uid_mapping: uid.is_empty(),
-                host_gid_mapping: gid.is_empty(),
-                ..CreateLayerOptions::default()
-            },
-            None,
-        )?;
-        home.write()?.add_mapped_layer(&image.id, &copy.id)?;
-        Ok(copy.id)
+        result
     }
 
     /// Go's `DeleteContainer`: the container's layer, data and userdata dirs, then the record.

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-use storage_types::{Error, ErrorKind, IdMap, Result};
+use storage_types::{Error, ErrorKind, Result};
 
 /// Go's `graphdriver.ErrNotSupported`.
 pub(crate) const ERR_NOT_SUPPORTED: &str = "driver not supported";
@@ -45,6 +45,34 @@ pub(crate) fn fs_name(magic: i64) -> &'static str {
         0x2FC1_2FC1 => "zfs",
         _ => "<unknown>",
     }
+}
+
+/// Go's `isNetworkFileSystem` (overlay): the network and cluster file systems on which a
+/// rootless overlay store needs a mount program (and gets `force_mask=0700`).
+pub(crate) fn is_network_fs(magic: i64) -> bool {
+    matches!(
+        magic,
+        0x6969 // nfs
+            | 0x0000_517B // smb
+            | 0x6163_6673 // acfs
+            | 0x5346_414F // afs
+            | 0x00C3_6400 // ceph
+            | 0xFF53_4D42 // cifs
+            | 0x1983_0326 // fhgfs
+            | 0x4750_4653 // gpfs
+            | 0x0131_11A8 // ibrix
+            | 0x6B41_4653 // kafs
+            | 0x0BD0_0BD0 // lustre
+            | 0x564C // ncp
+            | 0x6E66_7364 // nfsd
+            | 0x7461_636F // ocfs2
+            | 0xAAD7_AAEA // panfs
+            | 0x7C7C_6673 // prl_fs
+            | 0xFE53_4D42 // smb2
+            | 0xBEEF_DEAD // snfs
+            | 0x786F_4256 // vboxsf
+            | 0xA501_FCF5 // vxfs
+    )
 }
 
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
@@ -106,13 +134,9 @@ pub(crate) fn parse_key_value(opt: &str) -> Result<(String, String)> {
     }
 }
 
-/// Host IDs of container root under the given maps.
-pub(crate) fn root_pair(uid_map: &[IdMap], gid_map: &[IdMap]) -> (u32, u32) {
-    (
-        crate::idmap::to_host(uid_map, 0).unwrap_or(0),
-        crate::idmap::to_host(gid_map, 0).unwrap_or(0),
-    )
-}
+/// Host IDs of container root under the given maps (Go's `GetRootUIDGID`; an error when
+/// container ID 0 is not mapped).
+pub(crate) use storage_types::root_pair;
 
 pub(crate) fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(path) {
@@ -214,5 +238,24 @@ mod tests {
         assert_eq!(fs_name(0xEF53), "extfs");
         assert_eq!(fs_name(0x5846_5342), "xfs");
         assert_eq!(fs_name(1), "<unknown>");
+    }
+
+    #[test]
+    fn network_file_systems() {
+        // NFS, CIFS, SMB2, Ceph, Lustre, GPFS are; the local ones a store usually sits on
+        // (ext4, xfs, btrfs, tmpfs, overlay) are not.
+        for m in [
+            0x6969,
+            0xFF53_4D42,
+            0xFE53_4D42,
+            0x00C3_6400,
+            0x0BD0_0BD0,
+            0x4750_4653,
+        ] {
+            assert!(is_network_fs(m), "{m:#x}");
+        }
+        for m in [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630] {
+            assert!(!is_network_fs(m), "{m:#x}");
+        }
     }
 }

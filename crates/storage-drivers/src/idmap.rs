@@ -16,22 +16,34 @@ pub(crate) fn to_container(maps: &[IdMap], id: u32) -> Option<u32> {
     storage_types::to_container(maps, id)
 }
 
-/// The kernel's overflow ID (`/proc/sys/kernel/overflowuid`), 65534 by default.
-fn overflow_id(file: &str) -> u32 {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65534)
+/// The kernel's overflow ID (`/proc/sys/kernel/overflowuid` or `overflowgid`), 65534 when
+/// the file cannot be read; read once per process, as Go does at start-up.
+fn overflow_id(gid: bool) -> u32 {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let read = |file: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534)
+    };
+    let ids = IDS.get_or_init(|| {
+        (
+            read("/proc/sys/kernel/overflowuid"),
+            read("/proc/sys/kernel/overflowgid"),
+        )
+    });
+    if gid { ids.1 } else { ids.0 }
 }
 
-/// Go's `IDMappings.ToHostOverflow` for one kind: IDs equal to the host ID of container
-/// root pass through; unmappable ones become the overflow ID mapped to the host.
-fn to_host_overflow(maps: &[IdMap], id: u32, overflow_file: &str) -> Option<u32> {
+/// Go's `IDMappings.ToHostOverflow` for one kind: an ID equal to the host ID of the new
+/// root passes through unchanged; an ID the map cannot represent becomes the kernel's
+/// overflow ID itself (a host ID, not mapped again) — never an error.
+fn to_host_overflow(maps: &[IdMap], id: u32, gid: bool) -> u32 {
     let root = to_host(maps, 0).unwrap_or(0);
     if id == root {
-        return Some(root);
+        return root;
     }
-    to_host(maps, id).or_else(|| to_host(maps, overflow_id(overflow_file)))
+    to_host(maps, id).unwrap_or_else(|| overflow_id(gid))
 }
 
 /// Walks `root` (the root directory itself is skipped) and re-owns every entry:
@@ -113,18 +125,8 @@ fn chown_one(
             ));
         }
     };
-    let hu = to_host_overflow(new.0, cu, "/proc/sys/kernel/overflowuid");
-    let hg = to_host_overflow(new.1, cg, "/proc/sys/kernel/overflowgid");
-    let (Some(hu), Some(hg)) = (hu, hg) else {
-        return Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!(
-                "mapping container ID pair idtools.IDPair{{UID:{cu}, GID:{cg}}} for {:?} to host: container ID {} cannot be mapped to a host ID",
-                rel.display().to_string(),
-                if hu.is_none() { cu } else { cg }
-            ),
-        ));
-    };
+    let hu = to_host_overflow(new.0, cu, false);
+    let hg = to_host_overflow(new.1, cg, true);
     if (hu, hg) == (uid, gid) {
         return Ok(());
     }

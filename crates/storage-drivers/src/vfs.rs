@@ -25,30 +25,37 @@ pub(crate) struct Vfs {
     ignore_chown_errors: bool,
 }
 
-/// `mkdir -p` with `mode` for the created components (umask-independent), then the
-/// final directory is chowned to `owner` (Go's `MkdirAllAndChown`).
+/// [`mkdir_all_mode`], then the final directory is chowned to `owner` (Go's
+/// `MkdirAllAndChown`).
 fn mkdir_all_chown(path: &Path, mode: u32, owner: (u32, u32)) -> Result<()> {
-    if !path.is_dir() {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            mkdir_all_chown(parent, mode, owner)?;
-        }
-        match std::fs::DirBuilder::new().mode(mode).create(path) {
-            Ok(()) => {
-                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(|e| Error::io("chmod", path, e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-            Err(e) => return Err(Error::io("mkdir", path, e)),
-        }
-    }
+    mkdir_all_mode(path, mode)?;
     let md = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
     if (md.uid(), md.gid()) != owner {
         std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
             .map_err(|e| Error::io("lchown", path, e))?;
     }
     Ok(())
+}
+
+/// `mkdir -p` with `mode` for the created components (umask-independent); existing
+/// directories keep their owner and mode (Go's `os.MkdirAll`, with the umask ignored).
+fn mkdir_all_mode(path: &Path, mode: u32) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        mkdir_all_mode(parent, mode)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| Error::io("chmod", path, e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("mkdir", path, e)),
+    }
 }
 
 impl Vfs {
@@ -130,20 +137,20 @@ impl Vfs {
             ));
         }
         let dir = self.dir2(id, read_only);
-        let mut root_ids = root_pair(&opts.uid_map, &opts.gid_map);
+        // 1.55+: `<home>/dir` is only created here, never re-owned (1.43 chowned it to every
+        // new layer's root pair).
         if let Some(parent_of_dir) = dir.parent() {
-            mkdir_all_chown(parent_of_dir, 0o700, root_ids)?;
+            mkdir_all_mode(parent_of_dir, 0o700)?;
         }
-        let mut root_mode = 0o555;
-        let parent_dir = match parent {
+        // The root dir starts as the parent's (owner and mode); a base layer's belongs to
+        // container root under its maps (an error when ID 0 is not mapped).
+        let (root_ids, root_mode, parent_dir) = match parent {
             Some(p) => {
                 let pd = self.dir(p);
                 let md = std::fs::metadata(&pd).map_err(|e| Error::io("stat", &pd, e))?;
-                root_mode = md.mode() & 0o7777;
-                root_ids = (md.uid(), md.gid());
-                Some(pd)
+                ((md.uid(), md.gid()), md.mode() & 0o7777, Some(pd))
             }
-            None => None,
+            None => (root_pair(&opts.uid_map, &opts.gid_map)?, 0o555, None),
         };
         // Go's MkdirAndChown accepts an existing directory.
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -211,7 +218,7 @@ impl Vfs {
         let content = area.content();
         let (ids, mode, copy_from) = match base {
             StageBase::NewLayer { parent: None } => {
-                (root_pair(&opts.uid_map, &opts.gid_map), 0o555, None)
+                (root_pair(&opts.uid_map, &opts.gid_map)?, 0o555, None)
             }
             StageBase::NewLayer { parent: Some(p) } | StageBase::CopyOf(p) => {
                 let pd = self.dir(p);
@@ -259,7 +266,7 @@ impl Vfs {
                 mkdir_all_chown(
                     parent_of_dir,
                     0o700,
-                    root_pair(&opts.uid_map, &opts.gid_map),
+                    root_pair(&opts.uid_map, &opts.gid_map)?,
                 )?;
                 staging::rename(&content, &dir)?;
                 staging::sync_dir(parent_of_dir)
@@ -471,6 +478,11 @@ impl Driver for Vfs {
         new_gid: &[IdMap],
     ) -> Result<()> {
         let layer = self.mount_path(id, &MountOpts::default())?;
-        crate::idmap::chown_by_maps(&layer, (old_uid, old_gid), (new_uid, new_gid))
+        crate::idmap::chown_by_maps(&layer, (old_uid, old_gid), (new_uid, new_gid))?;
+        // 1.47+: the walk skips the root dir; it then belongs to container root under the
+        // new maps (1.43 left the parent's owner).
+        let (uid, gid) = root_pair(new_uid, new_gid)?;
+        std::os::unix::fs::lchown(&layer, Some(uid), Some(gid))
+            .map_err(|e| Error::io("lchown", &layer, e))
     }
 }

@@ -440,6 +440,13 @@ impl Layers {
             Some(p) if e.mount_count > 0 && p.exists() => p.clone(),
             _ => return Err(Error::new(ErrorKind::LayerNotMounted)),
         };
+        // Go checks (uid, root gid) and (root uid, gid) pairs: container root must be mapped.
+        storage_types::root_pair(&l.uidmap, &l.gidmap).map_err(|e| {
+            e.context(format!(
+                "reading root ID values for layer {}",
+                storage_types::go_quote(&l.id)
+            ))
+        })?;
         let (mut uids, mut gids) = (Vec::new(), Vec::new());
         let mut dir = mount.parent();
         while let Some(d) = dir {
@@ -447,7 +454,8 @@ impl Layers {
                 break;
             }
             for md in [std::fs::metadata(d), std::fs::symlink_metadata(d)] {
-                let md = md.map_err(|err| Error::io("stat", d, err))?;
+                let md = md
+                    .map_err(|err| Error::io("stat", d, err).context("read directory ownership"))?;
                 if storage_types::to_container(&l.uidmap, md.uid()).is_none() {
                     uids.push(md.uid());
                 }

@@ -255,26 +255,15 @@ pub(crate) fn record_diff(l: &mut Layer, stats: &storage_archive::DiffStats, kno
     l.gidset = stats.gidset.clone();
 }
 
-/// Go's `idtools.IsContiguous`: sorted by host ID and by container ID, each range starts where
-/// the previous one ends.
-fn is_contiguous(maps: &[IdMap]) -> bool {
-    let adjacent = |v: &[IdMap], key: fn(&IdMap) -> u32| {
-        let mut v = v.to_vec();
-        v.sort_by_key(key);
-        v.windows(2)
-            .all(|w| key(&w[0]).checked_add(w[0].size) == Some(key(&w[1])))
-    };
-    adjacent(maps, |m| m.host_id) && adjacent(maps, |m| m.container_id)
-}
-
-/// Go's `store.canUseShifting`: the driver applies these maps at mount time (e.g. overlay
-/// with idmapped mounts) and both maps are contiguous.
+/// Go's `store.canUseShifting` (1.59+): whether the driver applies these maps at mount time
+/// (overlay with idmapped mounts, or a mount program given contiguous maps). 1.43 also
+/// refused non-contiguous maps for every driver; 1.60 leaves that to the driver.
 pub(crate) fn can_use_shifting(
     driver: &dyn storage_drivers::Driver,
     uid_map: &[IdMap],
     gid_map: &[IdMap],
 ) -> bool {
-    driver.supports_shifting(uid_map, gid_map) && is_contiguous(uid_map) && is_contiguous(gid_map)
+    driver.supports_shifting(uid_map, gid_map)
 }
 
 /// The ID maps a new layer gets (Go's `putLayer`): forced host maps, else the explicit
@@ -733,7 +722,11 @@ impl<'a> LayersWrite<'a> {
                     ))
                 })?,
         }
-        if plan.old_uid != uidmap || plan.old_gid != gidmap {
+        // 1.51+: a layer with neither parent nor template has no content to re-own (its root
+        // dir already belongs to the maps' root); 1.43 still called the driver, which on
+        // overlay rotated the empty `diff` into `diff1`.
+        let has_content = plan.parent.is_some() || plan.template.is_some();
+        if has_content && (plan.old_uid != uidmap || plan.old_gid != gidmap) {
             driver.update_layer_id_map(id, &plan.old_uid, &plan.old_gid, &uidmap, &gidmap)?;
         }
         if let Some((_, ts)) = &plan.template

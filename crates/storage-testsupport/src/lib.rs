@@ -6,7 +6,8 @@
 //!   (on stderr) elsewhere.
 //! * Debian's Go `containers-storage` on a scratch vfs store: [`go`], [`first_line`].
 //! * Data: [`sha256`], [`gzip`], [`zstd()`], [`xz`], [`bzip2()`], [`prng_bytes`].
-//! * The file system: [`list_dir`], [`mounts_under`], [`unmount_all_under`], [`xattr`] helpers.
+//! * The file system: [`list_dir`], [`mounts_under`], [`unmount_all_under`], [`xattr`] helpers,
+//!   [`LoopFs`] (a scratch btrfs or xfs file system on a loop device).
 //! * [`per_driver!`]: one test per storage driver, named after the driver.
 //!
 //! ```
@@ -175,6 +176,82 @@ pub fn unmount_all_under(root: &Path) {
     for m in mounts_under(root).iter().rev() {
         if rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty()).is_err() {
             let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// A scratch file system (`mkfs.btrfs`, `mkfs.xfs`, …) in a sparse image file, mounted on
+/// a loop device; everything below it is unmounted and the file system detached on drop.
+pub struct LoopFs {
+    mnt: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Runs `c`; its stderr is the error when it fails.
+fn run_ok(c: &mut Command) -> Result<(), String> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{c:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+impl LoopFs {
+    /// Formats a sparse image of `size_mib` MiB with `mkfs` in a new temporary directory and
+    /// mounts it (needs root). The error says which step failed (no tool, no loop device, no
+    /// kernel support): callers decide with [`require`].
+    pub fn new(mkfs: &str, size_mib: u64) -> Result<LoopFs, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-loopfs-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let mut fs = LoopFs::new_in(dir.path(), mkfs, size_mib)?;
+        fs._dir = Some(dir);
+        Ok(fs)
+    }
+
+    /// [`LoopFs::new`] with the image at `<dir>/fs.img`, mounted on `<dir>/mnt`.
+    pub fn new_in(dir: &Path, mkfs: &str, size_mib: u64) -> Result<LoopFs, String> {
+        let img = dir.join("fs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .map_err(|e| format!("create {}: {e}", img.display()))?;
+        run_ok(Command::new(mkfs).arg("-q").arg(&img))?;
+        run_ok(
+            Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(&img)
+                .arg(&mnt),
+        )?;
+        Ok(LoopFs { mnt, _dir: None })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let mnt = self.mnt.clone();
+        for m in mounts_under(&mnt).iter().rev() {
+            if m != &mnt {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        // `mount -o loop` devices are auto-cleared once the last unmount happens.
+        if rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).is_err() {
+            let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }

@@ -41,6 +41,32 @@ pub fn to_container(maps: &[IdMap], id: u32) -> Option<u32> {
     })
 }
 
+/// Go's `idtools.GetRootUIDGID`: the host IDs of container root. A map of exactly one
+/// range of size 1 gives that range's host ID whatever its container ID; otherwise
+/// container ID 0 is mapped with [`to_host`] (an empty map is the identity, so `(0, 0)`).
+/// Fails with Go's `container ID 0 cannot be mapped to a host ID` when it is not mapped.
+///
+/// ```
+/// use storage_types::{IdMap, root_pair};
+/// let m = |c, h, s| IdMap { container_id: c, host_id: h, size: s };
+/// assert_eq!(root_pair(&[], &[]).unwrap(), (0, 0));
+/// assert_eq!(root_pair(&[m(0, 100000, 6)], &[m(0, 200000, 6)]).unwrap(), (100000, 200000));
+/// assert_eq!(root_pair(&[m(5, 1000, 1)], &[]).unwrap(), (1000, 0));
+/// assert!(root_pair(&[m(1, 100000, 6)], &[]).is_err());
+/// ```
+pub fn root_pair(uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(u32, u32)> {
+    let root = |maps: &[IdMap]| match maps {
+        [only] if only.size == 1 => Ok(only.host_id),
+        _ => to_host(maps, 0).ok_or_else(|| {
+            Error::msg(
+                ErrorKind::InvalidInput,
+                "container ID 0 cannot be mapped to a host ID",
+            )
+        }),
+    };
+    Ok((root(uid_map)?, root(gid_map)?))
+}
+
 /// Parses the CLI's `--uidmap`/`--gidmap` value like Go's `idtools.ParseIDMap`:
 /// colon-separated `container:host:size` triples (several triples are simply
 /// concatenated, `0:1000:1:1:100000:65536`); each number a decimal uint32.

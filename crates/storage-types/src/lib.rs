@@ -61,7 +61,7 @@ pub use bigdata::big_data_file_name;
 pub use digest::{Digest, Sha256Digester};
 pub use error::{Error, ErrorKind, Result, go_io_error_text};
 pub use id::{generate_id, generate_unique_id, is_full_id};
-pub use idmap::{IdMap, parse_id_maps, to_container, to_host};
+pub use idmap::{IdMap, parse_id_maps, root_pair, to_container, to_host};
 pub use json::{GoFormatter, parse_records, to_go_json, to_go_json_line, try_to_go_json};
 pub use lookup::{
     FastMap, FastSet, IdIndex, Named, PrefixMatch, dedup_names, find, find_container,

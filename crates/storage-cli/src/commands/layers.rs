@@ -373,50 +373,73 @@ fn go_int_list(v: &[u32]) -> String {
     format!("[{}]", parts.join(" "))
 }
 
-/// `layer-parent-owners ID…`.
-pub fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+/// The unmapped parent owners of a layer or container: `(uids, gids)`.
+type Owners = storage_types::Result<(Vec<u32>, Vec<u32>)>;
+
+/// How `layer-parent-owners` and `container-parent-owners` differ.
+pub struct OwnersCommand<'a> {
+    /// Prefix of the error (`LayerParentOwner`, `ContainerParentOwner`).
+    pub what: &'a str,
+    /// Print `UIDs:`/`GIDs:` even when empty (the container variant).
+    pub always_both: bool,
+    /// Resolves an argument to an ID (`None`: unknown, skipped) …
+    pub resolve: &'a dyn Fn(&str) -> Option<String>,
+    /// … and computes its owners.
+    pub owners: &'a dyn Fn(&str) -> Owners,
+}
+
+/// `layer-parent-owners`/`container-parent-owners`: one record per resolved argument,
+/// printed as it is computed (`--json`: one object per line). Unknown arguments are skipped
+/// (exit 1 at the end); the first failure stops the command after what was printed.
+pub fn parent_owners(ctx: &Ctx<'_>, cmd: &OwnersCommand<'_>) -> Result<i32, String> {
     #[derive(serde::Serialize)]
-    struct Rec {
+    struct Rec<'a> {
         #[serde(rename = "ID")]
-        id: String,
+        id: &'a str,
         #[serde(rename = "UIDs")]
-        uids: Option<Vec<u32>>,
+        uids: Option<&'a [u32]>,
         #[serde(rename = "GIDs")]
-        gids: Option<Vec<u32>>,
+        gids: Option<&'a [u32]>,
     }
-    let mut recs = Vec::new();
     let mut missed = false;
     for arg in ctx.args {
-        let Ok((l, _)) = ctx.store.layer(arg) else {
+        let Some(id) = (cmd.resolve)(arg) else {
             missed = true;
             continue;
         };
-        let (uids, gids) = ctx
-            .store
-            .layer_parent_owners(&l.id)
-            .map_err(|e| format!("LayerParentOwner: {e}"))?;
-        recs.push(Rec {
-            id: l.id,
-            uids: (!uids.is_empty()).then_some(uids),
-            gids: (!gids.is_empty()).then_some(gids),
-        });
-    }
-    if ctx.json() {
-        out_bytes(&to_go_json_line(&recs))?;
-    } else {
-        let mut s = String::new();
-        for r in &recs {
-            s.push_str(&format!("ID: {}\n", r.id));
-            if let Some(u) = &r.uids {
-                s.push_str(&format!("UIDs: {}\n", go_int_list(u)));
-            }
-            if let Some(g) = &r.gids {
-                s.push_str(&format!("GIDs: {}\n", go_int_list(g)));
+        let (uids, gids) = (cmd.owners)(&id).map_err(|e| format!("{}: {e}", cmd.what))?;
+        if ctx.json() {
+            let rec = Rec {
+                id: &id,
+                uids: (!uids.is_empty()).then_some(&uids[..]),
+                gids: (!gids.is_empty()).then_some(&gids[..]),
+            };
+            out_bytes(&to_go_json_line(&rec))?;
+            continue;
+        }
+        let mut s = format!("ID: {id}\n");
+        for (label, list) in [("UIDs", &uids), ("GIDs", &gids)] {
+            if cmd.always_both || !list.is_empty() {
+                s.push_str(&format!("{label}: {}\n", go_int_list(list)));
             }
         }
         out(&s)?;
     }
     Ok(if missed { 1 } else { 0 })
+}
+
+/// `layer-parent-owners ID…`.
+pub fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let store = ctx.store;
+    parent_owners(
+        ctx,
+        &OwnersCommand {
+            what: "LayerParentOwner",
+            always_both: false,
+            resolve: &|arg| store.layer(arg).ok().map(|(l, _)| l.id),
+            owners: &|id| store.layer_parent_owners(id),
+        },
+    )
 }
 
 /// `list-layer-data ID`.

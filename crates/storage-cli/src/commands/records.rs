@@ -332,6 +332,7 @@ pub fn create_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             host_uid_mapping: m.host_uid,
             host_gid_mapping: m.host_gid,
             volatile: ctx.flags.bool("-volatile"),
+            ..ContainerOptions::default()
         })
         .map_err(|e| e.to_string())?;
     print_id_and_names(ctx, &c.id, &c.names, to_go_json_line(&c))?;
@@ -473,57 +474,18 @@ pub fn get_container_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
-fn go_int_list(v: &[u32]) -> String {
-    let parts: Vec<String> = v.iter().map(u32::to_string).collect();
-    format!("[{}]", parts.join(" "))
-}
-
 /// `container-parent-owners CONTAINER…`.
 pub fn container_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    #[derive(serde::Serialize)]
-    struct Rec {
-        #[serde(rename = "ID")]
-        id: String,
-        #[serde(rename = "UIDs")]
-        uids: Option<Vec<u32>>,
-        #[serde(rename = "GIDs")]
-        gids: Option<Vec<u32>>,
-    }
-    let mut recs = Vec::new();
-    let mut missed = false;
-    for arg in ctx.args {
-        let Ok(c) = ctx.store.container(arg) else {
-            missed = true;
-            continue;
-        };
-        let (uids, gids) = ctx
-            .store
-            .container_parent_owners(&c.id)
-            .map_err(|e| format!("ContainerParentOwner: {e}"))?;
-        recs.push(Rec {
-            id: c.id,
-            uids: (!uids.is_empty()).then_some(uids),
-            gids: (!gids.is_empty()).then_some(gids),
-        });
-    }
-    if ctx.json() {
-        out_bytes(&to_go_json_line(&recs))?;
-    } else {
-        let mut s = String::new();
-        for r in &recs {
-            s.push_str(&format!("ID: {}\n", r.id));
-            s.push_str(&format!(
-                "UIDs: {}\n",
-                go_int_list(r.uids.as_deref().unwrap_or(&[]))
-            ));
-            s.push_str(&format!(
-                "GIDs: {}\n",
-                go_int_list(r.gids.as_deref().unwrap_or(&[]))
-            ));
-        }
-        out(&s)?;
-    }
-    Ok(if missed { 1 } else { 0 })
+    let store = ctx.store;
+    super::layers::parent_owners(
+        ctx,
+        &super::layers::OwnersCommand {
+            what: "ContainerParentOwner",
+            always_both: true,
+            resolve: &|arg| store.container(arg).ok().map(|c| c.id),
+            owners: &|id| store.container_parent_owners(id),
+        },
+    )
 }
 
 /// Runs `f` on every argument and reports per-argument errors as Go's delete commands do

@@ -155,9 +155,9 @@ impl Btrfs {
         let dest = self.subvol(id);
         match parent {
             None => {
+                let root = root_pair(&opts.uid_map, &opts.gid_map)?;
                 ioctl::subvol_create(&subvolumes, OsStr::new(id))
                     .map_err(|e| io_err("failed to create btrfs subvolume", e))?;
-                let root = root_pair(&opts.uid_map, &opts.gid_map);
                 let r = std::os::unix::fs::lchown(&dest, Some(root.0), Some(root.1))
                     .map_err(|e| Error::io("lchown", &dest, e))
                     .and_then(|()| {
@@ -299,7 +299,7 @@ impl Btrfs {
         };
         let r = match base {
             StageBase::NewLayer { parent: None } => {
-                fresh(root_pair(&opts.uid_map, &opts.gid_map), 0o555)
+                root_pair(&opts.uid_map, &opts.gid_map).and_then(|ids| fresh(ids, 0o555))
             }
             StageBase::NewLayer { parent: Some(p) } | StageBase::CopyOf(p) => {
                 snapshot(&self.subvol(p))

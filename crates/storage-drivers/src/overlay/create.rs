@@ -75,7 +75,7 @@ impl Overlay {
             _ => self.home.clone(),
         };
         let dir = homedir.join(id);
-        let root_ids = root_pair(&opts.uid_map, &opts.gid_map);
+        let root_ids = root_pair(&opts.uid_map, &opts.gid_map)?;
         let l = homedir.join(LINK_DIR);
         if !l.exists() {
             mkdir_mode(&l, 0o755)?;
@@ -200,6 +200,7 @@ impl Overlay {
     ) -> Result<()> {
         let (old_uid, old_gid, new_uid, new_gid) = (old.uid, old.gid, new.uid, new.gid);
         let (dir, _) = self.dir(id);
+        let root = root_pair(new_uid, new_gid)?;
         let merged = self.mount_layer(
             id,
             &MountOpts {
@@ -224,7 +225,6 @@ impl Overlay {
         let diff = dir.join("diff");
         let md = std::fs::metadata(&diff).map_err(|e| Error::io("stat", &diff, e))?;
         std::fs::rename(&diff, dir.join("diff1")).map_err(|e| Error::io("rename", &diff, e))?;
-        let root = root_pair(new_uid, new_gid);
         let work = dir.join("work");
         remove_all(&work)?;
         mkdir_mode(&work, 0o555)?;

@@ -37,11 +37,16 @@ impl Overlay {
     /// Whether idmapped lowers work here (root only; probe cached in the run home).
     pub(super) fn idmapped_lowers(&self) -> bool {
         *self.idmapped.get_or_init(|| {
-            !self.rootless
-                && probe::cached(&self.run_home, "idmapped-lower-dir", || {
+            // Inside a user namespace the answer is no, cached like Go's (podman and a
+            // 1.60 process find `idmapped-lower-dir-false` in a rootless run root).
+            let probed = probe::cached(&self.run_home, "idmapped-lower-dir", || {
+                if self.rootless {
+                    Err("idmapped mounts are not supported in a user namespace".to_owned())
+                } else {
                     probe::idmapped(&self.home)
-                })
-                .is_ok()
+                }
+            });
+            !self.rootless && probed.is_ok()
         })
     }
 
@@ -115,10 +120,15 @@ impl Overlay {
         }
         let merged = self.merged_dir(id, &dir, in_store);
         if !merged.exists() {
+            // 1.47+: a new mount point belongs to container root under the *mount's* maps.
+            let root = crate::common::root_pair(&opts.uid_map, &opts.gid_map)?;
             if in_store {
                 mkdir_all(&merged, 0o700)?;
             } else {
                 mkdir_mode(&merged, 0o700)?;
+            }
+            if root != (0, 0) {
+                crate::common::chown(&merged, root)?;
             }
         }
         if self.ref_add(&merged, 1) != 1 {

@@ -13,8 +13,8 @@ use super::config::parse_config;
 use super::{LINK_DIR, Overlay, probe, quota};
 use crate::DriverOptions;
 use crate::common::{
-    ERR_INCOMPATIBLE_FS, ERR_NOT_SUPPORTED, fs_name, invalid, mkdir_all, mkdir_mode, remove_all,
-    write_file,
+    ERR_INCOMPATIBLE_FS, ERR_NOT_SUPPORTED, fs_name, invalid, is_network_fs, mkdir_all, mkdir_mode,
+    remove_all, write_file,
 };
 use crate::sys::mount;
 
@@ -96,7 +96,7 @@ impl Overlay {
     }
 
     fn init(opts: &DriverOptions) -> Result<Overlay> {
-        let cfg = parse_config(&opts.options)?;
+        let mut cfg = parse_config(&opts.options)?;
         let home = opts.home.clone();
         let run_home = opts.run_home.clone();
         // Go: `user.overlay.*` xattrs and `userxattr` whenever `IsRootless()`; native overlay
@@ -107,7 +107,8 @@ impl Overlay {
         if !parent.exists() {
             mkdir_all(parent, 0o700)?;
         }
-        let backing_fs = fs_name(mount::fs_magic(parent).unwrap_or(0));
+        let magic = mount::fs_magic(parent).unwrap_or(0);
+        let backing_fs = fs_name(magic);
         if !home.exists() {
             mkdir_all(&home, 0o700)?;
         }
@@ -164,6 +165,18 @@ impl Overlay {
                     None => return Err(native_error(text)),
                 }
             }
+        }
+        let network = rootless && is_network_fs(magic);
+        if network && mount_program.is_none() {
+            return Err(native_error(format!(
+                "a network file system with user namespaces is not supported.  Please use a mount_program: {ERR_INCOMPATIBLE_FS}"
+            )));
+        }
+        if network && cfg.force_mask.is_none() {
+            cfg.force_mask = Some(0o700);
+            tracing::warn!(
+                "Network file system detected as backing store.  Enforcing overlay option `force_mask=\"700\"`.  Add it to storage.conf to silence this warning"
+            );
         }
         let (native_diff, metacopy, volatile) = if mount_program.is_some() {
             write_flag(&flag, true)?;

@@ -48,7 +48,7 @@ impl Overlay {
         };
         let (ids, st_mode, differ) = match base {
             StageBase::NewLayer { parent: None } => {
-                (root_pair(&opts.uid_map, &opts.gid_map), 0o555, false)
+                (root_pair(&opts.uid_map, &opts.gid_map)?, 0o555, false)
             }
             StageBase::NewLayer { parent: Some(p) } => {
                 let (pdir, _) = self.dir(p);
@@ -60,7 +60,7 @@ impl Overlay {
                 let (ids, mode) = self.diff_owner_and_mode(&dir.join("diff"))?;
                 (ids, mode, false)
             }
-            StageBase::Differ => (root_pair(&opts.uid_map, &opts.gid_map), 0o555, true),
+            StageBase::Differ => (root_pair(&opts.uid_map, &opts.gid_map)?, 0o555, true),
             StageBase::CopyOf(_) => {
                 return Err(invalid(
                     "overlay layers hold only their own changes: nothing to copy",

@@ -364,6 +364,16 @@ fn dedup_reports_bytes_shared_on_a_reflink_file_system() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {:?}", out(&o)));
     assert!(n >= 300_000, "deduplicated only {n} bytes");
+    // Go 1.57+: the same total on every run over the unchanged (now shared) store, and for
+    // every hash method; `-j` gives it as `Deduped`.
+    for method in ["sha256", "crc", "size"] {
+        let o = cs.ours(&["dedup", "--hash-method", method]);
+        assert_eq!(out(&o), format!("Deduplicated {n} bytes\n"), "{method}");
+    }
+    assert_eq!(
+        out(&cs.ours(&["dedup", "-j"])),
+        format!("{{\"Deduped\":{n}}}\n")
+    );
     let after =
         std::fs::read(cs.graph.join("vfs/dir").join(&b).join("usr/bin/tool")).expect("read");
     assert_eq!(before, after);

@@ -118,11 +118,12 @@ fn bad_input_leaves_no_layer_behind(driver: &str) {
                 "{what}: {} changed the layer list",
                 args[0]
             );
-            assert_eq!(
-                driver_entries(&home),
-                driver_before,
-                "{what}: {driver} dirs"
-            );
+            // The empty staging root of Go 1.59+'s deferred deletion may stay, as in Go.
+            let driver_after: Vec<String> = driver_entries(&home)
+                .into_iter()
+                .filter(|e| e != "tempdirs")
+                .collect();
+            assert_eq!(driver_after, driver_before, "{what}: {driver} dirs");
             assert_eq!(
                 dir_entries(&layer_files),
                 layers_before,
@@ -269,8 +270,9 @@ fn first_line(s: &str) -> String {
 }
 
 /// Members the importer refuses are named with the real reason (issue 22, defect 4): a PAX
-/// sparse file is a regular file (`'0'`), never "unhandled tar header type 48"; old GNU
-/// sparse and unknown types keep Go's text and say what the type is.
+/// sparse file is a regular file (`'0'`), never "unhandled tar header type 48" (a good one is
+/// expanded, as Go does; a bad map is Go's invalid header); old GNU sparse and unknown types
+/// keep Go's text and say what the type is.
 #[test]
 fn refused_members_name_the_reason() {
     let cs = Cs::new("vfs");
@@ -284,9 +286,14 @@ fn refused_members_name_the_reason() {
                     ("GNU.sparse.name", "disk.img"),
                     ("GNU.sparse.realsize", "1048576"),
                 ])
-                .file("GNUSparseFile.0/disk.img", 0o644, &[b'0'; 512])
+                // One fragment beyond the real size.
+                .file("GNUSparseFile.0/disk.img", 0o644, &{
+                    let mut map = b"1\n0\n2000000\n".to_vec();
+                    map.resize(512, 0);
+                    map
+                })
                 .finish(),
-            "\"disk.img\" is a GNU sparse file in PAX format 1.0: sparse files are not supported",
+            "archive/tar: invalid tar header",
         ),
         (
             "old GNU sparse",

@@ -1,14 +1,19 @@
 //! `Dedup` (Go's `store.Dedup` and `pkg/dedup`): shares identical file contents between the
 //! layers of images with the kernel's `FIDEDUPERANGE` ioctl.
 //!
-//! Every layer reachable from an image's top or mapped layers is walked (its driver
-//! directory: the overlay `diff` directory, the vfs/btrfs layer directory); regular,
-//! non-empty files are grouped by size and, with [`HashMethod::Crc`] or
+//! Every layer reachable from an image's top or mapped layers is walked (the driver's
+//! directories: the overlay `diff` directory, the vfs layer directory; btrfs none, as in Go);
+//! regular, non-empty files are grouped by size and, with [`HashMethod::Crc`] or
 //! [`HashMethod::Sha256`], a content hash. Each later file of a group is deduplicated against
-//! the first one; the kernel compares the bytes itself, so a size-only match never merges
-//! different contents. Hard links of one inode are counted once.
+//! the group's candidates; the kernel compares the bytes itself, so a size-only match never
+//! merges different contents. Hard links of one inode are counted once.
 //!
-//! Limits: file systems without reflink support (ext4, tmpfs…) deduplicate nothing and
+//! The total is the sum of the bytes the kernel reports deduplicated. The kernel reports
+//! identical ranges again when they already share their extents, so the total of a second
+//! run over an unchanged store equals the first: for every set of identical files, (distinct
+//! inodes − 1) × size, whatever the hash method.
+//!
+//! Limits: file systems without `FIDEDUPERANGE` (ext4, tmpfs…) deduplicate nothing and
 //! report 0 bytes, as does a layer whose directory cannot be found.
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +25,6 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType};
 use storage_io::confined::Root;
 
-use storage_drivers::MountOpts;
 use storage_types::{Error, ErrorKind, Result, Sha256Digester};
 
 use crate::Store;
@@ -68,7 +72,13 @@ pub struct DedupResult {
 }
 
 impl Store {
-    /// Go's `Store.Dedup`: deduplicates identical files across the layers of all images.
+    /// Go's `Store.Dedup` (1.57+): deduplicates identical files across the layers of all
+    /// images (read-write and read-only image stores; the layers are looked up in the
+    /// primary layer store only, container layers never).
+    ///
+    /// The total is what the kernel reports as deduplicated: identical contents are reported
+    /// again on every run, so running it twice on an unchanged store gives the same number,
+    /// whatever the `hash_method`. A file system without `FIDEDUPERANGE` gives 0.
     pub fn dedup(&self, opts: &DedupOptions) -> Result<DedupResult> {
         let mut tops: Vec<String> = Vec::new();
         for i in self.images.read()?.images() {
@@ -99,41 +109,33 @@ impl Store {
                 cur = l.parent.clone();
             }
         }
-        layers.sort();
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for id in &layers {
-            let meta = driver.metadata(id).unwrap_or_default();
-            if let Some(upper) = meta.get("UpperDir") {
-                dirs.push(PathBuf::from(upper));
-                continue;
-            }
-            let ro = MountOpts {
-                options: vec!["ro".into()],
-                ..MountOpts::default()
-            };
-            // Naive drivers hand out the layer directory itself.
-            let path = driver.get(id, &ro)?;
-            driver.put(id)?;
-            dirs.push(path);
-        }
+        let dirs = driver.dedup_dirs(&layers);
         let deduped = dedup_dirs(&dirs, opts.hash_method)?;
         drop(w);
         Ok(DedupResult { deduped })
     }
 }
 
-/// A file that starts a group: its layer, its path there, and its inode.
-struct First {
+/// A candidate file of a key: its layer, its path there, its inode and its size.
+struct Candidate {
     layer: usize,
     rel: Vec<u8>,
     inode: (u64, u64),
+    size: u64,
 }
 
-/// Go's `dedup.DedupDirs`. Each layer directory is walked through descriptors resolved
-/// inside it ([`storage_io::confined`]): no symbolic link is followed, only regular files
-/// are opened, and a file is deduplicated only while it is still the inode that was listed.
+/// Go's `dedup.DedupDirs`: every regular, non-empty file of `dirs` (each inode once) is
+/// keyed by `method`. The first file of a key becomes a candidate; a later one is
+/// deduplicated against each candidate in turn (`FIDEDUPERANGE` of the candidate's whole
+/// length) until the kernel reports bytes deduplicated, which are added to the total; if
+/// none does, it becomes a candidate too. A file system that cannot deduplicate ends the
+/// walk with the total so far; other errors of the ioctl skip to the next candidate.
+///
+/// Each layer directory is walked through descriptors resolved inside it
+/// ([`storage_io::confined`]): no symbolic link is followed, only regular files are opened,
+/// and a file is deduplicated only while it is still the inode that was listed.
 fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
-    let mut first_by_key: HashMap<String, First> = HashMap::new();
+    let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
     let mut inodes: HashSet<(u64, u64)> = HashSet::new();
     let mut roots: Vec<Root> = Vec::new();
     let mut total = 0u64;
@@ -175,33 +177,20 @@ fn dedup_dirs(dirs: &[PathBuf], method: HashMethod) -> Result<u64> {
                 }
                 let size = file.size();
                 let key = file_key(file.file(), &path(&name), size, method)?;
-                let Some(first) = first_by_key.get(&key) else {
-                    first_by_key.insert(
-                        key,
-                        First {
-                            layer,
-                            rel: child,
-                            inode,
-                        },
-                    );
-                    continue;
+                let list = candidates.entry(key).or_default();
+                let this = Candidate {
+                    layer,
+                    rel: child,
+                    inode,
+                    size,
                 };
-                let src_root = if first.layer == layer {
-                    &root
-                } else {
-                    match roots.get(first.layer) {
-                        Some(r) => r,
-                        None => continue,
-                    }
-                };
-                let Ok(src) = src_root.open_regular(&first.rel) else {
-                    continue;
-                };
-                if inode_of(&src) != first.inode {
+                if list.is_empty() {
+                    list.push(this);
                     continue;
                 }
-                match dedup_pair(src.file(), file.file(), size) {
-                    Ok(n) => total += n,
+                match dedup_against(list, &roots, &root, layer, file.file(), &path(&name)) {
+                    Ok(Some(n)) => total += n,
+                    Ok(None) => list.push(this),
                     Err(Unsupported) => return Ok(total),
                 }
             }
@@ -243,43 +232,48 @@ fn file_key(mut f: &File, path: &Path, size: u64, method: HashMethod) -> Result<
             _ => sha.update(chunk),
         }
     }
+    // The size is part of every key: files of different sizes are never identical.
     Ok(match method {
         HashMethod::Crc => format!("{size}:{crc:016x}"),
         _ => format!("{size}:{}", sha.finish()),
     })
 }
 
-/// The file system cannot deduplicate.
+/// The file system cannot deduplicate (`EOPNOTSUPP`).
 struct Unsupported;
 
-/// Deduplicates `d` against `s` in chunks; returns the bytes shared.
-fn dedup_pair(s: &File, d: &File, size: u64) -> std::result::Result<u64, Unsupported> {
-    const CHUNK: u64 = 16 * 1024 * 1024;
-    let mut offset = 0u64;
-    let mut total = 0u64;
-    while offset < size {
-        let len = CHUNK.min(size - offset);
-        match sys::dedupe_range(s, offset, len, d, offset) {
-            Ok(sys::Outcome::Same(n)) => total += n,
-            Ok(sys::Outcome::Differs) => return Ok(total),
-            Err(e) => {
-                let code = e.raw_os_error().unwrap_or(0);
-                if [
-                    libc::EOPNOTSUPP,
-                    libc::ENOTTY,
-                    libc::EINVAL,
-                    libc::EXDEV,
-                    libc::ENOSYS,
-                ]
-                .contains(&code)
-                {
-                    return Err(Unsupported);
-                }
-                // Busy or permission problems on one file: leave that file alone.
-                return Ok(total);
+/// Deduplicates `dst` against the candidates in order; the bytes of the first call that
+/// shared any, or `None` when none did. A candidate of layer `layer` (being walked) is
+/// opened in `current`, others in `roots`; one that is no longer the inode listed is skipped.
+fn dedup_against(
+    candidates: &[Candidate],
+    roots: &[Root],
+    current: &Root,
+    layer: usize,
+    dst: &File,
+    dst_path: &Path,
+) -> std::result::Result<Option<u64>, Unsupported> {
+    for c in candidates {
+        let root = if c.layer == layer {
+            current
+        } else {
+            match roots.get(c.layer) {
+                Some(r) => r,
+                None => continue,
             }
+        };
+        let Ok(src) = root.open_regular(&c.rel) else {
+            continue;
+        };
+        if inode_of(&src) != c.inode {
+            continue;
         }
-        offset += len;
+        match sys::dedupe_range(src.file(), 0, c.size, dst, 0) {
+            Ok(n) if n > 0 => return Ok(Some(n)),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Err(Unsupported),
+            Err(e) => tracing::debug!("dedup {}: {e}", dst_path.display()),
+        }
     }
-    Ok(total)
+    Ok(None)
 }

@@ -437,7 +437,10 @@ impl Store {
             return Ok(l.names);
         }
         if let Some(i) = self.image_record(key)? {
-            return Ok(i.names);
+            // Go resolves the key to an ID first: the names are those of the record that
+            // ID finds, the read-write copy of a pulled-up image although the key was a
+            // name only its read-only record still has.
+            return Ok(self.image_record(&i.id)?.map_or(i.names, |r| r.names));
         }
         if let Some(c) = self.containers.read()?.lookup_container(key) {
             return Ok(c.names.clone());

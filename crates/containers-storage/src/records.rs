@@ -43,7 +43,8 @@ pub struct ContainerOptions {
 
 impl Store {
     /// Every image: the read-write store's, then the read-only stores' (with
-    /// `read_only` set).
+    /// `read_only` set). As in Go, an image pulled up from a read-only store by a rename is
+    /// listed twice: the read-write record with its names, then the read-only one.
     pub fn images_list(&self) -> Result<Vec<Image>> {
         self.with_images(|images| images.iter().map(|i| (*i).clone()).collect())
     }
@@ -60,10 +61,12 @@ impl Store {
         let mut seen: FastSet<&str> = FastSet::default();
         seen.reserve(total);
         let mut out: Vec<&Image> = Vec::with_capacity(total);
-        for set in &sets {
-            // A read-only store loads its records with `read_only` set.
+        let read_write = self.rw_images().count();
+        for (n, set) in sets.iter().enumerate() {
+            // A read-only store loads its records with `read_only` set; its records are all
+            // listed (the read-write stores of a split image store can share records).
             for i in set.images() {
-                if seen.insert(i.id.as_str()) {
+                if n >= read_write || seen.insert(i.id.as_str()) {
                     out.push(i);
                 }
             }
@@ -71,8 +74,20 @@ impl Store {
         Ok(f(&out))
     }
 
-    /// The image named by `key` (read-write store first).
+    /// Go's `Store.Image`: the image named by `key` (read-write stores first). As in Go
+    /// 1.46+, a read-only store's record is skipped when the primary store has a record with
+    /// its ID: that record is the image "pulled up" by a rename, and a name it no longer has
+    /// must not resolve through the read-only copy. (The other lookups — existence, names,
+    /// metadata, big data, [`Store::create_container`] — still see the read-only record, as
+    /// in Go.)
     pub fn image(&self, key: &str) -> Result<Image> {
+        self.find_image(key, true)
+            .map_err(|e| e.context(format!("locating image with ID {}", go_quote(key))))
+    }
+
+    /// The image named by `key`, read-write stores first; with `shadow`, skipping read-only
+    /// records whose ID the primary store has too.
+    fn find_image(&self, key: &str, shadow: bool) -> Result<Image> {
         for store in self.rw_images() {
             if let Some(i) = store.read()?.lookup_image(key) {
                 return Ok(i.clone());
@@ -80,6 +95,15 @@ impl Store {
         }
         for ro in &self.ro_images {
             if let Some(i) = ro.read()?.lookup_image(key) {
+                if shadow
+                    && self
+                        .images
+                        .read()?
+                        .lookup_image(&i.id)
+                        .is_some_and(|rw| rw.id == i.id)
+                {
+                    continue;
+                }
                 let mut i = i.clone();
                 i.read_only = true;
                 return Ok(i);
@@ -218,7 +242,7 @@ impl Store {
 
     /// The layers of a layer's ancestry plus its own size, summed (Go's `ImageSize`).
     pub fn image_size(&self, key: &str) -> Result<i64> {
-        let image = self.image(key)?;
+        let image = self.find_image(key, false)?;
         let mut queue: Vec<String> = std::iter::once(image.layer.clone())
             .chain(image.mapped_layers.iter().cloned())
             .filter(|l| !l.is_empty())

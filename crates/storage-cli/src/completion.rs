@@ -468,7 +468,7 @@ fn line_globals(before: &[String], cmd: &Command) -> Globals {
     let _ = gfs.parse(before, &mut sink, &mut |_: &FlagSet| {});
     let mut g = Globals::default();
     read_globals(&gfs, &mut g);
-    let (mut g, _) = options_for(&gfs, &g);
+    let (mut g, _, _) = options_for(&gfs, &g);
     let rest: Vec<String> = gfs.args.iter().skip(1).cloned().collect();
     let mut cfs = command_flag_set(cmd, "containers-storage", &g);
     let _ = cfs.parse(&rest, &mut sink, &mut |_: &FlagSet| {});

@@ -195,21 +195,28 @@ pub fn command_global_flags() -> Vec<FlagSpec> {
 
 /// The store options a command line selects: the global options given, or — when none of
 /// `--graph`, `--run`, `--storage-driver` and `--storage-opt` was given — `storage.conf`'s
-/// (step 2 of the process model; the warnings of loading it are returned, not logged).
-fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Result<Vec<String>, String>) {
+/// (step 2 of the process model). Also returns the warnings of loading the configuration
+/// (for the caller to log) and the error that makes opening the store fail, if any.
+fn options_for(fs: &FlagSet, g: &Globals) -> (Globals, Vec<String>, Option<String>) {
     let explicit = ["-graph", "-run", "-storage-driver", "-storage-opt"]
         .iter()
         .any(|f| fs.was_set(f));
     let mut g = g.clone();
     if explicit {
-        return (g, Ok(Vec::new()));
+        // Go's `GetStore` reads the system configuration whatever the flags say: a file that
+        // cannot be parsed is fatal here too, silently (its warnings are below the level
+        // Go logs at once a store flag is given).
+        let env = storage_config::Environment::from_process();
+        let err = storage_config::load_system_options(&env).err();
+        return (g, Vec::new(), err.map(|e| e.to_string()));
     }
     match storage_config::load_default_options() {
         Ok((opts, warnings)) => {
             g.opts = opts;
-            (g, Ok(warnings))
+            (g, warnings, None)
         }
-        Err(e) => (g, Err(e.to_string())),
+        // Go's `Failed to read <path> <error>` warning comes first.
+        Err(e) => (g, e.go_warning().into_iter().collect(), Some(e.to_string())),
     }
 }
 
@@ -341,17 +348,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     // 2. Defaults when no store option was given.
-    let (loaded, warnings) = options_for(&gfs, &globals);
+    let (loaded, warnings, init_error) = options_for(&gfs, &globals);
     globals = loaded;
-    let init_error = match warnings {
-        Ok(warnings) => {
-            for w in warnings {
-                log::warn(&w);
-            }
-            None
-        }
-        Err(e) => Some(e),
-    };
+    for w in warnings {
+        log::warn(&w);
+    }
 
     // 3. Command lookup.
     let Some(cmd) = COMMANDS.iter().find(|c| c.names.contains(&name.as_str())) else {

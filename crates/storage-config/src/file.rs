@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{ConfigError, Environment, StoreOptions};
+use crate::{ConfigError, Environment, StoreOptions, gotoml};
 
 #[derive(Deserialize, Default)]
 struct TomlConfig {
@@ -148,59 +148,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "storage.options.thinpool",
 ];
 
-fn collect_unknown(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
-    for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        let free_form = KNOWN_KEYS.contains(&format!("{prefix}.*").as_str());
-        let known = free_form || KNOWN_KEYS.contains(&path.as_str());
-        if !known {
-            out.push(path.clone());
-        }
-        if let toml::Value::Table(sub) = value {
-            if known && !free_form {
-                collect_unknown(&path, sub, out);
-            } else if !known {
-                // Go lists every key below an unknown table too.
-                collect_all(&path, sub, out);
-            }
-        }
-    }
-}
-
-fn collect_all(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
-    for (key, value) in table {
-        let path = format!("{prefix}.{key}");
-        out.push(path.clone());
-        if let toml::Value::Table(sub) = value {
-            collect_all(&path, sub, out);
-        }
-    }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset
-        - before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1)
-        + 1;
-    (line, col)
-}
-
-fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
-    let (line, column) = err.span().map_or((0, 0), |s| line_col(text, s.start));
+fn parse_error(path: &Path, e: gotoml::GoTomlError) -> ConfigError {
     ConfigError::Parse {
         path: path.to_path_buf(),
-        line,
-        column,
-        message: err.message().trim().to_string(),
+        line: e.line,
+        last_key: e.last_key,
+        message: e.message,
     }
 }
 
@@ -216,10 +169,10 @@ pub(crate) fn load_file(
         path: path.to_path_buf(),
         source: e,
     })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
-    let config: TomlConfig = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
-    let mut unknown = Vec::new();
-    collect_unknown("", &table, &mut unknown);
+    // Go's decoder first: its syntax and type errors, and the keys it does not know.
+    let unknown = gotoml::check(&text).map_err(|e| parse_error(path, e))?;
+    let config: TomlConfig =
+        toml::from_str(&text).map_err(|e| parse_error(path, gotoml::syntax_error(&text, &e)))?;
     if !unknown.is_empty() {
         let quoted: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
         warnings.push(format!(
@@ -450,8 +403,12 @@ mod tests {
     }
 
     #[test]
-    fn line_and_column() {
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-        assert_eq!(line_col("ab", 0), (1, 1));
+    fn known_keys_are_the_schema() {
+        let mut schema: Vec<String> = crate::gotoml::schema_keys().map(str::to_string).collect();
+        schema.push("storage.options.pull_options.*".into());
+        schema.sort();
+        let mut known: Vec<String> = KNOWN_KEYS.iter().map(|k| k.to_string()).collect();
+        known.sort();
+        assert_eq!(schema, known);
     }
 }

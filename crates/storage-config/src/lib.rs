@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 mod file;
+mod gotoml;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -87,21 +88,44 @@ pub enum ConfigError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The file is not valid TOML or a value has the wrong type.
-    #[error("{}: toml: line {line}, column {column}: {message}", .path.display())]
+    /// The file is not valid TOML or a value has the wrong type, in the words of Go's TOML
+    /// decoder: `toml: line 3 (last key "storage.graphroot"): expected value but found '\n'
+    /// instead` (the path is not part of Go's text; see [`ConfigError::go_warning`]).
+    #[error("toml: line {line}{}: {message}", go_last_key(.last_key))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// 1-based line of the problem (0 if unknown).
+        /// 1-based line Go reports.
         line: usize,
-        /// 1-based column of the problem (0 if unknown).
-        column: usize,
+        /// The dotted key Go's decoder was at (empty: none).
+        last_key: String,
         /// What is wrong.
         message: String,
     },
     /// The resulting options are not usable (Go's wording, e.g. `runroot must be set`).
     #[error("{0}")]
     Invalid(String),
+}
+
+fn go_last_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" (last key {key:?})")
+    }
+}
+
+impl ConfigError {
+    /// The warning Go logs when it cannot parse a configuration file
+    /// (`Failed to read <path> <error>`); `None` for other errors.
+    pub fn go_warning(&self) -> Option<String> {
+        match self {
+            ConfigError::Parse { path, .. } => {
+                Some(format!("Failed to read {} {self}", path.display()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Formats an I/O error the way Go prints `syscall.Errno` (`no such file or directory`).
@@ -386,11 +410,13 @@ pub fn config_file_path(env: &Environment) -> (PathBuf, bool) {
     (env.system_config.clone(), false)
 }
 
-/// Computes the default store options for `env` (Go's `DefaultStoreOptions`).
-pub fn load_options(env: &Environment) -> Result<(StoreOptions, Vec<String>), ConfigError> {
+/// The system defaults (Go's `types.Options()`, which `GetStore` calls first whatever the
+/// caller passes): the configuration file the search order selects, with the built-in roots
+/// where it sets none. A file that cannot be read or parsed is an error here even when the
+/// caller gives both roots itself, as in Go; the per-user file of a rootless user is not read.
+pub fn load_system_options(env: &Environment) -> Result<(StoreOptions, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
     let (path, required) = config_file_path(env);
-    // Step A: the system defaults.
     let mut opts = StoreOptions::default();
     match std::fs::metadata(&path) {
         Ok(_) => file::load_file(&path, env, &mut opts, &mut warnings)?,
@@ -405,6 +431,14 @@ pub fn load_options(env: &Environment) -> Result<(StoreOptions, Vec<String>), Co
     if opts.graph_root.as_os_str().is_empty() {
         opts.graph_root = PathBuf::from(DEFAULT_GRAPH_ROOT);
     }
+    Ok((opts, warnings))
+}
+
+/// Computes the default store options for `env` (Go's `DefaultStoreOptions`).
+pub fn load_options(env: &Environment) -> Result<(StoreOptions, Vec<String>), ConfigError> {
+    let required = config_file_path(env).1;
+    // Step A: the system defaults.
+    let (mut opts, mut warnings) = load_system_options(env)?;
     // Step C: per-user storage.
     if env.rootless {
         opts = rootless_options(env, &opts, required, &mut warnings)?;

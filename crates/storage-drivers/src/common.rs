@@ -176,6 +176,32 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     f.write_all(data).map_err(|e| Error::io("write", path, e))
 }
 
+/// The staging root of deferred removals in a driver home (Go's `tempdirs`).
+pub(crate) const TEMP_DIRS: &str = "tempdirs";
+
+/// Go's `DeferredRemove` body: moves the `paths` that exist, in order, into a new staging
+/// directory `<root>/temp-dir-<x>` (as `0-<name>`, `1-<name>`, …) and returns it; `None`
+/// when none exists. If a move fails, what was moved already is removed with the staging
+/// directory and the error returned.
+pub(crate) fn stage_removal(
+    root: &Path,
+    paths: &[std::path::PathBuf],
+) -> Result<Option<storage_lock::TempDir>> {
+    let present: Vec<&std::path::PathBuf> = paths
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let lock_err = |e: storage_lock::LockError| Error::wrap(ErrorKind::Io, e);
+    let mut staging = storage_lock::TempDir::new(root).map_err(lock_err)?;
+    for p in present {
+        staging.stage_deletion(p).map_err(lock_err)?;
+    }
+    Ok(Some(staging))
+}
+
 /// `rm -rf`, tolerating a missing path.
 pub(crate) fn remove_all(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {

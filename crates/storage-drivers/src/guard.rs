@@ -131,6 +131,24 @@ impl<D: Driver> Driver for Guarded<D> {
         self.0.diff_getter(id)
     }
 
+    fn deferred_remove(&self, id: &str) -> Result<Option<storage_lock::TempDir>> {
+        check_layer_id(id)?;
+        self.0.deferred_remove(id)
+    }
+
+    fn temp_dir_roots(&self) -> Vec<PathBuf> {
+        self.0.temp_dir_roots()
+    }
+
+    fn dedup_dirs(&self, ids: &[String]) -> Vec<PathBuf> {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| check_layer_id(id).is_ok())
+            .cloned()
+            .collect();
+        self.0.dedup_dirs(&ids)
+    }
+
     fn supports_shifting(&self, uid_map: &[IdMap], gid_map: &[IdMap]) -> bool {
         self.0.supports_shifting(uid_map, gid_map)
     }

@@ -219,6 +219,26 @@ pub trait Driver: Send + Sync {
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<i64>;
     /// Opens files of the layer by tar name, for tar-split reassembly.
     fn diff_getter(&self, id: &str) -> Result<Box<dyn storage_tarsplit::FileGetter + '_>>;
+    /// Go's `DeferredRemove`: takes the layer's data out of the driver's namespace at once,
+    /// moving it into a new staging directory `<root>/temp-dir-<x>` (held by its lock
+    /// `<root>/lock-<x>`) under one of [`Driver::temp_dir_roots`], and returns that
+    /// directory: the caller removes it ([`storage_lock::TempDir::cleanup`]) once it has
+    /// released its locks. A layer that is not there gives `None`. Drivers without a
+    /// staging area remove the data at once and return `None` (this default; Go's btrfs).
+    fn deferred_remove(&self, id: &str) -> Result<Option<storage_lock::TempDir>> {
+        self.remove(id).map(|()| None)
+    }
+    /// Go's `GetTempDirRootDirs`: the staging roots of [`Driver::deferred_remove`] (none by
+    /// default). Whoever loads a store removes the abandoned staging directories there.
+    fn temp_dir_roots(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// The directories Go's driver `Dedup` walks for these layers: none by default (so a
+    /// deduplication on btrfs shares nothing, as Go's btrfs driver does); vfs gives the
+    /// layer directories, overlay their `diff` directories.
+    fn dedup_dirs(&self, _ids: &[String]) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// Whether [`Driver::get`] can apply these ID maps at mount time (Go's
     /// `SupportsShifting`). When true, the store creates layers without maps and passes
     /// them to `get` instead. Drivers that cannot shift keep this default.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
-use crate::common::{parse_bool, parse_key_value, remove_all, root_pair};
+use crate::common::{TEMP_DIRS, parse_bool, parse_key_value, remove_all, root_pair, stage_removal};
 use crate::staging::{self, CommitTarget, StageBase, StagingArea};
 use crate::{
     ApplyDiffOpts, ApplyStaging, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts,
@@ -316,6 +316,31 @@ impl Driver for Vfs {
             return Ok(());
         }
         remove_all(&self.dir(id))
+    }
+
+    fn deferred_remove(&self, id: &str) -> Result<Option<storage_lock::TempDir>> {
+        let dir = self.dir(id);
+        // `<base>/dir/<id>` is staged in `<base>/tempdirs` (the home, or the image store's
+        // `vfs` directory), on the same file system.
+        let Some(base) = dir.parent().and_then(Path::parent) else {
+            return Ok(None);
+        };
+        stage_removal(&base.join(TEMP_DIRS), std::slice::from_ref(&dir))
+    }
+
+    fn temp_dir_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.home.join(TEMP_DIRS)];
+        if let Some(is) = &self.image_store {
+            roots.push(is.join("vfs").join(TEMP_DIRS));
+        }
+        roots
+    }
+
+    fn dedup_dirs(&self, ids: &[String]) -> Vec<PathBuf> {
+        ids.iter()
+            .map(|id| self.dir(id))
+            .filter(|d| d.is_dir())
+            .collect()
     }
 
     fn get(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {

@@ -30,8 +30,10 @@
 //!
 //! Limits: cross-store concerns (images and containers that use a layer, parents living in
 //! other layer stores — see [`LayersWrite::create_with_parent`] —, the graph lock
-//! `storage.lock`) belong to the caller. Deletion is immediate (1.43 style) rather than
-//! deferred, but staging directories left by Go 1.59+ are cleaned on load. Staged/partial
+//! `storage.lock`) belong to the caller. Deletion is deferred as in Go 1.59+: a deleted
+//! layer's files are moved into staging directories at once and removed when the
+//! [`LayersWrite`] guard is dropped, after its locks; abandoned staging directories (ours or
+//! Go's) are removed when a store is loaded. Staged/partial
 //! pulls (`toc-digest` layers are only read) and additional layer stores are not supported.
 //! Do not take a second guard of the same store in a thread that already holds one (the
 //! locks are not re-entrant).
@@ -426,6 +428,11 @@ impl LayerStore {
                 Staleness::Mounts => self.reload_mounts(&mut st)?,
                 Staleness::Full => {
                     repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
+                    if !self.ctx.read_only {
+                        // Go loads with the exclusive lock at start-up and cleans up then;
+                        // the staging locks make it safe under the shared one too.
+                        write::cleanup_staging_dirs(&self.ctx);
+                    }
                 }
             }
             if repair && !self.ctx.read_only {
@@ -473,10 +480,10 @@ impl LayerStore {
             Staleness::Mounts => self.reload_mounts(&mut st)?,
             Staleness::Full => {
                 repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
-                // A full load under the exclusive lock is also when Go cleans staging dirs,
-                // and when we remove the tar-split temporaries of interrupted writes;
-                // abandoned staged layers go too.
-                write::cleanup_staging_dirs(&self.ctx.layer_dir);
+                // A full load under the exclusive lock is also when Go cleans up abandoned
+                // staging dirs, and when we remove the tar-split temporaries of interrupted
+                // writes; abandoned staged layers go too.
+                write::cleanup_staging_dirs(&self.ctx);
                 if let Err(e) = write::remove_temporaries(&self.ctx) {
                     tracing::warn!("removing temporary tar-split files: {e}");
                 }

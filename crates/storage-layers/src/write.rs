@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLockWriteGuard};
 use serde_json::Value;
 use storage_drivers::{ApplyDiffOpts, CreateOpts, MountOpts};
 use storage_io::{AtomicFile, WriteOptions};
-use storage_lock::{LockFile, WriteGuard};
+use storage_lock::{LockFile, TempDir, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
@@ -155,13 +155,17 @@ enum NameOp {
 /// An exclusively locked, fresh, writable view of a layer store; dereferences to [`Layers`]
 /// for reading. Every change is saved before the method returns (token first, then the JSON
 /// file of the changed record's location and `mountpoints.json`). Dropping it releases the
-/// locks.
+/// locks, and then removes the staging directories of the layers it deleted (Go's deferred
+/// deletion): hold it longer than the other store locks you take after it, so that the
+/// removal happens once every lock is released, as in Go.
 pub struct LayersWrite<'a> {
-    // Field order = drop order: in-process state first, then the file locks.
+    // Field order = drop order: in-process state first, then the file locks, then the
+    // staging directories of deleted layers (removed with no lock held).
     pub(crate) state: RwLockWriteGuard<'a, Layers>,
     is_guard: Option<WriteGuard>,
     guard: WriteGuard,
     mounts_lock: Option<Arc<LockFile>>,
+    deferred: Vec<TempDir>,
 }
 
 impl std::ops::Deref for LayersWrite<'_> {
@@ -200,11 +204,19 @@ fn clean_path(p: &Path) -> PathBuf {
     out
 }
 
-/// Deletes abandoned deferred-deletion staging dirs of Go 1.59+ (`tmp/temp-dir-X` whose
-/// `tmp/lock-X` nobody holds). Failures only warn: they never block loading.
-pub(crate) fn cleanup_staging_dirs(layer_dir: &Path) {
-    if let Err(e) = storage_lock::recover_stale_dirs(&layer_dir.join("tmp")) {
-        tracing::warn!("cleaning up deferred-deletion staging directories: {e}");
+/// The staging root of deferred layer deletions in a layer directory (`<drv>-layers/tmp`).
+pub(crate) const TEMP_DIR: &str = "tmp";
+
+/// Deletes abandoned deferred-deletion staging dirs (`temp-dir-X` whose `lock-X` nobody
+/// holds) of the layer directory (`tmp/`) and of the driver's staging roots (`tempdirs/`),
+/// left by a process of ours or Go's (1.59+) that died while deleting. Failures only warn:
+/// they never block loading.
+pub(crate) fn cleanup_staging_dirs(ctx: &crate::Ctx) {
+    let roots = std::iter::once(ctx.layer_dir.join(TEMP_DIR)).chain(ctx.driver.temp_dir_roots());
+    for root in roots {
+        if let Err(e) = storage_lock::recover_stale_dirs(&root) {
+            tracing::warn!("cleaning up deferred-deletion staging directories: {e}");
+        }
     }
 }
 
@@ -381,6 +393,7 @@ impl<'a> LayersWrite<'a> {
             is_guard,
             guard,
             mounts_lock,
+            deferred: Vec::new(),
         }
     }
 
@@ -650,7 +663,12 @@ impl<'a> LayersWrite<'a> {
     /// Deletes a layer whose creation failed and saves its record file, logging (as Go
     /// does) what fails while recovering.
     pub(crate) fn delete_after_failure(&mut self, id: &str, location: Location) {
-        match self.delete_internal(id) {
+        // Go deletes a layer it failed to create while holding the lock, staging
+        // directories included (`deleteWhileHoldingLock`).
+        let staged_before = self.deferred.len();
+        let deleted = self.delete_internal(id);
+        self.cleanup_staged_since(staged_before);
+        match deleted {
             Ok(()) => {
                 if let Err(e3) = self.save(location.bit()) {
                     tracing::error!(
@@ -824,8 +842,12 @@ impl<'a> LayersWrite<'a> {
 
     // ---------------------------------------------------------------- deletion
 
-    /// Go's `deleteInternal`: flag incomplete (saved), driver data, tar-split, big data, record.
-    /// The caller saves the record's file afterwards.
+    /// Go's `deferredDelete` (1.59+): flag incomplete (saved), then move the tar-split file and
+    /// the big-data directory into a staging directory `<drv>-layers/tmp/temp-dir-<x>`, let
+    /// the driver move its data into its own staging area, and drop the record. The staging
+    /// directories are removed when this guard is dropped, after its locks are released; a
+    /// process that dies before leaves them to the next loader (ours or Go's), which removes
+    /// any whose `lock-<x>` it can take. The caller saves the record's file afterwards.
     pub(crate) fn delete_internal(&mut self, id: &str) -> Result<()> {
         let i = self.state.index_or_unknown(id)?;
         let id = self.state.entries[i].layer.id.clone();
@@ -838,17 +860,37 @@ impl<'a> LayersWrite<'a> {
             self.save(loc.bit())?;
         }
         let ctx = self.state.ctx.clone();
-        match ctx.driver.remove(&id) {
-            Ok(()) => {}
+        let present: Vec<PathBuf> = [ctx.tar_split_path(&id), ctx.data_dir(&id)]
+            .into_iter()
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect();
+        // As Go's, the staging directory is made only when there is something to stage.
+        if !present.is_empty() {
+            let mut staging = TempDir::new(&ctx.layer_dir.join(TEMP_DIR)).map_err(lock_error)?;
+            let staged = present.iter().try_for_each(|p| staging.stage_deletion(p));
+            self.deferred.push(staging);
+            staged.map_err(lock_error)?;
+        }
+        match ctx.driver.deferred_remove(&id) {
+            Ok(Some(dir)) => self.deferred.push(dir),
+            Ok(None) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
-        remove_quietly(&ctx.tar_split_path(&id), false)?;
-        remove_quietly(&ctx.data_dir(&id), true)?;
         let i = self.state.index_or_unknown(&id)?;
         self.state.entries.remove(i);
         self.state.reindex(false)?;
         Ok(())
+    }
+
+    /// Removes the staging directories of the deletions made since `self.deferred` had `len`
+    /// entries, now rather than when the guard is dropped.
+    fn cleanup_staged_since(&mut self, len: usize) {
+        for dir in self.deferred.split_off(len.min(self.deferred.len())) {
+            if let Err(e) = dir.cleanup() {
+                tracing::warn!("cleaning up deferred-deletion staging directory: {e}");
+            }
+        }
     }
 
     /// Deletes layer `key` without asking whether other layers, images or containers use it

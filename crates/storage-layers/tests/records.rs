@@ -13,7 +13,7 @@ per_driver!(mount_counts_in_mountpoints_json);
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Scratch, list_dir};
+use common::{Scratch, list_dir, reader, sample_tar};
 use storage_drivers::MountOpts;
 use storage_layers::{CreateLayerOptions, LayerStore};
 use storage_types::ErrorKind;
@@ -699,9 +699,55 @@ fn wipe_and_garbage_collect() {
     assert!(w.is_empty());
     drop(w);
     assert!(list_dir(&s.graph().join("vfs").join("dir")).is_empty());
-    assert_eq!(list_dir(&s.layer_dir()), vec!["layers.json", "layers.lock"]);
+    // The staging roots of deferred deletions stay, empty (as Go 1.59+ leaves them).
+    assert_eq!(
+        list_dir(&s.layer_dir()),
+        vec!["layers.json", "layers.lock", "tmp"]
+    );
+    assert!(list_dir(&s.layer_dir().join("tmp")).is_empty());
+    assert!(list_dir(&s.graph().join("vfs").join("tempdirs")).is_empty());
     assert_eq!(s.layers_json(), serde_json::json!([]));
     assert_eq!(s.mounts_json(), serde_json::json!([]));
+}
+
+/// Go 1.59+'s deferred deletion: under the lock a deleted layer's data leaves its place at
+/// once for staging directories `temp-dir-<x>` (the tar-split file and big data in
+/// `<drv>-layers/tmp`, the driver's directory in `<drv>/tempdirs`), each with its held
+/// `lock-<x>`; they are removed when the guard is dropped, after the store's locks.
+#[test]
+fn deletion_stages_data_until_the_guard_is_dropped() {
+    let s = Scratch::new();
+    let store = s.store();
+    let mut w = store.write().unwrap();
+    let (a, _) = w
+        .create(&named(&["a"]), Some(reader(sample_tar("t"))))
+        .unwrap();
+    w.set_big_data("a", "k", &mut &b"v"[..]).unwrap();
+    let tar_split = s.layer_dir().join(format!("{}.tar-split.gz", a.id));
+    assert!(tar_split.exists() && s.vfs_dir(&a.id).exists());
+    w.delete_unchecked("a").unwrap();
+    assert!(!tar_split.exists() && !s.layer_dir().join(&a.id).exists());
+    assert!(!s.vfs_dir(&a.id).exists());
+    let staged = |root: &std::path::Path| -> Vec<String> {
+        let entries = list_dir(root);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let x = entries[0].strip_prefix("lock-").expect("lock first");
+        assert_eq!(entries[1], format!("temp-dir-{x}"));
+        list_dir(&root.join(&entries[1]))
+    };
+    let tmp = s.layer_dir().join("tmp");
+    assert_eq!(
+        staged(&tmp),
+        vec![format!("0-{}.tar-split.gz", a.id), format!("1-{}", a.id)]
+    );
+    let tempdirs = s.graph().join("vfs").join("tempdirs");
+    assert_eq!(staged(&tempdirs), vec![format!("0-{}", a.id)]);
+    // Another loader in this process cannot tell a held lock from an abandoned one (fcntl
+    // locks are per process); the guard is the only one here.
+    drop(w);
+    assert!(list_dir(&tmp).is_empty(), "{:?}", list_dir(&tmp));
+    assert!(list_dir(&tempdirs).is_empty(), "{:?}", list_dir(&tempdirs));
+    assert!(store.read().unwrap().is_empty());
 }
 
 #[test]

@@ -210,8 +210,12 @@ impl<R: Read, W: Write, H: HeaderHook> Disassembler<R, W, H> {
                 let raw = self.tr.take_raw();
                 if !raw.is_empty() {
                     self.packer.add_segment(&raw)?;
-                    self.set_pending(raw);
                 }
+                // A sparse file's map blocks (format 1.0) are part of the stream passed on,
+                // not of the tar-split segments, as in Go's tar-split.
+                let mut out = raw;
+                out.extend(self.tr.take_phys());
+                self.set_pending(out);
                 if h.size > 0 {
                     self.state = State::Content {
                         name: h.name,
@@ -292,6 +296,23 @@ impl<R: Read, W: Write, H: HeaderHook> Read for Disassembler<R, W, H> {
                     if self.tr.remaining() == 0 {
                         // A link/dir/device header with a non-zero size: no content.
                         self.end_content();
+                        continue;
+                    }
+                    if self.tr.is_sparse() {
+                        // The entry records the logical content (its CRC); the stream passed
+                        // on keeps the physical bytes of the data area.
+                        let mut logical = vec![0u8; buf.len().min(64 * 1024)];
+                        let n = match self.tr.read(&mut logical) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                            Err(e) => return Err(self.fail(Error::from_io(e))),
+                        };
+                        *crc = crc64_update(*crc, &logical[..n]);
+                        let phys = self.tr.take_phys();
+                        self.set_pending(phys);
+                        if self.tr.remaining() == 0 {
+                            self.end_content();
+                        }
                         continue;
                     }
                     let n = match self.tr.read(buf) {

@@ -19,18 +19,25 @@ pub enum Error {
     /// The stream ended inside a header or an entry.
     #[error("unexpected EOF")]
     UnexpectedEof,
-    /// A GNU sparse member: the old `S` type (Go's extractor refuses it too, with the
-    /// text kept here: `unhandled tar header type 83`) or a regular file whose PAX records
-    /// make it sparse (Go expands those; this reader does not yet).
+    /// An old-GNU sparse member (type `S`): Go's extractor refuses it too, with the text
+    /// kept here (`unhandled tar header type 83`). PAX sparse files (formats 0.0, 0.1 and
+    /// 1.0) are expanded by the reader, as Go's are, and never give this error.
     #[error("{}", sparse_text(*.typeflag, .name, *.pax_format))]
     Sparse {
-        /// The member's typeflag (`S`, or `0` for a PAX sparse file).
+        /// The member's typeflag (`S`).
         typeflag: u8,
-        /// The member's name (the real one, `GNU.sparse.name`, for PAX formats 0.1 and 1.0).
+        /// The member's name.
         name: Vec<u8>,
-        /// The PAX sparse format (`0.0`, `0.1`, `1.0`), `None` for the old `S` type.
+        /// A PAX sparse format (`0.0`, `0.1`, `1.0`); the reader now always gives `None`
+        /// (the old `S` type), PAX sparse files being expanded.
         pax_format: Option<&'static str>,
     },
+    /// A PAX sparse file whose map references more data than its data area holds.
+    #[error("archive/tar: sparse file references non-existent data")]
+    SparseMissingData,
+    /// A PAX sparse file whose data area holds more data than its map references.
+    #[error("archive/tar: sparse file contains unreferenced data")]
+    SparseUnreferencedData,
     /// Two members whose cleaned names are equal.
     #[error("duplicates of file paths not supported")]
     DuplicatePath,
@@ -62,6 +69,8 @@ impl Error {
                 name: name.clone(),
                 pax_format: *pax_format,
             },
+            Error::SparseMissingData => Error::SparseMissingData,
+            Error::SparseUnreferencedData => Error::SparseUnreferencedData,
             Error::DuplicatePath => Error::DuplicatePath,
             Error::ChecksumMismatch(n) => Error::ChecksumMismatch(n.clone()),
             Error::Json(s) => Error::Json(s.clone()),

@@ -17,8 +17,12 @@
 //!   confined to it (`storage_io::confined`: no symbolic link followed, regular files only).
 //!
 //! Limits and deliberate differences from Go:
-//! * GNU sparse members (old `S` type or PAX sparse records) are rejected
-//!   ([`Error::Sparse`], naming the member and its sparse format).
+//! * PAX GNU sparse files (formats 0.0, 0.1, 1.0) are expanded as Go's `archive/tar` does
+//!   (real name and size, holes read as zeros); their tar-split entry is Go's (real size,
+//!   CRC of the logical content; the physical data area, 1.0 map included, is in no
+//!   segment), so reassembly gives Go's output, which is not the input: header, then the
+//!   whole real-size content, then the old padding. Old-GNU sparse members (type `S`) are
+//!   refused ([`Error::Sparse`]), as Go's extractor refuses them.
 //! * The gzip bytes differ from Go's (pgzip), but any gzip reader accepts both; reading
 //!   accepts multi-member gzip and both tar-split 0.11 (trailing empty segment) and 0.12 output.
 //! * Data after the end-of-archive marker is recorded in full 1 MiB segments (Go's chunking

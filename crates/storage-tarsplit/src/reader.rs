@@ -94,6 +94,22 @@ pub struct TarReader<R: Read> {
     eof: bool,
     /// Raw accounting (tar-split): every non-content byte consumed.
     raw: Option<Vec<u8>>,
+    /// The current entry is a PAX GNU sparse file: reads expand its map.
+    sparse: Option<SparseState>,
+    /// With raw accounting, the physical bytes of a sparse entry's data area consumed (map
+    /// blocks, data fragments, skipped rest): they are part of the stream, not of the
+    /// logical content the reads yield.
+    phys: Vec<u8>,
+}
+
+/// Reading position in a PAX GNU sparse file (Go's `sparseFileReader`).
+struct SparseState {
+    /// Data fragments `(offset, length)`, in order, not overlapping (validated).
+    data: Vec<(u64, u64)>,
+    /// Logical position.
+    pos: u64,
+    /// Logical (real) size.
+    size: u64,
 }
 
 impl<R: Read> TarReader<R> {
@@ -106,6 +122,8 @@ impl<R: Read> TarReader<R> {
             err: None,
             eof: false,
             raw: None,
+            sparse: None,
+            phys: Vec::new(),
         }
     }
 
@@ -124,9 +142,23 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    /// Content bytes of the current entry not read yet.
+    /// Content bytes of the current entry not read yet (logical bytes for a sparse file).
     pub(crate) fn remaining(&self) -> u64 {
-        self.remaining
+        match &self.sparse {
+            Some(sp) => sp.size - sp.pos,
+            None => self.remaining,
+        }
+    }
+
+    /// Whether the current entry is a PAX GNU sparse file.
+    pub(crate) fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
+    }
+
+    /// Takes the physical bytes of the sparse entry's data area consumed since the last call
+    /// (only collected with raw accounting).
+    pub(crate) fn take_phys(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.phys)
     }
 
     /// The underlying reader.
@@ -185,6 +217,7 @@ impl<R: Read> TarReader<R> {
     }
 
     fn discard_content(&mut self) -> Result<(), Error> {
+        self.sparse = None;
         if self.remaining == 0 {
             return Ok(());
         }
@@ -195,12 +228,153 @@ impl<R: Read> TarReader<R> {
                 .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
             match self.inner.read(&mut scratch[..want]) {
                 Ok(0) => return Err(Error::UnexpectedEof),
+                // (A sparse entry's skipped data is not collected: the tar-split recorder
+                // reads every entry to its end.)
                 Ok(k) => self.remaining -= k as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::from_io(e)),
             }
         }
         Ok(())
+    }
+
+    /// Reads exactly `buf.len()` physical content bytes of the current entry (Go's
+    /// `mustReadFull` on the entry's `regFileReader`): fewer left in the entry is
+    /// [`Error::SparseMissingData`] when `missing` says so, else an unexpected end.
+    fn read_physical(&mut self, buf: &mut [u8], missing: Error) -> Result<(), Error> {
+        if (buf.len() as u64) > self.remaining {
+            return Err(missing);
+        }
+        let n = self.read_full(buf)?;
+        self.remaining -= n as u64;
+        if self.raw.is_some() {
+            self.phys.extend_from_slice(&buf[..n]);
+        }
+        if n < buf.len() {
+            return Err(Error::UnexpectedEof);
+        }
+        Ok(())
+    }
+
+    /// Go's `readGNUSparseMap1x0`: the map at the start of the data area, newline-separated
+    /// decimals in whole blocks.
+    fn read_sparse_map_1x0(&mut self) -> Result<Vec<(i64, i64)>, Error> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut newlines = 0usize;
+        let mut feed = |tr: &mut Self, buf: &mut Vec<u8>, want: usize| -> Result<(), Error> {
+            while newlines < want {
+                let mut blk = [0u8; BLOCK];
+                tr.read_physical(&mut blk, Error::UnexpectedEof)?;
+                newlines += blk.iter().filter(|&&c| c == b'\n').count();
+                buf.extend_from_slice(&blk);
+            }
+            Ok(())
+        };
+        let mut off = 0usize;
+        let mut token = |buf: &[u8]| -> Option<i64> {
+            let rest = buf.get(off..)?;
+            let end = rest.iter().position(|&c| c == b'\n')?;
+            off += end + 1;
+            parse_dec(&rest[..end])
+        };
+        feed(self, &mut buf, 1)?;
+        let n = token(&buf).ok_or(Error::InvalidHeader)?;
+        if n < 0 || n.checked_mul(2).is_none() {
+            return Err(Error::InvalidHeader);
+        }
+        let total = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(2))
+            .and_then(|n| n.checked_add(1))
+            .ok_or(Error::InvalidHeader)?;
+        feed(self, &mut buf, total)?;
+        let mut map = Vec::new();
+        for _ in 0..n {
+            let (Some(o), Some(l)) = (token(&buf), token(&buf)) else {
+                return Err(Error::InvalidHeader);
+            };
+            map.push((o, l));
+        }
+        Ok(map)
+    }
+
+    /// Go's `readGNUSparsePAXHeaders`: for a PAX GNU sparse file (format 0.0, 0.1 or 1.0),
+    /// takes the real name and size from its records, reads its map and makes reads expand
+    /// it. Other files are left alone.
+    fn handle_pax_sparse(&mut self, hdr: &mut Header) -> Result<(), Error> {
+        let Some(format) = pax_sparse_format(&hdr.pax) else {
+            return Ok(());
+        };
+        if let Some(name) = pax_value(&hdr.pax, "GNU.sparse.name").filter(|n| !n.is_empty()) {
+            hdr.name = name.to_vec();
+        }
+        let size = pax_value(&hdr.pax, "GNU.sparse.size")
+            .filter(|v| !v.is_empty())
+            .or_else(|| pax_value(&hdr.pax, "GNU.sparse.realsize"))
+            .filter(|v| !v.is_empty());
+        if let Some(size) = size {
+            hdr.size = parse_dec(size).ok_or(Error::InvalidHeader)?;
+        }
+        let map = if format == "1.0" {
+            self.read_sparse_map_1x0()?
+        } else {
+            sparse_map_0x1(&hdr.pax)?
+        };
+        if header_only(hdr.typeflag) || !valid_sparse_map(&map, hdr.size) {
+            return Err(Error::InvalidHeader);
+        }
+        self.sparse = Some(SparseState {
+            data: map.iter().map(|&(o, l)| (o as u64, l as u64)).collect(),
+            pos: 0,
+            size: hdr.size as u64,
+        });
+        Ok(())
+    }
+
+    /// Go's `sparseFileReader.Read`: the logical content, holes as zeros.
+    fn read_sparse(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let Some(sp) = &self.sparse else {
+            return Ok(0);
+        };
+        let (mut pos, size) = (sp.pos, sp.size);
+        let want = buf
+            .len()
+            .min(usize::try_from(size - pos).unwrap_or(usize::MAX));
+        let mut n = 0;
+        while n < want {
+            let left = (want - n) as u64;
+            // The first data fragment not wholly before `pos`.
+            let next = self
+                .sparse
+                .as_ref()
+                .and_then(|sp| sp.data.iter().find(|&&(o, l)| o + l > pos).copied());
+            let k = match next {
+                Some((o, l)) if pos >= o => {
+                    let k = left.min(o + l - pos) as usize;
+                    self.read_physical(&mut buf[n..n + k], Error::SparseMissingData)?;
+                    k
+                }
+                Some((o, _)) => {
+                    let k = left.min(o - pos) as usize;
+                    buf[n..n + k].fill(0);
+                    k
+                }
+                None => {
+                    let k = left.min(size - pos) as usize;
+                    buf[n..n + k].fill(0);
+                    k
+                }
+            };
+            n += k;
+            pos += k as u64;
+            if let Some(sp) = &mut self.sparse {
+                sp.pos = pos;
+            }
+        }
+        if pos == size && self.remaining > 0 {
+            return Err(Error::SparseUnreferencedData);
+        }
+        Ok(n)
     }
 
     /// Reads one header block; `Ok(None)` at a clean end of archive.
@@ -321,17 +495,14 @@ impl<R: Read> TarReader<R> {
                         hdr.typeflag = if hdr.name.ends_with(b"/") { b'5' } else { b'0' };
                     }
                     self.set_content(hdr.typeflag, hdr.size)?;
-                    let pax_format = pax_sparse_format(&hdr.pax);
-                    if hdr.typeflag == b'S' || pax_format.is_some() {
-                        let name = pax_value(&hdr.pax, "GNU.sparse.name")
-                            .filter(|n| !n.is_empty())
-                            .map_or_else(|| hdr.name.clone(), <[u8]>::to_vec);
+                    if hdr.typeflag == b'S' {
                         return Err(Error::Sparse {
                             typeflag: hdr.typeflag,
-                            name,
-                            pax_format,
+                            name: hdr.name.clone(),
+                            pax_format: None,
                         });
                     }
+                    self.handle_pax_sparse(&mut hdr)?;
                     return Ok(Some(hdr));
                 }
             }
@@ -343,6 +514,15 @@ impl<R: Read> Read for TarReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(e) = &self.err {
             return Err(e.duplicate().into());
+        }
+        if self.sparse.is_some() {
+            return match self.read_sparse(buf) {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    self.err = Some(e.duplicate());
+                    Err(e.into())
+                }
+            };
         }
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
@@ -678,6 +858,46 @@ fn merge_pax(hdr: &mut Header, recs: &[(String, Vec<u8>)]) -> Result<(), Error> 
         }
     }
     Ok(())
+}
+
+/// Go's `readGNUSparseMap0x1`: the map of formats 0.0 and 0.1 (`GNU.sparse.numblocks` and
+/// `GNU.sparse.map`, to which the reader joins 0.0's `offset`/`numbytes` records).
+fn sparse_map_0x1(pax: &[(String, Vec<u8>)]) -> Result<Vec<(i64, i64)>, Error> {
+    let n = pax_value(pax, "GNU.sparse.numblocks")
+        .and_then(parse_dec)
+        .filter(|n| *n >= 0 && n.checked_mul(2).is_some())
+        .ok_or(Error::InvalidHeader)?;
+    let map = pax_value(pax, "GNU.sparse.map").unwrap_or_default();
+    let fields: Vec<&[u8]> = if map.is_empty() {
+        Vec::new()
+    } else {
+        map.split(|&c| c == b',').collect()
+    };
+    if fields.len() as i64 != 2 * n {
+        return Err(Error::InvalidHeader);
+    }
+    fields
+        .chunks(2)
+        .map(|p| match (parse_dec(p[0]), parse_dec(p[1])) {
+            (Some(o), Some(l)) => Ok((o, l)),
+            _ => Err(Error::InvalidHeader),
+        })
+        .collect()
+}
+
+/// Go's `validateSparseEntries`: non-negative, in order, not overlapping, within `size`.
+fn valid_sparse_map(map: &[(i64, i64)], size: i64) -> bool {
+    if size < 0 {
+        return false;
+    }
+    let mut prev_end = 0i64;
+    for &(o, l) in map {
+        if o < 0 || l < 0 || o > i64::MAX - l || o + l > size || prev_end > o {
+            return false;
+        }
+        prev_end = o + l;
+    }
+    true
 }
 
 /// Go's `readGNUSparsePAXHeaders` detection.

@@ -274,7 +274,7 @@ fn special_data_capped_at_one_mib() {
 }
 
 #[test]
-fn sparse_is_reported() {
+fn old_gnu_sparse_is_refused() {
     let mut b = TarBuilder::new();
     b.entry(&H::new(b"s", b'S', 0).fmt(Fmt::Gnu), b"").end();
     let e = read_all(&b.out).unwrap_err();
@@ -283,49 +283,6 @@ fn sparse_is_reported() {
         e.to_string(),
         "unhandled tar header type 83 ('S', old GNU sparse file \"s\"): sparse files are not supported"
     );
-    // PAX sparse files are regular files ('0'): the error says what they are, never
-    // "unhandled tar header type 48".
-    for (recs, format, name) in [
-        (
-            &[
-                (&b"GNU.sparse.major"[..], &b"1"[..]),
-                (b"GNU.sparse.minor", b"0"),
-                (b"GNU.sparse.name", b"real"),
-            ][..],
-            "1.0",
-            "real",
-        ),
-        (
-            &[
-                (b"GNU.sparse.major", b"0"),
-                (b"GNU.sparse.minor", b"1"),
-                (b"GNU.sparse.map", b"0,1"),
-            ],
-            "0.1",
-            "s",
-        ),
-        (&[(b"GNU.sparse.map", b"0,1")], "0.1", "s"),
-        (
-            &[
-                (b"GNU.sparse.numblocks", b"1"),
-                (b"GNU.sparse.offset", b"0"),
-                (b"GNU.sparse.numbytes", b"1"),
-            ],
-            "0.0",
-            "s",
-        ),
-    ] {
-        let mut b = TarBuilder::new();
-        b.pax(b'x', recs, Some(&H::new(b"s", b'0', 0)), b"");
-        let e = read_all(&b.out).unwrap_err();
-        assert!(matches!(e, Error::Sparse { typeflag: b'0', .. }), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "\"{name}\" is a GNU sparse file in PAX format {format}: sparse files are not supported"
-            )
-        );
-    }
     assert_eq!(
         storage_tarsplit::typeflag_text(b'V'),
         "'V', GNU volume label"
@@ -334,6 +291,193 @@ fn sparse_is_reported() {
         storage_tarsplit::typeflag_text(0x80),
         "'\\x80', unknown type"
     );
+}
+
+/// The logical content of the sparse test files: `abc` at 2, `de` at 10, 16 bytes.
+const SPARSE_LOGICAL: &[u8] = b"\0\0abc\0\0\0\0\0de\0\0\0\0";
+
+/// A PAX GNU sparse member named `s` in the TarBuilder's PAX header, with `recs`, the
+/// physical data area `data`, then a plain file `after`.
+fn sparse_tar(recs: &[(&[u8], &[u8])], data: &[u8]) -> Vec<u8> {
+    let mut b = TarBuilder::new();
+    b.pax(
+        b'x',
+        recs,
+        Some(&H::new(b"s", b'0', data.len() as u64)),
+        data,
+    )
+    .file(b"after", b"x")
+    .end();
+    b.out
+}
+
+/// The 1.0 map block (`2` fragments: 2+3, 10+2), padded to a block, then the data.
+fn map_1x0(map: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut v = map.to_vec();
+    v.resize(512, 0);
+    v.extend_from_slice(data);
+    v
+}
+
+/// Go's `archive/tar` (toolchain >= 1.23, the same in tar-split's fork) expands PAX GNU
+/// sparse files of formats 0.0, 0.1 and 1.0: typeflag `0`, the real name and size, the
+/// logical content with holes as zeros.
+#[test]
+fn pax_sparse_files_are_expanded() {
+    let v01: &[(&[u8], &[u8])] = &[
+        (b"GNU.sparse.major", b"0"),
+        (b"GNU.sparse.minor", b"1"),
+        (b"GNU.sparse.name", b"real"),
+        (b"GNU.sparse.size", b"16"),
+        (b"GNU.sparse.numblocks", b"2"),
+        (b"GNU.sparse.map", b"2,3,10,2"),
+    ];
+    let v00: &[(&[u8], &[u8])] = &[
+        (b"GNU.sparse.size", b"16"),
+        (b"GNU.sparse.numblocks", b"2"),
+        (b"GNU.sparse.offset", b"2"),
+        (b"GNU.sparse.numbytes", b"3"),
+        (b"GNU.sparse.offset", b"10"),
+        (b"GNU.sparse.numbytes", b"2"),
+    ];
+    let v10: &[(&[u8], &[u8])] = &[
+        (b"GNU.sparse.major", b"1"),
+        (b"GNU.sparse.minor", b"0"),
+        (b"GNU.sparse.name", b"real"),
+        (b"GNU.sparse.realsize", b"16"),
+    ];
+    for (label, tar, name) in [
+        ("0.1", sparse_tar(v01, b"abcde"), "real"),
+        ("0.0", sparse_tar(v00, b"abcde"), "s"),
+        (
+            "1.0",
+            sparse_tar(v10, &map_1x0(b"2\n2\n3\n10\n2\n", b"abcde")),
+            "real",
+        ),
+    ] {
+        let got = read_all(&tar).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(got.len(), 2, "{label}");
+        let (h, content) = &got[0];
+        assert_eq!(h.typeflag, b'0', "{label}");
+        assert_eq!(h.name, name.as_bytes(), "{label}");
+        assert_eq!(h.size, 16, "{label}");
+        assert_eq!(content, SPARSE_LOGICAL, "{label}");
+        assert_eq!(
+            (got[1].0.name.as_slice(), got[1].1.as_slice()),
+            (&b"after"[..], &b"x"[..])
+        );
+    }
+    // A sparse map with a trailing hole and an empty fragment.
+    let tar = sparse_tar(
+        &[
+            (b"GNU.sparse.size", b"8"),
+            (b"GNU.sparse.numblocks", b"2"),
+            (b"GNU.sparse.map", b"0,1,3,0"),
+        ],
+        b"z",
+    );
+    assert_eq!(read_all(&tar).unwrap()[0].1, b"z\0\0\0\0\0\0\0");
+    // An unknown version is a plain file.
+    let tar = sparse_tar(
+        &[(b"GNU.sparse.major", b"2"), (b"GNU.sparse.minor", b"0")],
+        b"abc",
+    );
+    let got = read_all(&tar).unwrap();
+    assert_eq!((got[0].0.size, got[0].1.as_slice()), (3, &b"abc"[..]));
+}
+
+/// What Go refuses in a PAX sparse file, with its words.
+#[test]
+fn bad_pax_sparse_files_are_refused_as_go_does() {
+    let map =
+        |numblocks: &'static [u8], map: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
+            vec![
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.size", b"16"),
+                (b"GNU.sparse.numblocks", numblocks),
+                (b"GNU.sparse.map", map),
+            ]
+        };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "less data than the map",
+            sparse_tar(&map(b"2", b"2,3,10,2"), b"abcd"),
+            "archive/tar: sparse file references non-existent data",
+        ),
+        (
+            "more data than the map",
+            sparse_tar(&map(b"2", b"2,3,10,2"), b"abcdef"),
+            "archive/tar: sparse file contains unreferenced data",
+        ),
+        (
+            "fragment beyond the size",
+            sparse_tar(&map(b"1", b"15,3"), b"abc"),
+            "archive/tar: invalid tar header",
+        ),
+        (
+            "fragments out of order",
+            sparse_tar(&map(b"2", b"10,2,2,3"), b"abcde"),
+            "archive/tar: invalid tar header",
+        ),
+        (
+            "numblocks does not match the map",
+            sparse_tar(&map(b"3", b"2,3,10,2"), b"abcde"),
+            "archive/tar: invalid tar header",
+        ),
+        (
+            "0.1 without numblocks",
+            sparse_tar(
+                &[
+                    (b"GNU.sparse.major", b"0"),
+                    (b"GNU.sparse.minor", b"1"),
+                    (b"GNU.sparse.map", b"0,1"),
+                ],
+                b"a",
+            ),
+            "archive/tar: invalid tar header",
+        ),
+        (
+            "bad real size",
+            sparse_tar(
+                &[
+                    (b"GNU.sparse.map", b"0,1"),
+                    (b"GNU.sparse.numblocks", b"1"),
+                    (b"GNU.sparse.size", b"x"),
+                ],
+                b"a",
+            ),
+            "archive/tar: invalid tar header",
+        ),
+        (
+            "1.0 map cut short",
+            sparse_tar(
+                &[
+                    (b"GNU.sparse.major", b"1"),
+                    (b"GNU.sparse.minor", b"0"),
+                    (b"GNU.sparse.realsize", b"16"),
+                ],
+                b"2\n2\n3\n",
+            ),
+            "unexpected EOF",
+        ),
+        (
+            "1.0 map with a bad number",
+            sparse_tar(
+                &[
+                    (b"GNU.sparse.major", b"1"),
+                    (b"GNU.sparse.minor", b"0"),
+                    (b"GNU.sparse.realsize", b"16"),
+                ],
+                &map_1x0(b"1\nx\n3\n", b"abc"),
+            ),
+            "archive/tar: invalid tar header",
+        ),
+    ];
+    for (label, tar, want) in cases {
+        let e = read_all(&tar).expect_err(label);
+        assert_eq!(e.to_string(), want, "{label}");
+    }
 }
 
 #[test]

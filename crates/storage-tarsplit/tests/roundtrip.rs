@@ -916,3 +916,95 @@ fn large_files_are_checked_before_they_are_written() {
     .unwrap_err();
     assert_eq!(e.to_string(), "file integrity checksum failed for \"big\"");
 }
+
+/// PAX GNU sparse files are recorded as Go's tar-split records them: the headers in a
+/// segment, an entry with the real name and size and the CRC of the logical content, then
+/// a segment starting with the padding of the *physical* data area, which (1.0 map blocks
+/// included) is in no segment. The stream passed on is the input, byte for byte; the
+/// reassembled one is not (header + logical content + old padding), as Go's is not.
+#[test]
+fn pax_sparse_entries_are_recorded_as_go_records_them() {
+    let logical = b"\0\0abc\0\0\0\0\0de\0\0\0\0";
+    let mut map10 = b"2\n2\n3\n10\n2\n".to_vec();
+    map10.resize(512, 0);
+    map10.extend_from_slice(b"abcde");
+    type Records<'a> = Vec<(&'a [u8], &'a [u8])>;
+    let formats: [(&str, Records, Vec<u8>); 2] = [
+        (
+            "0.1",
+            vec![
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.name", b"real"),
+                (b"GNU.sparse.size", b"16"),
+                (b"GNU.sparse.numblocks", b"2"),
+                (b"GNU.sparse.map", b"2,3,10,2"),
+            ],
+            b"abcde".to_vec(),
+        ),
+        (
+            "1.0",
+            vec![
+                (b"GNU.sparse.major", b"1"),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.name", b"real"),
+                (b"GNU.sparse.realsize", b"16"),
+            ],
+            map10,
+        ),
+    ];
+    for (label, recs, data) in formats {
+        let mut b = TarBuilder::new();
+        b.pax(
+            b'x',
+            &recs,
+            Some(&H::new(b"s", b'0', data.len() as u64)),
+            &data,
+        )
+        .end();
+        let tar = b.out;
+        let header_len = tar.len() - 1024 - data.len().div_ceil(512) * 512;
+        let mut reference: Option<Vec<u8>> = None;
+        for chunk in [1, 7, 512, 4096] {
+            let (passed, json) = disassemble(&tar, chunk).unwrap();
+            assert_eq!(passed, tar, "{label}: pass-through (chunk {chunk})");
+            match &reference {
+                None => reference = Some(json),
+                Some(r) => assert_eq!(r, &json, "{label}: JSON depends on the read size"),
+            }
+        }
+        let json = reference.unwrap();
+        let entries: Vec<_> = Entries::from_json(&json[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(entries[0].kind, EntryKind::Segment);
+        assert_eq!(entries[0].payload.as_deref(), Some(&tar[..header_len]));
+        assert_eq!(entries[1].kind, EntryKind::File);
+        assert_eq!(entries[1].name, b"real");
+        assert_eq!(entries[1].size, 16);
+        assert_eq!(
+            entries[1].payload.as_deref(),
+            Some(&crc64_iso(logical).to_be_bytes()[..])
+        );
+        // The padding of the physical data area, then the end of the archive.
+        let pad = (512 - data.len() % 512) % 512;
+        assert_eq!(
+            entries[2].payload.as_deref(),
+            Some(&vec![0u8; pad + 1024][..]),
+            "{label}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real"), logical).unwrap();
+        let mut out = Vec::new();
+        reassemble(
+            &gz(&json)[..],
+            &mut DirFileGetter::new(dir.path()),
+            &mut out,
+        )
+        .unwrap();
+        let mut want = tar[..header_len].to_vec();
+        want.extend_from_slice(logical);
+        want.extend(std::iter::repeat_n(0u8, pad + 1024));
+        assert_eq!(out, want, "{label}");
+    }
+}

@@ -113,7 +113,11 @@ pub fn exists(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         if ctx.flags.bool("-container") && !kinds.contains(&RecordKind::Container) {
             ok = false;
         }
-        if ctx.flags.bool("-image") && !kinds.contains(&RecordKind::Image) {
+        // Go checks `-i` with `Store.Image`, which skips a read-only record shadowed by its
+        // pulled-up copy: a name removed from the copy exists, but not as an image.
+        if ctx.flags.bool("-image")
+            && (!kinds.contains(&RecordKind::Image) || ctx.store.image(arg).is_err())
+        {
             ok = false;
         }
         if ctx.flags.bool("-layer") && !kinds.contains(&RecordKind::Layer) {

@@ -185,11 +185,21 @@ fn print_names_list(ctx: &Ctx<'_>, names: &[String]) -> Result<(), String> {
     out(&names.iter().map(|n| format!("{n}\n")).collect::<String>())
 }
 
+/// The ID of image `key` as Go's CLI resolves it for the image-data commands (`Store.Image`,
+/// which does not see a read-only record through a name its pulled-up copy lost).
+fn image_id(ctx: &Ctx<'_>, key: &str) -> Result<String, String> {
+    ctx.store
+        .image(key)
+        .map(|i| i.id)
+        .map_err(|e| e.to_string())
+}
+
 /// `list-image-data IMAGE`.
 pub fn list_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let id = image_id(ctx, &ctx.args[0])?;
     let names = ctx
         .store
-        .image_big_data_names(&ctx.args[0])
+        .image_big_data_names(&id)
         .map_err(|e| e.to_string())?;
     print_names_list(ctx, &names)?;
     Ok(0)
@@ -207,13 +217,11 @@ fn create_output(file: &str) -> Result<(), String> {
 /// `get-image-data IMAGE KEY`.
 pub fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     // Like Go: the image is resolved, then the output file created, then the item read.
-    ctx.store
-        .image_big_data_names(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
+    let id = image_id(ctx, &ctx.args[0])?;
     create_output(&ctx.flags.str("-file"))?;
     let data = ctx
         .store
-        .image_big_data(&ctx.args[0], &ctx.args[1])
+        .image_big_data(&id, &ctx.args[1])
         .map_err(|e| e.to_string())?;
     write_output(&ctx.flags.str("-file"), &data)?;
     Ok(0)
@@ -221,9 +229,10 @@ pub fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `get-image-data-size IMAGE KEY`.
 pub fn get_image_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let id = image_id(ctx, &ctx.args[0])?;
     let n = ctx
         .store
-        .image_big_data_size(&ctx.args[0], &ctx.args[1])
+        .image_big_data_size(&id, &ctx.args[1])
         .map_err(|e| e.to_string())?;
     out(&format!("{n}\n"))?;
     Ok(0)
@@ -231,9 +240,10 @@ pub fn get_image_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `get-image-data-digest IMAGE KEY`.
 pub fn get_image_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let id = image_id(ctx, &ctx.args[0])?;
     let d = ctx
         .store
-        .image_big_data_digest(&ctx.args[0], &ctx.args[1])
+        .image_big_data_digest(&id, &ctx.args[1])
         .map_err(|e| e.to_string())?;
     out(&format!("{d}\n"))?;
     Ok(0)
@@ -241,9 +251,10 @@ pub fn get_image_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `set-image-data IMAGE KEY`.
 pub fn set_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let id = image_id(ctx, &ctx.args[0])?;
     let data = read_input(&ctx.flags.str("-file"))?;
     ctx.store
-        .set_image_big_data(&ctx.args[0], &ctx.args[1], &data)
+        .set_image_big_data(&id, &ctx.args[1], &data)
         .map_err(|e| e.to_string())?;
     Ok(0)
 }

@@ -4,12 +4,16 @@
 //! into the lowers.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 
 use storage_types::{Error, ErrorKind, Result};
 
 use super::layout::{parse_override, short_id, umask};
 use super::{LINK_DIR, OVERRIDE_XATTR, Overlay, quota};
-use crate::common::{chown, invalid, mkdir_mode, ram_in_bytes, remove_all, root_pair, write_file};
+use crate::common::{
+    TEMP_DIRS, chown, invalid, mkdir_mode, ram_in_bytes, remove_all, root_pair, stage_removal,
+    write_file,
+};
 use crate::mountinfo::is_mountpoint;
 use crate::sys::mount::unmount;
 use crate::{CreateOpts, LayerMaps, MountOpts};
@@ -164,29 +168,52 @@ impl Overlay {
         result
     }
 
-    pub(super) fn remove_layer(&self, id: &str) -> Result<()> {
-        // Never delete from the read-only additional stores.
+    /// The home holding layer `id` (the image store when only it has the layer; never the
+    /// read-only additional stores), the layer's directory there and its `l/` link.
+    fn removal_paths(&self, id: &str) -> (PathBuf, PathBuf, Option<PathBuf>) {
         let homedir = match &self.image_store {
             Some(is) if !self.home.join(id).exists() && is.join(id).exists() => is.clone(),
             _ => self.home.clone(),
         };
         let dir = homedir.join(id);
-        if let Ok(link) = std::fs::read_to_string(dir.join("link")) {
-            let link = link.trim();
-            if !link.is_empty() && !link.contains('/') {
-                let lp = homedir.join(LINK_DIR).join(link);
-                match std::fs::remove_file(&lp) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove", &lp, e)),
-                }
-            }
-        }
+        let link = std::fs::read_to_string(dir.join("link"))
+            .ok()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !l.contains('/'))
+            .map(|l| homedir.join(LINK_DIR).join(l));
         let merged = dir.join("merged");
         if is_mountpoint(&merged) {
             let _ = unmount(&merged);
         }
+        (homedir, dir, link)
+    }
+
+    pub(super) fn remove_layer(&self, id: &str) -> Result<()> {
+        let (_, dir, link) = self.removal_paths(id);
+        if let Some(lp) = link {
+            match std::fs::remove_file(&lp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &lp, e)),
+            }
+        }
         remove_all(&dir)
+    }
+
+    /// Go's `DeferredRemove`: the `l/` link, then the layer directory, into a staging
+    /// directory of `<home>/tempdirs`.
+    pub(super) fn deferred_remove_layer(&self, id: &str) -> Result<Option<storage_lock::TempDir>> {
+        let (homedir, dir, link) = self.removal_paths(id);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            // Nothing to stage; a dangling link goes at once.
+            if let Some(lp) = link {
+                let _ = std::fs::remove_file(lp);
+            }
+            return Ok(None);
+        }
+        let mut paths: Vec<PathBuf> = link.into_iter().collect();
+        paths.push(dir);
+        stage_removal(&homedir.join(TEMP_DIRS), &paths)
     }
 
     /// Go's `UpdateLayerIDMap`: re-owns the layer's files from the `old` maps to the

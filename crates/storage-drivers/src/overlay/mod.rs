@@ -64,6 +64,7 @@ use std::sync::Mutex;
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
+use crate::common::TEMP_DIRS;
 use crate::staging::{CommitTarget, StageBase, StagingArea};
 use crate::sys::mount::unmount;
 use crate::{
@@ -132,6 +133,27 @@ impl Driver for Overlay {
         self.remove_layer(id)
     }
 
+    fn deferred_remove(&self, id: &str) -> Result<Option<storage_lock::TempDir>> {
+        self.deferred_remove_layer(id)
+    }
+
+    fn temp_dir_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.home.join(TEMP_DIRS)];
+        if let Some(is) = &self.image_store {
+            roots.push(is.join(TEMP_DIRS));
+        }
+        roots
+    }
+
+    fn dedup_dirs(&self, ids: &[String]) -> Vec<PathBuf> {
+        ids.iter()
+            .filter_map(|id| {
+                let (dir, in_additional_store) = self.dir(id);
+                (!in_additional_store && dir.is_dir()).then(|| dir.join("diff"))
+            })
+            .collect()
+    }
+
     fn get(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         self.mount_layer(id, opts)
     }
@@ -154,7 +176,7 @@ impl Driver for Overlay {
             };
             if matches!(
                 name.as_str(),
-                LINK_DIR | "staging" | "tempdirs" | "backingFsBlockDev" | ".has-mount-program"
+                LINK_DIR | "staging" | TEMP_DIRS | "backingFsBlockDev" | ".has-mount-program"
             ) || !entry.file_type().is_ok_and(|t| t.is_dir())
             {
                 continue;

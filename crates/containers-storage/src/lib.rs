@@ -218,6 +218,7 @@
 
 mod auto_userns;
 mod check;
+mod chunked;
 mod copy;
 mod dedup;
 mod gc;
@@ -228,16 +229,19 @@ pub mod oci;
 mod ops;
 mod records;
 mod salvage;
+mod staged;
 #[allow(unsafe_code)]
 mod sys;
 
 pub use auto_userns::AutoUserNsOptions;
 pub use check::{CheckOptions, CheckReport, RepairOptions};
+pub use chunked::ChunkedDiffer;
 pub use copy::{CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;
 pub use salvage::{DamagedFile, RecordFileKind, Salvaged, check_record_files, repair_record_files};
+pub use staged::{ImportLayersError, ImportLayersOptions, LayerImport, Staged};
 /// Layer archives: compression detection and decompression, digests, the changes walk and
 /// Go-compatible tar export (the `storage_archive` crate).
 pub use storage_archive as archive;
@@ -251,7 +255,7 @@ pub use storage_drivers as drivers;
 /// ID checks): the crate every part of the store takes them from.
 pub use storage_gocompat as gocompat;
 pub use storage_images::{BigDataItem, NewImage};
-pub use storage_layers::{CreateLayerOptions, DiffOptions, ExpectedDiff};
+pub use storage_layers::{CreateLayerOptions, DiffOptions, Differ, DifferOutput, ExpectedDiff};
 /// The records, IDs, digests, ID maps, timestamps and the `Error` type of every call (the
 /// `storage_types` crate).
 pub use storage_types as types;
@@ -287,6 +291,8 @@ pub struct Store {
     /// With a split image store: `<G>/<drv>-images`, an additional read-write image store.
     extra_images: Vec<ImageStore>,
     containers: ContainerStore,
+    /// `[storage.options.pull_options]`.
+    pull_options: std::collections::BTreeMap<String, String>,
     /// `root-auto-userns-user`, `auto-userns-min-size`/`max-size` and the cached ranges.
     auto_userns: auto_userns::AutoUserNsConfig,
 }
@@ -519,6 +525,7 @@ impl Store {
             ro_images,
             extra_images,
             containers,
+            pull_options: opts.pull_options.clone().unwrap_or_default(),
             auto_userns: auto_userns::AutoUserNsConfig::new(
                 &opts.root_auto_userns_user,
                 opts.auto_userns_min_size,
@@ -550,6 +557,11 @@ impl Store {
     /// The driver options the store was opened with.
     pub fn driver_options(&self) -> &[String] {
         &self.driver_options
+    }
+
+    /// The pull options (`[storage.options.pull_options]`; empty when none were configured).
+    pub fn pull_options(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.pull_options
     }
 
     /// Whether the store runs in transient mode.

@@ -69,7 +69,28 @@ impl Store {
 
     /// Go's `PutLayer`/`CreateLayer`: creates a layer (child of `opts.parent`, which may live
     /// in a read-only store but must not be a container's layer) and applies `diff` if given.
+    ///
+    /// A diff is extracted outside the store lock into a staging directory and committed
+    /// under the layers lock in a short step (see [`Store::prepare_staged_layer`]), so
+    /// readers of the store never wait for a layer's data. Layers that cannot be staged
+    /// (from a template, with storage options, or whose content must be re-owned to ID maps
+    /// other than the parent's) are created under the lock, as Go does.
     pub fn create_layer(
+        &self,
+        opts: &CreateLayerOptions,
+        diff: Option<Box<dyn Read + Send>>,
+    ) -> Result<(Layer, i64)> {
+        match diff {
+            Some(diff) => match self.create_layer_staged(opts, diff)? {
+                Ok(done) => Ok(done),
+                Err(diff) => self.create_layer_classic(opts, Some(diff)),
+            },
+            None => self.create_layer_classic(opts, None),
+        }
+    }
+
+    /// [`Store::create_layer`] entirely under the layers lock (Go's way).
+    pub(crate) fn create_layer_classic(
         &self,
         opts: &CreateLayerOptions,
         diff: Option<Box<dyn Read + Send>>,
@@ -79,25 +100,7 @@ impl Store {
         let mut w = rw.write()?;
         let parent = match opts.parent.as_deref().filter(|p| !p.is_empty()) {
             None => None,
-            Some(p) => {
-                let mut found = w.lookup(p).cloned();
-                if found.is_none() {
-                    for ro in &ro_stores {
-                        if let Some(l) = ro.read()?.lookup(p) {
-                            found = Some(l.clone());
-                            break;
-                        }
-                    }
-                }
-                let Some(parent) = found else {
-                    return Err(Error::new(ErrorKind::LayerUnknown));
-                };
-                let containers = self.containers.read()?;
-                if containers.containers().iter().any(|c| c.layer == parent.id) {
-                    return Err(Error::new(ErrorKind::ParentIsContainer));
-                }
-                Some(parent)
-            }
+            Some(p) => Some(self.parent_layer(p, w.lookup(p).cloned(), &ro_stores)?),
         };
         w.create_with_parent(parent.as_ref(), opts, diff)
     }
@@ -155,7 +158,18 @@ impl Store {
     }
 
     /// Applies a (possibly compressed) tar stream to layer `key` (Go's `ApplyDiff`).
+    ///
+    /// When the layer's own content is empty (a layer just made by `create_layer`, on
+    /// overlay, or a base layer on vfs) or the driver copies it cheaply (btrfs snapshots),
+    /// the diff is extracted into a staging directory outside the store lock and the
+    /// layer's content replaced by it under the lock. Otherwise (vfs layers on a parent,
+    /// layers with content, mounted layers) it is applied in place under the lock, as Go
+    /// does.
     pub fn apply_diff(&self, key: &str, diff: Box<dyn Read + Send>) -> Result<i64> {
+        let diff = match self.apply_diff_staged(key, diff)? {
+            Ok(size) => return Ok(size),
+            Err(diff) => diff,
+        };
         let rw = self.layer_store()?;
         let mut w = rw.write()?;
         if w.lookup(key).is_none() {

@@ -15,8 +15,7 @@
 //! itself again inside the user's namespace (`containers_storage::userns`, Go's
 //! `MaybeReexecUsingUserNamespace`); the binary's `main` finishes entering it first thing.
 //!
-//! Limits: only the commands whose library support exists are registered (see the global
-//! `--help`): `applydiff-using-staging-dir` is missing; `--unshare` given by root does
+//! Limits: `--unshare` given by root does
 //! nothing (Go re-executes itself until nesting fails). Log lines always use
 //! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
 //! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, LayerMaps, MountOpts};
+use crate::staging::{CommitTarget, StageBase, StagingArea};
+use crate::{
+    ApplyDiffOpts, ApplyStaging, Change, CreateOpts, Driver, LayerMaps, MountOpts, StageOpts,
+};
 
 /// Fails with [`ErrorKind::InvalidInput`] unless `id` is one non-empty path component
 /// other than `.` and `..` (no `/`, no NUL).
@@ -148,6 +151,61 @@ impl<D: Driver> Driver for Guarded<D> {
 
     fn supports_shifting(&self, uid_map: &[IdMap], gid_map: &[IdMap]) -> bool {
         self.0.supports_shifting(uid_map, gid_map)
+    }
+
+    fn stage(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        match base {
+            StageBase::NewLayer { parent } => parent.map_or(Ok(()), check_layer_id)?,
+            StageBase::EmptyLike(id) | StageBase::CopyOf(id) => check_layer_id(id)?,
+            StageBase::Differ => {}
+        }
+        self.0.stage(base, opts)
+    }
+
+    fn apply_diff_staged(
+        &self,
+        area: &StagingArea,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        self.0.apply_diff_staged(area, diff, opts)
+    }
+
+    fn differ_unpack_options(
+        &self,
+        opts: &ApplyDiffOpts,
+    ) -> Result<storage_archive::UnpackOptions> {
+        self.0.differ_unpack_options(opts)
+    }
+
+    fn commit_staged(&self, area: StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        let (id, parent) = match target {
+            CommitTarget::New { id, parent, .. } | CommitTarget::Replace { id, parent, .. } => {
+                (id, parent)
+            }
+        };
+        if let Err(e) = check_pair(id, parent) {
+            let _ = self.0.discard_staged(area);
+            return Err(e);
+        }
+        self.0.commit_staged(area, target)
+    }
+
+    fn discard_staged(&self, area: StagingArea) -> Result<()> {
+        self.0.discard_staged(area)
+    }
+
+    fn stage_for_apply(&self, id: &str, parent: Option<&str>) -> Option<ApplyStaging> {
+        check_pair(id, parent).ok()?;
+        self.0.stage_for_apply(id, parent)
+    }
+
+    fn stages_children_independently(&self) -> bool {
+        self.0.stages_children_independently()
+    }
+
+    fn recover_staging(&self) -> Result<()> {
+        self.0.recover_staging()
     }
 
     fn update_layer_id_map(

@@ -81,10 +81,13 @@ mod mountinfo;
 mod naive;
 #[cfg(feature = "overlay")]
 mod overlay;
+pub mod staging;
 #[allow(unsafe_code)]
 mod sys;
 #[cfg(feature = "vfs")]
 mod vfs;
+
+pub use staging::{CommitTarget, StageBase, StagingArea};
 
 /// Where a driver lives and the options it was given.
 #[derive(Debug, Clone, Default)]
@@ -144,6 +147,29 @@ pub struct ApplyDiffOpts {
     pub ignore_chown_errors: bool,
     /// Force this permission mask (the real mode goes to an xattr).
     pub force_mask: Option<u32>,
+}
+
+/// Options of [`Driver::stage`].
+#[derive(Debug, Clone, Default)]
+pub struct StageOpts {
+    /// UID map of the layer the content is for (the owner of a new base layer's root).
+    pub uid_map: Vec<IdMap>,
+    /// GID map of the layer.
+    pub gid_map: Vec<IdMap>,
+    /// An image (read-only) layer: staged where such layers live (the split image store,
+    /// when one is configured).
+    pub read_only: bool,
+}
+
+/// How an apply onto an existing layer can be staged (see
+/// [`Driver::stage_for_apply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyStaging {
+    /// The layer's own content is empty: stage from [`StageBase::EmptyLike`] the layer.
+    Empty,
+    /// The driver copies the layer cheaply (a btrfs snapshot): stage from
+    /// [`StageBase::CopyOf`] the layer.
+    Copy,
 }
 
 /// A graph driver (Go's `graphdriver.Driver` with the diff side).
@@ -218,6 +244,63 @@ pub trait Driver: Send + Sync {
     /// them to `get` instead. Drivers that cannot shift keep this default.
     fn supports_shifting(&self, _uid_map: &[IdMap], _gid_map: &[IdMap]) -> bool {
         false
+    }
+    /// Creates a staging area (held by this process) whose content starts from `base`;
+    /// fill it with [`Driver::apply_diff_staged`], then [`Driver::commit_staged`] or
+    /// [`Driver::discard_staged`] it. No store lock is needed (see [`staging`]).
+    fn stage(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        let _ = (base, opts);
+        Err(staging::not_supported(self.name()))
+    }
+    /// Extracts an uncompressed layer tar into a staging area's content exactly as
+    /// [`Driver::apply_diff`] would into a layer; returns the same size figure.
+    fn apply_diff_staged(
+        &self,
+        area: &StagingArea,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        let _ = (area, diff, opts);
+        Err(staging::not_supported(self.name()))
+    }
+    /// The extraction options [`Driver::apply_diff_staged`] uses, for a differ that fills
+    /// a staging area itself (Go's `DriverWithDiffer`: overlay only; others fail with
+    /// [`ErrorKind::NotSupported`]).
+    fn differ_unpack_options(
+        &self,
+        opts: &ApplyDiffOpts,
+    ) -> Result<storage_archive::UnpackOptions> {
+        let _ = opts;
+        Err(staging::not_supported(self.name()))
+    }
+    /// Moves a staging area's content into a layer (a new one, or replacing an existing
+    /// layer's own content) with `rename`, makes the move durable and releases the area.
+    /// On failure the area is discarded.
+    fn commit_staged(&self, area: StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        let _ = (area, target);
+        Err(staging::not_supported(self.name()))
+    }
+    /// Removes a staging area that will not be committed (Go's `CleanupStagingDirectory`).
+    fn discard_staged(&self, area: StagingArea) -> Result<()> {
+        area.discard_with(&staging::remove_plain)
+    }
+    /// Whether (and how) an apply onto the existing layer `id` can be staged; `None`: it
+    /// must be applied in place.
+    fn stage_for_apply(&self, id: &str, parent: Option<&str>) -> Option<ApplyStaging> {
+        let _ = (id, parent);
+        None
+    }
+    /// Whether the staged content of a new layer is independent of its parent's content
+    /// (overlay: a layer holds only its own changes), so that a chain of layers can be
+    /// staged all at once; otherwise (vfs, btrfs: a layer starts as a copy of its parent)
+    /// a child is staged from its committed parent.
+    fn stages_children_independently(&self) -> bool {
+        false
+    }
+    /// Removes abandoned staging areas (whose lock nobody holds). Run when a store is
+    /// loaded for writing.
+    fn recover_staging(&self) -> Result<()> {
+        Ok(())
     }
     /// Re-owns the content of a freshly created layer from the old maps to the new ones.
     fn update_layer_id_map(

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
 use crate::common::{TEMP_DIRS, parse_bool, parse_key_value, remove_all, root_pair, stage_removal};
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
+use crate::staging::{self, CommitTarget, StageBase, StagingArea};
+use crate::{
+    ApplyDiffOpts, ApplyStaging, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts,
+    StageOpts,
+};
 
 /// The vfs driver.
 pub(crate) struct Vfs {
@@ -190,6 +194,100 @@ impl Vfs {
 }
 
 impl Vfs {
+    /// The roots that hold staging directories: the home, and the split image store's
+    /// `vfs/` when one is configured.
+    fn staging_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.home.clone()];
+        if let Some(is) = &self.image_store {
+            roots.push(is.join("vfs"));
+        }
+        roots
+    }
+
+    /// Where a layer of this kind is staged and committed: the split image store for image
+    /// layers when one is configured, else the home.
+    fn staging_root(&self, read_only: bool) -> PathBuf {
+        match (&self.image_store, read_only) {
+            (Some(is), true) => is.join("vfs"),
+            _ => self.home.clone(),
+        }
+    }
+
+    fn stage_layer(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        let area = StagingArea::create(&self.staging_root(opts.read_only), "vfs")?;
+        let content = area.content();
+        let (ids, mode, copy_from) = match base {
+            StageBase::NewLayer { parent: None } => {
+                (root_pair(&opts.uid_map, &opts.gid_map)?, 0o555, None)
+            }
+            StageBase::NewLayer { parent: Some(p) } | StageBase::CopyOf(p) => {
+                let pd = self.dir(p);
+                let (ids, mode) = staging::owner_and_mode(&pd)?;
+                (ids, mode, Some(pd))
+            }
+            StageBase::EmptyLike(id) => {
+                let (ids, mode) = staging::owner_and_mode(&self.dir(id))?;
+                (ids, mode, None)
+            }
+            StageBase::Differ => return Err(staging::not_supported("vfs")),
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&content)
+            .map_err(|e| Error::io("mkdir", &content, e))?;
+        std::os::unix::fs::lchown(&content, Some(ids.0), Some(ids.1))
+            .map_err(|e| Error::io("lchown", &content, e))?;
+        std::fs::set_permissions(&content, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &content, e))?;
+        if let Some(src) = copy_from {
+            crate::copy::dir_copy(&src, &content)?;
+        }
+        Ok(area)
+    }
+
+    fn commit_layer(&self, area: &StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        staging::check_driver(area, "vfs")?;
+        let content = area.content();
+        match target {
+            CommitTarget::New {
+                id,
+                opts,
+                writeable,
+                ..
+            } => {
+                if !opts.storage_opt.is_empty() {
+                    return Err(Error::msg(
+                        ErrorKind::InvalidInput,
+                        "--storage-opt is not supported for vfs",
+                    ));
+                }
+                let dir = self.dir2(id, !writeable);
+                let parent_of_dir = dir.parent().unwrap_or(Path::new("/"));
+                mkdir_all_chown(
+                    parent_of_dir,
+                    0o700,
+                    root_pair(&opts.uid_map, &opts.gid_map)?,
+                )?;
+                staging::rename(&content, &dir)?;
+                staging::sync_dir(parent_of_dir)
+            }
+            CommitTarget::Replace { id, root_mode, .. } => {
+                let dir = self.dir(id);
+                if let Some(mode) = root_mode {
+                    std::fs::set_permissions(
+                        &content,
+                        std::os::unix::fs::PermissionsExt::from_mode(mode),
+                    )
+                    .map_err(|e| Error::io("chmod", &content, e))?;
+                }
+                staging::replace(&content, &dir, &area.scratch("old"))?;
+                staging::sync_dir(dir.parent().unwrap_or(Path::new("/")))
+            }
+        }
+    }
+}
+
+impl Vfs {
     /// A layer's directory as a read-only "mount".
     fn ro_path(&self, id: &str) -> Result<PathBuf> {
         let ro = MountOpts {
@@ -282,6 +380,9 @@ impl Driver for Vfs {
     }
 
     fn cleanup(&self) -> Result<()> {
+        for root in self.staging_roots() {
+            staging::recover(&root, true, &staging::remove_plain)?;
+        }
         Ok(())
     }
 
@@ -351,6 +452,46 @@ impl Driver for Vfs {
         parent: Option<(&str, LayerMaps<'_>)>,
     ) -> Result<i64> {
         crate::naive::diff_size_layers(|p| self.ro_path(p), id, maps, parent)
+    }
+
+    fn stage(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        self.stage_layer(base, opts)
+    }
+
+    fn apply_diff_staged(
+        &self,
+        area: &StagingArea,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        staging::check_driver(area, "vfs")?;
+        let mut opts = opts.clone();
+        if self.ignore_chown_errors {
+            opts.ignore_chown_errors = true;
+        }
+        crate::naive::apply_diff(&area.content(), diff, &opts)
+    }
+
+    fn commit_staged(&self, area: StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        match self.commit_layer(&area, target) {
+            Ok(()) => area.finish(false),
+            Err(e) => {
+                let _ = area.discard_with(&staging::remove_plain);
+                Err(e)
+            }
+        }
+    }
+
+    fn stage_for_apply(&self, id: &str, parent: Option<&str>) -> Option<ApplyStaging> {
+        // A layer on a parent holds a copy of it: staging would copy it again.
+        (parent.is_none() && staging::is_empty_dir(&self.dir(id))).then_some(ApplyStaging::Empty)
+    }
+
+    fn recover_staging(&self) -> Result<()> {
+        for root in self.staging_roots() {
+            staging::recover(&root, false, &staging::remove_plain)?;
+        }
+        Ok(())
     }
 
     fn update_layer_id_map(

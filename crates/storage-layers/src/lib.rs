@@ -78,6 +78,7 @@
 #![forbid(unsafe_code)]
 
 mod pgzip;
+mod staged;
 mod view;
 mod write;
 
@@ -92,6 +93,7 @@ use storage_drivers::Driver;
 use storage_lock::{LockFile, ReadGuard, Token};
 use storage_types::{Error, ErrorKind, IdMap, Layer, Result};
 
+pub use staged::{ApplyPlan, Differ, DifferOutput, StagedLayer};
 pub use view::{DiffOptions, Layers};
 pub use write::{CreateLayerOptions, ExpectedDiff, LayersWrite};
 
@@ -480,10 +482,13 @@ impl LayerStore {
                 repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
                 // A full load under the exclusive lock is also when Go cleans up abandoned
                 // staging dirs, and when we remove the tar-split temporaries of interrupted
-                // writes.
+                // writes; abandoned staged layers go too.
                 write::cleanup_staging_dirs(&self.ctx);
                 if let Err(e) = write::remove_temporaries(&self.ctx) {
                     tracing::warn!("removing temporary tar-split files: {e}");
+                }
+                if let Err(e) = self.ctx.driver.recover_staging() {
+                    tracing::warn!("cleaning up abandoned staged layers: {e}");
                 }
             }
         }

@@ -20,7 +20,7 @@ mod mount;
 
 mod records;
 
-const INCOMPLETE: &str = "incomplete";
+pub(crate) const INCOMPLETE: &str = "incomplete";
 
 /// What to create with [`LayersWrite::create`] (Go's `CreateLayer`/`PutLayer` arguments and
 /// `LayerOptions`).
@@ -87,7 +87,7 @@ pub struct ExpectedDiff {
 
 impl ExpectedDiff {
     /// Compares the digests and sizes of an applied diff with the expected ones.
-    fn check(&self, stats: &storage_archive::DiffStats) -> Result<()> {
+    pub(crate) fn check(&self, stats: &storage_archive::DiffStats) -> Result<()> {
         let mismatch = |what: &str, want: &dyn std::fmt::Display, got: &dyn std::fmt::Display| {
             Err(Error::msg(
                 ErrorKind::InvalidInput,
@@ -131,12 +131,23 @@ struct Plan {
 }
 
 /// Digests a caller already knows (see [`CreateLayerOptions`]).
-#[derive(Default)]
-struct KnownDigests {
-    original_digest: Option<Digest>,
-    original_size: Option<i64>,
-    uncompressed_digest: Option<Digest>,
-    expect: Option<ExpectedDiff>,
+#[derive(Default, Clone, Debug)]
+pub(crate) struct KnownDigests {
+    pub(crate) original_digest: Option<Digest>,
+    pub(crate) original_size: Option<i64>,
+    pub(crate) uncompressed_digest: Option<Digest>,
+    pub(crate) expect: Option<ExpectedDiff>,
+}
+
+impl KnownDigests {
+    pub(crate) fn of(opts: &CreateLayerOptions) -> KnownDigests {
+        KnownDigests {
+            original_digest: opts.original_digest.clone(),
+            original_size: opts.original_size,
+            uncompressed_digest: opts.uncompressed_digest.clone(),
+            expect: opts.expect.clone(),
+        }
+    }
 }
 
 /// Name update operations (Go's `updateNameOperation`).
@@ -156,7 +167,7 @@ enum NameOp {
 pub struct LayersWrite<'a> {
     // Field order = drop order: in-process state first, then the file locks, then the
     // staging directories of deleted layers (removed with no lock held).
-    state: RwLockWriteGuard<'a, Layers>,
+    pub(crate) state: RwLockWriteGuard<'a, Layers>,
     is_guard: Option<WriteGuard>,
     guard: WriteGuard,
     mounts_lock: Option<Arc<LockFile>>,
@@ -220,8 +231,31 @@ pub(crate) fn remove_temporaries(ctx: &crate::Ctx) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn io_err(e: std::io::Error) -> Error {
+pub(crate) fn io_err(e: std::io::Error) -> Error {
     Error::from(e)
+}
+
+/// Records what an applied diff measured (Go's `applyDiffWithOptions`): digests (the
+/// caller's known ones when they are sha256), sizes, compression and the UID/GID sets.
+pub(crate) fn record_diff(l: &mut Layer, stats: &storage_archive::DiffStats, known: &KnownDigests) {
+    match &known.original_digest {
+        Some(d) if d.algorithm() == "sha256" => {
+            l.compressed_diff_digest = d.to_string();
+            l.compressed_size = known.original_size.unwrap_or(stats.compressed_size);
+        }
+        _ => {
+            l.compressed_diff_digest = stats.compressed_digest.to_string();
+            l.compressed_size = stats.compressed_size;
+        }
+    }
+    l.diff_digest = match &known.uncompressed_digest {
+        Some(d) if d.algorithm() == "sha256" => d.to_string(),
+        _ => stats.uncompressed_digest.to_string(),
+    };
+    l.diff_size = stats.uncompressed_size;
+    l.compression = stats.compression as i32;
+    l.uidset = stats.uidset.clone();
+    l.gidset = stats.gidset.clone();
 }
 
 /// Go's `store.canUseShifting` (1.59+): whether the driver applies these maps at mount time
@@ -235,8 +269,51 @@ pub(crate) fn can_use_shifting(
     driver.supports_shifting(uid_map, gid_map)
 }
 
+/// The ID maps a new layer gets (Go's `putLayer`): forced host maps, else the explicit
+/// ones, else the parent's, else (base layers) the store's defaults; none when the driver
+/// shifts them at mount time.
+pub(crate) fn layer_maps(
+    ctx: &crate::Ctx,
+    parent: Option<&Layer>,
+    opts: &CreateLayerOptions,
+) -> (Vec<IdMap>, Vec<IdMap>) {
+    let pick = |host: bool,
+                explicit: &Vec<IdMap>,
+                inherited: Option<&Vec<IdMap>>,
+                default: &Vec<IdMap>| {
+        if host {
+            Vec::new()
+        } else if !explicit.is_empty() {
+            explicit.clone()
+        } else if let Some(inherited) = inherited {
+            inherited.clone()
+        } else {
+            default.clone()
+        }
+    };
+    let mut uidmap = pick(
+        opts.host_uid_mapping,
+        &opts.uid_map,
+        parent.map(|p| &p.uidmap),
+        &ctx.uid_map,
+    );
+    let mut gidmap = pick(
+        opts.host_gid_mapping,
+        &opts.gid_map,
+        parent.map(|p| &p.gidmap),
+        &ctx.gid_map,
+    );
+    // Go's putLayer/CreateContainer: a driver that shifts IDs at mount time gets the
+    // layer without maps (canonical content); the maps are applied when mounting.
+    if can_use_shifting(ctx.driver.as_ref(), &uidmap, &gidmap) {
+        uidmap.clear();
+        gidmap.clear();
+    }
+    (uidmap, gidmap)
+}
+
 /// One `syncfs(2)` of the file system holding `dir`.
-fn sync_filesystem(dir: &Path) -> Result<()> {
+pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
     rustix::fs::syncfs(&f).map_err(|e| Error::io("syncfs", dir, e.into()))
 }
@@ -245,7 +322,7 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
 /// calls `syncfs` on it every [`EarlyWriteback::PERIOD`], so that the disk writes the
 /// layer's files on the other core while more are created, and the one `syncfs` that
 /// makes the layer durable finds little left to do. Errors are left to that final call.
-struct EarlyWriteback {
+pub(crate) struct EarlyWriteback {
     stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -254,7 +331,7 @@ impl EarlyWriteback {
     const PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 
     /// Starts the helper for the file system of `dir` (none if `dir` cannot be opened).
-    fn start(dir: &Path) -> EarlyWriteback {
+    pub(crate) fn start(dir: &Path) -> EarlyWriteback {
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let handle = std::fs::File::open(dir).ok().and_then(|f| {
             let stop = Arc::clone(&stop);
@@ -391,7 +468,7 @@ impl<'a> LayersWrite<'a> {
 
     /// Go's `save`: layers token + files of `locs`, then (under mountpoints.lock) the
     /// mountpoints token + file.
-    fn save(&mut self, locs: u8) -> Result<()> {
+    pub(crate) fn save(&mut self, locs: u8) -> Result<()> {
         let mguard = match &self.mounts_lock {
             Some(l) => Some(l.lock().map_err(lock_error)?),
             None => None,
@@ -509,36 +586,7 @@ impl<'a> LayersWrite<'a> {
             }
             None => None,
         };
-        let pick =
-            |host: bool, explicit: &Vec<IdMap>, inherited: &Vec<IdMap>, default: &Vec<IdMap>| {
-                if host {
-                    Vec::new()
-                } else if !explicit.is_empty() {
-                    explicit.clone()
-                } else if parent.is_some() {
-                    inherited.clone()
-                } else {
-                    default.clone()
-                }
-            };
-        let mut uidmap = pick(
-            opts.host_uid_mapping,
-            &opts.uid_map,
-            &parent_uid,
-            &ctx.uid_map,
-        );
-        let mut gidmap = pick(
-            opts.host_gid_mapping,
-            &opts.gid_map,
-            &parent_gid,
-            &ctx.gid_map,
-        );
-        // Go's putLayer/CreateContainer: a driver that shifts IDs at mount time gets the
-        // layer without maps (canonical content); the maps are applied when mounting.
-        if can_use_shifting(ctx.driver.as_ref(), &uidmap, &gidmap) {
-            uidmap.clear();
-            gidmap.clear();
-        }
+        let (uidmap, gidmap) = layer_maps(&ctx, parent, opts);
         let location = if opts.volatile {
             Location::Volatile
         } else if !opts.writeable && ctx.image_store_dir.is_some() {
@@ -589,12 +637,7 @@ impl<'a> LayersWrite<'a> {
         });
         self.state.reindex(false)?;
 
-        let known = KnownDigests {
-            original_digest: opts.original_digest.clone(),
-            original_size: opts.original_size,
-            uncompressed_digest: opts.uncompressed_digest.clone(),
-            expect: opts.expect.clone(),
-        };
+        let known = KnownDigests::of(opts);
         let result = self.finish_create(&plan, opts, diff, &known);
         match result {
             Ok(size) => {
@@ -602,27 +645,33 @@ impl<'a> LayersWrite<'a> {
                 Ok((layer, size))
             }
             Err(e) => {
-                // Go deletes a layer it failed to create while holding the lock, staging
-                // directories included (`deleteWhileHoldingLock`).
-                let staged_before = self.deferred.len();
-                let deleted = self.delete_internal(&id);
-                self.cleanup_staged_since(staged_before);
-                match deleted {
-                    Ok(()) => {
-                        if let Err(e3) = self.save(location.bit()) {
-                            tracing::error!(
-                                "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
-                                storage_types::go_quote(&id)
-                            );
-                        }
-                    }
-                    Err(e2) => tracing::error!(
-                        "While recovering from a failure, error deleting layer {}: {e2}",
-                        storage_types::go_quote(&id)
-                    ),
-                }
+                self.delete_after_failure(&id, location);
                 Err(e)
             }
+        }
+    }
+
+    /// Deletes a layer whose creation failed and saves its record file, logging (as Go
+    /// does) what fails while recovering.
+    pub(crate) fn delete_after_failure(&mut self, id: &str, location: Location) {
+        // Go deletes a layer it failed to create while holding the lock, staging
+        // directories included (`deleteWhileHoldingLock`).
+        let staged_before = self.deferred.len();
+        let deleted = self.delete_internal(id);
+        self.cleanup_staged_since(staged_before);
+        match deleted {
+            Ok(()) => {
+                if let Err(e3) = self.save(location.bit()) {
+                    tracing::error!(
+                        "While recovering from a failure, error saving layers after deleting layer {}: {e3}",
+                        storage_types::go_quote(id)
+                    );
+                }
+            }
+            Err(e2) => tracing::error!(
+                "While recovering from a failure, error deleting layer {}: {e2}",
+                storage_types::go_quote(id)
+            ),
         }
     }
 
@@ -776,25 +825,7 @@ impl<'a> LayersWrite<'a> {
             .commit()
             .map_err(|e| Error::io("write", &ts_path, e))?;
 
-        let l = &mut self.state.entries[i].layer;
-        match &known.original_digest {
-            Some(d) if d.algorithm() == "sha256" => {
-                l.compressed_diff_digest = d.to_string();
-                l.compressed_size = known.original_size.unwrap_or(stats.compressed_size);
-            }
-            _ => {
-                l.compressed_diff_digest = stats.compressed_digest.to_string();
-                l.compressed_size = stats.compressed_size;
-            }
-        }
-        l.diff_digest = match &known.uncompressed_digest {
-            Some(d) if d.algorithm() == "sha256" => d.to_string(),
-            _ => stats.uncompressed_digest.to_string(),
-        };
-        l.diff_size = stats.uncompressed_size;
-        l.compression = stats.compression as i32;
-        l.uidset = stats.uidset.clone();
-        l.gidset = stats.gidset.clone();
+        record_diff(&mut self.state.entries[i].layer, &stats, known);
         let loc = self.state.entries[i].location;
         self.save(loc.bit())?;
         Ok(size)
@@ -808,7 +839,7 @@ impl<'a> LayersWrite<'a> {
     /// directories are removed when this guard is dropped, after its locks are released; a
     /// process that dies before leaves them to the next loader (ours or Go's), which removes
     /// any whose `lock-<x>` it can take. The caller saves the record's file afterwards.
-    fn delete_internal(&mut self, id: &str) -> Result<()> {
+    pub(crate) fn delete_internal(&mut self, id: &str) -> Result<()> {
         let i = self.state.index_or_unknown(id)?;
         let id = self.state.entries[i].layer.id.clone();
         if !self.state.entries[i].layer.is_incomplete() {

@@ -3,7 +3,7 @@
 //! same work on the same file system.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import]
+//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers]
 //!                   [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]
 //! ```
 //!
@@ -58,6 +58,7 @@ const GROUPS: &[&str] = &[
     "containers",
     "status",
     "import",
+    "readers",
 ];
 
 /// Parsed command line.
@@ -147,7 +148,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import] \
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers] \
 [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]";
 
 /// Sizes of one benchmark configuration.
@@ -217,6 +218,7 @@ pub fn limit_and_target(
             (None, Some(Target::FasterThanGo(3.0)), None)
         }
         w if w.starts_with("images --json") => (None, Some(Target::FasterThanGo(4.0)), None),
+        READERS_WAIT => (None, Some(Target::AtMost(0.05)), None),
         IMPORT_IMAGE => (
             Some(skopeo_limit(driver)),
             Some(Target::WithinOursAndFaster {
@@ -229,6 +231,13 @@ pub fn limit_and_target(
         _ => (None, None, None),
     }
 }
+
+/// The apply of the `readers` group (see `Seq::readers_during_apply`).
+pub const READERS_APPLY: &str = "import-layer large (.tar.gz), readers running";
+
+/// The longest reader call (`layers`, `images --json`, `layers --json`) during
+/// [`READERS_APPLY`]; the target is 50 ms.
+pub const READERS_WAIT: &str = "longest reader call during that apply";
 
 /// The row of `import-image` of the small layer as a one-layer OCI image (ours only: Go's
 /// CLI has no such command).

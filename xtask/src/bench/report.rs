@@ -101,6 +101,8 @@ pub enum Target {
     Limit(f64),
     /// Go / ours ≥ factor.
     FasterThanGo(f64),
+    /// ours' slowest sample ≤ this many seconds (a bound on a wait, not on a median).
+    AtMost(f64),
     /// ours ≤ `within` × our own median of the row `ours_row` (same driver), and
     /// limit / ours ≥ `faster` (the limit a slower tool doing the same job).
     WithinOursAndFaster {
@@ -290,6 +292,23 @@ impl Results {
                         }
                     };
                     format!("{first}, {second}")
+                }
+                Target::AtMost(max) => {
+                    let ms = max * 1000.0;
+                    match (r.ours.usable(), r.ours.median()) {
+                        (true, Some(_)) => {
+                            let good = r.ours.max() <= max;
+                            ok &= good;
+                            format!(
+                                "every sample ≤{ms:.0} ms: {}",
+                                if good { "ok" } else { "MISS" }
+                            )
+                        }
+                        _ => {
+                            ok = false;
+                            format!("every sample ≤{ms:.0} ms: n/a")
+                        }
+                    }
                 }
                 Target::FasterThanGo(f) => {
                     match (r.ours.usable(), r.ours.median(), r.go.median()) {

@@ -368,6 +368,102 @@ impl<'a> Seq<'a> {
         if self.want("import") && self.imp == Imp::Ours {
             self.import_image();
         }
+        if self.want("readers") {
+            self.readers_during_apply();
+        }
+    }
+
+    /// [`READERS_APPLY`] and [`READERS_WAIT`]: `import-layer` of the large `.tar.gz` runs in
+    /// the background while `layers`, `images --json` and `layers --json` run one after
+    /// another (with a short pause between rounds, so that the readers do not take the
+    /// apply's CPU); the round's sample of [`READERS_WAIT`] is the longest of those calls.
+    /// Ours extracts outside the store lock, so the readers do not wait for the data; Go
+    /// holds the layers lock for the whole apply. The layer is checked like every apply.
+    fn readers_during_apply(&mut self) {
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let ds = self.data.large.clone();
+        let args = vec!["import-layer".to_string(), "-f".into(), s(&ds.gz)];
+        let _ = Command::new("sync").status();
+        let start = Instant::now();
+        let spawned = self
+            .cli
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(READERS_APPLY, e.to_string());
+                self.error(READERS_WAIT, e.to_string());
+                return;
+            }
+        };
+        let readers: [&[&str]; 3] = [&["layers"], &["images", "--json"], &["layers", "--json"]];
+        let mut longest = 0f64;
+        let mut calls = 0usize;
+        let mut failure = None;
+        while matches!(child.try_wait(), Ok(None)) {
+            for r in readers {
+                let a: Vec<String> = r.iter().map(|x| x.to_string()).collect();
+                let t = Instant::now();
+                let o = self.cli.cmd(&a).stdin(Stdio::null()).output();
+                let secs = t.elapsed().as_secs_f64();
+                match o {
+                    Ok(o) if o.status.success() => {
+                        longest = longest.max(secs);
+                        calls += 1;
+                    }
+                    Ok(o) => {
+                        failure.get_or_insert(format!(
+                            "{}: {}",
+                            r.join(" "),
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(format!("{}: {e}", r.join(" ")));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output();
+        let apply_secs = start.elapsed().as_secs_f64();
+        let id = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                self.error(READERS_APPLY, why.clone());
+                self.error(READERS_WAIT, why);
+                return;
+            }
+            Err(e) => {
+                self.error(READERS_APPLY, e.to_string());
+                self.error(READERS_WAIT, e.to_string());
+                return;
+            }
+        };
+        eprintln!(
+            "bench: {:>6.1}s  {READERS_APPLY}: {}; {calls} reader calls, longest {}",
+            self.started.elapsed().as_secs_f64(),
+            report::secs(apply_secs),
+            report::secs(longest)
+        );
+        self.cell(READERS_APPLY).secs.push(apply_secs);
+        match (failure, calls) {
+            (Some(why), _) => self.error(READERS_WAIT, why),
+            (None, 0) => self.error(READERS_WAIT, "the apply ended before a reader ran".into()),
+            (None, _) => self.cell(READERS_WAIT).secs.push(longest),
+        }
+        self.check(READERS_APPLY, &id, &ds, None);
     }
 
     /// `import-image` of the small layer's OCI layout into a store of its own (in the

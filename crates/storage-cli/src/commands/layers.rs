@@ -612,6 +612,14 @@ pub fn apply_diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
+/// `applydiff-using-staging-dir LAYER DIR`: silent on success.
+pub fn apply_diff_using_staging_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    ctx.store
+        .apply_diff_using_staging_dir(&ctx.args[0], std::path::Path::new(&ctx.args[1]))
+        .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
 /// `mount ID…`.
 pub fn mount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let label = ctx.flags.str("-label");

@@ -457,6 +457,15 @@ pub static COMMANDS: &[Command] = &[
         layers::apply_diff
     ),
     cmd!(
+        &["applydiff-using-staging-dir"],
+        "[options [...]] layerNameOrID directory",
+        "Apply a directory to a layer using a staging directory",
+        2,
+        Some(2),
+        &[],
+        layers::apply_diff_using_staging_dir
+    ),
+    cmd!(
         &["exists"],
         "[LayerOrImageOrContainerNameOrID [...]]",
         "Check if a layer or image or container exists",

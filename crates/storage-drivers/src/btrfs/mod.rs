@@ -24,8 +24,12 @@ use storage_types::{Error, ErrorKind, IdMap, Result};
 use crate::common::{
     ERR_PREREQUISITES, invalid, parse_key_value, ram_in_bytes, remove_all, root_pair,
 };
+use crate::staging::{self, CommitTarget, StageBase, StagingArea};
 use crate::sys::btrfs as ioctl;
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts};
+use crate::{
+    ApplyDiffOpts, ApplyStaging, Change, CreateOpts, Driver, DriverOptions, LayerMaps, MountOpts,
+    StageOpts,
+};
 
 const BTRFS_MAGIC: i64 = 0x9123_683E;
 
@@ -258,6 +262,96 @@ impl Btrfs {
 }
 
 impl Btrfs {
+    /// Removes a subvolume (with the ones nested in it) or a plain directory tree.
+    fn destroy_path(&self, path: &Path) -> Result<()> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(());
+        }
+        self.destroy_nested(path)?;
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if is_subvolume(path) => self.destroy_subvol(parent, name),
+            _ => remove_all(path),
+        }
+    }
+
+    fn stage_layer(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        let mut area = StagingArea::create(&self.home, "btrfs")?;
+        area.subvolume = true;
+        let name = OsStr::new(staging::CONTENT);
+        let content = area.content();
+        let fresh = |ids: (u32, u32), mode: u32| -> Result<()> {
+            ioctl::subvol_create(area.path(), name)
+                .map_err(|e| io_err("failed to create btrfs subvolume", e))?;
+            std::os::unix::fs::lchown(&content, Some(ids.0), Some(ids.1))
+                .map_err(|e| Error::io("lchown", &content, e))?;
+            std::fs::set_permissions(&content, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("chmod", &content, e))
+        };
+        let snapshot = |src: &Path| -> Result<()> {
+            if !src.is_dir() {
+                return Err(Error::msg(
+                    ErrorKind::LayerUnknown,
+                    format!("stat {}: no such file or directory", src.display()),
+                ));
+            }
+            ioctl::snapshot(src, area.path(), name)
+                .map_err(|e| io_err("failed to create btrfs snapshot", e))
+        };
+        let r = match base {
+            StageBase::NewLayer { parent: None } => {
+                root_pair(&opts.uid_map, &opts.gid_map).and_then(|ids| fresh(ids, 0o555))
+            }
+            StageBase::NewLayer { parent: Some(p) } | StageBase::CopyOf(p) => {
+                snapshot(&self.subvol(p))
+            }
+            StageBase::EmptyLike(id) => {
+                staging::owner_and_mode(&self.subvol(id)).and_then(|(ids, mode)| fresh(ids, mode))
+            }
+            StageBase::Differ => Err(staging::not_supported("btrfs")),
+        };
+        match r {
+            Ok(()) => Ok(area),
+            Err(e) => {
+                let _ = area.discard_with(&|p| self.destroy_path(p));
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_layer(&self, area: &StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        staging::check_driver(area, "btrfs")?;
+        let content = area.content();
+        let subvolumes = self.subvolumes();
+        match target {
+            CommitTarget::New { id, opts, .. } => {
+                if !opts.storage_opt.is_empty() {
+                    return Err(invalid(
+                        "btrfs: storage options of a staged layer are not supported",
+                    ));
+                }
+                let dest = self.subvol(id);
+                if std::fs::symlink_metadata(&dest).is_ok() {
+                    return Err(Error::msg(
+                        ErrorKind::DuplicateId,
+                        format!("{}: file exists", dest.display()),
+                    ));
+                }
+                staging::rename(&content, &dest)?;
+            }
+            CommitTarget::Replace { id, root_mode, .. } => {
+                let dest = self.subvol(id);
+                if let Some(mode) = root_mode {
+                    std::fs::set_permissions(&content, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| Error::io("chmod", &content, e))?;
+                }
+                staging::replace(&content, &dest, &area.scratch("old"))?;
+            }
+        }
+        staging::sync_dir(&subvolumes)
+    }
+}
+
+impl Btrfs {
     /// A layer's subvolume for reading (diffs, changes).
     fn ro_path(&self, id: &str) -> Result<PathBuf> {
         self.path_for(id, &MountOpts::default())
@@ -347,7 +441,50 @@ impl Driver for Btrfs {
     }
 
     fn cleanup(&self) -> Result<()> {
+        staging::recover(&self.home, true, &|p| self.destroy_path(p))?;
         crate::sys::mount::unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
+    }
+
+    fn stage(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        self.stage_layer(base, opts)
+    }
+
+    fn apply_diff_staged(
+        &self,
+        area: &StagingArea,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        staging::check_driver(area, "btrfs")?;
+        crate::naive::apply_diff(&area.content(), diff, opts)
+    }
+
+    fn commit_staged(&self, area: StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        match self.commit_layer(&area, target) {
+            Ok(()) => {
+                let old = area.scratch("old");
+                if let Err(e) = self.destroy_path(&old) {
+                    tracing::warn!("removing the replaced content {}: {e}", old.display());
+                }
+                area.finish(false)
+            }
+            Err(e) => {
+                let _ = area.discard_with(&|p| self.destroy_path(p));
+                Err(e)
+            }
+        }
+    }
+
+    fn discard_staged(&self, area: StagingArea) -> Result<()> {
+        area.discard_with(&|p| self.destroy_path(p))
+    }
+
+    fn stage_for_apply(&self, _id: &str, _parent: Option<&str>) -> Option<ApplyStaging> {
+        Some(ApplyStaging::Copy)
+    }
+
+    fn recover_staging(&self) -> Result<()> {
+        staging::recover(&self.home, false, &|p| self.destroy_path(p)).map(|_| ())
     }
 
     fn diff(

@@ -68,29 +68,7 @@ impl Overlay {
             return r;
         }
         let (dir, _) = self.dir(id);
-        let target = dir.join("diff");
-        let whiteout = if self.mount_program.is_some() {
-            storage_archive::WhiteoutFormat::Aufs
-        } else {
-            storage_archive::WhiteoutFormat::Overlay {
-                opaque_xattr: self.opaque_xattr(),
-            }
-        };
-        let unpack = storage_archive::UnpackOptions {
-            uid_map: opts.uid_map.clone(),
-            gid_map: opts.gid_map.clone(),
-            ignore_chown_errors: opts.ignore_chown_errors,
-            whiteout,
-            force_mask: opts.force_mask,
-            in_user_ns: self.rootless,
-        };
-        let unpacked =
-            storage_archive::unpack_sized(diff, &target, &unpack).map_err(Error::from)?;
-        // Go walks `diff/` (`directory.Size`); the size counted while extracting is the
-        // same whenever it is known, and saves that walk of every new file.
-        Ok(unpacked
-            .tree_size
-            .unwrap_or_else(|| native::dir_size(&target)))
+        self.unpack_native(&dir.join("diff"), diff, &opts)
     }
 
     pub(super) fn diff_size_layer(&self, id: &str, parent: Option<&str>) -> Result<i64> {

@@ -55,6 +55,7 @@ mod native;
 mod probe;
 mod quota;
 mod setup;
+mod staged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -64,8 +65,11 @@ use std::sync::Mutex;
 use storage_types::{Error, ErrorKind, IdMap, Result};
 
 use crate::common::TEMP_DIRS;
+use crate::staging::{CommitTarget, StageBase, StagingArea};
 use crate::sys::mount::unmount;
-use crate::{ApplyDiffOpts, Change, CreateOpts, Driver, LayerMaps, MountOpts};
+use crate::{
+    ApplyDiffOpts, ApplyStaging, Change, CreateOpts, Driver, LayerMaps, MountOpts, StageOpts,
+};
 use config::Config;
 use mount::RefEntry;
 
@@ -228,11 +232,12 @@ impl Driver for Overlay {
 
     fn cleanup(&self) -> Result<()> {
         if !self.home_private {
+            self.recover_staging_dirs(true)?;
             return Ok(());
         }
-        // Go 1.60 keeps the home mounted while staged (partial-pull) layers remain.
-        let staging = self.home.join("staging");
-        if std::fs::read_dir(&staging).is_ok_and(|mut rd| rd.next().is_some()) {
+        // Go 1.60 removes the staging directories nobody holds and keeps the home mounted
+        // while one is held by a live process.
+        if self.recover_staging_dirs(true)? {
             return Ok(());
         }
         unmount(&self.home).map_err(|e| Error::io("unmount", &self.home, e))
@@ -284,6 +289,52 @@ impl Driver for Overlay {
             return idmapped::is_contiguous(uid_map) && idmapped::is_contiguous(gid_map);
         }
         self.idmapped_lowers()
+    }
+
+    fn stage(&self, base: StageBase<'_>, opts: &StageOpts) -> Result<StagingArea> {
+        self.stage_layer(base, opts)
+    }
+
+    fn apply_diff_staged(
+        &self,
+        area: &StagingArea,
+        diff: &mut dyn Read,
+        opts: &ApplyDiffOpts,
+    ) -> Result<i64> {
+        crate::staging::check_driver(area, "overlay")?;
+        self.unpack_native(&area.content(), diff, opts)
+    }
+
+    fn differ_unpack_options(
+        &self,
+        opts: &ApplyDiffOpts,
+    ) -> Result<storage_archive::UnpackOptions> {
+        Ok(self.native_unpack_options(opts))
+    }
+
+    fn commit_staged(&self, area: StagingArea, target: CommitTarget<'_>) -> Result<()> {
+        match self.commit_layer(&area, target) {
+            Ok(()) => {
+                let keep = area.differ;
+                area.finish(keep)
+            }
+            Err(e) => {
+                let _ = area.discard_with(&crate::staging::remove_plain);
+                Err(e)
+            }
+        }
+    }
+
+    fn stage_for_apply(&self, id: &str, _parent: Option<&str>) -> Option<ApplyStaging> {
+        self.apply_staging_for(id)
+    }
+
+    fn stages_children_independently(&self) -> bool {
+        true
+    }
+
+    fn recover_staging(&self) -> Result<()> {
+        self.recover_staging_dirs(false).map(|_| ())
     }
 
     fn update_layer_id_map(

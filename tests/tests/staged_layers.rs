@@ -64,9 +64,19 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The staging directories (`<root>/staging/*`) under the driver's home.
+/// Where the driver stages ordinary applies: overlay under `tempdirs/` (podman 4.x removes
+/// `<home>/staging` whole when it shuts down), the others in the home.
+fn stage_root(ds: &DriverStore) -> PathBuf {
+    if ds.driver == "overlay" {
+        ds.home().join("tempdirs")
+    } else {
+        ds.home()
+    }
+}
+
+/// The staging directories (`<root>/staging/*`) the driver's ordinary applies use.
 fn staging_dirs(ds: &DriverStore) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(ds.home().join("staging"))
+    let mut v: Vec<PathBuf> = std::fs::read_dir(stage_root(ds).join("staging"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     v.sort();
@@ -99,7 +109,7 @@ fn staged_layer_records_and_diffs_like_an_ordinary_one(driver: &str) {
         .expect("prepare");
     let dir = staged.staging_dir().expect("a staging dir").to_path_buf();
     assert!(
-        dir.starts_with(ds.home().join("staging")),
+        dir.starts_with(stage_root(&ds).join("staging")),
         "{}",
         dir.display()
     );
@@ -382,7 +392,7 @@ fn abandoned_staging_is_removed_and_live_staging_kept(driver: &str) {
 
     // A staging directory left by a process that died (the lock file is unlocked) goes at
     // the next full load of ours.
-    let dead = abandoned_staging(&ds.home(), "654321");
+    let dead = abandoned_staging(&stage_root(&ds), "654321");
     let third = open(&ds);
     third.delete_layer(&layer.id).expect("a write");
     drop(third);

@@ -51,6 +51,8 @@ impl StagingLock {
                 Err(source) => return Err(LockError::Open { path, source }),
             };
             return match sys::lock_try(&file, sys::Kind::Exclusive) {
+                // Locked only after a recovery deleted the brand-new file: another name.
+                Ok(true) if !same_file(&path, &file) => continue,
                 Ok(true) => Ok(StagingLock { path, file }),
                 // Someone's recovery grabbed the brand-new file first; it will
                 // delete it. Try another name.
@@ -75,6 +77,10 @@ impl StagingLock {
             }
         })?;
         match sys::lock_try(&file, sys::Kind::Exclusive) {
+            // Between our open and our lock, another process may have taken the lock,
+            // deleted the file (and its directory) and let go: a lock on an unlinked file
+            // guards nothing. Only a lock on the file still at `path` counts.
+            Ok(true) if !same_file(path, &file) => Ok(None),
             Ok(true) => Ok(Some(StagingLock {
                 path: path.to_path_buf(),
                 file,
@@ -277,4 +283,30 @@ pub fn recover_stale_dirs(root: &Path) -> Result<(), LockError> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+fn same_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod same_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_on_a_deleted_or_replaced_file_is_not_the_lock_at_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("staging.lock");
+        let f = File::create(&p).expect("create");
+        assert!(same_file(&p, &f));
+        std::fs::remove_file(&p).expect("rm");
+        assert!(!same_file(&p, &f), "deleted");
+        std::fs::write(&p, b"").expect("recreate");
+        assert!(!same_file(&p, &f), "replaced by another file");
+    }
 }

@@ -1,7 +1,9 @@
 //! Staged overlay layers (Go 1.60's `ApplyDiffWithDiffer` /
 //! `ApplyDiffFromStagingDirectory` / `CleanupStagingDirectory` layout): the future `diff/`
 //! of a layer is filled in `<home>/staging/<x>/dir` (with `staging.lock` held) and renamed
-//! into `<id>/diff` when the layer is committed.
+//! into `<id>/diff` when the layer is committed. Ordinary tar applies use the same layout
+//! under `<home>/tempdirs/staging/`, out of reach of podman 4.x's shutdown, which removes
+//! `<home>/staging` whole.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,15 +12,18 @@ use storage_types::{Error, ErrorKind, Result};
 
 use super::layout::parse_override;
 use super::{LINK_DIR, OVERRIDE_XATTR, Overlay};
-use crate::common::{chown, invalid, mkdir_mode, root_pair};
+use crate::common::{TEMP_DIRS, chown, invalid, mkdir_mode, root_pair};
 use crate::staging::{self, CommitTarget, StageBase, StagingArea};
 use crate::{ApplyDiffOpts, ApplyStaging, StageOpts};
 
 impl Overlay {
-    /// The roots holding staging directories: the home, and the split image store.
+    /// The roots holding staging directories: the home and the split image store (Go
+    /// 1.60's `staging/`, used by the differ), and their `tempdirs/` (ordinary applies).
     pub(super) fn staging_roots(&self) -> Vec<PathBuf> {
         let mut roots = vec![self.home.clone()];
         roots.extend(self.image_store.clone());
+        let tmp: Vec<PathBuf> = roots.iter().map(|r| r.join(TEMP_DIRS)).collect();
+        roots.extend(tmp);
         roots
     }
 
@@ -67,6 +72,11 @@ impl Overlay {
                 ));
             }
         };
+        // Ordinary applies stage under `tempdirs/`: podman 4.x (containers/storage before
+        // staging locks) removes the whole `<home>/staging` when it shuts down, live areas
+        // included, and shares the store with us; Go 1.60's own clean-up of `tempdirs`
+        // only touches its `temp-dir-*`/`lock-*` pairs. The differ keeps Go 1.60's layout.
+        let root = if differ { root } else { root.join(TEMP_DIRS) };
         let mut area = StagingArea::create(&root, "overlay")?;
         area.differ = differ;
         let content = area.content();

@@ -245,7 +245,7 @@ pub use staged::{ImportLayersError, ImportLayersOptions, LayerImport, Staged};
 /// Layer archives: compression detection and decompression, digests, the changes walk and
 /// Go-compatible tar export (the `storage_archive` crate).
 pub use storage_archive as archive;
-/// `storage.conf`: loading [`StoreOptions`](config::StoreOptions) as podman does (the
+/// `storage.conf`: loading [`StoreOptions`] as podman does (the
 /// `storage_config` crate).
 pub use storage_config as config;
 /// The storage drivers and their option types ([`MountOpts`](drivers::MountOpts),

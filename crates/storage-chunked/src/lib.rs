@@ -130,7 +130,7 @@ fn is_zero(v: &i64) -> bool {
     *v == 0
 }
 
-/// What [`write`] made.
+/// What [`write()`] made.
 #[derive(Debug, Clone)]
 pub struct Written {
     /// `sha256:` of the compressed TOC (the layer's `toc-digest`).

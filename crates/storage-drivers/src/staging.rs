@@ -10,7 +10,7 @@
 //! are committed to). The layer store may keep companions of the content (the tar-split
 //! file) beside `dir/` ([`StagingArea::scratch`]).
 //!
-//! A staging directory whose lock nobody holds is abandoned: [`recover`] (run when a store
+//! A staging directory whose lock nobody holds is abandoned: `recover` (run when a store
 //! is loaded for writing) and the drivers' [`Driver::cleanup`](crate::Driver::cleanup)
 //! remove it, as Go's overlay `Cleanup` does. Go 1.60 itself removes abandoned overlay
 //! staging directories at shutdown and never touches a held one; Go's vfs and btrfs drivers

@@ -651,21 +651,7 @@ impl LayersWrite<'_> {
                 "the staged layer was prepared with other ID maps or placement than it is committed with",
             ));
         }
-        storage_io::mkdir_all(&ctx.run_dir, 0o700)
-            .map_err(|e| Error::io("mkdir", &ctx.run_dir, e))?;
-        storage_io::mkdir_all(&ctx.layer_dir, 0o700)
-            .map_err(|e| Error::io("mkdir", &ctx.layer_dir, e))?;
-        let id = match opts.id.as_deref().filter(|i| !i.is_empty()) {
-            Some(id) => id.to_string(),
-            None => storage_types::generate_unique_id(|c| self.state.by_id.contains_key(c)),
-        };
-        if self.state.by_id.contains_key(&id) {
-            return Err(Error::new(ErrorKind::DuplicateId));
-        }
-        let names = storage_types::dedup_names(&opts.names);
-        if names.iter().any(|n| self.state.by_name.contains_key(n)) {
-            return Err(Error::new(ErrorKind::DuplicateName));
-        }
+        let (id, names) = self.new_id_and_names(&ctx, opts)?;
         let location = if opts.volatile {
             Location::Volatile
         } else if !opts.writeable && ctx.image_store_dir.is_some() {

@@ -545,15 +545,13 @@ impl<'a> LayersWrite<'a> {
         self.create_with_parent(parent.as_ref(), opts, diff)
     }
 
-    /// Like [`create`](Self::create) with an already resolved parent record, which may live in
-    /// another (e.g. read-only) layer store. `opts.parent` is ignored.
-    pub fn create_with_parent(
-        &mut self,
-        parent: Option<&Layer>,
+    /// Makes the record directories, then picks the new layer's ID (the requested one or a
+    /// fresh one) and its de-duplicated names; a taken ID or name is refused as Go does.
+    pub(crate) fn new_id_and_names(
+        &self,
+        ctx: &crate::Ctx,
         opts: &CreateLayerOptions,
-        diff: Option<Box<dyn Read + Send>>,
-    ) -> Result<(Layer, i64)> {
-        let ctx = self.state.ctx.clone();
+    ) -> Result<(String, Vec<String>)> {
         storage_io::mkdir_all(&ctx.run_dir, 0o700)
             .map_err(|e| Error::io("mkdir", &ctx.run_dir, e))?;
         storage_io::mkdir_all(&ctx.layer_dir, 0o700)
@@ -569,6 +567,19 @@ impl<'a> LayersWrite<'a> {
         if names.iter().any(|n| self.state.by_name.contains_key(n)) {
             return Err(Error::new(ErrorKind::DuplicateName));
         }
+        Ok((id, names))
+    }
+
+    /// Like [`create`](Self::create) with an already resolved parent record, which may live in
+    /// another (e.g. read-only) layer store. `opts.parent` is ignored.
+    pub fn create_with_parent(
+        &mut self,
+        parent: Option<&Layer>,
+        opts: &CreateLayerOptions,
+        diff: Option<Box<dyn Read + Send>>,
+    ) -> Result<(Layer, i64)> {
+        let ctx = self.state.ctx.clone();
+        let (id, names) = self.new_id_and_names(&ctx, opts)?;
         let (parent_uid, parent_gid) = match parent {
             Some(p) => (p.uidmap.clone(), p.gidmap.clone()),
             None => (Vec::new(), Vec::new()),

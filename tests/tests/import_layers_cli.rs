@@ -14,6 +14,7 @@ use storage_testsupport::{per_driver, sha256};
 
 per_driver!(import_layers_equals_one_by_one_imports);
 per_driver!(broken_middle_layer_keeps_earlier_layers_only);
+per_driver!(bad_arguments_import_nothing: vfs);
 
 /// The uncompressed tar of layer `k` of a test chain: a small-file layer, then growing
 /// content, a file owned by another user, and a whiteout of an earlier layer's file.
@@ -295,4 +296,45 @@ fn broken_middle_layer_keeps_earlier_layers_only(driver: &str) {
             assert!(listed.contains(id.as_str()), "{listed}");
         }
     }
+}
+
+/// An unknown parent, a name in use, a bad `--jobs`: nothing is imported, one error line,
+/// exit status 1.
+fn bad_arguments_import_nothing(driver: &str) {
+    let Some(ds) = DriverStore::new(driver) else {
+        return;
+    };
+    let work = ds.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let a = write_layer(&work, 0, None).display().to_string();
+    let b = write_layer(&work, 1, Some("gzip")).display().to_string();
+    ok(&ds.ours(&["create-layer", "-n", "taken"]));
+    let before = ok(&ds.ours(&["layers", "--json"]));
+    for (args, want) in [
+        (
+            vec!["import-layers", "--parent", "nope", a.as_str(), b.as_str()],
+            "importing layer 1 of 2 (".to_string() + &a + "): layer not known (1 not applied)",
+        ),
+        (
+            vec!["import-layers", "-n", "taken", a.as_str(), b.as_str()],
+            "importing layer 2 of 2 (".to_string()
+                + &b
+                + "): that name is already in use (1 not applied)",
+        ),
+        (
+            vec!["import-layers", "--jobs", "x", a.as_str()],
+            "invalid value \"x\" for --jobs: not a number of layers".to_string(),
+        ),
+    ] {
+        let out = ds.ours(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            want,
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert_eq!(ok(&ds.ours(&["layers", "--json"])), before, "{args:?}");
+    }
+    assert!(staging_leftovers(&ds).is_empty());
 }

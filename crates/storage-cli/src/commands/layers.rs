@@ -217,13 +217,13 @@ pub fn import_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             "importing layer {} of {count} ({}): {error}{}",
             index + 1,
             files.get(index).map_or("", String::as_str),
-            summary(done.len(), count - index - 1)
+            summary(done.len(), count - done.len() - 1)
         )),
     }
 }
 
-/// What became of the other layers of a failed `import-layers`: ` (2 committed, 1 not
-/// applied)`.
+/// What became of the other layers of a failed `import-layers` (the failing one aside):
+/// ` (2 committed, 1 not applied)`.
 fn summary(committed: usize, later: usize) -> String {
     let mut parts = Vec::new();
     if committed > 0 {

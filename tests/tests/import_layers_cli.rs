@@ -2,19 +2,20 @@
 //! every driver: the records and the byte-exact diffs are those of the same tars imported one
 //! by one with `import-layer`; a broken layer in the middle keeps the earlier layers, creates
 //! none of the later ones, leaves no staging data and fails with one clear line and exit
-//! status 1; Go 1.43 lists and diffs the result.
+//! status 1; Go 1.43 lists and diffs the result; a progress bar per layer only on a terminal.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use storage_tests::fs::DriverStore;
 use storage_tests::tars::{TarBuilder, compress_with};
-use storage_tests::{Cs, go_cs, ok, require};
+use storage_tests::{Cs, go_cs, ok, ours, peer, require};
 use storage_testsupport::{per_driver, sha256};
 
 per_driver!(import_layers_equals_one_by_one_imports);
 per_driver!(broken_middle_layer_keeps_earlier_layers_only);
 per_driver!(bad_arguments_import_nothing: vfs);
+per_driver!(progress_bars_only_on_a_terminal: vfs);
 
 /// The uncompressed tar of layer `k` of a test chain: a small-file layer, then growing
 /// content, a file owned by another user, and a whiteout of an earlier layer's file.
@@ -337,4 +338,49 @@ fn bad_arguments_import_nothing(driver: &str) {
         assert_eq!(ok(&ds.ours(&["layers", "--json"])), before, "{args:?}");
     }
     assert!(staging_leftovers(&ds).is_empty());
+}
+
+/// One progress bar per layer on stderr when it is a terminal (run under `script`), none
+/// otherwise.
+fn progress_bars_only_on_a_terminal(driver: &str) {
+    let Some(ds) = DriverStore::new(driver) else {
+        return;
+    };
+    let work = ds.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let files: Vec<String> = (0..2)
+        .map(|k| write_layer(&work, k, Some("gzip")).display().to_string())
+        .collect();
+    let plain = ds.ours(&["import-layers", &files[0], &files[1]]);
+    assert!(plain.status.success(), "{plain:?}");
+    assert!(plain.stderr.is_empty(), "no bars off a terminal: {plain:?}");
+
+    let script = peer("script");
+    if !require(script.is_some(), "script (util-linux) for a terminal") {
+        return;
+    }
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let mut words = vec![quote(ours().as_os_str())];
+    words.extend(ds.global_args().iter().map(|a| quote(a)));
+    words.push("import-layers".into());
+    words.extend(files.iter().map(|f| quote(f.as_ref())));
+    let out = std::process::Command::new(script.expect("script"))
+        .args(["-q", "-e", "-c", &words.join(" "), "/dev/null"])
+        .env_remove("STORAGE_OPTS")
+        .env_remove("STORAGE_DRIVER")
+        .env_remove("CONTAINERS_STORAGE_CONF")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(out.status.success(), "{out:?}");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    for (k, f) in files.iter().enumerate() {
+        let name = Path::new(f).file_name().expect("name").to_string_lossy();
+        assert!(
+            tty.contains(&format!("layer {}/2 {name}", k + 1)),
+            "a bar for layer {k}: {tty:?}"
+        );
+    }
+    assert!(tty.matches(" done").count() >= 2, "{tty:?}");
+    assert_eq!(ids(&ok(&ds.ours(&["layers", "-q"]))).len(), 4);
 }

@@ -11,7 +11,8 @@
 //!   runs a stale one.
 //! * [`peer`] finds a peer program; when it is missing the test fails if `CI=true` and is skipped
 //!   (loudly, on stderr) otherwise — see [`require`].
-//! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it.
+//! * [`Cs`] is a scratch store (graph root, run root, driver) that runs either binary on it;
+//!   dropping it unmounts what is left mounted in it and removes it.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -90,6 +91,28 @@ pub struct Cs {
     pub run: PathBuf,
     /// Driver name.
     pub driver: String,
+}
+
+/// Unmounts whatever is still mounted under the store's directory, deepest first, so that
+/// removing it succeeds and no mount outlives the test: the overlay driver's private bind
+/// mount of its home stays until `shutdown` (as with Go's binary), and so do the layers a
+/// test mounted and did not unmount.
+impl Drop for Cs {
+    fn drop(&mut self) {
+        let mut roots = vec![self.dir.path()];
+        // A few tests keep the graph root elsewhere (on a file system of their own).
+        if !self.graph.starts_with(self.dir.path()) {
+            roots.push(&self.graph);
+        }
+        for root in roots {
+            let left = storage_testsupport::mounts_under(root);
+            if !left.is_empty() {
+                eprintln!("cleanup: unmounting what the test left mounted: {left:?}");
+                storage_testsupport::unmount_all_under(root);
+            }
+        }
+        self.set_storage_opts(&[]);
+    }
 }
 
 impl Cs {
@@ -256,4 +279,37 @@ pub fn sha256_file(path: &Path) -> String {
         .expect("sha256sum");
     let s = String::from_utf8_lossy(&out.stdout);
     format!("sha256:{}", s.split_whitespace().next().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The overlay driver leaves its home bind-mounted (as Go's does) and a mounted layer
+    /// stays mounted after our binary exits: dropping the scratch store must unmount both and
+    /// remove its directory, so no mount outlives a test.
+    #[test]
+    fn dropping_an_overlay_store_leaves_no_mount() {
+        if !require(is_root(), "overlay mounts need root") {
+            return;
+        }
+        let cs = Cs::new("overlay");
+        let layer = ok(&cs.ours(&["create-layer"])).trim().to_string();
+        let merged = ok(&cs.ours(&["mount", &layer])).trim().to_string();
+        let dir = cs.dir.path().to_path_buf();
+        let left = storage_testsupport::mounts_under(&dir);
+        // Without these two mounts the test would prove nothing.
+        assert!(
+            left.contains(&cs.graph.join("overlay")),
+            "overlay home not bind-mounted: {left:?}"
+        );
+        assert!(
+            left.contains(&PathBuf::from(&merged)),
+            "layer not mounted at {merged}: {left:?}"
+        );
+        drop(cs);
+        let left = storage_testsupport::mounts_under(&dir);
+        assert!(left.is_empty(), "mounts left behind: {left:?}");
+        assert!(!dir.exists(), "{} not removed", dir.display());
+    }
 }

@@ -11,7 +11,9 @@
 //!
 //! Feature probes are cached in the run home under Go's file names (see `probe`). The
 //! home is bind-mounted on itself as a private mount while the driver is open (unless
-//! `overlay.skip_mount_home`); [`Driver::cleanup`] releases it.
+//! `overlay.skip_mount_home`); [`Driver::cleanup`] releases it. Dropping the driver does
+//! not: as in Go, the mount outlives a process that exits without `shutdown`, and another
+//! store on the same home (in this process or another, Go or ours) may still rely on it.
 //!
 //! Mounts use the classic `mount(2)` data string when it fits a page (exactly what Go
 //! passes), else the new mount API with one `lowerdir+` per lower; on kernels without it,

@@ -71,14 +71,12 @@ impl LoopBtrfs {
     }
 
     fn opts(&self, options: Vec<String>) -> DriverOptions {
-        DriverOptions {
-            home: self.graph().join("btrfs"),
-            run_home: self.tmp.path().join("run/btrfs"),
-            graph_root: self.graph(),
-            run_root: self.tmp.path().join("run"),
-            image_store: None,
+        common::options_in(
+            &self.graph(),
+            &self.tmp.path().join("run"),
+            "btrfs",
             options,
-        }
+        )
     }
 
     fn open(&mut self, options: Vec<String>) -> &dyn Driver {
@@ -116,24 +114,6 @@ impl Drop for LoopBtrfs {
     }
 }
 
-fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        if name.ends_with('/') {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-        }
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 fn subvolume_list(mnt: &Path) -> String {
     let out = Command::new("btrfs")
         .args(["subvolume", "list"])
@@ -146,14 +126,7 @@ fn subvolume_list(mnt: &Path) -> String {
 #[test]
 fn refuses_non_btrfs_home() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        home: tmp.path().join("graph/btrfs"),
-        run_home: tmp.path().join("run/btrfs"),
-        graph_root: tmp.path().join("graph"),
-        run_root: tmp.path().join("run"),
-        image_store: None,
-        options: vec![],
-    };
+    let opts = common::options_for(tmp.path(), "btrfs", vec![]);
     std::fs::create_dir_all(tmp.path().join("graph")).unwrap();
     let e = open_driver("btrfs", &opts).err().unwrap();
     assert_eq!(e.kind(), storage_types::ErrorKind::NotSupported);
@@ -193,7 +166,7 @@ fn subvolumes_snapshots_and_removal() {
     let md = std::fs::metadata(&base).unwrap();
     assert_eq!(md.ino(), 256, "a subvolume root");
     assert_eq!(md.mode() & 0o7777, 0o555);
-    let tar1 = tar(&[
+    let tar1 = common::tar_of(&[
         ("etc/", b""),
         ("etc/passwd", b"root"),
         ("bin/", b""),
@@ -434,14 +407,7 @@ fn layout_equals_go() {
         shape(&ours.join("subvolumes/l2"))
     );
     // Our driver reads and removes Go's layers.
-    let go_opts = DriverOptions {
-        home: go_home.clone(),
-        run_home: r.join("btrfs"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let go_opts = common::options_in(&g, &r, "btrfs", vec![]);
     let gd = open_driver("btrfs", &go_opts).unwrap();
     assert_eq!(gd.list_layers().unwrap().len(), 2);
     gd.remove(&l2).unwrap();

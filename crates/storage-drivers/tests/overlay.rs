@@ -17,11 +17,7 @@ use storage_drivers::{
 };
 
 fn mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| p == want)
+    common::mountinfo_line(path).is_some()
 }
 
 /// A scratch store with an overlay driver; unmounts everything on drop.
@@ -67,14 +63,7 @@ impl Drop for Fixture {
 }
 
 fn opts_for(tmp: &Path, options: Vec<String>) -> DriverOptions {
-    DriverOptions {
-        home: tmp.join("graph/overlay"),
-        run_home: tmp.join("run/overlay"),
-        graph_root: tmp.join("graph"),
-        run_root: tmp.join("run"),
-        image_store: None,
-        options,
-    }
+    common::options_for(tmp, "overlay", options)
 }
 
 fn open(tmp: &tempfile::TempDir, options: Vec<String>) -> Box<dyn Driver> {
@@ -347,14 +336,7 @@ fn layout_equals_go_created_layers() {
         tmp: tempfile::tempdir().unwrap(),
         driver: None,
     };
-    let go_opts = DriverOptions {
-        home: gh.clone(),
-        run_home: r.join("overlay"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let go_opts = common::options_in(&g, &r, "overlay", vec![]);
     other.driver = Some(open_driver("overlay", &go_opts).unwrap());
     let m = other.d().get(&l2, &MountOpts::default()).unwrap();
     assert!(mounted(&m));
@@ -961,14 +943,7 @@ fn native_diff_and_changes_match_go() {
     cs(&["shutdown"]);
     unmount_all_under(&g);
 
-    let opts = DriverOptions {
-        home: g.join("overlay"),
-        run_home: r.join("overlay"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let opts = common::options_in(&g, &r, "overlay", vec![]);
     let d = open_driver("overlay", &opts).unwrap();
     let mut ours = Vec::new();
     let diff = d.diff(&c, Some(&b), &[], &[], &mut ours);

@@ -5,50 +5,15 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use storage_testsupport::unmount_all_under;
+use std::path::Path;
 
 use common::{is_root, require};
-use storage_drivers::{ApplyDiffOpts, CreateOpts, Driver, DriverOptions, MountOpts, open_driver};
+use storage_drivers::{ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, open_driver};
 
 const FUSE_OVERLAYFS: &str = "/usr/bin/fuse-overlayfs";
 
 fn fs_type(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.to_string_lossy();
-    info.lines()
-        .find(|l| l.split(' ').nth(4) == Some(want.as_ref()))
-        .and_then(|l| l.split(" - ").nth(1))
-        .map(|s| s.split(' ').next().unwrap_or_default().to_owned())
-}
-
-struct Guard(PathBuf, Option<Box<dyn Driver>>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(d) = self.1.take() {
-            let _ = d.cleanup();
-        }
-        unmount_all_under(&self.0);
-    }
-}
-
-fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        if name.ends_with('/') {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-        }
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
+    common::mount_field(path, 0)
 }
 
 #[test]
@@ -58,17 +23,14 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        home: tmp.path().join("graph/overlay"),
-        run_home: tmp.path().join("run/overlay"),
-        graph_root: tmp.path().join("graph"),
-        run_root: tmp.path().join("run"),
-        image_store: None,
-        options: vec![format!("overlay.mount_program={FUSE_OVERLAYFS}")],
-    };
-    let mut g = Guard(tmp.path().to_path_buf(), None);
-    g.1 = Some(open_driver("overlay", &opts).unwrap());
-    let d = g.1.as_deref().unwrap();
+    let opts = common::options_for(
+        tmp.path(),
+        "overlay",
+        vec![format!("overlay.mount_program={FUSE_OVERLAYFS}")],
+    );
+    let mut g = common::Cleanup::new(tmp.path());
+    g.driver = Some(open_driver("overlay", &opts).unwrap());
+    let d = g.driver.as_deref().unwrap();
     let home = tmp.path().join("graph/overlay");
     assert_eq!(
         std::fs::read(home.join(".has-mount-program")).unwrap(),
@@ -82,7 +44,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
     assert_eq!(native.1, "false");
 
     d.create("base", None, &CreateOpts::default()).unwrap();
-    let base = tar(&[
+    let base = common::tar_of(&[
         ("etc/", b""),
         ("etc/passwd", b"root"),
         ("etc/group", b"g"),
@@ -93,7 +55,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         .unwrap();
     d.create("child", Some("base"), &CreateOpts::default())
         .unwrap();
-    let child = tar(&[
+    let child = common::tar_of(&[
         ("etc/", b""),
         ("etc/.wh.passwd", b""),
         ("bin/", b""),
@@ -192,7 +154,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
 
     // Reopening without the option keeps using a mount program (the store needs one).
     d.cleanup().unwrap();
-    g.1 = None;
+    g.driver = None;
     let plain = DriverOptions {
         options: vec![],
         ..opts
@@ -205,7 +167,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
                 .find(|(k, _)| k == "Native Overlay Diff")
                 .unwrap();
             assert_eq!(native.1, "false");
-            g.1 = Some(d2);
+            g.driver = Some(d2);
         }
         Err(e) => assert!(e.message().contains("mount-program"), "{e}"),
     }

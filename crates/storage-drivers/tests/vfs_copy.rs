@@ -398,12 +398,8 @@ fn split_image_store() {
     let d = open_driver(
         "vfs",
         &DriverOptions {
-            home: tmp.path().join("graph/vfs"),
-            run_home: tmp.path().join("run/vfs"),
-            graph_root: tmp.path().join("graph"),
-            run_root: tmp.path().join("run"),
             image_store: Some(is.clone()),
-            options: vec![],
+            ..common::options_for(tmp.path(), "vfs", vec![])
         },
     )
     .unwrap();

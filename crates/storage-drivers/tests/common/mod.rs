@@ -23,15 +23,86 @@ pub fn vfs(tmp: &Path) -> Box<dyn Driver> {
 }
 
 pub fn vfs_with(tmp: &Path, options: Vec<String>) -> Box<dyn Driver> {
-    let opts = DriverOptions {
-        home: tmp.join("graph/vfs"),
-        run_home: tmp.join("run/vfs"),
-        graph_root: tmp.join("graph"),
-        run_root: tmp.join("run"),
+    open_driver("vfs", &options_for(tmp, "vfs", options)).expect("open vfs")
+}
+
+/// The options of driver `name` with its graph root `graph` and run root `run`.
+pub fn options_in(graph: &Path, run: &Path, name: &str, options: Vec<String>) -> DriverOptions {
+    DriverOptions {
+        home: graph.join(name),
+        run_home: run.join(name),
+        graph_root: graph.to_path_buf(),
+        run_root: run.to_path_buf(),
         image_store: None,
         options,
-    };
-    open_driver("vfs", &opts).expect("open vfs")
+    }
+}
+
+/// The options of driver `name` in a scratch store `<tmp>/graph`, `<tmp>/run`.
+pub fn options_for(tmp: &Path, name: &str, options: Vec<String>) -> DriverOptions {
+    options_in(&tmp.join("graph"), &tmp.join("run"), name, options)
+}
+
+/// A driver cleaned up on drop, after which everything mounted under `root` is unmounted
+/// (also when a test fails half-way).
+pub struct Cleanup {
+    pub root: PathBuf,
+    pub driver: Option<Box<dyn Driver>>,
+}
+
+impl Cleanup {
+    pub fn new(root: &Path) -> Cleanup {
+        Cleanup {
+            root: root.to_path_buf(),
+            driver: None,
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            let _ = d.cleanup();
+        }
+        storage_testsupport::unmount_all_under(&self.root);
+    }
+}
+
+/// The `/proc/self/mountinfo` line of the mount at `path`, if something is mounted there.
+pub fn mountinfo_line(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy();
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+        .map(str::to_owned)
+}
+
+/// Field `n` after the ` - ` separator of the mountinfo line of `path` (0: the file
+/// system type, 2: the super options).
+pub fn mount_field(path: &Path, n: usize) -> Option<String> {
+    let line = mountinfo_line(path)?;
+    let tail = line.split(" - ").nth(1)?;
+    Some(tail.split(' ').nth(n).unwrap_or_default().to_owned())
+}
+
+/// A tar (GNU headers, mtime 1600000000) of directories (names ending in `/`, 0755) and
+/// regular files (0644).
+pub fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        if name.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+        }
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, *data).expect("tar entry");
+    }
+    b.into_inner().expect("tar")
 }
 
 #[allow(unused_imports)]

@@ -217,12 +217,7 @@ fn subvolumes_snapshots_and_removal() {
     );
     let mut out = Vec::new();
     d.diff("child", Some("base"), &[], &[], &mut out).unwrap();
-    let mut a = tar::Archive::new(&out[..]);
-    let names: Vec<String> = a
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect();
+    let names = common::entry_names(&out);
     assert!(names.contains(&"bin/.wh.sh".to_owned()), "{names:?}");
     assert_eq!(d.diff_size("child", Some("base")).unwrap(), 7 + 3);
     let mut g = d.diff_getter("base").unwrap();

@@ -104,12 +104,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
     // The (naive) diff of the container layer shows the deletion as a `.wh.` entry.
     let mut out = Vec::new();
     d.diff("rw", Some("child"), &[], &[], &mut out).unwrap();
-    let mut a = tar::Archive::new(&out[..]);
-    let names: Vec<String> = a
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect();
+    let names = common::entry_names(&out);
     assert!(names.contains(&"etc/.wh.group".to_owned()), "{names:?}");
 
     // Contiguous maps are shifted by fuse-overlayfs itself.

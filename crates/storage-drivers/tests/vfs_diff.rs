@@ -236,14 +236,6 @@ fn normalise(tar: &[u8], go143: bool) -> Vec<u8> {
     out
 }
 
-fn entry_names(tar: &[u8]) -> Vec<String> {
-    let mut ar = tar::Archive::new(tar);
-    ar.entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect()
-}
-
 fn parse_go_changes(out: &[u8]) -> Vec<Change> {
     let mut v: Vec<Change> = String::from_utf8_lossy(out)
         .lines()
@@ -329,7 +321,7 @@ fn export_bytes_match_go() {
     let cdir = go.graph.join("vfs/dir").join(&child);
     let mut ours = Vec::new();
     tar_dir(&bdir, &[], &[], &mut ours).unwrap();
-    assert_eq!(entry_names(&ours), entry_names(&go_base));
+    assert_eq!(common::entry_names(&ours), common::entry_names(&go_base));
     assert!(
         normalise(&ours, false) == normalise(&go_base, true),
         "base layer tar differs from Go's"
@@ -341,7 +333,10 @@ fn export_bytes_match_go() {
     assert_eq!(changes_size(&cdir, &changes), go_size);
     let mut ours_child = Vec::new();
     export_changes(&cdir, &changes, &[], &[], &mut ours_child).unwrap();
-    assert_eq!(entry_names(&ours_child), entry_names(&go_child));
+    assert_eq!(
+        common::entry_names(&ours_child),
+        common::entry_names(&go_child)
+    );
     assert!(
         normalise(&ours_child, false) == normalise(&go_child, true),
         "child diff differs from Go's"

@@ -783,18 +783,6 @@ fn delete_wipe_mapped_layers_flags_and_dirs() {
     assert_eq!(std::fs::read(store.json_path()).expect("json"), b"[]");
 }
 
-/// Whether this process runs as root (needed to mount a read-only tmpfs).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn run(cmd: &str, args: &[&str]) -> bool {
     std::process::Command::new(cmd)
         .args(args)
@@ -822,7 +810,7 @@ fn read_only_file_system_without_lock_file_is_skipped() {
         }
         eprintln!("SKIPPING read_only_file_system test: needs {why}");
     };
-    if !is_root() {
+    if !storage_testsupport::is_root() {
         return need("root");
     }
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -14,7 +14,7 @@ const GO_BIN: &str = "/usr/bin/containers-storage";
 
 /// Whether the Go peer is usable; fails under CI=true when it is not.
 fn go_available() -> bool {
-    let ok = Path::new(GO_BIN).exists() && rustix_is_root();
+    let ok = Path::new(GO_BIN).exists() && storage_testsupport::is_root();
     if !ok {
         let why = format!("{GO_BIN} missing or not running as root");
         if ci() {
@@ -23,18 +23,6 @@ fn go_available() -> bool {
         eprintln!("SKIPPING Go tar-split comparison: {why}");
     }
     ok
-}
-
-fn rustix_is_root() -> bool {
-    // /proc/self/status "Uid:\t<real>\t<effective>…"
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn sha(b: &[u8]) -> String {

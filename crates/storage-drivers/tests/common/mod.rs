@@ -85,6 +85,15 @@ pub fn mount_field(path: &Path, n: usize) -> Option<String> {
     Some(tail.split(' ').nth(n).unwrap_or_default().to_owned())
 }
 
+/// The member names of a tar, in order.
+pub fn entry_names(tar: &[u8]) -> Vec<String> {
+    let mut ar = tar::Archive::new(tar);
+    ar.entries()
+        .expect("tar")
+        .map(|e| String::from_utf8_lossy(&e.expect("tar entry").path_bytes()).into_owned())
+        .collect()
+}
+
 /// A tar (GNU headers, mtime 1600000000) of directories (names ending in `/`, 0755) and
 /// regular files (0644).
 pub fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {

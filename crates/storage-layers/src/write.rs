@@ -598,13 +598,7 @@ impl<'a> LayersWrite<'a> {
             None => None,
         };
         let (uidmap, gidmap) = layer_maps(&ctx, parent, opts);
-        let location = if opts.volatile {
-            Location::Volatile
-        } else if !opts.writeable && ctx.image_store_dir.is_some() {
-            Location::ImageStore
-        } else {
-            Location::Stable
-        };
+        let location = Location::for_new(&ctx, opts);
         let mut flags = opts.flags.clone();
         flags.insert(INCOMPLETE.to_string(), Value::Bool(true));
         let mut layer = Layer {

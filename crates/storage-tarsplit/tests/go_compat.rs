@@ -31,22 +31,16 @@ fn sha(b: &[u8]) -> String {
 
 /// Imports `tar` with Go; returns (layer id, gunzipped tar-split JSON).
 fn go_import(store: &Path, tar_path: &Path) -> (String, Vec<u8>) {
-    let out = Command::new(GO_BIN)
-        .arg("--graph")
-        .arg(store.join("G"))
-        .arg("--run")
-        .arg(store.join("R"))
-        .args(["--storage-driver", "vfs", "import-layer", "-f"])
-        .arg(tar_path)
-        .output()
-        .expect("run containers-storage");
-    assert!(
-        out.status.success(),
-        "go import-layer failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out_stdout = storage_testsupport::stdout_of(
+        Command::new(GO_BIN)
+            .arg("--graph")
+            .arg(store.join("G"))
+            .arg("--run")
+            .arg(store.join("R"))
+            .args(["--storage-driver", "vfs", "import-layer", "-f"])
+            .arg(tar_path),
     );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let id = String::from_utf8_lossy(&out_stdout).trim().to_owned();
     let gz = std::fs::read(
         store
             .join("G/vfs-layers")

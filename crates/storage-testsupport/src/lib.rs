@@ -92,6 +92,20 @@ pub fn go(cli: &Path, root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Strin
     String::from_utf8(out.stdout).expect("utf8 output")
 }
 
+/// Runs `cmd` (stdin from `/dev/null` unless set), asserts that it exits with 0 (the
+/// panic shows the command, its stdout and stderr) and returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The first line of a command's output, trimmed (the new ID of `create-*`).
 pub fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()

@@ -220,21 +220,15 @@ fn go_rewrites_our_records_identically() {
     let g = dir.path().join("g");
     let r = dir.path().join("r");
     let cs = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .arg("--graph")
-            .arg(&g)
-            .arg("--run")
-            .arg(&r)
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .output()
-            .expect("run containers-storage");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        storage_testsupport::stdout_of(
+            std::process::Command::new(bin)
+                .arg("--graph")
+                .arg(&g)
+                .arg("--run")
+                .arg(&r)
+                .args(["--storage-driver", "vfs"])
+                .args(args),
+        )
     };
     cs(&["layers"]);
 

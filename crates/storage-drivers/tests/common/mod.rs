@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use storage_drivers::{Driver, DriverOptions, open_driver};
 #[allow(unused_imports)] // each test binary uses a subset
@@ -142,16 +141,9 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("lchown");
 }
 
-/// Runs a command, panicking with its stderr on failure; returns stdout.
-pub fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+/// Runs a command, panicking with its output on failure; returns stdout.
+#[allow(unused_imports)]
+pub use storage_testsupport::stdout_of as run;
 
 /// A comparable summary of one file system node.
 #[derive(Debug, PartialEq, Eq)]

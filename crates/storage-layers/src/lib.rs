@@ -411,13 +411,13 @@ impl LayerStore {
 
     /// Brings the records up to date after the lock file said whether another writer came
     /// by: the mount records alone or everything reloaded (the latter followed by
-    /// `after_full_load`). Returns whether the load asks for a repair.
+    /// [`Self::after_full_load`]). Returns whether the load asks for a repair.
     fn refresh(
         &self,
         st: &mut Layers,
         modified: bool,
         token: impl FnOnce() -> std::result::Result<Token, storage_lock::LockError>,
-        after_full_load: impl FnOnce(),
+        exclusive: bool,
     ) -> Result<bool> {
         match self.staleness(st, modified)? {
             Staleness::Fresh => Ok(false),
@@ -427,9 +427,29 @@ impl LayerStore {
             }
             Staleness::Full => {
                 let repair = self.reload(st, token().map_err(lock_error)?)?;
-                after_full_load();
+                self.after_full_load(exclusive);
                 Ok(repair)
             }
+        }
+    }
+
+    /// The clean-ups of a full load of a read-write store. Go loads with the exclusive
+    /// lock at start-up and removes abandoned staging dirs then; the staging locks make
+    /// that safe under the shared lock too. Under the exclusive lock we also remove the
+    /// tar-split temporaries of interrupted writes, and abandoned staged layers.
+    fn after_full_load(&self, exclusive: bool) {
+        if self.ctx.read_only {
+            return;
+        }
+        write::cleanup_staging_dirs(&self.ctx);
+        if !exclusive {
+            return;
+        }
+        if let Err(e) = write::remove_temporaries(&self.ctx) {
+            tracing::warn!("removing temporary tar-split files: {e}");
+        }
+        if let Err(e) = self.ctx.driver.recover_staging() {
+            tracing::warn!("cleaning up abandoned staged layers: {e}");
         }
     }
 
@@ -458,18 +478,7 @@ impl LayerStore {
             }
             let mut st = self.state_write();
             let modified = guard.modified_since(&st.last_write).map_err(lock_error)?;
-            let repair = self.refresh(
-                &mut st,
-                modified,
-                || guard.token(),
-                || {
-                    if !self.ctx.read_only {
-                        // Go loads with the exclusive lock at start-up and cleans up then;
-                        // the staging locks make it safe under the shared one too.
-                        write::cleanup_staging_dirs(&self.ctx);
-                    }
-                },
-            )?;
+            let repair = self.refresh(&mut st, modified, || guard.token(), false)?;
             if repair && !self.ctx.read_only {
                 // Forget the unrepaired state and let a writer load, repair and save.
                 st.loaded = false;
@@ -509,23 +518,7 @@ impl LayerStore {
         };
         let mut st = self.state_write();
         let modified = guard.modified_since(&st.last_write).map_err(lock_error)?;
-        let repair = self.refresh(
-            &mut st,
-            modified,
-            || guard.token(),
-            || {
-                // A full load under the exclusive lock is also when Go cleans up abandoned
-                // staging dirs, and when we remove the tar-split temporaries of interrupted
-                // writes; abandoned staged layers go too.
-                write::cleanup_staging_dirs(&self.ctx);
-                if let Err(e) = write::remove_temporaries(&self.ctx) {
-                    tracing::warn!("removing temporary tar-split files: {e}");
-                }
-                if let Err(e) = self.ctx.driver.recover_staging() {
-                    tracing::warn!("cleaning up abandoned staged layers: {e}");
-                }
-            },
-        )?;
+        let repair = self.refresh(&mut st, modified, || guard.token(), true)?;
         let mut w = LayersWrite::new(st, guard, is_guard, self.mounts_lock.clone());
         if repair {
             w.repair()?;

@@ -27,7 +27,7 @@ use crate::view::layer_parent;
 use crate::write::{
     EarlyWriteback, INCOMPLETE, KnownDigests, io_err, layer_maps, record_diff, sync_filesystem,
 };
-use crate::{CreateLayerOptions, Entry, LayerStore, LayersWrite, Location};
+use crate::{CreateLayerOptions, LayerStore, LayersWrite, Location};
 
 /// The tar-split file's name inside a staging area.
 const TAR_SPLIT: &str = "tar-split.gz";
@@ -659,13 +659,7 @@ impl LayersWrite<'_> {
             flags,
             ..Default::default()
         };
-        self.state.entries.push(Entry {
-            layer,
-            location,
-            mount_point: None,
-            mount_count: 0,
-        });
-        self.state.reindex(false)?;
+        self.state.push_new(layer, location)?;
         let copts = CreateOpts {
             mount_label: opts.mount_label.clone(),
             storage_opt: opts.storage_opt.clone(),

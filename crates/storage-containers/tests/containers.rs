@@ -621,21 +621,12 @@ fn duplicate_names_are_repaired_exactly_like_go() {
     let damaged = "[{\"id\":\"c1\",\"names\":[\"x\",\"z\"],\"image\":\"\",\"layer\":\"l1\",\"created\":\"2026-11-27T19:55:58.532080079Z\"},\
 {\"id\":\"c2\",\"names\":[\"x\",\"y\"],\"image\":\"i\",\"layer\":\"l2\",\"created\":\"2026-11-27T19:55:58.532080079Z\",\"flags\":{\"MountLabel\":\"\",\"ProcessLabel\":\"\"}},\
 {\"id\":\"c3\",\"names\":[\"z\"],\"image\":\"\",\"layer\":\"l3\",\"created\":\"2026-11-27T19:55:58Z\"}]";
-    let go_root = tmp.path().join("go");
-    let rust_root = tmp.path().join("rust");
-    for root in [&go_root, &rust_root] {
-        let dir = root.join("G/vfs-containers");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("containers.json"), damaged).expect("write");
-    }
-    common::go(&cli, &go_root, &["containers", "--json"], None);
-    drop(open(&rust_root, false));
-    let go_bytes = std::fs::read(go_root.join("G/vfs-containers/containers.json")).expect("go");
-    let rust_bytes =
-        std::fs::read(rust_root.join("G/vfs-containers/containers.json")).expect("rust");
-    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
-    assert_eq!(
-        String::from_utf8_lossy(&rust_bytes),
-        String::from_utf8_lossy(&go_bytes)
+    common::assert_repaired_like_go(
+        &cli,
+        tmp.path(),
+        "vfs-containers/containers.json",
+        damaged,
+        &["containers", "--json"],
+        |root| drop(open(root, false)),
     );
 }

@@ -926,20 +926,12 @@ fn duplicate_names_are_repaired_exactly_like_go() {
     let damaged = "[{\"id\":\"aaaa\",\"names\":[\"n1\",\"n3\"],\"created\":\"2026-11-27T21:39:47.964336689Z\"},\
 {\"id\":\"bbbb\",\"names\":[\"n1\",\"n2\"],\"created\":\"2026-11-27T21:39:48.02841432Z\"},\
 {\"id\":\"cccc\",\"names\":[\"n3\"],\"created\":\"0001-01-01T00:00:00Z\"}]";
-    let go_root = tmp.path().join("go");
-    let rust_root = tmp.path().join("rust");
-    for root in [&go_root, &rust_root] {
-        let dir = root.join("G/vfs-images");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("images.json"), damaged).expect("write");
-    }
-    common::go(&cli, &go_root, &["images", "--json"], None);
-    drop(open(&rust_root));
-    let go_bytes = std::fs::read(go_root.join("G/vfs-images/images.json")).expect("go");
-    let rust_bytes = std::fs::read(rust_root.join("G/vfs-images/images.json")).expect("rust");
-    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
-    assert_eq!(
-        String::from_utf8_lossy(&rust_bytes),
-        String::from_utf8_lossy(&go_bytes)
+    common::assert_repaired_like_go(
+        &cli,
+        tmp.path(),
+        "vfs-images/images.json",
+        damaged,
+        &["images", "--json"],
+        |root| drop(open(root)),
     );
 }

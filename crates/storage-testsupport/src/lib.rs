@@ -106,6 +106,36 @@ pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
+/// Checks that we repair a damaged records file exactly as Go does: `damaged` is written
+/// to `G/<file>` (e.g. `vfs-images/images.json`) of two scratch stores under `tmp`; Go's
+/// CLI `cli` loads the one with `args` (a listing), `ours` the other (given its root, as
+/// for [`go`]); then both files must have changed the same way.
+pub fn assert_repaired_like_go(
+    cli: &Path,
+    tmp: &Path,
+    file: &str,
+    damaged: &str,
+    args: &[&str],
+    ours: impl FnOnce(&Path),
+) {
+    let go_root = tmp.join("go");
+    let rust_root = tmp.join("rust");
+    for root in [&go_root, &rust_root] {
+        let path = root.join("G").join(file);
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(&path, damaged).expect("write");
+    }
+    go(cli, &go_root, args, None);
+    ours(&rust_root);
+    let go_bytes = std::fs::read(go_root.join("G").join(file)).expect("Go's file");
+    let rust_bytes = std::fs::read(rust_root.join("G").join(file)).expect("our file");
+    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
+    assert_eq!(
+        String::from_utf8_lossy(&rust_bytes),
+        String::from_utf8_lossy(&go_bytes)
+    );
+}
+
 /// The first line of a command's output, trimmed (the new ID of `create-*`).
 pub fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()

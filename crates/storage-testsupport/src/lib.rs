@@ -136,6 +136,24 @@ pub fn assert_repaired_like_go(
     );
 }
 
+/// Sets the access and modification times of `path` (not following a symbolic link).
+pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .expect("utimensat");
+}
+
 /// The first line of a command's output, trimmed (the new ID of `create-*`).
 pub fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()

@@ -116,22 +116,8 @@ pub fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 #[allow(unused_imports)]
 pub use storage_testsupport::xattr::{get as get_xattr, set as set_xattr};
 
-pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
-    let ts = rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: nanos as _,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &rustix::fs::Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .expect("utimensat");
-}
+#[allow(unused_imports)]
+pub use storage_testsupport::set_mtime;
 
 pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");

@@ -47,16 +47,13 @@ fn go_written_records_round_trip_and_go_reads_ours() {
     let Some(cli) = common::go_cli() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
-    common::go(&cli, root, &["create-image", "-n", "img"], None);
-    let c1 = common::first_line(&common::go(
-        &cli,
-        root,
+    let go = |args: &[&str], stdin: Option<&[u8]>| common::go(&cli, root, args, stdin);
+    go(&["create-image", "-n", "img"], None);
+    let c1 = common::first_line(&go(
         &["create-container", "-n", "c1", "-m", "ctr-meta", "img"],
         None,
     ));
-    let c2 = common::first_line(&common::go(
-        &cli,
-        root,
+    let c2 = common::first_line(&go(
         &[
             "create-container",
             "--volatile",
@@ -70,19 +67,9 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         ],
         None,
     ));
-    common::go(
-        &cli,
-        root,
-        &["set-container-data", "c1", "config.json"],
-        Some(b"data"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["set-container-data", "c1", "ConfigX"],
-        Some(b"data"),
-    );
-    common::go(&cli, root, &["add-names", "-n", "c1-alias", "c1"], None);
+    go(&["set-container-data", "c1", "config.json"], Some(b"data"));
+    go(&["set-container-data", "c1", "ConfigX"], Some(b"data"));
+    go(&["add-names", "-n", "c1-alias", "c1"], None);
     let json_path = root.join("G/vfs-containers/containers.json");
     let original = std::fs::read(&json_path).expect("read containers.json");
 
@@ -148,7 +135,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         })
         .expect("create volatile");
     }
-    let listing = common::go(&cli, root, &["containers", "--json"], None);
+    let listing = go(&["containers", "--json"], None);
     let parsed: Vec<Container> = serde_json::from_str(&listing).expect("Go output parses");
     let go1 = parsed.iter().find(|c| c.id == c1).expect("c1 listed");
     // 1.43's add-names appended "c1-alias"; ours puts the new name first.
@@ -170,18 +157,10 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             .any(|c| c.names.contains(&"rust-volatile".to_owned())),
         "1.43 does not read volatile-containers.json"
     );
-    assert_eq!(
-        common::go(&cli, root, &["get-container-data", &c1, "from-rust"], None),
-        "rust"
-    );
+    assert_eq!(go(&["get-container-data", &c1, "from-rust"], None), "rust");
 
     // Go's change is picked up (token changed).
-    common::go(
-        &cli,
-        root,
-        &["set-metadata", "-m", "from go", &ours.id],
-        None,
-    );
+    go(&["set-metadata", "-m", "from go", &ours.id], None);
     assert_eq!(
         store
             .read()

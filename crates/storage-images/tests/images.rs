@@ -35,9 +35,8 @@ fn go_written_records_round_trip_and_go_reads_ours() {
     let Some(cli) = common::go_cli() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
-    let img1 = common::first_line(&common::go(
-        &cli,
-        root,
+    let go = |args: &[&str], stdin: Option<&[u8]>| common::go(&cli, root, args, stdin);
+    let img1 = common::first_line(&go(
         &[
             "create-image",
             "-n",
@@ -51,36 +50,14 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         ],
         None,
     ));
-    let img2 = common::first_line(&common::go(
-        &cli,
-        root,
-        &["create-image", "-n", "img2"],
-        None,
-    ));
-    common::go(
-        &cli,
-        root,
+    let img2 = common::first_line(&go(&["create-image", "-n", "img2"], None));
+    go(
         &["set-image-data", "img2", "manifest-sha256:aa"],
         Some(b"hello"),
     );
-    common::go(
-        &cli,
-        root,
-        &["set-image-data", "img2", "config.json"],
-        Some(b"cfg"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["set-image-data", "img2", "Lower.Key-1"],
-        Some(b"x"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["add-names", "-n", "img1", "-n", "extra", "img2"],
-        None,
-    );
+    go(&["set-image-data", "img2", "config.json"], Some(b"cfg"));
+    go(&["set-image-data", "img2", "Lower.Key-1"], Some(b"x"));
+    go(&["add-names", "-n", "img1", "-n", "extra", "img2"], None);
     let json_path = root.join("G/vfs-images/images.json");
     let original = std::fs::read(&json_path).expect("read images.json");
 
@@ -137,7 +114,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             })
             .expect("create");
     }
-    let listing = common::go(&cli, root, &["images", "--json"], None);
+    let listing = go(&["images", "--json"], None);
     let parsed: Vec<Image> = serde_json::from_str(&listing).expect("Go output parses");
     let go1 = parsed
         .iter()
@@ -151,21 +128,11 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         .expect("new image listed by Go");
     assert_eq!(go3.names, names(&["rust-image"]));
     assert_eq!(go3.metadata, "made by rust");
-    let data = common::go(&cli, root, &["get-image-data", &img1, "from-rust"], None);
+    let data = go(&["get-image-data", &img1, "from-rust"], None);
     assert_eq!(data, "rust data");
-    let size = common::go(
-        &cli,
-        root,
-        &["get-image-data-size", &img1, "from-rust"],
-        None,
-    );
+    let size = go(&["get-image-data-size", &img1, "from-rust"], None);
     assert_eq!(size.trim(), "9");
-    let digest = common::go(
-        &cli,
-        root,
-        &["get-image-data-digest", &img1, "from-rust"],
-        None,
-    );
+    let digest = go(&["get-image-data-digest", &img1, "from-rust"], None);
     assert_eq!(digest.trim(), Digest::sha256(b"rust data").to_string());
     // A manifest stored by us feeds Go's digest lookup.
     let m = Digest::sha256(b"{\"schemaVersion\":2}");
@@ -179,21 +146,11 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             Some(m.clone()),
         )
         .expect("manifest");
-    let by_digest = common::go(
-        &cli,
-        root,
-        &["images-by-digest", "-q", &m.to_string()],
-        None,
-    );
+    let by_digest = go(&["images-by-digest", "-q", &m.to_string()], None);
     assert_eq!(by_digest.trim(), created.id);
 
     // And Go's later changes are visible to us (token changed).
-    common::go(
-        &cli,
-        root,
-        &["set-metadata", "-m", "go again", &created.id],
-        None,
-    );
+    go(&["set-metadata", "-m", "go again", &created.id], None);
     let images = store.read().expect("read");
     assert_eq!(
         images.get(&created.id).expect("created").metadata,

@@ -338,10 +338,10 @@ impl ContainerSet {
     /// The bytes of a big-data item (missing item: `open <path>: no such file
     /// or directory`).
     pub fn big_data(&self, id: &str, key: &str) -> Result<Vec<u8>> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve container big data value for empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve container big data value for empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
         let path = storage_records::big_data_path(&self.dir, WHAT, &self.container(n).id, key)?;
         std::fs::read(&path).map_err(|e| Error::io("open", &path, e))
@@ -350,27 +350,22 @@ impl ContainerSet {
     /// The recorded size of a big-data item, else the length of its file
     /// (without recording it; see [`ContainersWrite::big_data_size`]).
     pub fn big_data_size(&self, id: &str, key: &str) -> Result<i64> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve size of container big data with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve size of container big data with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
-        if let Some(size) = self.container(n).big_data_sizes.get(key) {
-            return Ok(*size);
-        }
-        match self.big_data(id, key) {
-            Ok(data) => Ok(i64::try_from(data.len()).unwrap_or(i64::MAX)),
-            Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
-        }
+        let recorded = self.container(n).big_data_sizes.get(key).copied();
+        storage_records::size_or_length(recorded, || self.big_data(id, key))
     }
 
     /// The recorded digest of a big-data item, else the sha256 of its file
     /// (without recording it; see [`ContainersWrite::big_data_digest`]).
     pub fn big_data_digest(&self, id: &str, key: &str) -> Result<Digest> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve digest of container big data value with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve digest of container big data value with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
         if let Some(d) = self.container(n).big_data_digests.get(key) {
             return d.parse();
@@ -575,10 +570,7 @@ impl ContainersWrite<'_> {
     /// Stores a big-data item (`<dir>/<id>/<file name>`, 0600, directory
     /// 0700) and records its size and sha256; saves only if something changed.
     pub fn set_big_data(&mut self, id: &str, key: &str, data: &[u8]) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't set empty name for container big data item"));
-        }
+        storage_records::check_key(key, "can't set empty name for container big data item")?;
         let n = self.state.lookup_or_err(id)?;
         let full_id = self.state.container(n).id.clone();
         let size = storage_records::write_big_data(&self.store.dir, WHAT, &full_id, key, data)?;

@@ -330,10 +330,7 @@ impl ImageSet {
 
     /// The bytes of a big-data item.
     pub fn big_data(&self, id: &str, key: &str) -> Result<Vec<u8>> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve image big data value for empty name"));
-        }
+        storage_records::check_key(key, "can't retrieve image big data value for empty name")?;
         let n = self.lookup_or_err(id)?;
         let path = storage_records::big_data_path(&self.dir, WHAT, &self.image(n).id, key)?;
         match std::fs::read(&path) {
@@ -352,26 +349,18 @@ impl ImageSet {
 
     /// The size of a big-data item: the recorded size, else the file length.
     pub fn big_data_size(&self, id: &str, key: &str) -> Result<i64> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve size of image big data with empty name"));
-        }
+        storage_records::check_key(key, "can't retrieve size of image big data with empty name")?;
         let n = self.lookup_or_err(id)?;
-        if let Some(size) = self.image(n).big_data_sizes.get(key) {
-            return Ok(*size);
-        }
-        match self.big_data(id, key) {
-            Ok(data) => Ok(i64::try_from(data.len()).unwrap_or(i64::MAX)),
-            Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
-        }
+        let recorded = self.image(n).big_data_sizes.get(key).copied();
+        storage_records::size_or_length(recorded, || self.big_data(id, key))
     }
 
     /// The recorded digest of a big-data item.
     pub fn big_data_digest(&self, id: &str, key: &str) -> Result<Digest> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve digest of image big data value with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve digest of image big data value with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
         match self.image(n).big_data_digests.get(key) {
             Some(text) => text.parse(),
@@ -567,10 +556,7 @@ impl ImagesWrite<'_> {
         data: &[u8],
         manifest_digest: Option<Digest>,
     ) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't set empty name for image big data item"));
-        }
+        storage_records::check_key(key, "can't set empty name for image big data item")?;
         let n = self.state.lookup_or_err(id)?;
         let digest = if is_manifest_key(key) {
             manifest_digest.ok_or_else(|| {

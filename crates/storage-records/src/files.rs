@@ -46,6 +46,30 @@ pub fn new_id(
     Ok(id)
 }
 
+/// Refuses an empty big-data key: [`ErrorKind::InvalidBigDataName`] with Go's `message`
+/// (`can't retrieve image big data value for empty name`, …).
+pub fn check_key(key: &str, message: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidBigDataName).context(message));
+    }
+    Ok(())
+}
+
+/// A big-data item's size: the recorded one, else the length of the item as `read`
+/// returns it ([`ErrorKind::SizeUnknown`] when it cannot be read).
+pub fn size_or_length(
+    recorded: Option<i64>,
+    read: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<i64> {
+    if let Some(size) = recorded {
+        return Ok(size);
+    }
+    match read() {
+        Ok(data) => Ok(i64::try_from(data.len()).unwrap_or(i64::MAX)),
+        Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
+    }
+}
+
 /// `<dir>/<id>/<file name of key>` (Go's big-data file-name encoding).
 pub fn big_data_path(dir: &Path, what: &str, id: &str, key: &str) -> Result<PathBuf> {
     check_id(what, id)?;

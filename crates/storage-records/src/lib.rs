@@ -44,7 +44,7 @@ mod index;
 
 pub use cache::{Cache, Exclusive, Loaded, Shared};
 pub use files::{
-    big_data_path, check_id, lock_error, mkdir, new_id, remove_record_dir, userdata_dir,
-    write_big_data, write_file,
+    big_data_path, check_id, check_key, lock_error, mkdir, new_id, remove_record_dir,
+    size_or_length, userdata_dir, write_big_data, write_file,
 };
 pub use index::{BigDataFields, NamesOp, Record, Records, names_op, repair_duplicate_names};

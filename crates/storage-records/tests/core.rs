@@ -190,3 +190,22 @@ fn files_stay_inside_the_store() -> storage_types::Result<()> {
     assert_eq!(fresh.len(), 64);
     Ok(())
 }
+
+#[test]
+fn big_data_keys_and_sizes() {
+    let err = storage_records::check_key("", "can't retrieve x").expect_err("empty key");
+    assert_eq!(err.kind(), ErrorKind::InvalidBigDataName);
+    assert!(err.to_string().contains("can't retrieve x"), "{err}");
+    assert!(storage_records::check_key("k", "unused").is_ok());
+    // The recorded size wins; the item is read only without one.
+    let size = storage_records::size_or_length(Some(7), || panic!("not read"));
+    assert_eq!(size.ok(), Some(7));
+    assert_eq!(
+        storage_records::size_or_length(None, || Ok(vec![0; 5])).ok(),
+        Some(5)
+    );
+    let err =
+        storage_records::size_or_length(None, || Err(storage_types::Error::new(ErrorKind::Io)))
+            .expect_err("unreadable");
+    assert_eq!(err.kind(), ErrorKind::SizeUnknown);
+}

@@ -2,16 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use storage_types::{Container, FastMap, Image};
+use storage_types::{Container, FastMap, Image, Named};
 
-/// What the shared core needs to see of a record.
-pub trait Record {
-    /// The ID.
-    fn id(&self) -> &str;
-    /// The names.
-    fn names(&self) -> &[String];
-    /// The names, to change (the caller re-indexes).
-    fn names_mut(&mut self) -> &mut Vec<String>;
+/// What the shared core needs to see of a record: its ID and names ([`Named`]) and its
+/// big-data bookkeeping.
+pub trait Record: Named {
     /// The big-data bookkeeping fields.
     fn big_data_fields(&mut self) -> BigDataFields<'_>;
 
@@ -42,15 +37,6 @@ pub struct BigDataFields<'a> {
 macro_rules! record {
     ($t:ty) => {
         impl Record for $t {
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn names(&self) -> &[String] {
-                &self.names
-            }
-            fn names_mut(&mut self) -> &mut Vec<String> {
-                &mut self.names
-            }
             fn big_data_fields(&mut self) -> BigDataFields<'_> {
                 BigDataFields {
                     names: &mut self.big_data_names,
@@ -163,18 +149,7 @@ impl<R: Record> Records<R> {
     /// had one of them, and re-indexes. Returns the positions of the other records that
     /// lost a name.
     pub fn take_names(&mut self, n: usize, names: &[String]) -> Vec<usize> {
-        let mut changed = Vec::new();
-        for (m, other) in self.items.iter_mut().enumerate() {
-            if m == n {
-                continue;
-            }
-            let list = other.names_mut();
-            let before = list.len();
-            list.retain(|x| !names.contains(x));
-            if list.len() != before {
-                changed.push(m);
-            }
-        }
+        let changed = storage_types::take_names_from_others(&mut self.items, n, names);
         if let Some(record) = self.items.get_mut(n) {
             *record.names_mut() = names.to_vec();
         }

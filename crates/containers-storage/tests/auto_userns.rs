@@ -26,11 +26,7 @@ const SUBIDS: &str = "# test ranges\ncs-autons:200000:20000\ncs-autons:300000:50
 const USER: &str = "cs-autons";
 
 fn m(c: u32, h: u32, s: u32) -> IdMap {
-    IdMap {
-        container_id: c,
-        host_id: h,
-        size: s,
-    }
+    IdMap::new(c, h, s)
 }
 
 /// In the parent: re-runs test `name` in a private mount namespace with `/etc/subuid` and

@@ -83,14 +83,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         layer1 = first.layer.clone();
         assert_eq!(ctrs.get(&layer1).expect("by layer").id, c1);
         let second = ctrs.get(&c2).expect("c2");
-        assert_eq!(
-            second.uidmap,
-            vec![IdMap {
-                container_id: 0,
-                host_id: 100_000,
-                size: 65_536
-            }]
-        );
+        assert_eq!(second.uidmap, vec![IdMap::new(0, 100_000, 65_536)]);
         assert!(second.is_volatile(), "Volatile flag");
         assert!(
             !ctrs.is_volatile(&c2).expect("c2"),
@@ -201,18 +194,7 @@ fn create_rules_names_maps_labels() {
     );
 
     let mut overlapping = new_ctr("c4", &[], "l4");
-    overlapping.uid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 5,
-            host_id: 2000,
-            size: 10,
-        },
-    ];
+    overlapping.uid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(5, 2000, 10)];
     let err = ctrs.create(overlapping).expect_err("overlap");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(
@@ -220,32 +202,10 @@ fn create_rules_names_maps_labels() {
         "{err}"
     );
     let mut host_overlap = new_ctr("c5", &[], "l5");
-    host_overlap.gid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 100,
-            host_id: 1009,
-            size: 1,
-        },
-    ];
+    host_overlap.gid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(100, 1009, 1)];
     assert!(ctrs.create(host_overlap).is_err());
     let mut fine = new_ctr("c6", &[], "l6");
-    fine.uid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 10,
-            host_id: 1010,
-            size: 10,
-        },
-    ];
+    fine.uid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(10, 1010, 10)];
     ctrs.create(fine).expect("adjacent ranges are fine");
 
     let mut lone = new_ctr("c7", &[], "l7");

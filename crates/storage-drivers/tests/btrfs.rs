@@ -426,16 +426,8 @@ fn mapped_child_compares_through_each_layers_maps() {
     std::fs::write(b.join("d/f"), b"x\n").unwrap();
     common::lchown(&b.join("d/f"), 1000, 1000);
     d.put("base").unwrap();
-    let uid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let gid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 65536,
-    }];
+    let uid = [storage_types::IdMap::new(0, 100000, 65536)];
+    let gid = [storage_types::IdMap::new(0, 200000, 65536)];
     let opts = CreateOpts {
         uid_map: uid.to_vec(),
         gid_map: gid.to_vec(),

@@ -756,11 +756,7 @@ fn update_layer_id_map_rotates_diff() {
     d.create("base", None, &CreateOpts::default()).unwrap();
     apply(d, "base", None, &base_tar());
     d.create("c", Some("base"), &CreateOpts::default()).unwrap();
-    let map = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
+    let map = [storage_types::IdMap::new(0, 100_000, 65536)];
     d.update_layer_id_map("c", &[], &[], &map, &map).unwrap();
     let dir = fx.home().join("c");
     assert!(dir.join("diff1").is_dir());
@@ -1056,16 +1052,8 @@ fn id_mapped_layers_match_go() {
     cs(&["shutdown"]);
     unmount_all_under(&g);
     let maps = CreateOpts {
-        uid_map: vec![storage_types::IdMap {
-            container_id: 0,
-            host_id: 100_000,
-            size: 65536,
-        }],
-        gid_map: vec![storage_types::IdMap {
-            container_id: 0,
-            host_id: 200_000,
-            size: 65536,
-        }],
+        uid_map: vec![storage_types::IdMap::new(0, 100_000, 65536)],
+        gid_map: vec![storage_types::IdMap::new(0, 200_000, 65536)],
         ..CreateOpts::default()
     };
     let d = fx.d();
@@ -1122,16 +1110,8 @@ fn mount_time_shifting() {
         return;
     };
     let d = fx.d();
-    let uid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
-    let gid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 200_000,
-        size: 65536,
-    }];
+    let uid = [storage_types::IdMap::new(0, 100_000, 65536)];
+    let gid = [storage_types::IdMap::new(0, 200_000, 65536)];
     let disabled = std::env::var("_CONTAINERS_OVERLAY_DISABLE_IDMAP").as_deref() == Ok("yes");
     let status = d
         .status()

@@ -108,23 +108,11 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
     assert!(names.contains(&"etc/.wh.group".to_owned()), "{names:?}");
 
     // Contiguous maps are shifted by fuse-overlayfs itself.
-    let uid = vec![storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
+    let uid = vec![storage_types::IdMap::new(0, 100_000, 65536)];
     assert!(d.supports_shifting(&uid, &uid));
     let split = [
-        storage_types::IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 1,
-        },
-        storage_types::IdMap {
-            container_id: 1,
-            host_id: 100_000,
-            size: 65535,
-        },
+        storage_types::IdMap::new(0, 1000, 1),
+        storage_types::IdMap::new(1, 100_000, 65535),
     ];
     assert!(!d.supports_shifting(&split, &split));
     let m = d

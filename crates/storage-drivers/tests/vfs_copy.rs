@@ -133,16 +133,8 @@ fn mapped_root_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let d = vfs(tmp.path());
     let opts = CreateOpts {
-        uid_map: vec![IdMap {
-            container_id: 0,
-            host_id: 100000,
-            size: 65536,
-        }],
-        gid_map: vec![IdMap {
-            container_id: 0,
-            host_id: 200000,
-            size: 65536,
-        }],
+        uid_map: vec![IdMap::new(0, 100000, 65536)],
+        gid_map: vec![IdMap::new(0, 200000, 65536)],
         ..Default::default()
     };
     d.create("m", None, &opts).unwrap();

@@ -531,16 +531,8 @@ fn diff_with_id_maps() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = vfs(tmp.path());
-    let uid_map = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 1000,
-    }];
-    let gid_map = vec![IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 1000,
-    }];
+    let uid_map = vec![IdMap::new(0, 100000, 1000)];
+    let gid_map = vec![IdMap::new(0, 200000, 1000)];
     d.create("m", None, &CreateOpts::default()).unwrap();
     let m = d.get("m", &MountOpts::default()).unwrap();
     std::fs::write(m.join("mapped"), b"m").unwrap();
@@ -598,16 +590,8 @@ fn update_layer_id_map_rechowns() {
     chmod(&l.join("suid"), 0o4755);
     std::fs::hard_link(l.join("dir/file"), l.join("hl")).unwrap();
     std::os::unix::fs::symlink("dir/file", l.join("sym")).unwrap();
-    let new_uid = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let new_gid = vec![IdMap {
-        container_id: 0,
-        host_id: 300000,
-        size: 65536,
-    }];
+    let new_uid = vec![IdMap::new(0, 100000, 65536)];
+    let new_gid = vec![IdMap::new(0, 300000, 65536)];
     d.update_layer_id_map("l", &[], &[], &new_uid, &new_gid)
         .unwrap();
     let own = |p: &str| {
@@ -687,16 +671,8 @@ fn mapped_child_matches_go() {
     let go_changes = go.cs(&["changes", &child]);
     let go_diff = go.cs(&["diff", "-u", &child]);
 
-    let uid = [IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let gid = [IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 65536,
-    }];
+    let uid = [IdMap::new(0, 100000, 65536)];
+    let gid = [IdMap::new(0, 200000, 65536)];
     let d = vfs_with_home(&go.graph);
     let opts = CreateOpts {
         uid_map: uid.to_vec(),

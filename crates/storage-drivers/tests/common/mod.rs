@@ -8,13 +8,35 @@ use storage_drivers::{Driver, DriverOptions, open_driver};
 #[allow(unused_imports)] // each test binary uses a subset
 pub use storage_testsupport::{in_ci, is_root, require};
 
-/// Go's containers-storage CLI, if installed.
-pub fn go_cs() -> Option<PathBuf> {
-    let p = PathBuf::from(
-        std::env::var("GO_CONTAINERS_STORAGE")
-            .unwrap_or_else(|_| "/usr/bin/containers-storage".into()),
-    );
-    p.is_file().then_some(p)
+/// Go's containers-storage CLI, or `None` after saying it is missing (a failure in CI).
+#[allow(unused_imports)]
+pub use storage_testsupport::go_cli as go_cs;
+
+/// Go's CLI `go` on the store with graph root `g` and run root `r` and the given driver:
+/// the returned function runs it with some arguments and returns its stdout.
+pub fn go_store<'a>(
+    go: &'a Path,
+    g: &'a Path,
+    r: &'a Path,
+    driver: &'a str,
+) -> impl Fn(&[&str]) -> Vec<u8> + 'a {
+    move |args| {
+        let mut c = std::process::Command::new(go);
+        c.arg("--graph").arg(g).arg("--run").arg(r);
+        c.arg("--storage-driver").arg(driver).args(args);
+        run(&mut c)
+    }
+}
+
+/// [`go_store`] returning the trimmed output as text (an ID, a path).
+pub fn go_store_text<'a>(
+    go: &'a Path,
+    g: &'a Path,
+    r: &'a Path,
+    driver: &'a str,
+) -> impl Fn(&[&str]) -> String + 'a {
+    let cs = go_store(go, g, r, driver);
+    move |args| String::from_utf8_lossy(&cs(args)).trim().to_owned()
 }
 
 pub fn vfs(tmp: &Path) -> Box<dyn Driver> {

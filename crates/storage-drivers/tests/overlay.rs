@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use storage_testsupport::unmount_all_under;
 
-use common::{get_xattr, is_root, require};
+use common::{apply, get_xattr, is_root, require};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
@@ -145,11 +145,6 @@ fn child_tar() -> Vec<u8> {
         .file("newdir/.wh..wh..opq", b"")
         .file("newdir/f", b"f")
         .finish()
-}
-
-fn apply(d: &dyn Driver, id: &str, parent: Option<&str>, tar: &[u8]) -> i64 {
-    d.apply_diff(id, parent, &mut &tar[..], &ApplyDiffOpts::default())
-        .expect("apply_diff")
 }
 
 /// `(name, typeflag, mode, size, linkname)` of every entry of a tar.

@@ -62,13 +62,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         ("bin/.wh..wh..opq", b""),
         ("bin/new", b"n"),
     ]);
-    d.apply_diff(
-        "child",
-        Some("base"),
-        &mut &child[..],
-        &ApplyDiffOpts::default(),
-    )
-    .unwrap();
+    common::apply(d, "child", Some("base"), &child);
 
     // Stored verbatim as empty regular files, no opaque xattr.
     let diff = home.join("child/diff");

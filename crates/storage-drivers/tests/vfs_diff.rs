@@ -511,13 +511,7 @@ fn apply_diff_and_diff_getter() {
     // Applying that diff on top of a copy removes the file (whiteouts are applied).
     d.create("replay", Some("dst"), &CreateOpts::default())
         .unwrap();
-    d.apply_diff(
-        "replay",
-        Some("dst"),
-        &mut &diff[..],
-        &ApplyDiffOpts::default(),
-    )
-    .unwrap();
+    common::apply(d.as_ref(), "replay", Some("dst"), &diff);
     let r = d.get("replay", &MountOpts::default()).unwrap();
     assert!(!r.join("top").exists());
     assert!(r.join("a/b/file").exists());

@@ -106,6 +106,17 @@ pub fn mount_field(path: &Path, n: usize) -> Option<String> {
     Some(tail.split(' ').nth(n).unwrap_or_default().to_owned())
 }
 
+/// Applies `tar` to layer `id` with the default options; returns the driver's size.
+pub fn apply(d: &dyn Driver, id: &str, parent: Option<&str>, tar: &[u8]) -> i64 {
+    d.apply_diff(
+        id,
+        parent,
+        &mut &tar[..],
+        &storage_drivers::ApplyDiffOpts::default(),
+    )
+    .expect("apply_diff")
+}
+
 /// The member names of a tar, in order.
 pub fn entry_names(tar: &[u8]) -> Vec<String> {
     let mut ar = tar::Archive::new(tar);

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar when stderr is a terminal; `len` is the total when known.
-pub fn bar(len: Option<u64>) -> Option<ProgressBar> {
+pub(crate) fn bar(len: Option<u64>) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -32,14 +32,14 @@ pub fn bar(len: Option<u64>) -> Option<ProgressBar> {
 }
 
 /// A reader that advances a progress bar.
-pub struct ProgressReader<R> {
+pub(crate) struct ProgressReader<R> {
     inner: R,
     bar: Option<ProgressBar>,
 }
 
 impl<R: Read> ProgressReader<R> {
     /// Wraps `inner`.
-    pub fn new(inner: R, bar: Option<ProgressBar>) -> Self {
+    pub(crate) fn new(inner: R, bar: Option<ProgressBar>) -> Self {
         ProgressReader { inner, bar }
     }
 }
@@ -66,14 +66,14 @@ impl<R> Drop for ProgressReader<R> {
 }
 
 /// A writer that advances a progress bar.
-pub struct ProgressWriter<W> {
+pub(crate) struct ProgressWriter<W> {
     inner: W,
     bar: Option<ProgressBar>,
 }
 
 impl<W: Write> ProgressWriter<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W, bar: Option<ProgressBar>) -> Self {
+    pub(crate) fn new(inner: W, bar: Option<ProgressBar>) -> Self {
         ProgressWriter { inner, bar }
     }
 }
@@ -100,14 +100,14 @@ impl<W> Drop for ProgressWriter<W> {
 }
 
 /// One progress bar per layer for `import-image` and `export-image` (stderr, terminals only).
-pub struct LayerBars {
+pub(crate) struct LayerBars {
     multi: indicatif::MultiProgress,
     bars: std::sync::Mutex<Vec<Option<ProgressBar>>>,
 }
 
 impl LayerBars {
     /// Bars when stderr is a terminal; `None` otherwise.
-    pub fn new() -> Option<std::sync::Arc<LayerBars>> {
+    pub(crate) fn new() -> Option<std::sync::Arc<LayerBars>> {
         if !std::io::stderr().is_terminal() {
             return None;
         }

@@ -2,9 +2,8 @@
 //! layers are mounted here, the copy itself is `containers_storage::copy_with_tar` (which
 //! keeps both ends inside their layer).
 
-use std::path::PathBuf;
-
 use containers_storage::drivers::MountOpts;
+use containers_storage::types::{IdMap, go_quote};
 use containers_storage::{CopyOwners, CopyPath};
 
 use super::Ctx;
@@ -17,13 +16,13 @@ fn parse_id(s: &str, what: &str) -> Result<u32, String> {
         };
         format!(
             "bad {what}: strconv.ParseUint: parsing {}: {reason}",
-            containers_storage::types::go_quote(s)
+            go_quote(s)
         )
     })
 }
 
 /// `copy`.
-pub fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let chown = ctx.flags.str("-chown");
     let chown = if chown.is_empty() {
         None
@@ -36,40 +35,33 @@ pub fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     };
     let mut mounted: Vec<String> = Vec::new();
     let result = (|| -> Result<(), String> {
-        // Mounts `layer`: its mount point and ID maps.
-        let mut mount =
-            |layer: &str| -> Result<(PathBuf, containers_storage::types::Layer), String> {
-                let (l, _) = ctx.store.layer(layer).map_err(|e| {
-                    format!(
-                        "error finding layer {}: {e}",
-                        containers_storage::types::go_quote(layer)
-                    )
-                })?;
-                let opts = MountOpts {
-                    mount_label: l.mount_label.clone(),
-                    ..MountOpts::default()
-                };
-                let mp = ctx.store.mount(&l.id, &opts).map_err(|e| {
-                    format!(
-                        "error mounting layer {}: {e}",
-                        containers_storage::types::go_quote(&l.id)
-                    )
-                })?;
-                mounted.push(l.id.clone());
-                Ok((mp, l))
+        // One end of the copy: a host path, or `LAYER:PATH` with the layer mounted, and
+        // the layer's ID maps.
+        let mut end = |spec: &str| -> Result<(CopyPath, Vec<IdMap>, Vec<IdMap>), String> {
+            let Some((layer, path)) = spec.split_once(':') else {
+                return Ok((CopyPath::host(spec), Vec::new(), Vec::new()));
             };
+            let (l, _) = ctx
+                .store
+                .layer(layer)
+                .map_err(|e| format!("error finding layer {}: {e}", go_quote(layer)))?;
+            let opts = MountOpts {
+                mount_label: l.mount_label.clone(),
+                ..MountOpts::default()
+            };
+            let mp = ctx
+                .store
+                .mount(&l.id, &opts)
+                .map_err(|e| format!("error mounting layer {}: {e}", go_quote(&l.id)))?;
+            mounted.push(l.id.clone());
+            Ok((CopyPath::in_layer(mp, path), l.uidmap, l.gidmap))
+        };
+        let (target, target_uid, target_gid) = end(target_spec)?;
         let mut owners = CopyOwners {
             chown,
+            target_uid,
+            target_gid,
             ..CopyOwners::default()
-        };
-        let target = match target_spec.split_once(':') {
-            Some((layer, path)) => {
-                let (mp, l) = mount(layer)?;
-                owners.target_uid = l.uidmap;
-                owners.target_gid = l.gidmap;
-                CopyPath::in_layer(mp, path)
-            }
-            None => CopyPath::host(target_spec),
         };
         // Go names the target `<mount point>/<path>` in messages.
         let mut target_shown = target.display().to_string_lossy().into_owned();
@@ -77,24 +69,13 @@ pub fn copy(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             target_shown.push('/');
         }
         for spec in sources {
-            let source = match spec.split_once(':') {
-                Some((layer, path)) => {
-                    let (mp, l) = mount(layer)?;
-                    owners.source_uid = l.uidmap;
-                    owners.source_gid = l.gidmap;
-                    CopyPath::in_layer(mp, path)
-                }
-                None => {
-                    owners.source_uid.clear();
-                    owners.source_gid.clear();
-                    CopyPath::host(spec)
-                }
-            };
+            let source;
+            (source, owners.source_uid, owners.source_gid) = end(spec)?;
             containers_storage::copy_with_tar(&source, &target, &owners).map_err(|e| {
                 format!(
                     "error copying {} to {}: {e}",
-                    containers_storage::types::go_quote(&source.display().to_string_lossy()),
-                    containers_storage::types::go_quote(&target_shown)
+                    go_quote(&source.display().to_string_lossy()),
+                    go_quote(&target_shown)
                 )
             })?;
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use containers_storage::types::to_go_json_line;
 use containers_storage::{NamesOp, RecordKind};
 
-use super::{Ctx, out};
+use super::{Ctx, open_error, out};
 
 fn out_bytes(b: &[u8]) -> Result<(), String> {
     out(&String::from_utf8_lossy(b))
@@ -85,12 +85,7 @@ pub(crate) fn set_metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let file = ctx.flags.str("-metadata-file");
     let mut metadata = ctx.flags.str("-metadata");
     if !file.is_empty() {
-        metadata = std::fs::read_to_string(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?;
+        metadata = std::fs::read_to_string(&file).map_err(open_error(&file))?;
     }
     if metadata.is_empty() {
         return Err("no new metadata provided".into());

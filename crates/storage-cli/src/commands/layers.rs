@@ -10,7 +10,7 @@ use containers_storage::{CreateLayerOptions, DiffOptions};
 
 use containers_storage::Store;
 
-use super::{Ctx, err, out};
+use super::{Ctx, err, open_error, out};
 use crate::progress::{ProgressReader, ProgressWriter};
 
 /// ID mappings requested with `--uidmap`, `--gidmap`, `--subuidmap`, `--subgidmap`,
@@ -112,12 +112,7 @@ fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
         let bar = crate::progress::bar(None);
         return Ok(Box::new(ProgressReader::new(std::io::stdin(), bar)));
     }
-    let f = std::fs::File::open(file).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })?;
+    let f = std::fs::File::open(file).map_err(open_error(file))?;
     let len = f.metadata().ok().map(|m| m.len());
     Ok(Box::new(ProgressReader::new(f, crate::progress::bar(len))))
 }
@@ -126,12 +121,7 @@ fn open_data_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
     if file.is_empty() {
         return Ok(Box::new(std::io::stdin()));
     }
-    let f = std::fs::File::open(file).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })?;
+    let f = std::fs::File::open(file).map_err(open_error(file))?;
     Ok(Box::new(f))
 }
 
@@ -477,12 +467,7 @@ pub(crate) fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut output: Box<dyn Write> = if file.is_empty() {
         Box::new(std::io::stdout())
     } else {
-        Box::new(std::fs::File::create(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?)
+        Box::new(std::fs::File::create(&file).map_err(open_error(&file))?)
     };
     let data = ctx
         .store
@@ -575,12 +560,7 @@ pub(crate) fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             Err(_) => Box::new(std::io::stdout().lock()),
         }
     } else {
-        Box::new(std::fs::File::create(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?)
+        Box::new(std::fs::File::create(&file).map_err(open_error(&file))?)
     };
     let mut compression = None;
     if ctx.flags.bool("-uncompressed") {

@@ -54,6 +54,17 @@ pub struct Command {
     pub(crate) handler: Handler,
 }
 
+/// The error of opening or creating `file`, as Go words it (`open FILE: no such file or
+/// directory`).
+pub(crate) fn open_error(file: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    }
+}
+
 /// `-j/--json`.
 pub(crate) const JSON: FlagSpec = flag(&["-json", "j"], Kind::Bool, "Prefer JSON output");
 const FORCE_SHUTDOWN: FlagSpec = flag(&["-force", "f"], Kind::Bool, "Unmount mounted layers first");

@@ -7,7 +7,7 @@ use containers_storage::types::{Container, Digest, Image, to_go_json_line};
 use containers_storage::{ContainerOptions, NewImage};
 
 use super::layers::mappings;
-use super::{Ctx, err, out};
+use super::{Ctx, err, open_error, out};
 
 fn out_bytes(b: &[u8]) -> Result<(), String> {
     std::io::stdout()
@@ -23,12 +23,7 @@ fn read_input(file: &str) -> Result<Vec<u8>, String> {
             .read_to_end(&mut data)
             .map_err(|e| e.to_string())?;
     } else {
-        data = std::fs::read(file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?;
+        data = std::fs::read(file).map_err(open_error(file))?;
     }
     Ok(data)
 }
@@ -37,12 +32,7 @@ fn write_output(file: &str, data: &[u8]) -> Result<(), String> {
     if file.is_empty() {
         return out_bytes(data);
     }
-    std::fs::write(file, data).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })
+    std::fs::write(file, data).map_err(open_error(file))
 }
 
 fn metadata_arg(ctx: &Ctx<'_>) -> Result<String, String> {
@@ -217,12 +207,9 @@ fn create_output(file: &str) -> Result<(), String> {
     if file.is_empty() {
         return Ok(());
     }
-    std::fs::File::create(file).map(|_| ()).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })
+    std::fs::File::create(file)
+        .map(|_| ())
+        .map_err(open_error(file))
 }
 
 /// `get-image-data IMAGE KEY`.

@@ -134,6 +134,13 @@ impl CheckReport {
     }
 }
 
+/// Adds the findings `found` to `dest`.
+fn merge(dest: &mut BTreeMap<String, Vec<String>>, found: BTreeMap<String, Vec<String>>) {
+    for (id, errs) in found {
+        dest.entry(id).or_default().extend(errs);
+    }
+}
+
 fn push(map: &mut BTreeMap<String, Vec<String>>, id: &str, err: String) {
     let errs = map.entry(id.to_string()).or_default();
     if !errs.contains(&err) {
@@ -425,9 +432,7 @@ impl Store {
             } else {
                 &mut report.layers
             };
-            for (id, errs) in found {
-                dest.entry(id).or_default().extend(errs);
-            }
+            merge(dest, found);
             scans.push(LayerScan {
                 layers: list,
                 read_only,
@@ -503,9 +508,7 @@ impl Store {
             } else {
                 &mut report.images
             };
-            for (id, errs) in found {
-                dest.entry(id).or_default().extend(errs);
-            }
+            merge(dest, found);
         }
 
         // Containers.
@@ -563,9 +566,7 @@ impl Store {
                     }
                 }
             }
-            for (id, errs) in found {
-                report.containers.entry(id).or_default().extend(errs);
-            }
+            merge(&mut report.containers, found);
         }
 
         // Unreferenced layers of the read-write store.

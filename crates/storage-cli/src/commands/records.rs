@@ -257,24 +257,21 @@ pub(crate) fn set_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
+/// Prints the directory the Store named, one line (the `get-*-dir` commands).
+fn print_dir(dir: containers_storage::types::Result<std::path::PathBuf>) -> Result<i32, String> {
+    let dir = dir.map_err(|e| e.to_string())?;
+    out(&format!("{}\n", dir.display()))?;
+    Ok(0)
+}
+
 /// `get-image-dir IMAGE`.
 pub(crate) fn get_image_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .image_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+    print_dir(ctx.store.image_dir(&ctx.args[0]))
 }
 
 /// `get-image-run-dir IMAGE`.
 pub(crate) fn get_image_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .image_run_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+    print_dir(ctx.store.image_run_dir(&ctx.args[0]))
 }
 
 /// `delete-image IMAGE…`.
@@ -465,22 +462,12 @@ pub(crate) fn set_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `get-container-dir CONTAINER`.
 pub(crate) fn get_container_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .container_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+    print_dir(ctx.store.container_dir(&ctx.args[0]))
 }
 
 /// `get-container-run-dir CONTAINER`.
 pub(crate) fn get_container_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .container_run_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+    print_dir(ctx.store.container_run_dir(&ctx.args[0]))
 }
 
 /// `container-parent-owners CONTAINER…`.

@@ -442,6 +442,56 @@ fn checksum_mismatch_and_missing_file() {
     assert!(matches!(e, Error::Json(_)), "{e:?}");
 }
 
+/// A header-only entry (hard link, symbolic link, fifo) whose header carries a size is
+/// recorded as Go records it (that size, the CRC of no bytes) and comes back from the empty
+/// file it is on disk, byte for byte, as Go's reassembly gives it back; a file of another
+/// content under that name still fails before any of its bytes.
+#[test]
+fn header_only_entries_with_a_size_come_back_from_empty_files() {
+    let mut b = TarBuilder::new();
+    b.file(b"empty", b"");
+    b.entry(&H::new(b"hard", b'1', 42).link(b"empty"), b"");
+    b.entry(&H::new(b"fifo", b'6', 7), b"");
+    b.end();
+    let tar = b.bytes();
+    let (_, json) = disassemble(&tar, 4096).unwrap();
+    let entries: Vec<_> = Entries::from_json(&json[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let hard = entries.iter().find(|e| e.name == b"hard").unwrap();
+    assert_eq!(hard.size, 42, "the header's size, as Go records it");
+    assert_eq!(
+        hard.payload.as_deref(),
+        Some(&[0u8; 8][..]),
+        "CRC of no bytes"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["empty", "hard", "fifo"] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    let mut out = Vec::new();
+    let n = reassemble(
+        &gz(&json)[..],
+        &mut DirFileGetter::new(dir.path()),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(n, tar.len() as u64);
+    assert!(out == tar, "reassembled stream differs");
+
+    std::fs::write(dir.path().join("hard"), b"host secret").unwrap();
+    let mut out = Vec::new();
+    let e = reassemble(
+        &gz(&json)[..],
+        &mut DirFileGetter::new(dir.path()),
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "file integrity checksum failed for \"hard\"");
+    assert!(!out.windows(11).any(|w| w == b"host secret"));
+}
+
 #[test]
 fn never_panics_on_damaged_input() {
     let bases = [gnu_tar(), pax_tar(), ustar_tar()];

@@ -23,7 +23,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -182,8 +181,8 @@ pub fn copy_with_tar(src: &CopyPath, dst: &CopyPath, owners: &CopyOwners) -> Res
             )
             .map_err(|e| err("open", &src_shown, e))?;
         // Go tars the directory and untars it: hard links and extended attributes go along.
-        let mut copier = Copier::new(owners, true);
-        return copier.copy_children(sdir.as_fd(), &src_shown, &Rc::new(ddir), &shown);
+        let mut copier = Copier::new(owners, Some(ddir.as_fd()));
+        return copier.copy_children(sdir.as_fd(), &src_shown, (ddir.as_fd(), b"", &shown));
     }
     let mut target = dst.clone();
     if dst.path.ends_with('/')
@@ -203,9 +202,9 @@ pub fn copy_with_tar(src: &CopyPath, dst: &CopyPath, owners: &CopyOwners) -> Res
         .resolve(sparent, OFlags::RDONLY | OFlags::DIRECTORY, Follow::InRoot)
         .map_err(|e| err("stat", &src_shown, e))?;
     // Go's `CopyFileWithTar`: one header from `stat`, no extended attributes.
-    Copier::new(owners, false).copy_entry(
+    Copier::new(owners, None).copy_entry(
         (sdir.as_fd(), sname, &src_shown),
-        (&Rc::new(ddir), dname, &target.display()),
+        (ddir.as_fd(), dname, &target.display(), dname),
     )
 }
 
@@ -264,21 +263,24 @@ fn times(st: &Stat) -> Timestamps {
     }
 }
 
-/// One copy in progress: how owners map, whether extended attributes go along (a
-/// directory's copy), and where the first copy of each multiply linked file went.
+/// One copy in progress: how owners map, the directory a directory's copy goes into (then
+/// extended attributes and hard links go along), and where the first copy of each multiply
+/// linked file went.
 struct Copier<'a> {
     owners: &'a CopyOwners,
+    top: Option<BorrowedFd<'a>>,
     xattrs: bool,
     in_user_ns: bool,
-    /// Source (device, inode) → the directory and name of its first copy.
-    links: HashMap<(u64, u64), (Rc<OwnedFd>, Vec<u8>)>,
+    /// Source (device, inode) → the path of its first copy, relative to `top`.
+    links: HashMap<(u64, u64), Vec<u8>>,
 }
 
 impl<'a> Copier<'a> {
-    fn new(owners: &'a CopyOwners, xattrs: bool) -> Self {
+    fn new(owners: &'a CopyOwners, top: Option<BorrowedFd<'a>>) -> Self {
         Copier {
             owners,
-            xattrs,
+            top,
+            xattrs: top.is_some(),
             in_user_ns: storage_userns::in_user_namespace(),
             links: HashMap::new(),
         }
@@ -324,45 +326,54 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies every entry of the directory `sdir` into the directory `ddir`.
+    /// Copies every entry of the directory `sdir` into the directory `dst` (descriptor,
+    /// shown path, path relative to the copy's top directory).
     fn copy_children(
         &mut self,
         sdir: BorrowedFd<'_>,
         src_shown: &Path,
-        ddir: &Rc<OwnedFd>,
-        dst_shown: &Path,
+        dst: (BorrowedFd<'_>, &[u8], &Path),
     ) -> Result<()> {
+        let (ddir, drel, dst_shown) = dst;
         let names = confined::list_dir(sdir).map_err(|e| err("readdirent", src_shown, e))?;
         for (name, _) in names {
+            let mut rel = drel.to_vec();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
             self.copy_entry(
                 (sdir, &name, &src_shown.join(os(&name))),
-                (ddir, &name, &dst_shown.join(os(&name))),
+                (ddir, &name, &dst_shown.join(os(&name)), &rel),
             )?;
         }
         Ok(())
     }
 
-    /// Copies the entry `src` (directory, name, shown path) to `dst`, not following a
-    /// symbolic link on either side; a file met before under another name is linked to
-    /// its first copy.
+    /// Copies the entry `src` (directory, name, shown path) to `dst` (directory, name,
+    /// shown path, path relative to the top directory), not following a symbolic link on
+    /// either side; a file met before under another name is linked to its first copy.
     fn copy_entry(
         &mut self,
         src: (BorrowedFd<'_>, &[u8], &Path),
-        dst: (&Rc<OwnedFd>, &[u8], &Path),
+        dst: (BorrowedFd<'_>, &[u8], &Path, &[u8]),
     ) -> Result<()> {
         let (sdir, sname, src_shown) = src;
-        let (ddir_rc, dname, dst_shown) = dst;
-        let ddir = ddir_rc.as_fd();
+        let (ddir, dname, dst_shown, drel) = dst;
         let st = rustix::fs::statat(sdir, os(sname), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| err("lstat", src_shown, e))?;
         let owner = self.owners.map(st.st_uid, st.st_gid);
         let file_type = FileType::from_raw_mode(st.st_mode);
         let linked = file_type != FileType::Directory && st.st_nlink > 1;
         let key = (st.st_dev, st.st_ino);
-        if linked && let Some((first_dir, first_name)) = self.links.get(&key) {
+        if linked && let (Some(top), Some(first)) = (self.top, self.links.get(&key)) {
+            let (parent, first_name) = confined::split(first);
+            let first_dir =
+                confined::resolve_at(top, parent, OFlags::PATH | OFlags::DIRECTORY, Follow::Never)
+                    .map_err(|e| err("link", dst_shown, e))?;
             confined::remove_all_at(ddir, dname).map_err(|e| err("remove", dst_shown, e))?;
             return rustix::fs::linkat(
-                first_dir.as_fd(),
+                &first_dir,
                 os(first_name),
                 ddir,
                 os(dname),
@@ -382,10 +393,9 @@ impl<'a> Copier<'a> {
                 }
                 let s =
                     confined::open_dir_at(sdir, sname).map_err(|e| err("open", src_shown, e))?;
-                let d = Rc::new(
-                    confined::open_dir_at(ddir, dname).map_err(|e| err("open", dst_shown, e))?,
-                );
-                self.copy_children(s.as_fd(), src_shown, &d, dst_shown)?;
+                let d =
+                    confined::open_dir_at(ddir, dname).map_err(|e| err("open", dst_shown, e))?;
+                self.copy_children(s.as_fd(), src_shown, (d.as_fd(), drel, dst_shown))?;
                 return self.finish(d.as_fd(), s.as_fd(), &st, owner, dst_shown);
             }
             FileType::Symlink => {
@@ -435,7 +445,7 @@ impl<'a> Copier<'a> {
             _ => return Ok(()),
         }
         if linked {
-            self.links.insert(key, (Rc::clone(ddir_rc), dname.to_vec()));
+            self.links.insert(key, drel.to_vec());
         }
         Ok(())
     }

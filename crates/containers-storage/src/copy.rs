@@ -29,6 +29,8 @@ use rustix::io::Errno;
 use storage_io::confined::{self, Follow, Root};
 use storage_types::{Error, IdMap, Result, to_container, to_host};
 
+use crate::Store;
+
 /// How owners are translated: host → container through the source maps, an optional
 /// `--chown` override, then container → host through the target maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,6 +145,153 @@ impl CopyPath {
         } else {
             self.root.join(rel)
         }
+    }
+}
+
+/// One end of [`Store::copy`]: a path of the host (relative ones from the working
+/// directory) or a path inside a layer (by ID, name or ID prefix), which is mounted for the
+/// copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyEnd {
+    /// A host path, named in messages as given.
+    Host(String),
+    /// `path` inside `layer`.
+    Layer {
+        /// The layer's ID, name or ID prefix.
+        layer: String,
+        /// The path inside it; a trailing `/` on the target means "into this directory".
+        path: String,
+    },
+}
+
+/// Why [`Store::copy`] failed, worded as Go's `containers-storage copy`.
+#[derive(Debug)]
+pub enum CopyError {
+    /// A layer an end names is not known: `error finding layer "X": …`.
+    FindLayer {
+        /// The layer as named.
+        layer: String,
+        /// The lookup's error.
+        error: Error,
+    },
+    /// A layer could not be mounted: `error mounting layer "ID": …`.
+    Mount {
+        /// The layer's ID.
+        id: String,
+        /// The mount's error.
+        error: Error,
+    },
+    /// The copy of one source failed: `error copying "SOURCE" to "TARGET": …`.
+    Copy {
+        /// The source as messages name it (a layer path under its mount point).
+        source: String,
+        /// The target as messages name it.
+        target: String,
+        /// The copy's error.
+        error: Error,
+    },
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = storage_types::go_quote;
+        match self {
+            CopyError::FindLayer { layer, error } => {
+                write!(f, "error finding layer {}: {error}", q(layer))
+            }
+            CopyError::Mount { id, error } => write!(f, "error mounting layer {}: {error}", q(id)),
+            CopyError::Copy {
+                source,
+                target,
+                error,
+            } => write!(f, "error copying {} to {}: {error}", q(source), q(target)),
+        }
+    }
+}
+
+impl std::error::Error for CopyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CopyError::FindLayer { error, .. }
+            | CopyError::Mount { error, .. }
+            | CopyError::Copy { error, .. } => Some(error),
+        }
+    }
+}
+
+impl Store {
+    /// Go's `containers-storage copy`: copies each source into `target` with
+    /// [`copy_with_tar`], owners translated from the source layer's ID maps to container IDs
+    /// (or set to `chown`) and then into the target layer's maps. The layers named are
+    /// mounted for the copy (the target first, then each source in turn) and unmounted
+    /// afterwards, also after a failure; the first failure stops the copy.
+    pub fn copy(
+        &self,
+        sources: &[CopyEnd],
+        target: &CopyEnd,
+        chown: Option<(u32, u32)>,
+    ) -> std::result::Result<(), CopyError> {
+        let mut mounted: Vec<String> = Vec::new();
+        let result = self.copy_mounted(sources, target, chown, &mut mounted);
+        for id in mounted.iter().rev() {
+            let _ = self.unmount(id, false);
+        }
+        result
+    }
+
+    fn copy_mounted(
+        &self,
+        sources: &[CopyEnd],
+        target: &CopyEnd,
+        chown: Option<(u32, u32)>,
+        mounted: &mut Vec<String>,
+    ) -> std::result::Result<(), CopyError> {
+        // One end: its path, and the layer's ID maps (none for a host path).
+        let mut end =
+            |e: &CopyEnd| -> std::result::Result<(CopyPath, Vec<IdMap>, Vec<IdMap>), CopyError> {
+                let (layer, path) = match e {
+                    CopyEnd::Host(path) => {
+                        return Ok((CopyPath::host(path), Vec::new(), Vec::new()));
+                    }
+                    CopyEnd::Layer { layer, path } => (layer, path),
+                };
+                let (l, _) = self.layer(layer).map_err(|error| CopyError::FindLayer {
+                    layer: layer.clone(),
+                    error,
+                })?;
+                let opts = storage_drivers::MountOpts {
+                    mount_label: l.mount_label.clone(),
+                    ..Default::default()
+                };
+                let mp = self.mount(&l.id, &opts).map_err(|error| CopyError::Mount {
+                    id: l.id.clone(),
+                    error,
+                })?;
+                mounted.push(l.id.clone());
+                Ok((CopyPath::in_layer(mp, path), l.uidmap, l.gidmap))
+            };
+        let (target, target_uid, target_gid) = end(target)?;
+        let mut owners = CopyOwners {
+            chown,
+            target_uid,
+            target_gid,
+            ..CopyOwners::default()
+        };
+        // Go names the target `<mount point>/<path>` in messages.
+        let mut target_shown = target.display().to_string_lossy().into_owned();
+        if target.path.ends_with('/') && !target_shown.ends_with('/') {
+            target_shown.push('/');
+        }
+        for spec in sources {
+            let source;
+            (source, owners.source_uid, owners.source_gid) = end(spec)?;
+            copy_with_tar(&source, &target, &owners).map_err(|error| CopyError::Copy {
+                source: source.display().to_string_lossy().into_owned(),
+                target: target_shown.clone(),
+                error,
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -236,7 +236,7 @@ mod sys;
 pub use auto_userns::AutoUserNsOptions;
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use chunked::ChunkedDiffer;
-pub use copy::{CopyOwners, CopyPath, copy_with_tar};
+pub use copy::{CopyEnd, CopyError, CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;

@@ -15,6 +15,13 @@
 //! * Go's `containers-storage layers` / `images` / `containers` read the store.
 //!
 //! Operations whose command our CLI does not have yet are reported and skipped.
+//!
+//! The staged applies (`import-layer`, `import-layers`) are also killed at chosen points of
+//! their three phases, found in a traced run (`strace -y`): while the data is prepared in a
+//! staging directory, right before the commit takes the layers lock, and during the commit.
+//! After each kill, besides the checks above: every new layer is complete (its diff
+//! reproduces its tar) and the new layers are a prefix of the chain, and our next
+//! read-write load leaves no staging directory behind.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -257,47 +264,11 @@ impl Harness {
     /// Counts the write-type syscalls of one complete run of `op`; also returns the records
     /// a complete run leaves.
     fn count(&self, op: &Op) -> (BTreeMap<String, usize>, Snapshot) {
-        let cs = self.copy();
-        let _released = Released(&cs);
-        let log = cs.dir.path().join("count.trace");
-        let mut all: Vec<&str> = DURABLE.to_vec();
-        all.extend(OTHER_WRITES);
-        all.extend(QUIET);
-        let out = self.strace(
-            &[
-                "-o".into(),
-                log.display().to_string(),
-                "-e".into(),
-                format!("trace={}", all.join(",")),
-            ],
-            &self.op_command(&cs, op),
-        );
-        assert!(
-            out.status.success(),
-            "{}: the operation fails without any kill:\n{}",
-            op.name,
-            text(&out)
-        );
-        let trace = std::fs::read_to_string(&log).expect("read trace");
+        let (calls, done) = self.trace(op);
         let mut counts = BTreeMap::new();
-        for line in trace.lines() {
-            // "<pid> name(args…" — resumed halves are not new calls.
-            let rest = line
-                .split_once(' ')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or(line);
-            if rest.starts_with('<') {
-                continue;
-            }
-            if let Some((name, _)) = rest.split_once('(')
-                && all.contains(&name)
-            {
-                *counts.entry(name.to_string()).or_insert(0) += 1;
-            }
+        for c in calls {
+            *counts.entry(c.name).or_insert(0) += 1;
         }
-        let done = snapshot(&cs, self.has_images, self.has_containers);
-        drop(_released);
-        let done = done.expect("snapshot after a complete run");
         (counts, done)
     }
 
@@ -340,6 +311,21 @@ impl Harness {
             }
         }
         points
+    }
+
+    /// Runs `op` on `cs`, killed with SIGKILL right before a thread's `k`-th call of `sys`.
+    fn kill(&self, cs: &Cs, op: &Op, sys: &str, k: usize) -> Output {
+        self.strace(
+            &[
+                "-o".into(),
+                "/dev/null".into(),
+                "-e".into(),
+                format!("trace={sys}"),
+                "-e".into(),
+                format!("inject={sys}:signal=SIGKILL:when={k}"),
+            ],
+            &self.op_command(cs, op),
+        )
     }
 
     /// Checks the store after a kill. Returns a description of the failure, if any.
@@ -385,6 +371,20 @@ impl Harness {
     }
 }
 
+/// strace, when it and Go's `containers-storage` (which reads the crashed stores) are here.
+fn peers() -> Option<PathBuf> {
+    let strace = peer("strace");
+    if !require(strace.is_some(), "strace for the crash harness")
+        || !require(
+            go_cs().is_some(),
+            "Go containers-storage to read the crashed stores",
+        )
+    {
+        return None;
+    }
+    strace
+}
+
 /// `want` values of 1..=n, evenly spread, always including 1 and n.
 fn spread(n: usize, want: usize) -> Vec<usize> {
     if n == 0 || want == 0 {
@@ -417,12 +417,7 @@ fn killed_operations_never_break_the_store() {
 /// The layer, image and container operations on overlay (what podman uses): fewer points.
 #[test]
 fn killed_overlay_operations_never_break_the_store() {
-    if !require(storage_tests::is_root(), "root for overlay mounts") {
-        return;
-    }
-    let supported = std::fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|f| f.lines().any(|l| l.trim_end().ends_with("overlay")));
-    if !require(supported, "overlay in /proc/filesystems") {
+    if !overlay_here() {
         return;
     }
     run_harness(
@@ -442,17 +437,7 @@ fn killed_overlay_operations_never_break_the_store() {
 /// Runs every operation (or those named in `only`) on `driver`, killing each at least 24
 /// times; `min_total` kill points must be exercised overall.
 fn run_harness(driver: &str, min_total: usize, only: Option<&[&str]>) {
-    let strace = peer("strace");
-    if !require(strace.is_some(), "strace for the crash harness") {
-        return;
-    }
-    let Some(strace) = strace else { return };
-    if !require(
-        go_cs().is_some(),
-        "Go containers-storage to read the crashed stores",
-    ) {
-        return;
-    }
+    let Some(strace) = peers() else { return };
     let started = Instant::now();
     let help = Command::new(ours()).arg("--help").output().expect("help");
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
@@ -625,17 +610,7 @@ fn run_harness(driver: &str, min_total: usize, only: Option<&[&str]>) {
         for (sys, k) in &points {
             let cs = harness.copy();
             let _released = Released(&cs);
-            let out = harness.strace(
-                &[
-                    "-o".into(),
-                    "/dev/null".into(),
-                    "-e".into(),
-                    format!("trace={sys}"),
-                    "-e".into(),
-                    format!("inject={sys}:signal=SIGKILL:when={k}"),
-                ],
-                &harness.op_command(&cs, op),
-            );
+            let out = harness.kill(&cs, op, sys, *k);
             if out.status.signal() != Some(libc_sigkill()) {
                 // The k-th call happened in another thread's count: the run completed.
                 completed += 1;
@@ -662,12 +637,7 @@ fn run_harness(driver: &str, min_total: usize, only: Option<&[&str]>) {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    assert_no_failures(&failures);
     assert!(
         total_tried >= min_total,
         "only {total_tried} kill points were exercised:\n{}",
@@ -675,6 +645,359 @@ fn run_harness(driver: &str, min_total: usize, only: Option<&[&str]>) {
     );
 }
 
+/// Whether overlay can run here (root, the kernel's overlay); skipped loudly otherwise.
+fn overlay_here() -> bool {
+    if !require(storage_tests::is_root(), "root for overlay mounts") {
+        return false;
+    }
+    let supported = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.trim_end().ends_with("overlay")));
+    require(supported, "overlay in /proc/filesystems")
+}
+
+fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
 fn libc_sigkill() -> i32 {
     9
+}
+
+/// One traced system call of a complete run (see [`Harness::trace`]).
+struct Call {
+    pid: u32,
+    name: String,
+    /// The rest of the line (arguments with their paths, `-y`).
+    line: String,
+    /// 1-based: this call is the `ordinal`-th call of `name` by thread `pid` (strace counts
+    /// `inject=…:when=k` per thread).
+    ordinal: usize,
+}
+
+impl Harness {
+    /// Every write-type and quiet call of one complete run of `op`, in order, with the
+    /// paths of their descriptors; also the records a complete run leaves.
+    fn trace(&self, op: &Op) -> (Vec<Call>, Snapshot) {
+        let cs = self.copy();
+        let _released = Released(&cs);
+        let log = cs.dir.path().join("phases.trace");
+        let mut all: Vec<&str> = DURABLE.to_vec();
+        all.extend(OTHER_WRITES);
+        all.extend(QUIET);
+        let out = self.strace(
+            &[
+                "-y".into(),
+                "-o".into(),
+                log.display().to_string(),
+                "-e".into(),
+                format!("trace={}", all.join(",")),
+            ],
+            &self.op_command(&cs, op),
+        );
+        assert!(
+            out.status.success(),
+            "{}: the operation fails without any kill:\n{}",
+            op.name,
+            text(&out)
+        );
+        let trace = std::fs::read_to_string(&log).expect("read trace");
+        let mut seen: BTreeMap<(u32, String), usize> = BTreeMap::new();
+        let mut calls = Vec::new();
+        for line in trace.lines() {
+            let Some((pid, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if rest.starts_with('<') {
+                continue;
+            }
+            let Some((name, _)) = rest.split_once('(') else {
+                continue;
+            };
+            if !all.contains(&name) {
+                continue;
+            }
+            let n = seen.entry((pid, name.to_string())).or_insert(0);
+            *n += 1;
+            calls.push(Call {
+                pid,
+                name: name.to_string(),
+                line: rest.to_string(),
+                ordinal: *n,
+            });
+        }
+        let done = snapshot(&cs, self.has_images, self.has_containers);
+        drop(_released);
+        (calls, done.expect("snapshot after a complete run"))
+    }
+}
+
+/// The staged phases of an apply, as kill points: `(phase, syscall, k)`.
+///
+/// * prepare: write-type calls after the first one that touches a staging directory and
+///   before the main thread takes the layers lock exclusively to commit;
+/// * between prepare and commit: that lock call itself (the kill lands right before it);
+/// * commit: the main thread's write-type calls after it.
+fn staged_phases(calls: &[Call], per_phase: usize) -> Vec<(&'static str, String, usize)> {
+    let main = calls.first().map(|c| c.pid).unwrap_or_default();
+    let writes =
+        |c: &Call| DURABLE.contains(&c.name.as_str()) || OTHER_WRITES.contains(&c.name.as_str());
+    let start = calls
+        .iter()
+        .position(|c| writes(c) && c.line.contains("/staging/"))
+        .expect("the apply uses a staging directory");
+    let lock = start
+        + calls[start..]
+            .iter()
+            .position(|c| {
+                c.pid == main
+                    && c.name == "fcntl"
+                    && c.line.contains("layers.lock>")
+                    && c.line.contains("F_WRLCK")
+            })
+            .expect("the commit takes the layers lock");
+    let pick = |cands: Vec<&Call>, want: usize| -> Vec<(String, usize)> {
+        spread(cands.len(), want)
+            .into_iter()
+            .map(|i| (cands[i - 1].name.clone(), cands[i - 1].ordinal))
+            .collect()
+    };
+    let mut points = Vec::new();
+    let preparing: Vec<&Call> = calls[start..lock].iter().filter(|c| writes(c)).collect();
+    for (s, k) in pick(preparing, per_phase) {
+        points.push(("prepare", s, k));
+    }
+    points.push((
+        "between prepare and commit",
+        "fcntl".into(),
+        calls[lock].ordinal,
+    ));
+    let committing: Vec<&Call> = calls[lock..]
+        .iter()
+        .filter(|c| c.pid == main && writes(c))
+        .collect();
+    for (s, k) in pick(committing, per_phase) {
+        points.push(("commit", s, k));
+    }
+    points
+}
+
+/// The staging directories of the driver (staged and ordinary applies).
+fn staging_leftovers(cs: &Cs) -> Vec<PathBuf> {
+    let home = cs.graph.join(&cs.driver);
+    let mut v = Vec::new();
+    for root in [home.join("staging"), home.join("tempdirs").join("staging")] {
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            v.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    v
+}
+
+/// `import-layer` and `import-layers` killed during the prepare of a staged layer, between
+/// prepare and commit, and during the commit (vfs).
+#[test]
+fn killed_staged_applies_never_break_the_store() {
+    run_staged("vfs");
+}
+
+/// The same on overlay, where `import-layers` prepares every layer at once.
+#[test]
+fn killed_staged_overlay_applies_never_break_the_store() {
+    if !overlay_here() {
+        return;
+    }
+    run_staged("overlay");
+}
+
+/// Kills each staged operation at its three phases. After each kill: the harness's checks
+/// (ours opens the store, `check` clean or repaired, nothing committed lost, Go 1.43 reads
+/// it); every new layer is complete (its diff reproduces its tar) and the new layers are a
+/// prefix of the chain; a kill before the commit leaves staging data that our next
+/// read-write load removes.
+fn run_staged(driver: &str) {
+    let Some(strace) = peers() else { return };
+    let started = Instant::now();
+    let template = Cs::new(driver);
+    let template_released = Released(&template);
+    let work = template.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let base_tar = work.join("base.tar");
+    std::fs::write(
+        &base_tar,
+        TarBuilder::new()
+            .dir("etc/", 0o755)
+            .file("etc/hosts", 0o644, b"127.0.0.1 localhost\n")
+            .finish(),
+    )
+    .expect("write");
+    let base = first_line(&template.ours(&[
+        "import-layer",
+        "-n",
+        "base",
+        "-f",
+        &base_tar.display().to_string(),
+    ]));
+    let before = snapshot(&template, false, false).expect("snapshot");
+    // The chain: three layers of 12 files of 256 KiB each (enough calls to spread kill
+    // points over), uncompressed so that a diff reproduces the file.
+    let mut tars = Vec::new();
+    let mut digests = Vec::new();
+    for k in 0..3u32 {
+        let mut t = TarBuilder::new().dir(&format!("l{k}/"), 0o755);
+        for i in 0..12u32 {
+            let data: Vec<u8> = (0..(256 * 1024u32))
+                .map(|b| (b.wrapping_mul(7).wrapping_add(i + 31 * k) % 251) as u8)
+                .collect();
+            t = t.file(&format!("l{k}/f{i:02}"), 0o644, &data);
+        }
+        let bytes = t.finish();
+        digests.push(storage_testsupport::sha256(&bytes));
+        let p = work.join(format!("layer{k}.tar"));
+        std::fs::write(&p, bytes).expect("write");
+        tars.push(p.display().to_string());
+    }
+    drop(template_released);
+    let harness = Harness {
+        template,
+        strace,
+        has_images: false,
+        has_containers: false,
+        before,
+    };
+    let _released = Released(&harness.template);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let ops = [
+        Op {
+            name: "import-layer",
+            command: "import-layer",
+            args: s(&["import-layer", "-f", &tars[0], &base]),
+        },
+        Op {
+            name: "import-layers",
+            command: "import-layers",
+            args: s(&[
+                "import-layers",
+                "--parent",
+                &base,
+                &tars[0],
+                &tars[1],
+                &tars[2],
+            ]),
+        },
+    ];
+    let mut failures = Vec::new();
+    let mut tried: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut left_staging: BTreeMap<&str, usize> = BTreeMap::new();
+    // (phase, layers committed) -> kills.
+    let mut outcomes: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    for op in &ops {
+        let (calls, done) = harness.trace(op);
+        let points = staged_phases(&calls, 4);
+        eprintln!("{}: kill points {points:?}", op.name);
+        for (phase, sys, k) in points {
+            let cs = harness.copy();
+            let _released = Released(&cs);
+            let out = harness.kill(&cs, op, &sys, k);
+            if out.status.signal() != Some(libc_sigkill()) {
+                failures.push(format!(
+                    "{} at {phase} ({sys} #{k}): not killed:\n{}",
+                    op.name,
+                    text(&out)
+                ));
+                continue;
+            }
+            *tried.entry(phase).or_insert(0) += 1;
+            let leftovers = staging_leftovers(&cs);
+            if !leftovers.is_empty() {
+                *left_staging.entry(phase).or_insert(0) += 1;
+            }
+            let result = harness.verify(&cs, &done).and_then(|()| {
+                let committed = staged_outcome(&cs, &harness.before, &base, &digests)?;
+                *outcomes.entry((phase, committed)).or_insert(0) += 1;
+                // Our next read-write load removes what the killed process staged.
+                let w = cs.ours(&["create-layer", "-n", "probe"]);
+                if !w.status.success() {
+                    return Err(format!("create-layer after the kill:\n{}", text(&w)));
+                }
+                let left = staging_leftovers(&cs);
+                if !left.is_empty() {
+                    return Err(format!("staging data left after a write load: {left:?}"));
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                failures.push(format!("{} killed at {phase} ({sys} #{k}): {e}", op.name));
+            }
+        }
+    }
+    eprintln!(
+        "staged crash harness ({driver}): kills per phase {tried:?}, of which left staging data {left_staging:?}; (phase, layers committed): kills {outcomes:?}; {} failures, {:.1}s",
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_no_failures(&failures);
+    for phase in ["prepare", "between prepare and commit", "commit"] {
+        assert!(
+            tried.get(phase).is_some_and(|n| *n >= 2),
+            "phase {phase} not exercised twice: {tried:?}"
+        );
+    }
+    // A kill right before the commit finds the data staged (the kill really was between
+    // the two steps).
+    assert_eq!(
+        left_staging.get("between prepare and commit"),
+        tried.get("between prepare and commit"),
+        "kills before the commit left no staging data: {left_staging:?}"
+    );
+}
+
+/// The layers a killed staged apply left: each one complete (our diff reproduces its tar),
+/// together a prefix of the chain on `base`. Returns how many there are.
+fn staged_outcome(
+    cs: &Cs,
+    before: &Snapshot,
+    base: &str,
+    digests: &[String],
+) -> Result<usize, String> {
+    let mut new: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for l in records(cs, "layers")? {
+        let id = field(&l, "id");
+        if !before.layers.contains_key(&id) {
+            new.insert(id, (field(&l, "parent"), field(&l, "diff-digest")));
+        }
+    }
+    // Walk the chain from the base: layer k's digest is digests[k], its parent layer k-1.
+    let mut parent = base.to_string();
+    let mut found = 0;
+    for want in digests {
+        let Some((id, _)) = new.iter().find(|(_, (p, d))| *p == parent && d == want) else {
+            break;
+        };
+        let id = id.clone();
+        let out = cs.ours(&["diff", &id]);
+        if !out.status.success() {
+            return Err(format!("diff of new layer {id}:\n{}", text(&out)));
+        }
+        let got = storage_testsupport::sha256(&out.stdout);
+        if &got != want {
+            return Err(format!("new layer {id} diffs to {got}, not {want}"));
+        }
+        parent = id;
+        found += 1;
+    }
+    if found != new.len() {
+        return Err(format!(
+            "new layers that are not a complete prefix of the chain: {new:?}"
+        ));
+    }
+    Ok(found)
 }

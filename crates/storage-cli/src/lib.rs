@@ -18,8 +18,8 @@
 //! Limits: `--unshare` given by root does
 //! nothing (Go re-executes itself until nesting fails). Log lines always use
 //! logrus' plain text format (Go switches to colours when stderr is a terminal). A progress
-//! bar is drawn on stderr for `applydiff`, `import-layer` and `diff` only when stderr is a
-//! terminal.
+//! bar is drawn on stderr for `applydiff`, `import-layer`, `import-layers` and `diff` only
+//! when stderr is a terminal.
 //!
 //! ```
 //! let tmp = tempfile::tempdir().unwrap();

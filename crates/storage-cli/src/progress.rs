@@ -1,5 +1,6 @@
-//! A byte-count progress display on stderr for `applydiff`, `import-layer` and `diff`,
-//! shown only when stderr is a terminal (so scripted output stays byte-identical to Go's).
+//! A byte-count progress display on stderr for `applydiff`, `import-layer`, `import-layers`
+//! and `diff`, shown only when stderr is a terminal (so scripted output stays byte-identical
+//! to Go's).
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -117,6 +118,32 @@ impl LayerBars {
         }))
     }
 
+    /// Starts the bar of layer `index` (of `count`), labelled `label`, for `size` bytes.
+    pub(crate) fn start(&self, index: usize, count: usize, label: &str, size: u64) {
+        let pb = self.multi.add(ProgressBar::new(size));
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        ) {
+            pb.set_style(style);
+        }
+        pb.set_prefix(format!("layer {}/{count} {label}", index + 1));
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        if bars.len() <= index {
+            bars.resize(index + 1, None);
+        }
+        bars[index] = Some(pb);
+    }
+
+    /// Advances the bar of layer `index` by `bytes`.
+    pub(crate) fn advance(&self, index: usize, bytes: u64) {
+        self.with_bar(index, |b| b.inc(bytes));
+    }
+
+    /// Finishes the bar of layer `index` with `msg`.
+    pub(crate) fn finish(&self, index: usize, msg: &'static str) {
+        self.with_bar(index, |b| b.finish_with_message(msg));
+    }
+
     fn with_bar(&self, index: usize, f: impl FnOnce(&ProgressBar)) {
         let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(b)) = bars.get(index) {
@@ -133,34 +160,47 @@ impl containers_storage::oci::Progress for LayerBars {
         digest: &containers_storage::types::Digest,
         size: u64,
     ) {
-        let pb = self.multi.add(ProgressBar::new(size));
         let short: String = digest.encoded().chars().take(12).collect();
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        ) {
-            pb.set_style(style);
-        }
-        pb.set_prefix(format!("layer {}/{count} {short}", index + 1));
-        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
-        if bars.len() <= index {
-            bars.resize(index + 1, None);
-        }
-        bars[index] = Some(pb);
+        self.start(index, count, &short, size);
     }
 
     fn layer_advance(&self, index: usize, bytes: u64) {
-        self.with_bar(index, |b| b.inc(bytes));
+        self.advance(index, bytes);
     }
 
     fn layer_done(&self, index: usize, outcome: containers_storage::oci::LayerOutcome) {
-        self.with_bar(index, |b| {
-            let msg = match outcome {
+        self.finish(
+            index,
+            match outcome {
                 containers_storage::oci::LayerOutcome::Applied => "done",
                 containers_storage::oci::LayerOutcome::Reused => "already present",
                 containers_storage::oci::LayerOutcome::Failed => "failed",
-            };
-            b.finish_with_message(msg);
-        });
+            },
+        );
+    }
+}
+
+/// A reader that advances the bar of one layer of [`LayerBars`].
+pub(crate) struct LayerReader<R> {
+    inner: R,
+    bars: Option<std::sync::Arc<LayerBars>>,
+    index: usize,
+}
+
+impl<R: Read> LayerReader<R> {
+    /// Wraps `inner`, the input of layer `index`.
+    pub(crate) fn new(inner: R, bars: Option<std::sync::Arc<LayerBars>>, index: usize) -> Self {
+        LayerReader { inner, bars, index }
+    }
+}
+
+impl<R: Read> Read for LayerReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.bars {
+            b.advance(self.index, n as u64);
+        }
+        Ok(n)
     }
 }
 

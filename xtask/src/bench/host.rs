@@ -163,6 +163,10 @@ pub(super) fn check_space(
         per_seq += small / 2;
         tools += drivers as u64 * small;
     }
+    if want("parallel") {
+        // The eight-layer image, twice in our sequence (one by one, then import-layers).
+        per_seq += 2 * (3 * small + large + 2 * lower);
+    }
     // Small files take more room on disk than in a tar (blocks, inodes, tar-split files).
     let need = (2 * drivers as u64 * per_seq + tools) * rounds as u64 / 10 * 13;
     let o = Command::new("df")

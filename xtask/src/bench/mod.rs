@@ -3,7 +3,7 @@
 //! same work on the same file system.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers]
+//! cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers,parallel]
 //!                   [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]
 //! ```
 //!
@@ -59,6 +59,7 @@ const GROUPS: &[&str] = &[
     "status",
     "import",
     "readers",
+    "parallel",
 ];
 
 /// Parsed command line.
@@ -148,7 +149,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers] \
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--workloads apply,diff,changes,child,images,containers,status,import,readers,parallel] \
 [--drivers vfs,overlay] [--ours PATH] [--go PATH] [--rounds N]";
 
 /// Sizes of one benchmark configuration.
@@ -219,6 +220,14 @@ pub fn limit_and_target(
         }
         w if w.starts_with("images --json") => (None, Some(Target::FasterThanGo(4.0)), None),
         READERS_WAIT => (None, Some(Target::AtMost(0.05)), None),
+        PARALLEL_IMPORT => (
+            None,
+            Some(Target::RatioToOurs {
+                ours_row: PARALLEL_SERIAL,
+                at_most: 0.65,
+            }),
+            None,
+        ),
         IMPORT_IMAGE => (
             Some(skopeo_limit(driver)),
             Some(Target::WithinOursAndFaster {
@@ -238,6 +247,16 @@ pub const READERS_APPLY: &str = "import-layer large (.tar.gz), readers running";
 /// The longest reader call (`layers`, `images --json`, `layers --json`) during
 /// [`READERS_APPLY`]; the target is 50 ms.
 pub const READERS_WAIT: &str = "longest reader call during that apply";
+
+/// The `parallel` group (overlay only): the eight layers of [`Seq::image_layers`] applied one
+/// by one as a chain (`create-layer` + `applydiff` per layer, ours and Go; the sample is the
+/// sum of the 16 calls).
+pub const PARALLEL_SERIAL: &str = "8-layer image one by one (create-layer + applydiff)";
+
+/// The same eight layers through `import-layers` (ours only: prepared in parallel outside
+/// the store lock, committed in order); the target is at most 0.65× our
+/// [`PARALLEL_SERIAL`].
+pub const PARALLEL_IMPORT: &str = "8-layer image, import-layers (parallel)";
 
 /// The row of `import-image` of the small layer as a one-layer OCI image (ours only: Go's
 /// CLI has no such command).

@@ -113,6 +113,14 @@ pub enum Target {
         /// Required speed-up over the limit.
         faster: f64,
     },
+    /// ours ≤ `at_most` × our own median of the row `ours_row` (same driver); the ratio is
+    /// shown.
+    RatioToOurs {
+        /// Our workload compared with.
+        ours_row: &'static str,
+        /// The largest allowed ratio.
+        at_most: f64,
+    },
 }
 
 /// One row of the table.
@@ -216,6 +224,15 @@ impl Results {
         }
     }
 
+    /// Our usable median of the row (driver, workload).
+    fn our_median(&self, driver: &str, workload: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|x| x.driver == driver && x.workload == workload)
+            .filter(|x| x.ours.usable())
+            .and_then(|x| x.ours.median())
+    }
+
     fn verdict(&self, r: &Row) -> Option<(String, bool)> {
         let mut parts = Vec::new();
         let mut ok = true;
@@ -251,12 +268,7 @@ impl Results {
                     within,
                     faster,
                 } => {
-                    let other = self
-                        .rows
-                        .iter()
-                        .find(|x| x.driver == r.driver && x.workload == ours_row)
-                        .filter(|x| x.ours.usable())
-                        .and_then(|x| x.ours.median());
+                    let other = self.our_median(&r.driver, ours_row);
                     let lim = r
                         .limit
                         .as_ref()
@@ -292,6 +304,24 @@ impl Results {
                         }
                     };
                     format!("{first}, {second}")
+                }
+                Target::RatioToOurs { ours_row, at_most } => {
+                    let other = self.our_median(&r.driver, ours_row);
+                    match (r.ours.usable(), r.ours.median(), other) {
+                        (true, Some(o), Some(x)) if x > 0.0 => {
+                            let good = o <= at_most * x;
+                            ok &= good;
+                            format!(
+                                "{:.2}× {ours_row} (≤{at_most}×): {}",
+                                o / x,
+                                if good { "ok" } else { "MISS" }
+                            )
+                        }
+                        _ => {
+                            ok = false;
+                            format!("≤{at_most}× {ours_row}: n/a")
+                        }
+                    }
                 }
                 Target::AtMost(max) => {
                     let ms = max * 1000.0;
@@ -600,6 +630,31 @@ mod tests {
             v.contains("applydiff small (tar): MISS") && v.contains("limit: MISS"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn parallel_import_is_a_ratio_to_our_one_by_one_apply() {
+        let mut r = Results::default();
+        let (w, serial) = (super::super::PARALLEL_IMPORT, super::super::PARALLEL_SERIAL);
+        r.cell("overlay", serial, Imp::Ours).secs = vec![10.0, 12.0];
+        r.cell("overlay", serial, Imp::Go).secs = vec![20.0];
+        r.cell("overlay", w, Imp::Ours).secs = vec![6.0];
+        let row = r.rows.iter().find(|x| x.workload == w).unwrap().clone();
+        let (v, ok) = r.verdict(&row).unwrap();
+        assert!(ok, "{v}");
+        assert_eq!(v, format!("0.55× {serial} (≤0.65×): ok"));
+        r.cell("overlay", w, Imp::Ours).secs = vec![8.0];
+        let row = r.rows.iter().find(|x| x.workload == w).unwrap().clone();
+        let (v, ok) = r.verdict(&row).unwrap();
+        assert!(!ok);
+        assert_eq!(v, format!("0.73× {serial} (≤0.65×): MISS"));
+        // Without the one-by-one row there is nothing to compare with.
+        let mut lone = Results::default();
+        lone.cell("overlay", w, Imp::Ours).secs = vec![6.0];
+        let row = lone.rows[0].clone();
+        let (v, ok) = lone.verdict(&row).unwrap();
+        assert!(!ok);
+        assert!(v.ends_with(": n/a"), "{v}");
     }
 
     #[test]

@@ -371,6 +371,128 @@ impl<'a> Seq<'a> {
         if self.want("readers") {
             self.readers_during_apply();
         }
+        if self.want("parallel") && self.cli.driver == "overlay" {
+            self.parallel_image();
+        }
+    }
+
+    /// The eight layers of the `parallel` group's image, base first: small-file and
+    /// large-file layers, plain, gzip and zstd (each `upper` changes the `lower` below it).
+    pub(super) fn image_layers(&self) -> Vec<(Dataset, PathBuf)> {
+        let d = self.data;
+        vec![
+            (d.small.clone(), d.small.tar.clone()),
+            (d.large.clone(), d.large.gz.clone()),
+            (d.lower.clone(), d.lower.tar.clone()),
+            (d.upper.clone(), d.upper.gz.clone()),
+            (d.small.clone(), d.small.gz.clone()),
+            (d.lower.clone(), d.lower.gz.clone()),
+            (d.upper.clone(), d.upper.tar.clone()),
+            (d.small.clone(), d.small.zst.clone()),
+        ]
+    }
+
+    /// [`PARALLEL_SERIAL`] and (ours) [`PARALLEL_IMPORT`], each in a store of its own; every
+    /// layer is checked like an apply. Only on overlay: vfs (and btrfs) layers start as a
+    /// copy of their parent, so a chain is prepared one layer after the other anyway.
+    fn parallel_image(&mut self) {
+        let layers = self.image_layers();
+        let own = |cli: &Cli, ext: &str| Cli {
+            bin: cli.bin.clone(),
+            graph: cli.graph.with_extension(ext),
+            run: cli.run.with_extension(ext),
+            driver: cli.driver.clone(),
+            conf: cli.conf.clone(),
+        };
+        let serial = own(&self.cli, "serial");
+        let main = std::mem::replace(&mut self.cli, serial);
+        let (mut secs, mut rss) = (0f64, 0u64);
+        let mut ids: Vec<String> = Vec::new();
+        let mut failure = None;
+        // One call, its time and peak RSS added to the sample; Err: why it failed.
+        let mut call = |cli: &Cli, args: &[String]| -> Result<Outcome, String> {
+            let o = measure(&mut cli.cmd(args), None, Sink::Capture).map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!("{}: {}", args[0], o.reason()));
+            }
+            secs += o.secs;
+            rss = rss.max(o.rss_kib);
+            Ok(o)
+        };
+        for (_, file) in &layers {
+            let mut create = vec!["create-layer".to_string()];
+            create.extend(ids.last().cloned());
+            let created = call(&self.cli, &create).map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            });
+            let applied = created.and_then(|id| {
+                let apply = vec!["applydiff".to_string(), "-f".into(), s(file), id.clone()];
+                call(&self.cli, &apply).map(|_| id)
+            });
+            match applied {
+                Ok(id) => ids.push(id),
+                Err(why) => {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        match failure {
+            Some(why) => self.error(PARALLEL_SERIAL, why),
+            None => {
+                eprintln!(
+                    "bench: {:>6.1}s  {PARALLEL_SERIAL}: {}",
+                    self.started.elapsed().as_secs_f64(),
+                    report::secs(secs)
+                );
+                let c = self.cell(PARALLEL_SERIAL);
+                c.secs.push(secs);
+                c.rss_kib.push(rss);
+                for (id, (ds, _)) in ids.iter().zip(&layers) {
+                    self.check(PARALLEL_SERIAL, id, ds, None);
+                }
+            }
+        }
+        let _ = self
+            .cli
+            .untimed(&["shutdown".into(), "-f".into()], Sink::Capture);
+        self.cli = main;
+        if self.imp != Imp::Ours {
+            return;
+        }
+        let parallel = own(&self.cli, "parallel");
+        let main = std::mem::replace(&mut self.cli, parallel);
+        let mut args = vec!["import-layers".to_string()];
+        args.extend(layers.iter().map(|(_, f)| s(f)));
+        if let Ok(o) = self.timed(PARALLEL_IMPORT, &args, None, Sink::Capture) {
+            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('\t') && !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+                .collect();
+            if ids.len() != layers.len() {
+                self.fail(
+                    PARALLEL_IMPORT,
+                    format!(
+                        "{} layer IDs printed for {} layers",
+                        ids.len(),
+                        layers.len()
+                    ),
+                );
+            }
+            for (id, (ds, _)) in ids.iter().zip(&layers) {
+                self.check(PARALLEL_IMPORT, id, ds, None);
+            }
+        }
+        let _ = self
+            .cli
+            .untimed(&["shutdown".into(), "-f".into()], Sink::Capture);
+        self.cli = main;
     }
 
     /// [`READERS_APPLY`] and [`READERS_WAIT`]: `import-layer` of the large `.tar.gz` runs in

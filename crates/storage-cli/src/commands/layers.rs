@@ -107,12 +107,17 @@ pub(crate) fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
+/// Opens `file`, failing with Go's `open FILE: TEXT`.
+fn open_file(file: &str) -> Result<std::fs::File, String> {
+    std::fs::File::open(file).map_err(open_error(file))
+}
+
 fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
     if file.is_empty() {
         let bar = crate::progress::bar(None);
         return Ok(Box::new(ProgressReader::new(std::io::stdin(), bar)));
     }
-    let f = std::fs::File::open(file).map_err(open_error(file))?;
+    let f = open_file(file)?;
     let len = f.metadata().ok().map(|m| m.len());
     Ok(Box::new(ProgressReader::new(f, crate::progress::bar(len))))
 }
@@ -121,7 +126,7 @@ fn open_data_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
     if file.is_empty() {
         return Ok(Box::new(std::io::stdin()));
     }
-    let f = std::fs::File::open(file).map_err(open_error(file))?;
+    let f = open_file(file)?;
     Ok(Box::new(f))
 }
 
@@ -135,6 +140,100 @@ pub(crate) fn import_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
         .map_err(|e| e.to_string())?;
     print_created(ctx, &layer)?;
     Ok(0)
+}
+
+/// `import-layers [--parent LAYER] TAR…`: the tars applied as a chain through
+/// [`containers_storage::Store::import_layers`] (prepared in parallel, committed in order).
+pub(crate) fn import_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    let jobs = match ctx.flags.str("-jobs") {
+        j if j.is_empty() => 0,
+        j => j
+            .parse::<usize>()
+            .map_err(|_| format!("invalid value {j:?} for --jobs: not a number of layers"))?,
+    };
+    let base = layer_options(ctx)?;
+    let parent = ctx.flags.str("-parent");
+    let files = ctx.args;
+    let count = files.len();
+    let bars = crate::progress::LayerBars::new();
+    let mut items = Vec::with_capacity(count);
+    let mut previous: Option<String> = (!parent.is_empty()).then_some(parent);
+    for (k, file) in files.iter().enumerate() {
+        let f = open_file(file)?;
+        if let Some(b) = &bars {
+            let label = std::path::Path::new(file)
+                .file_name()
+                .map_or_else(|| file.clone(), |n| n.to_string_lossy().into_owned());
+            b.start(k, count, &label, f.metadata().map_or(0, |m| m.len()));
+        }
+        // Every layer gets its ID now so that the next one can name it as its parent.
+        let id = containers_storage::types::generate_id();
+        let opts = CreateLayerOptions {
+            id: Some(id.clone()),
+            parent: previous.replace(id),
+            // The names go to the top layer.
+            names: if k + 1 == count {
+                base.names.clone()
+            } else {
+                Vec::new()
+            },
+            ..base.clone()
+        };
+        items.push(containers_storage::LayerImport {
+            opts,
+            diff: Box::new(crate::progress::LayerReader::new(f, bars.clone(), k)),
+        });
+    }
+    let opts = containers_storage::ImportLayersOptions { jobs };
+    let (done, failure) = match ctx.store.import_layers(items, &opts) {
+        Ok(done) => (done, None),
+        Err(e) => (e.committed, Some((e.index, e.error))),
+    };
+    if let Some(b) = &bars {
+        for k in 0..count {
+            b.finish(
+                k,
+                match &failure {
+                    _ if k < done.len() => "done",
+                    Some((i, _)) if *i == k => "failed",
+                    _ => "not applied",
+                },
+            );
+        }
+    }
+    for (layer, _) in &done {
+        if ctx.flags.bool("-quiet") && !ctx.json() {
+            out(&format!("{}\n", layer.id))?;
+        } else {
+            print_created(ctx, layer)?;
+        }
+    }
+    match failure {
+        None => Ok(0),
+        Some((index, error)) => Err(format!(
+            "importing layer {} of {count} ({}): {error}{}",
+            index + 1,
+            files.get(index).map_or("", String::as_str),
+            summary(done.len(), count - done.len() - 1)
+        )),
+    }
+}
+
+/// What became of the other layers of a failed `import-layers` (the failing one aside):
+/// ` (2 committed, 1 not applied)`.
+fn summary(committed: usize, later: usize) -> String {
+    let mut parts = Vec::new();
+    if committed > 0 {
+        parts.push(format!("{committed} committed"));
+    }
+    if later > 0 {
+        parts.push(format!("{later} not applied"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
 /// `create-storage-layer [parent]`.

@@ -103,6 +103,29 @@ const IMPORT_LAYER_FLAGS: &[FlagSpec] = &[
         "Read from file instead of stdin",
     ),
 ];
+const IMPORT_LAYERS_FLAGS: &[FlagSpec] = &[
+    flag(&["-name", "n"], Kind::List, "Name of the top layer"),
+    flag(
+        &["-parent", "p"],
+        Kind::Str,
+        "Parent of the first layer (name or ID)",
+    ),
+    LABEL,
+    READONLY,
+    JSON,
+    QUIET_IDS,
+    HOSTUIDMAP,
+    HOSTGIDMAP,
+    UIDMAP,
+    GIDMAP,
+    SUBUIDMAP,
+    SUBGIDMAP,
+    flag(
+        &["-jobs"],
+        Kind::Str,
+        "Layers prepared at once (default: one per core)",
+    ),
+];
 const CREATE_STORAGE_LAYER_FLAGS: &[FlagSpec] = &[
     LAYER_ID, LABEL, READONLY, JSON, HOSTUIDMAP, HOSTGIDMAP, UIDMAP, GIDMAP, SUBUIDMAP, SUBGIDMAP,
 ];
@@ -344,6 +367,15 @@ pub static COMMANDS: &[Command] = &[
         Some(1),
         IMPORT_LAYER_FLAGS,
         layers::import_layer
+    ),
+    cmd!(
+        &["import-layers"],
+        "[options [...]] layerTarFile [...]",
+        "Import a chain of layers, preparing them in parallel",
+        1,
+        None,
+        IMPORT_LAYERS_FLAGS,
+        layers::import_layers
     ),
     cmd!(
         &["create-image", "createimage"],

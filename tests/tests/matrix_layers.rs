@@ -15,6 +15,7 @@ use storage_tests::{Cs, go_cs, ok, require};
 
 per_driver!(diffs_changes_and_mount_counts_shared_with_go: vfs, overlay, btrfs, fuse_overlayfs);
 per_driver!(copy_into_and_between_layers: vfs, overlay, btrfs, fuse_overlayfs);
+per_driver!(copy_keeps_links_and_xattrs_like_go: vfs, overlay);
 per_driver!(layer_layout_matches_go: vfs, overlay, btrfs, fuse_overlayfs);
 
 fn go_ready() -> bool {
@@ -278,6 +279,151 @@ fn copy_into_and_between_layers(driver: &str) {
         }
     }
     assert_eq!(owners, [(5, 6)], "{driver}: diff of the copied file");
+}
+
+/// Every entry below `root` (sorted, relative): kind and mode, size of files, the first
+/// name sharing its inode, and its extended attributes but overlay's own `user.overlay.*`.
+fn copied_tree(root: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, inodes: &mut Vec<(u64, String)>, out: &mut Vec<String>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        for p in names {
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(base).expect("below").display().to_string();
+            let link = if m.is_dir() || m.nlink() < 2 {
+                String::new()
+            } else if let Some((_, first)) = inodes.iter().find(|(i, _)| *i == m.ino()) {
+                format!(" = {first}")
+            } else {
+                inodes.push((m.ino(), rel.clone()));
+                String::new()
+            };
+            let mut names = vec![0u8; 4096];
+            let n = rustix::fs::llistxattr(&p, &mut names).unwrap_or(0);
+            let mut xattrs: Vec<String> = names[..n]
+                .split(|&b| b == 0)
+                .filter(|k| k.starts_with(b"user.") && !k.starts_with(b"user.overlay."))
+                .map(|k| {
+                    let k = std::str::from_utf8(k).expect("utf-8 name");
+                    let v = xattr_of(&p, k).expect("lgetxattr");
+                    format!("{k}={}", String::from_utf8_lossy(&v))
+                })
+                .collect();
+            xattrs.sort();
+            let size = if m.is_file() { m.len() } else { 0 };
+            out.push(format!(
+                "{rel} {:o} {size}{link} [{}]",
+                m.mode(),
+                xattrs.join(",")
+            ));
+            if m.is_dir() {
+                walk(base, &p, inodes, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut Vec::new(), &mut out);
+    out
+}
+
+/// `copy` of a directory keeps what Go's tar round trip keeps: hard links, FIFOs, device
+/// nodes and the extended attributes of a layer tar (Go 1.60's set, without `user.overlay.*`,
+/// which 1.43 still copies), with modes and owners; both tools' copies look the same.
+fn copy_keeps_links_and_xattrs_like_go(driver: &str) {
+    let Some(cs) = DriverStore::new(driver) else {
+        return;
+    };
+    if !go_ready() || !require(storage_testsupport::is_root(), "root (mknod, chown)") {
+        return;
+    }
+    let src = cs.dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("d/a"), "linked").expect("write");
+    std::fs::hard_link(src.join("d/a"), src.join("b")).expect("link");
+    std::fs::write(src.join("c"), "alone").expect("write");
+    std::os::unix::fs::chown(src.join("c"), Some(5), Some(6)).expect("chown");
+    let mode = rustix::fs::Mode::from_raw_mode(0o640);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("d/fifo"),
+        rustix::fs::FileType::Fifo,
+        mode,
+        0,
+    )
+    .expect("mkfifo");
+    let null = rustix::fs::makedev(1, 3);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        mode,
+        null,
+    )
+    .expect("mknod");
+    let set = |p: &str, k: &str, v: &str| {
+        rustix::fs::lsetxattr(
+            src.join(p),
+            k,
+            v.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+    };
+    if !require(
+        set("d/a", "user.k", "v").is_ok(),
+        "user xattrs in the temporary directory",
+    ) {
+        return;
+    }
+    set("d/a", "user.overlay.x", "o").expect("setxattr");
+    set("d", "user.dir", "dv").expect("setxattr");
+    ok(&cs.ours(&["create-layer", "-i", "ours"]));
+    ok(&cs.go(&["create-layer", "-i", "go"]));
+    assert_eq!(ok(&cs.ours(&["copy", &s(&src), "ours:/into"])), "");
+    assert_eq!(ok(&cs.go(&["copy", &s(&src), "go:/into"])), "");
+    let ours = PathBuf::from(ok(&cs.ours(&["mount", "ours"])).trim());
+    let go = PathBuf::from(ok(&cs.ours(&["mount", "go"])).trim());
+    let tree = copied_tree(&ours.join("into"));
+    assert_eq!(
+        tree,
+        copied_tree(&go.join("into")),
+        "{driver}: copies differ"
+    );
+    // What the copies share, so that the comparison cannot pass on two empty trees.
+    assert!(
+        tree.contains(&"b 100644 6 [user.k=v]".to_string()),
+        "{tree:?}"
+    );
+    assert!(
+        tree.contains(&"d/a 100644 6 = b [user.k=v]".to_string()),
+        "{tree:?}"
+    );
+    assert!(
+        tree.contains(&"d 40755 0 [user.dir=dv]".to_string()),
+        "{tree:?}"
+    );
+    assert!(tree.contains(&"d/fifo 10640 0 []".to_string()), "{tree:?}");
+    assert!(tree.contains(&"null 20640 0 []".to_string()), "{tree:?}");
+    let md = std::fs::metadata(ours.join("into/c")).expect("c");
+    assert_eq!((md.uid(), md.gid()), (5, 6), "{driver}: owner kept");
+    // Go 1.43 copies overlay's own attributes; 1.60 (and we) leave them out.
+    assert_eq!(
+        xattr_of(&ours.join("into/d/a"), "user.overlay.x"),
+        None,
+        "{driver}: user.overlay.x copied"
+    );
+    ok(&cs.ours(&["unmount", "ours"]));
+    ok(&cs.ours(&["unmount", "go"]));
+}
+
+/// `lgetxattr`: the value, `None` when absent.
+fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut v = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(p, name, &mut v).ok()?;
+    v.truncate(n);
+    Some(v)
 }
 
 /// Mode, kind and size (for files) of every entry under a layer's driver dir, named relative

@@ -433,11 +433,7 @@ mod tests {
     use super::*;
 
     fn m(c: u32, h: u32, s: u32) -> IdMap {
-        IdMap {
-            container_id: c,
-            host_id: h,
-            size: s,
-        }
+        IdMap::new(c, h, s)
     }
 
     #[test]

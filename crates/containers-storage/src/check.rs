@@ -84,6 +84,9 @@ pub struct RepairOptions {
 }
 
 /// The findings of [`Store::check`]: object ID → error messages (Go's `CheckReport`).
+///
+/// Plain data: how it is shown (Go's text and JSON renderings, the summary) is the
+/// caller's business; the `containers-storage` CLI prints it as Go's does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     /// Damaged read-write layers (and driver layers without a record).
@@ -114,69 +117,6 @@ impl CheckReport {
             && self.containers.is_empty()
     }
 
-    /// Go's summary: `N layer errors, N read-only layer errors, N image errors, N read-only
-    /// image errors, N container errors` (counts of damaged objects).
-    pub fn summary(&self) -> String {
-        format!(
-            "{} layer errors, {} read-only layer errors, {} image errors, {} read-only image errors, {} container errors",
-            self.layers.len(),
-            self.ro_layers.len(),
-            self.images.len(),
-            self.ro_images.len(),
-            self.containers.len()
-        )
-    }
-
-    /// The report as Go's CLI prints it: `layer ID:` then one ` error` line per finding, for
-    /// layers, read-only layers, images, read-only images and containers.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for (what, map) in [
-            ("layer", &self.layers),
-            ("read-only layer", &self.ro_layers),
-            ("image", &self.images),
-            ("read-only image", &self.ro_images),
-            ("container", &self.containers),
-        ] {
-            for (id, errs) in map {
-                if errs.is_empty() {
-                    continue;
-                }
-                out.push_str(&format!("{what} {id}:\n"));
-                for e in errs {
-                    out.push_str(&format!(" {e}\n"));
-                }
-            }
-        }
-        out
-    }
-
-    /// The report as Go's `json.Encoder` writes it (errors encode as `{}`), with a newline.
-    pub fn to_go_json(&self) -> String {
-        fn map(m: &BTreeMap<String, Vec<String>>) -> String {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(id, errs)| {
-                    let list = if errs.is_empty() {
-                        "null".to_string()
-                    } else {
-                        format!("[{}]", vec!["{}"; errs.len()].join(","))
-                    };
-                    format!("{}:{list}", storage_gocompat::json::string(id))
-                })
-                .collect();
-            format!("{{{}}}", items.join(","))
-        }
-        format!(
-            "{{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}}\n",
-            map(&self.layers),
-            map(&self.ro_layers),
-            map(&self.images),
-            map(&self.ro_images),
-            map(&self.containers)
-        )
-    }
-
     /// Whether layer `id` was reported as a driver layer without record.
     pub fn is_unaccounted(&self, id: &str) -> bool {
         self.unaccounted.contains_key(id)
@@ -191,6 +131,13 @@ impl CheckReport {
             cur = self.layer_parents.get(&cur).cloned().unwrap_or_default();
         }
         d
+    }
+}
+
+/// Adds the findings `found` to `dest`.
+fn merge(dest: &mut BTreeMap<String, Vec<String>>, found: BTreeMap<String, Vec<String>>) {
+    for (id, errs) in found {
+        dest.entry(id).or_default().extend(errs);
     }
 }
 
@@ -294,6 +241,29 @@ fn digest_diff(
 /// Whether a big-data error means the item is gone (Go: `errors.Is(err, os.ErrNotExist)`).
 fn missing(e: &Error) -> bool {
     e.is_not_found() || e.to_string().ends_with("file does not exist")
+}
+
+/// The big-data items of an image or container that are missing, unreadable or not of their
+/// recorded size: `(name, message)`, the message `texts.0` (missing), `texts.1` (size) or
+/// the read error. `read` returns an item's length.
+fn big_data_errors<'a>(
+    names: &'a [String],
+    sizes: &BTreeMap<String, i64>,
+    read: impl Fn(&str) -> Result<usize>,
+    texts: (&str, &str),
+) -> Vec<(&'a str, String)> {
+    let mut out = Vec::new();
+    for key in names {
+        match read(key) {
+            Err(e) if missing(&e) => out.push((key.as_str(), texts.0.to_string())),
+            Err(e) => out.push((key.as_str(), e.to_string())),
+            Ok(len) if len as i64 != sizes.get(key).copied().unwrap_or(0) => {
+                out.push((key.as_str(), texts.1.to_string()))
+            }
+            Ok(_) => {}
+        }
+    }
+    out
 }
 
 /// Reads a layer big-data item to the end.
@@ -462,9 +432,7 @@ impl Store {
             } else {
                 &mut report.layers
             };
-            for (id, errs) in found {
-                dest.entry(id).or_default().extend(errs);
-            }
+            merge(dest, found);
             scans.push(LayerScan {
                 layers: list,
                 read_only,
@@ -504,37 +472,21 @@ impl Store {
                     continue;
                 }
                 let id = &image.id;
-                for key in &image.big_data_names {
-                    match images.big_data(id, key) {
-                        Err(e) => {
-                            let msg = if missing(&e) {
-                                IMAGE_DATA_MISSING.to_string()
-                            } else {
-                                e.to_string()
-                            };
-                            push(
-                                &mut found,
-                                id,
-                                format!(
-                                    "{desc}image {id}: data item {}: {msg}",
-                                    storage_types::go_quote(key)
-                                ),
-                            );
-                        }
-                        Ok(data) => {
-                            let want = image.big_data_sizes.get(key).copied().unwrap_or(0);
-                            if data.len() as i64 != want {
-                                push(
-                                    &mut found,
-                                    id,
-                                    format!(
-                                        "{desc}image {id}: data item {}: {IMAGE_DATA_INCORRECT_SIZE}",
-                                        storage_types::go_quote(key)
-                                    ),
-                                );
-                            }
-                        }
-                    }
+                let item = |key: &str| images.big_data(id, key).map(|data| data.len());
+                for (key, msg) in big_data_errors(
+                    &image.big_data_names,
+                    &image.big_data_sizes,
+                    item,
+                    (IMAGE_DATA_MISSING, IMAGE_DATA_INCORRECT_SIZE),
+                ) {
+                    push(
+                        &mut found,
+                        id,
+                        format!(
+                            "{desc}image {id}: data item {}: {msg}",
+                            storage_types::go_quote(key)
+                        ),
+                    );
                 }
                 let mut tops = vec![image.layer.clone()];
                 tops.extend(image.mapped_layers.iter().cloned());
@@ -556,9 +508,7 @@ impl Store {
             } else {
                 &mut report.images
             };
-            for (id, errs) in found {
-                dest.entry(id).or_default().extend(errs);
-            }
+            merge(dest, found);
         }
 
         // Containers.
@@ -567,37 +517,21 @@ impl Store {
             let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for c in containers.containers() {
                 let id = &c.id;
-                for key in &c.big_data_names {
-                    match containers.big_data(id, key) {
-                        Err(e) => {
-                            let msg = if missing(&e) {
-                                CONTAINER_DATA_MISSING.to_string()
-                            } else {
-                                e.to_string()
-                            };
-                            push(
-                                &mut found,
-                                id,
-                                format!(
-                                    "container {id}: data item {}: {msg}",
-                                    storage_types::go_quote(key)
-                                ),
-                            );
-                        }
-                        Ok(data) => {
-                            let want = c.big_data_sizes.get(key).copied().unwrap_or(0);
-                            if data.len() as i64 != want {
-                                push(
-                                    &mut found,
-                                    id,
-                                    format!(
-                                        "container {id}: data item {}: {CONTAINER_DATA_INCORRECT_SIZE}",
-                                        storage_types::go_quote(key)
-                                    ),
-                                );
-                            }
-                        }
-                    }
+                let item = |key: &str| containers.big_data(id, key).map(|data| data.len());
+                for (key, msg) in big_data_errors(
+                    &c.big_data_names,
+                    &c.big_data_sizes,
+                    item,
+                    (CONTAINER_DATA_MISSING, CONTAINER_DATA_INCORRECT_SIZE),
+                ) {
+                    push(
+                        &mut found,
+                        id,
+                        format!(
+                            "container {id}: data item {}: {msg}",
+                            storage_types::go_quote(key)
+                        ),
+                    );
                 }
                 if !c.image.is_empty() {
                     if !image_ids.contains(&c.image) {
@@ -632,9 +566,7 @@ impl Store {
                     }
                 }
             }
-            for (id, errs) in found {
-                report.containers.entry(id).or_default().extend(errs);
-            }
+            merge(&mut report.containers, found);
         }
 
         // Unreferenced layers of the read-write store.
@@ -861,29 +793,5 @@ mod tests {
         let t = expected_tree(&[&lower, &upper]);
         let keys: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, vec!["a", "a/z"]);
-    }
-
-    #[test]
-    fn report_text_and_json_follow_go() {
-        let mut r = CheckReport::default();
-        assert!(r.is_clean());
-        assert_eq!(
-            r.to_go_json(),
-            "{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}\n"
-        );
-        push(&mut r.layers, "L", format!("layer L: {LAYER_UNACCOUNTED}"));
-        push(&mut r.images, "I", "image I: x".into());
-        push(&mut r.images, "I", "image I: y".into());
-        assert_eq!(
-            r.to_text(),
-            format!(
-                "layer L:\n layer L: {LAYER_UNACCOUNTED}\nimage I:\n image I: x\n image I: y\n"
-            )
-        );
-        assert!(r.to_go_json().contains("\"Images\":{\"I\":[{},{}]}"));
-        assert_eq!(
-            r.summary(),
-            "1 layer errors, 0 read-only layer errors, 1 image errors, 0 read-only image errors, 0 container errors"
-        );
     }
 }

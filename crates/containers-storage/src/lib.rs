@@ -142,7 +142,7 @@
 //! # let (layer, _) = store.create_layer(&CreateLayerOptions::default(), None)?;
 //! # store.create_image(NewImage { names: vec!["img".into()], layer: layer.id.clone(), ..Default::default() })?;
 //! let report = store.check(&CheckOptions::default())?;
-//! assert!(report.is_clean(), "{}", report.summary());
+//! assert!(report.is_clean(), "{report:?}");
 //!
 //! assert_eq!(store.delete_image("img", true)?, vec![layer.id]);
 //! store.shutdown(false)?;
@@ -236,7 +236,7 @@ mod sys;
 pub use auto_userns::AutoUserNsOptions;
 pub use check::{CheckOptions, CheckReport, RepairOptions};
 pub use chunked::ChunkedDiffer;
-pub use copy::{CopyOwners, CopyPath, copy_with_tar};
+pub use copy::{CopyEnd, CopyError, CopyOwners, CopyPath, copy_with_tar};
 pub use dedup::{DedupOptions, DedupResult, HashMethod};
 pub use ops::{LayerUsers, NamesOp, RecordKind};
 pub use records::ContainerOptions;

@@ -21,16 +21,9 @@ pub enum RecordKind {
     Container,
 }
 
-/// How [`Store::update_names`] changes the names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NamesOp {
-    /// Replace the names.
-    Set,
-    /// Put the given names first (1.60), then the old ones.
-    Add,
-    /// Remove the given names.
-    Remove,
-}
+/// How [`Store::update_names`] changes the names (the one type of the image and container
+/// stores too).
+pub use storage_images::NamesOp;
 
 impl Store {
     /// Every layer: the read-write store's, then the read-only stores' (with `true`).
@@ -472,11 +465,6 @@ impl Store {
         for store in self.rw_images() {
             let mut images = store.write()?;
             if images.lookup_image(key).is_some() {
-                let op = match op {
-                    NamesOp::Set => storage_images::NamesOp::Set,
-                    NamesOp::Add => storage_images::NamesOp::Add,
-                    NamesOp::Remove => storage_images::NamesOp::Remove,
-                };
                 return images.update_names(key, &names, op);
             }
         }
@@ -494,21 +482,11 @@ impl Store {
                 new.digest = new.digest.filter(|d| !d.is_empty());
                 let mut images = self.images.write()?;
                 let copy = images.create(new)?;
-                let op = match op {
-                    NamesOp::Set => storage_images::NamesOp::Set,
-                    NamesOp::Add => storage_images::NamesOp::Add,
-                    NamesOp::Remove => storage_images::NamesOp::Remove,
-                };
                 return images.update_names(&copy.id, &names, op);
             }
         }
         let mut containers = self.containers.write()?;
         if containers.lookup_container(key).is_some() {
-            let op = match op {
-                NamesOp::Set => storage_containers::NamesOp::Set,
-                NamesOp::Add => storage_containers::NamesOp::Add,
-                NamesOp::Remove => storage_containers::NamesOp::Remove,
-            };
             return containers.update_names(key, &names, op);
         }
         Err(Error::new(ErrorKind::LayerUnknown))

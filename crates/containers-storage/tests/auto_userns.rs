@@ -26,11 +26,7 @@ const SUBIDS: &str = "# test ranges\ncs-autons:200000:20000\ncs-autons:300000:50
 const USER: &str = "cs-autons";
 
 fn m(c: u32, h: u32, s: u32) -> IdMap {
-    IdMap {
-        container_id: c,
-        host_id: h,
-        size: s,
-    }
+    IdMap::new(c, h, s)
 }
 
 /// In the parent: re-runs test `name` in a private mount namespace with `/etc/subuid` and
@@ -117,25 +113,20 @@ impl Scratch {
 
     fn go(&self, args: &[&str]) -> String {
         let go = go_cli().expect("Go containers-storage");
-        let o = Command::new(go)
-            .arg("--graph")
-            .arg(self.dir.path().join("root"))
-            .arg("--run")
-            .arg(self.dir.path().join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .env_remove("CONTAINERS_STORAGE_CONF")
-            .env_remove("STORAGE_OPTS")
-            .env_remove("STORAGE_DRIVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run Go");
-        assert!(
-            o.status.success(),
-            "Go {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let o_stdout = storage_testsupport::stdout_of(
+            Command::new(go)
+                .arg("--graph")
+                .arg(self.dir.path().join("root"))
+                .arg("--run")
+                .arg(self.dir.path().join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                .env_remove("CONTAINERS_STORAGE_CONF")
+                .env_remove("STORAGE_OPTS")
+                .env_remove("STORAGE_DRIVER")
+                .stdin(Stdio::null()),
         );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        String::from_utf8_lossy(&o_stdout).into_owned()
     }
 }
 
@@ -426,21 +417,16 @@ fn podman_and_we_share_the_ranges() {
     let rootfs = s.dir.path().join("rootfs.tar");
     std::fs::write(&rootfs, image_tar()).expect("tar");
     let pod = |args: &[&str]| -> String {
-        let o = Command::new(&podman)
-            .arg("--tmpdir")
-            .arg(s.dir.path().join("podman-tmp"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
-            .args(args)
-            .env("CONTAINERS_STORAGE_CONF", &conf)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run podman");
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let o_stdout = storage_testsupport::stdout_of(
+            Command::new(&podman)
+                .arg("--tmpdir")
+                .arg(s.dir.path().join("podman-tmp"))
+                .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+                .args(args)
+                .env("CONTAINERS_STORAGE_CONF", &conf)
+                .stdin(Stdio::null()),
         );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+        String::from_utf8_lossy(&o_stdout).trim().to_string()
     };
     pod(&[
         "import",

@@ -16,11 +16,7 @@ use storage_testsupport::{LoopFs, is_root, require, unmount_all_under};
 use storage_types::{ErrorKind, IdMap};
 
 fn map(host: u32) -> Vec<IdMap> {
-    vec![IdMap {
-        container_id: 0,
-        host_id: host,
-        size: 6,
-    }]
+    vec![IdMap::new(0, host, 6)]
 }
 
 /// `./` 0:0, `etc/` 0:0, `d/` 3:4, `fN` owned `N:N` (N=1..5), plus `extra` files.

@@ -384,3 +384,53 @@ fn split_image_store_keeps_graph_root_images_visible() {
     assert!(split.image("old").is_err());
     assert!(split.layers().unwrap().is_empty());
 }
+
+/// `Store::copy` mounts the layers it names for the copy and unmounts them afterwards, also
+/// when a later source fails; its errors name what failed as Go's CLI words it.
+#[test]
+fn copy_mounts_copies_and_unmounts() {
+    use containers_storage::{CopyEnd, CopyError};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&opts(tmp.path())).unwrap();
+    let (layer, _) = store
+        .create_layer(&CreateLayerOptions::default(), None)
+        .unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    let host = |p: &Path| CopyEnd::Host(p.to_string_lossy().into_owned());
+    let into = CopyEnd::Layer {
+        layer: layer.id.clone(),
+        path: "/dst".into(),
+    };
+    store.copy(&[host(&src)], &into, None).unwrap();
+    assert_eq!(store.mounted(&layer.id).unwrap(), 0, "left mounted");
+    let dir = tmp.path().join("root/vfs/dir").join(&layer.id);
+    assert_eq!(std::fs::read(dir.join("dst/f")).unwrap(), b"data");
+    // The second source is missing: the first is copied, the layer unmounted, the error
+    // names the source and the target under the mount point.
+    let missing = tmp.path().join("missing");
+    let e = store
+        .copy(&[host(&src.join("f")), host(&missing)], &into, None)
+        .unwrap_err();
+    assert!(matches!(e, CopyError::Copy { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "error copying {:?} to \"{}/dst\": stat ",
+            missing.display().to_string(),
+            dir.display()
+        )),
+        "{e}"
+    );
+    assert_eq!(store.mounted(&layer.id).unwrap(), 0, "left mounted");
+    let unknown = CopyEnd::Layer {
+        layer: "nol".into(),
+        path: "/x".into(),
+    };
+    let e = store.copy(&[host(&src)], &unknown, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "error finding layer \"nol\": layer not known"
+    );
+    store.shutdown(false).unwrap();
+}

@@ -663,22 +663,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn set_mtime(path: &Path, secs: i64, nanos: i64) {
-        let ts = rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: nanos as _,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            path,
-            &rustix::fs::Timestamps {
-                last_access: ts,
-                last_modification: ts,
-            },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
-    }
+    use storage_testsupport::set_mtime;
 
     fn pairs(v: &[Change]) -> Vec<(&str, &str)> {
         v.iter()

@@ -583,11 +583,7 @@ fn owners_are_mapped_and_unmapped_ids_fail() {
     if !require(common::is_root(), "root (chown)") {
         return;
     }
-    let maps = vec![IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
+    let maps = vec![IdMap::new(0, 100_000, 65536)];
     let opts = UnpackOptions {
         uid_map: maps.clone(),
         gid_map: maps,

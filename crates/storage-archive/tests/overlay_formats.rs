@@ -111,11 +111,7 @@ fn overlay_implied_parents_are_owned_by_the_mapped_root() {
     if !require(is_root(), "root (chown)") {
         return;
     }
-    let maps = vec![IdMap {
-        container_id: 0,
-        host_id: 200_000,
-        size: 65536,
-    }];
+    let maps = vec![IdMap::new(0, 200_000, 65536)];
     let opts = UnpackOptions {
         uid_map: maps.clone(),
         gid_map: maps,

@@ -30,9 +30,9 @@ use crate::flags::{FlagSet, FlagSpec};
 use crate::{Globals, command_flag_set, global_flag_set, options_for, read_globals};
 
 /// The hidden command the scripts call: `__complete WORD…`.
-pub const COMPLETE_COMMAND: &str = "__complete";
+pub(crate) const COMPLETE_COMMAND: &str = "__complete";
 /// The hidden command that prints a script: `__completion bash|zsh|fish`.
-pub const SCRIPT_COMMAND: &str = "__completion";
+pub(crate) const SCRIPT_COMMAND: &str = "__completion";
 
 /// Graph drivers offered for `--storage-driver` (the ones `storage_drivers` implements).
 const DRIVERS: &[&str] = &["overlay", "vfs", "btrfs"];
@@ -65,7 +65,7 @@ impl Shell {
     }
 
     /// The shell named `name`.
-    pub fn from_name(name: &str) -> Option<Shell> {
+    pub(crate) fn from_name(name: &str) -> Option<Shell> {
         Shell::ALL.into_iter().find(|s| s.name() == name)
     }
 
@@ -546,7 +546,7 @@ fn print(completion: &Completion, out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// `containers-storage __complete WORD…`: prints the candidates for the last word.
-pub fn complete_command(words: &[String]) -> i32 {
+pub(crate) fn complete_command(words: &[String]) -> i32 {
     let completion = complete(words);
     let mut out = std::io::stdout().lock();
     match print(&completion, &mut out).and_then(|()| out.flush()) {
@@ -556,7 +556,7 @@ pub fn complete_command(words: &[String]) -> i32 {
 }
 
 /// `containers-storage __completion SHELL`: prints the script for SHELL.
-pub fn script_command(args: &[String]) -> i32 {
+pub(crate) fn script_command(args: &[String]) -> i32 {
     let shell = match args {
         [name] => Shell::from_name(name),
         _ => None,

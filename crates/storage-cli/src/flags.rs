@@ -10,7 +10,7 @@ use containers_storage::gocompat::strconv::quote as go_quote;
 
 /// What kind of value a flag takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `--name`, `--name=BOOL`.
     Bool,
     /// `--name VALUE`, `--name=VALUE`; the last one wins.
@@ -23,11 +23,20 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct FlagSpec {
     /// Names as mflag stores them (`"-json"`, `"j"`).
-    pub names: &'static [&'static str],
+    pub(crate) names: &'static [&'static str],
     /// Value kind.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Help text (may be empty: then the flag is not listed).
-    pub usage: &'static str,
+    pub(crate) usage: &'static str,
+}
+
+/// A flag declaration: names as mflag stores them, value kind, help text.
+pub(crate) const fn flag(
+    names: &'static [&'static str],
+    kind: Kind,
+    usage: &'static str,
+) -> FlagSpec {
+    FlagSpec { names, kind, usage }
 }
 
 impl FlagSpec {
@@ -48,7 +57,7 @@ impl FlagSpec {
     }
 
     /// mflag's listing order: by first name without dashes, case-insensitively first.
-    pub fn usage_order(&self, other: &FlagSpec) -> std::cmp::Ordering {
+    pub(crate) fn usage_order(&self, other: &FlagSpec) -> std::cmp::Ordering {
         let key = |s: &FlagSpec| {
             s.names
                 .first()
@@ -62,7 +71,7 @@ impl FlagSpec {
     }
 
     /// Whether the flag takes a value (`--name VALUE`).
-    pub fn takes_value(&self) -> bool {
+    pub(crate) fn takes_value(&self) -> bool {
         self.kind != Kind::Bool
     }
 }
@@ -91,11 +100,11 @@ impl Value {
 
 /// A registered flag with its current value.
 #[derive(Debug, Clone)]
-pub struct Flag {
+pub(crate) struct Flag {
     /// Declaration.
-    pub spec: FlagSpec,
+    pub(crate) spec: FlagSpec,
     /// Current value.
-    pub value: Value,
+    pub(crate) value: Value,
     /// The value when usage is printed as the default (`DefValue`).
     default_text: String,
 }
@@ -112,9 +121,9 @@ pub enum ParseError {
 /// A set of flags, parsed like mflag.
 pub struct FlagSet {
     /// Name used in the `See '… --help'.` line.
-    pub name: String,
+    pub(crate) name: String,
     /// `argv[0]` as invoked.
-    pub argv0: String,
+    pub(crate) argv0: String,
     flags: Vec<Flag>,
     /// Remaining (positional) arguments after a parse.
     pub args: Vec<String>,
@@ -124,7 +133,7 @@ pub struct FlagSet {
 
 impl FlagSet {
     /// An empty set.
-    pub fn new(name: &str, argv0: &str) -> Self {
+    pub(crate) fn new(name: &str, argv0: &str) -> Self {
         FlagSet {
             name: name.to_string(),
             argv0: argv0.to_string(),
@@ -135,7 +144,7 @@ impl FlagSet {
     }
 
     /// Registers a flag with its initial value (which is also the default shown in usage).
-    pub fn add(&mut self, spec: FlagSpec, value: Value) {
+    pub(crate) fn add(&mut self, spec: FlagSpec, value: Value) {
         let default_text = value.display();
         self.flags.push(Flag {
             spec,
@@ -162,12 +171,12 @@ impl FlagSet {
     }
 
     /// Boolean value of the flag whose first name is `first` (false if absent).
-    pub fn bool(&self, first: &str) -> bool {
+    pub(crate) fn bool(&self, first: &str) -> bool {
         matches!(self.get(first), Some(Value::Bool(true)))
     }
 
     /// String value of the flag whose first name is `first` ("" if absent).
-    pub fn str(&self, first: &str) -> String {
+    pub(crate) fn str(&self, first: &str) -> String {
         match self.get(first) {
             Some(Value::Str(s)) => s.clone(),
             _ => String::new(),
@@ -175,7 +184,7 @@ impl FlagSet {
     }
 
     /// List value of the flag whose first name is `first`.
-    pub fn list(&self, first: &str) -> Vec<String> {
+    pub(crate) fn list(&self, first: &str) -> Vec<String> {
         match self.get(first) {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),
@@ -183,12 +192,12 @@ impl FlagSet {
     }
 
     /// The declarations of the registered flags, in registration order.
-    pub fn specs(&self) -> impl Iterator<Item = &FlagSpec> {
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &FlagSpec> {
         self.flags.iter().map(|f| &f.spec)
     }
 
     /// Whether a flag with first name `first` was given on the command line.
-    pub fn was_set(&self, first: &str) -> bool {
+    pub(crate) fn was_set(&self, first: &str) -> bool {
         self.set.iter().any(|s| s == first)
     }
 
@@ -401,7 +410,7 @@ enum Step {
 }
 
 /// Go's `strconv.ParseBool`.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -423,26 +432,10 @@ fn trim_quotes(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    const JSON: FlagSpec = FlagSpec {
-        names: &["-json", "j"],
-        kind: Kind::Bool,
-        usage: "Prefer JSON output",
-    };
-    const QUICK: FlagSpec = FlagSpec {
-        names: &["-quick", "q"],
-        kind: Kind::Bool,
-        usage: "Just the IDs",
-    };
-    const NAME: FlagSpec = FlagSpec {
-        names: &["-name", "n"],
-        kind: Kind::List,
-        usage: "Layer name",
-    };
-    const ID: FlagSpec = FlagSpec {
-        names: &["-id", "i"],
-        kind: Kind::Str,
-        usage: "Layer ID",
-    };
+    const JSON: FlagSpec = flag(&["-json", "j"], Kind::Bool, "Prefer JSON output");
+    const QUICK: FlagSpec = flag(&["-quick", "q"], Kind::Bool, "Just the IDs");
+    const NAME: FlagSpec = flag(&["-name", "n"], Kind::List, "Layer name");
+    const ID: FlagSpec = flag(&["-id", "i"], Kind::Str, "Layer ID");
 
     fn set() -> FlagSet {
         let mut fs = FlagSet::new("layers", "/bin/cs");
@@ -525,11 +518,7 @@ mod tests {
     fn defaults_layout() {
         let mut fs = set();
         fs.add(
-            FlagSpec {
-                names: &["-graph", "g"],
-                kind: Kind::Str,
-                usage: "Root of the storage tree",
-            },
+            flag(&["-graph", "g"], Kind::Str, "Root of the storage tree"),
             Value::Str("/R/root".into()),
         );
         let text = fs.defaults_text(None);

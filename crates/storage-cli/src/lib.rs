@@ -39,10 +39,10 @@
 pub mod commands;
 pub mod completion;
 pub mod flags;
-pub mod log;
+mod log;
 pub mod man;
-pub mod progress;
-pub mod roff;
+mod progress;
+mod roff;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -54,70 +54,50 @@ use containers_storage::Store;
 use containers_storage::config::StoreOptions;
 
 use crate::commands::{COMMANDS, Command, Ctx};
-use crate::flags::{FlagSet, FlagSpec, Kind, ParseError, Value};
+use crate::flags::{FlagSet, FlagSpec, Kind, ParseError, Value, flag};
 
-const GRAPH: FlagSpec = FlagSpec {
-    names: &["-graph", "g"],
-    kind: Kind::Str,
-    usage: "Root of the storage tree",
-};
-const RUN: FlagSpec = FlagSpec {
-    names: &["-run", "R"],
-    kind: Kind::Str,
-    usage: "Root of the runtime state tree",
-};
-const IMAGE_STORE: FlagSpec = FlagSpec {
-    names: &["-image-store"],
-    kind: Kind::Str,
-    usage: "Root of the separate image store",
-};
-const TRANSIENT: FlagSpec = FlagSpec {
-    names: &["-transient-store"],
-    kind: Kind::Bool,
-    usage: "Transient store",
-};
-const DRIVER: FlagSpec = FlagSpec {
-    names: &["-storage-driver", "s"],
-    kind: Kind::Str,
-    usage: "Storage driver to use ($STORAGE_DRIVER)",
-};
-const STORAGE_OPT: FlagSpec = FlagSpec {
-    names: &["-storage-opt"],
-    kind: Kind::List,
-    usage: "Set storage driver options ($STORAGE_OPTS)",
-};
-const DEBUG: FlagSpec = FlagSpec {
-    names: &["-debug", "D"],
-    kind: Kind::Bool,
-    usage: "Print debugging information",
-};
-const UNSHARE: FlagSpec = FlagSpec {
-    names: &["-unshare", "U"],
-    kind: Kind::Bool,
-    usage: "Run in a user namespace (default false)",
-};
+const GRAPH: FlagSpec = flag(&["-graph", "g"], Kind::Str, "Root of the storage tree");
+const RUN: FlagSpec = flag(&["-run", "R"], Kind::Str, "Root of the runtime state tree");
+const IMAGE_STORE: FlagSpec = flag(
+    &["-image-store"],
+    Kind::Str,
+    "Root of the separate image store",
+);
+const TRANSIENT: FlagSpec = flag(&["-transient-store"], Kind::Bool, "Transient store");
+const DRIVER: FlagSpec = flag(
+    &["-storage-driver", "s"],
+    Kind::Str,
+    "Storage driver to use ($STORAGE_DRIVER)",
+);
+const STORAGE_OPT: FlagSpec = flag(
+    &["-storage-opt"],
+    Kind::List,
+    "Set storage driver options ($STORAGE_OPTS)",
+);
+const DEBUG: FlagSpec = flag(&["-debug", "D"], Kind::Bool, "Print debugging information");
+const UNSHARE: FlagSpec = flag(
+    &["-unshare", "U"],
+    Kind::Bool,
+    "Run in a user namespace (default false)",
+);
 /// `--unshare` as a rootless user registers it (Go: `(default %t)` of `IsRootless()`).
 const UNSHARE_ROOTLESS: FlagSpec = FlagSpec {
     usage: "Run in a user namespace (default true)",
     ..UNSHARE
 };
-const HELP: FlagSpec = FlagSpec {
-    names: &["#help", "-help"],
-    kind: Kind::Bool,
-    usage: "Print usage",
-};
+const HELP: FlagSpec = flag(&["#help", "-help"], Kind::Bool, "Print usage");
 
 /// The global option values between the two flag passes of the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Globals {
     /// The store options (from the global pass, or `storage.conf` when none was given).
-    pub opts: StoreOptions,
+    pub(crate) opts: StoreOptions,
     /// `--debug`.
-    pub debug: bool,
+    pub(crate) debug: bool,
     /// `--unshare`.
-    pub unshare: bool,
+    pub(crate) unshare: bool,
     /// Go's `unshare.IsRootless()`: the default of `--unshare` and its help text.
-    pub rootless: bool,
+    pub(crate) rootless: bool,
 }
 
 fn add_globals(fs: &mut FlagSet, g: &Globals) {
@@ -278,7 +258,7 @@ fn print_command_usage(cmd: &Command, fs: &FlagSet) {
 }
 
 /// Go's `%v` of a string slice: `[a b]`.
-pub fn go_list(items: &[String]) -> String {
+pub(crate) fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
@@ -429,7 +409,6 @@ pub fn run(args: Vec<OsString>) -> i32 {
         flags: &cfs,
         store: &store,
         args: &positional,
-        options: &globals.opts,
     };
     let code = match (cmd.handler)(&mut ctx) {
         Ok(code) => code,

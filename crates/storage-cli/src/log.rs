@@ -15,12 +15,12 @@ use tracing::{Event, Level, Metadata, Subscriber};
 static VERBOSITY: AtomicU8 = AtomicU8::new(1);
 
 /// Installs the subscriber (once per process). Without a call, library events are dropped.
-pub fn install() {
+pub(crate) fn install() {
     let _ = tracing::subscriber::set_global_default(LogrusSubscriber);
 }
 
 /// Sets the level: debug on or off (off = error-level lines only).
-pub fn set_debug(on: bool) {
+pub(crate) fn set_debug(on: bool) {
     VERBOSITY.store(if on { 2 } else { 0 }, Ordering::Relaxed);
 }
 
@@ -35,17 +35,17 @@ fn level_enabled(level: &Level) -> bool {
 }
 
 /// Logs a debug line.
-pub fn debug(msg: &str) {
+pub(crate) fn debug(msg: &str) {
     emit("debug", &Level::DEBUG, msg);
 }
 
 /// Logs a warning line.
-pub fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     emit("warning", &Level::WARN, msg);
 }
 
 /// Logs an error line.
-pub fn error(msg: &str) {
+pub(crate) fn error(msg: &str) {
     emit("error", &Level::ERROR, msg);
 }
 

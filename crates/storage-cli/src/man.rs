@@ -56,7 +56,7 @@ pub fn command_page_name(cmd: &Command) -> String {
 }
 
 /// The hand-written prose of a page, if any (`("containers-storage-applydiff", 1)`).
-pub fn prose(name: &str, section: u8) -> Option<&'static str> {
+pub(crate) fn prose(name: &str, section: u8) -> Option<&'static str> {
     let key = format!("{name}.{section}");
     PROSE.iter().find(|(k, _)| *k == key).map(|(_, text)| *text)
 }
@@ -302,7 +302,7 @@ pub fn command_page(cmd: &Command) -> Page {
 }
 
 /// `containers-storage(1)`.
-pub fn main_page() -> Page {
+pub(crate) fn main_page() -> Page {
     let mut b = Builder::new(
         PROGRAM,
         1,
@@ -346,7 +346,7 @@ pub fn main_page() -> Page {
 }
 
 /// `containers-storage.conf(5)`.
-pub fn conf_page() -> Page {
+pub(crate) fn conf_page() -> Page {
     let mut b = Builder::new(
         CONF_PAGE,
         5,
@@ -434,11 +434,7 @@ mod tests {
         assert_eq!(argument_count(find("config")), "Takes at most 1 argument.");
         assert_eq!(argument_count(find("changes")), "Takes 1 to 2 arguments.");
         assert_eq!(argument_count(find("delete")), "Takes 1 or more arguments.");
-        let spec = FlagSpec {
-            names: &["-metadata-file", "f"],
-            kind: Kind::Str,
-            usage: "x",
-        };
+        let spec = crate::flags::flag(&["-metadata-file", "f"], Kind::Str, "x");
         assert_eq!(metavar(&spec), "METADATA-FILE");
     }
 

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Read, Write};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar when stderr is a terminal; `len` is the total when known.
-pub fn bar(len: Option<u64>) -> Option<ProgressBar> {
+pub(crate) fn bar(len: Option<u64>) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -33,14 +33,14 @@ pub fn bar(len: Option<u64>) -> Option<ProgressBar> {
 }
 
 /// A reader that advances a progress bar.
-pub struct ProgressReader<R> {
+pub(crate) struct ProgressReader<R> {
     inner: R,
     bar: Option<ProgressBar>,
 }
 
 impl<R: Read> ProgressReader<R> {
     /// Wraps `inner`.
-    pub fn new(inner: R, bar: Option<ProgressBar>) -> Self {
+    pub(crate) fn new(inner: R, bar: Option<ProgressBar>) -> Self {
         ProgressReader { inner, bar }
     }
 }
@@ -67,14 +67,14 @@ impl<R> Drop for ProgressReader<R> {
 }
 
 /// A writer that advances a progress bar.
-pub struct ProgressWriter<W> {
+pub(crate) struct ProgressWriter<W> {
     inner: W,
     bar: Option<ProgressBar>,
 }
 
 impl<W: Write> ProgressWriter<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W, bar: Option<ProgressBar>) -> Self {
+    pub(crate) fn new(inner: W, bar: Option<ProgressBar>) -> Self {
         ProgressWriter { inner, bar }
     }
 }
@@ -101,14 +101,14 @@ impl<W> Drop for ProgressWriter<W> {
 }
 
 /// One progress bar per layer for `import-image` and `export-image` (stderr, terminals only).
-pub struct LayerBars {
+pub(crate) struct LayerBars {
     multi: indicatif::MultiProgress,
     bars: std::sync::Mutex<Vec<Option<ProgressBar>>>,
 }
 
 impl LayerBars {
     /// Bars when stderr is a terminal; `None` otherwise.
-    pub fn new() -> Option<std::sync::Arc<LayerBars>> {
+    pub(crate) fn new() -> Option<std::sync::Arc<LayerBars>> {
         if !std::io::stderr().is_terminal() {
             return None;
         }
@@ -119,7 +119,7 @@ impl LayerBars {
     }
 
     /// Starts the bar of layer `index` (of `count`), labelled `label`, for `size` bytes.
-    pub fn start(&self, index: usize, count: usize, label: &str, size: u64) {
+    pub(crate) fn start(&self, index: usize, count: usize, label: &str, size: u64) {
         let pb = self.multi.add(ProgressBar::new(size));
         if let Ok(style) = ProgressStyle::with_template(
             "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
@@ -135,12 +135,12 @@ impl LayerBars {
     }
 
     /// Advances the bar of layer `index` by `bytes`.
-    pub fn advance(&self, index: usize, bytes: u64) {
+    pub(crate) fn advance(&self, index: usize, bytes: u64) {
         self.with_bar(index, |b| b.inc(bytes));
     }
 
     /// Finishes the bar of layer `index` with `msg`.
-    pub fn finish(&self, index: usize, msg: &'static str) {
+    pub(crate) fn finish(&self, index: usize, msg: &'static str) {
         self.with_bar(index, |b| b.finish_with_message(msg));
     }
 
@@ -181,7 +181,7 @@ impl containers_storage::oci::Progress for LayerBars {
 }
 
 /// A reader that advances the bar of one layer of [`LayerBars`].
-pub struct LayerReader<R> {
+pub(crate) struct LayerReader<R> {
     inner: R,
     bars: Option<std::sync::Arc<LayerBars>>,
     index: usize,
@@ -189,7 +189,7 @@ pub struct LayerReader<R> {
 
 impl<R: Read> LayerReader<R> {
     /// Wraps `inner`, the input of layer `index`.
-    pub fn new(inner: R, bars: Option<std::sync::Arc<LayerBars>>, index: usize) -> Self {
+    pub(crate) fn new(inner: R, bars: Option<std::sync::Arc<LayerBars>>, index: usize) -> Self {
         LayerReader { inner, bars, index }
     }
 }

@@ -9,7 +9,7 @@
 
 /// Escapes text for roff: backslashes, and the dashes of options (a `-` that starts a
 /// word or follows another `-`), so that `--graph` stays copyable.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     let mut prev: Option<char> = None;
     for c in text.chars() {
@@ -26,7 +26,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// Escapes literal text (code, option and command names): every `-` becomes `\-`.
-pub fn escape_literal(text: &str) -> String {
+pub(crate) fn escape_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
@@ -39,17 +39,17 @@ pub fn escape_literal(text: &str) -> String {
 }
 
 /// `\fBtext\fR` with `text` escaped as a literal.
-pub fn bold(text: &str) -> String {
+pub(crate) fn bold(text: &str) -> String {
     format!("\\fB{}\\fR", escape_literal(text))
 }
 
 /// `\fItext\fR` with `text` escaped.
-pub fn italic(text: &str) -> String {
+pub(crate) fn italic(text: &str) -> String {
     format!("\\fI{}\\fR", escape(text))
 }
 
 /// Converts the inline markup of one line of prose.
-pub fn inline(text: &str) -> String {
+pub(crate) fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -94,7 +94,7 @@ fn line(text: &str) -> String {
 
 /// Splits prose into `## TITLE` sections: `(title, body)` in order. Text before the first
 /// heading gets the title `""`.
-pub fn sections(markdown: &str) -> Vec<(String, String)> {
+pub(crate) fn sections(markdown: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for l in markdown.lines() {
         if let Some(title) = l.strip_prefix("## ") {
@@ -120,7 +120,7 @@ fn numbered(line: &str) -> Option<(u32, &str)> {
 }
 
 /// Converts a block of prose (no `## ` headings) to roff.
-pub fn markdown_to_roff(markdown: &str) -> String {
+pub(crate) fn markdown_to_roff(markdown: &str) -> String {
     let lines: Vec<&str> = markdown.lines().collect();
     let mut out = String::new();
     let mut i = 0;

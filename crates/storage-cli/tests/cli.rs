@@ -2,19 +2,11 @@
 //! store-wide commands, storage.conf handling; compared with Go's binary where Go 1.43 behaves
 //! like the 1.60 specification.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-const OURS: &str = env!("CARGO_BIN_EXE_containers-storage");
-const GO: &str = "/usr/bin/containers-storage";
+use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
+use common::{Command, CommandExt, GO, OURS, Out, Path, Store, go_available, store};
 
 /// Runs `bin` with argv0 `containers-storage`, a clean environment (plus `env`).
 fn run_with(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
@@ -41,58 +33,18 @@ fn run(args: &[&str]) -> Out {
 
 /// Go's binary, if installed. In CI its absence is a failure.
 fn go_binary() -> Option<&'static str> {
-    if Path::new(GO).exists() {
-        return Some(GO);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{GO} is required in CI");
-    }
-    eprintln!("SKIPPING Go comparison: {GO} is not installed");
-    None
-}
-
-struct Roots {
-    _tmp: tempfile::TempDir,
-    graph: String,
-    run: String,
-}
-
-fn roots() -> Roots {
-    let tmp = tempfile::tempdir().unwrap();
-    let graph = tmp.path().join("root").to_string_lossy().into_owned();
-    let run = tmp.path().join("run").to_string_lossy().into_owned();
-    Roots {
-        _tmp: tmp,
-        graph,
-        run,
-    }
-}
-
-impl Roots {
-    /// `--graph G --run R --storage-driver vfs ARGS`.
-    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec![
-            "--graph",
-            &self.graph,
-            "--run",
-            &self.run,
-            "--storage-driver",
-            "vfs",
-        ];
-        v.extend_from_slice(rest);
-        v
-    }
+    go_available().then_some(GO)
 }
 
 /// Runs the same command line against both binaries (fresh stores, same paths shape) and
 /// returns (ours, go) with the store paths normalised.
 fn both(rest: &[&str]) -> Option<(Out, Out)> {
     let go = go_binary()?;
-    let a = roots();
-    let b = roots();
+    let a = store();
+    let b = store();
     let ours = run_with(OURS, &a.args(rest), &[]);
     let theirs = run_with(go, &b.args(rest), &[]);
-    let norm = |o: Out, r: &Roots| Out {
+    let norm = |o: Out, r: &Store| Out {
         stdout: o.stdout.replace(&r.graph, "G").replace(&r.run, "R"),
         stderr: o.stderr.replace(&r.graph, "G").replace(&r.run, "R"),
         code: o.code,
@@ -133,7 +85,7 @@ fn status_plain_and_json_match_go() {
 #[test]
 fn debug_flag_forms() {
     // -D: the four debug lines, logrus text format.
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["-D", "status"]));
     assert_eq!(o.code, 0);
     let lines: Vec<String> = strip_times(&o.stderr).lines().map(str::to_string).collect();
@@ -185,8 +137,8 @@ fn repeated_storage_opts_accumulate_and_options_after_the_command() {
         "[\"Driver Options\",\"[vfs.ignore_chown_errors=true vfs.ignore_chown_errors=false]\"]"
     ));
     // A scalar given again after the command overrides it.
-    let other = roots();
-    let r = roots();
+    let other = store();
+    let r = store();
     let o = run(&r.args(&["status", "--graph", &other.graph, "--json"]));
     assert_eq!(o.code, 0);
     assert!(
@@ -217,7 +169,7 @@ fn bad_flags_in_the_command_pass_exit_125() {
         assert_eq!(ours, go, "{args:?}");
         assert_eq!(ours.code, 125, "{args:?}");
     }
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["status", "--json=x"]));
     assert_eq!(
         o.stderr,
@@ -228,7 +180,7 @@ fn bad_flags_in_the_command_pass_exit_125() {
 #[test]
 fn jq_is_split_into_letters() {
     // `shutdown -jf`: both letters are known flags of shutdown.
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["shutdown", "-jf"]));
     assert_eq!(
         o,
@@ -385,7 +337,7 @@ fn unknown_command_and_argument_counts() {
     assert_eq!(ours.stdout, "bogus: unrecognized command.\n");
     assert_eq!(ours.code, 1);
 
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["status", "extra", "more"]));
     assert_eq!(o.code, 1);
     assert!(o.stdout.starts_with(
@@ -404,7 +356,7 @@ fn unknown_command_and_argument_counts() {
 
 #[test]
 fn version_plain_and_json() {
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["version"]));
     assert_eq!(o.code, 0);
     assert_eq!(o.stdout, "");
@@ -448,8 +400,8 @@ fn tree(root: &str) -> Vec<String> {
 #[test]
 fn store_layout_matches_go() {
     let Some(go) = go_binary() else { return };
-    let a = roots();
-    let b = roots();
+    let a = store();
+    let b = store();
     assert_eq!(run_with(OURS, &a.args(&["status"]), &[]).code, 0);
     assert_eq!(run_with(go, &b.args(&["status"]), &[]).code, 0);
     // 1.43 also creates <G>/mounts and <G>/tmp; 1.60 does not. The vfs driver creates its
@@ -466,7 +418,7 @@ fn store_layout_matches_go() {
 
 #[test]
 fn wipe_and_shutdown() {
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["wipe"]));
     assert_eq!(
         o,
@@ -521,7 +473,7 @@ fn wipe_and_shutdown() {
 #[test]
 fn wipe_removes_images_and_containers_records_written_by_go() {
     let Some(go) = go_binary() else { return };
-    let r = roots();
+    let r = store();
     // Go creates a layer-less image? Not possible without a layer: create an image with no
     // top layer.
     let o = run_with(go, &r.args(&["create-image", "-n", "img1"]), &[]);
@@ -666,7 +618,7 @@ fn error_initializing_cases() {
         "error initializing: no storage runroot or graphroot specified: missing necessary StoreOptions\n"
     );
 
-    let r = roots();
+    let r = store();
     let o = run(&[
         "--graph", &r.graph, "--run", &r.run, "-s", "bogus", "status",
     ]);
@@ -709,7 +661,7 @@ fn error_initializing_cases() {
 #[test]
 fn malformed_config_fails_also_with_graph_and_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = roots();
+    let r = store();
     let args = ["--graph", &r.graph, "--run", &r.run, "-s", "vfs", "layers"];
     let cases = [
         (
@@ -762,7 +714,7 @@ fn unknown_keys_are_silent_with_store_flags() {
     )
     .unwrap();
     let c = conf.to_str().unwrap();
-    let r = roots();
+    let r = store();
     let args = ["--graph", &r.graph, "--run", &r.run, "-s", "vfs", "layers"];
     let o = run_with(OURS, &args, &[("CONTAINERS_STORAGE_CONF", c)]);
     assert_eq!(
@@ -835,7 +787,7 @@ fn config_prints_options_json() {
         "[storage]\ndriver = \"vfs\"\ngraphroot = \"/cg\"\nrunroot = \"/cr\"\n",
     )
     .unwrap();
-    let r = roots();
+    let r = store();
     let o = run_with(
         OURS,
         &r.args(&["config"]),
@@ -887,7 +839,7 @@ fn unshare_runs_the_command_as_root() {
         eprintln!("SKIPPING: unshare test needs root");
         return;
     }
-    let r = roots();
+    let r = store();
     let o = run(&r.args(&["unshare", "sh", "-c", "echo hi; echo err >&2"]));
     assert_eq!(
         o,

@@ -58,16 +58,18 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
-use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
+use storage_lock::LockFile;
+use storage_records::{Cache, Exclusive, Loaded, Record, Records, Shared, lock_error, mkdir};
 use storage_types::{
     Container, Digest, Error, ErrorKind, FastMap, IdMap, Result, Timestamp, go_quote,
 };
+
+pub use storage_records::NamesOp;
 
 /// File name of the records file of ordinary containers.
 pub const CONTAINERS_JSON: &str = "containers.json";
@@ -80,6 +82,9 @@ const MOUNT_LABEL: &str = "MountLabel";
 const PROCESS_LABEL: &str = "ProcessLabel";
 const MOUNT_OPTS: &str = "MountOpts";
 const VOLATILE: &str = "Volatile";
+
+/// What the shared messages call a container.
+const WHAT: &str = "container";
 
 /// What to create with [`ContainersWrite::create`].
 #[derive(Debug, Clone, Default)]
@@ -110,17 +115,6 @@ pub struct NewContainer {
     pub big_data: Vec<(String, Vec<u8>)>,
 }
 
-/// How [`ContainersWrite::update_names`] changes the names of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NamesOp {
-    /// Replace the names.
-    Set,
-    /// Put the given names first, then the old ones.
-    Add,
-    /// Remove the given names.
-    Remove,
-}
-
 /// The container store.
 pub struct ContainerStore {
     dir: PathBuf,
@@ -128,8 +122,7 @@ pub struct ContainerStore {
     transient: bool,
     stable_path: PathBuf,
     volatile_path: PathBuf,
-    lock: Arc<LockFile>,
-    state: RwLock<ContainerSet>,
+    cache: Cache<ContainerSet>,
 }
 
 impl std::fmt::Debug for ContainerStore {
@@ -164,8 +157,7 @@ impl ContainerStore {
             transient,
             stable_path: dir.join(CONTAINERS_JSON),
             volatile_path: volatile_dir.join(VOLATILE_CONTAINERS_JSON),
-            lock,
-            state: RwLock::new(ContainerSet::default()),
+            cache: Cache::new(lock),
         };
         drop(store.write()?);
         Ok(store)
@@ -198,73 +190,35 @@ impl ContainerStore {
 
     /// The path of the lock file.
     pub fn lock_path(&self) -> &Path {
-        self.lock.path()
+        self.cache.lock_file().path()
     }
 
     /// Takes the lock shared and returns the (fresh) records. A reload that
     /// needs a repair (duplicate names) briefly takes the exclusive lock to
     /// save it.
     pub fn read(&self) -> Result<ContainersRead<'_>> {
-        let mut repaired = false;
-        loop {
-            let file = self.lock.rlock().map_err(lock_error)?;
-            let current = file.token().map_err(lock_error)?;
-            {
-                let state = read_state(&self.state);
-                if state.token.as_ref() == Some(&current) {
-                    return Ok(ContainersRead { state, _file: file });
-                }
-            }
-            let mut state = write_state(&self.state);
-            if state.token.as_ref() != Some(&current) {
-                let loaded = self.load()?;
-                if loaded.needs_save.0 || loaded.needs_save.1 {
-                    if repaired {
-                        return Err(Error::msg(
-                            ErrorKind::Corrupt,
-                            "container store is inconsistent and the current caller does not hold a write lock",
-                        ));
-                    }
-                    drop(state);
-                    drop(file);
-                    drop(self.write()?);
-                    repaired = true;
-                    continue;
-                }
-                *state = loaded.set;
-                state.token = Some(current);
-            }
-            drop(state);
-            let state = read_state(&self.state);
-            return Ok(ContainersRead { state, _file: file });
-        }
+        self.cache.read(
+            || self.load(),
+            || {
+                drop(self.write()?);
+                Ok(())
+            },
+            "container store is inconsistent and the current caller does not hold a write lock",
+        )
     }
 
     /// Takes the lock exclusively and returns the (fresh) records for
     /// modification.
     pub fn write(&self) -> Result<ContainersWrite<'_>> {
-        let file = self.lock.lock().map_err(lock_error)?;
-        let current = file.token().map_err(lock_error)?;
-        let mut state = write_state(&self.state);
-        let mut needs_save = (false, false);
-        if state.token.as_ref() != Some(&current) {
-            let loaded = self.load()?;
-            *state = loaded.set;
-            state.token = Some(current);
-            needs_save = loaded.needs_save;
-        }
-        let mut guard = ContainersWrite {
-            state,
-            file,
-            store: self,
-        };
-        if needs_save.0 || needs_save.1 {
-            guard.save(needs_save.0, needs_save.1)?;
+        let (state, repair) = self.cache.write(|| self.load())?;
+        let mut guard = ContainersWrite { state, store: self };
+        if let Some((stable, volatile)) = repair {
+            guard.save(stable, volatile)?;
         }
         Ok(guard)
     }
 
-    fn load(&self) -> Result<Loaded> {
+    fn load(&self) -> Result<Loaded<ContainerSet, (bool, bool)>> {
         let mut containers: Vec<Container> = Vec::new();
         let mut volatile: Vec<bool> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
@@ -279,51 +233,29 @@ impl ContainerStore {
             }
         }
         // Later records win duplicate names.
-        let mut needs_save = (false, false);
-        let mut owner: HashMap<String, usize> = HashMap::new();
-        for n in 0..containers.len() {
-            let names = containers[n].names.clone();
-            for name in names {
-                if let Some(other) = owner.insert(name.clone(), n)
-                    && other != n
-                {
-                    containers[other].names.retain(|x| *x != name);
-                    for m in [other, n] {
-                        if volatile[m] {
-                            needs_save.1 = true;
-                        } else {
-                            needs_save.0 = true;
-                        }
-                    }
+        let mut repair = (false, false);
+        for (other, n) in storage_records::repair_duplicate_names(&mut containers) {
+            for m in [other, n] {
+                if volatile[m] {
+                    repair.1 = true;
+                } else {
+                    repair.0 = true;
                 }
             }
         }
         let mut set = ContainerSet {
             dir: self.dir.clone(),
             run_dir: self.run_dir.clone(),
-            containers,
+            records: Records::new(containers),
             volatile,
             ..ContainerSet::default()
         };
-        set.reindex();
-        Ok(Loaded { set, needs_save })
+        set.index_layers();
+        Ok(Loaded {
+            set,
+            repair: (repair.0 || repair.1).then_some(repair),
+        })
     }
-}
-
-struct Loaded {
-    set: ContainerSet,
-    /// (stable, volatile) files to rewrite after a repair.
-    needs_save: (bool, bool),
-}
-
-fn read_state(lock: &RwLock<ContainerSet>) -> RwLockReadGuard<'_, ContainerSet> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_state(lock: &RwLock<ContainerSet>) -> RwLockWriteGuard<'_, ContainerSet> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The container records and their indexes: the read API, reached through
@@ -332,42 +264,36 @@ fn write_state(lock: &RwLock<ContainerSet>) -> RwLockWriteGuard<'_, ContainerSet
 pub struct ContainerSet {
     dir: PathBuf,
     run_dir: PathBuf,
-    containers: Vec<Container>,
+    records: Records<Container>,
     /// Whether each record lives in `volatile-containers.json`.
     volatile: Vec<bool>,
-    by_id: FastMap<String, usize>,
-    by_name: FastMap<String, usize>,
     by_layer: FastMap<String, usize>,
-    token: Option<Token>,
 }
 
 impl ContainerSet {
-    fn reindex(&mut self) {
-        self.by_id.clear();
-        self.by_name.clear();
+    fn index_layers(&mut self) {
         self.by_layer.clear();
-        for (n, c) in self.containers.iter().enumerate() {
-            self.by_id.entry(c.id.clone()).or_insert(n);
+        for (n, c) in self.records.as_slice().iter().enumerate() {
             self.by_layer.insert(c.layer.clone(), n);
-            for name in &c.names {
-                self.by_name.insert(name.clone(), n);
-            }
         }
     }
 
     /// Go's lookup: exact ID, exact name, layer ID, unique ID prefix.
     fn lookup(&self, id: &str) -> Option<usize> {
-        if let Some(&n) = self.by_id.get(id) {
-            return Some(n);
-        }
-        if let Some(&n) = self.by_name.get(id) {
-            return Some(n);
-        }
-        if let Some(&n) = self.by_layer.get(id) {
-            return Some(n);
-        }
-        let full = storage_types::unique_prefix(self.containers.iter().map(|c| c.id.as_str()), id)?;
-        self.by_id.get(full).copied()
+        let records = &self.records;
+        records
+            .by_id(id)
+            .or_else(|| records.by_name(id))
+            .or_else(|| self.by_layer.get(id).copied())
+            .or_else(|| records.by_prefix(id))
+    }
+
+    fn container(&self, n: usize) -> &Container {
+        &self.records.as_slice()[n]
+    }
+
+    fn container_mut(&mut self, n: usize) -> &mut Container {
+        &mut self.records.items_mut()[n]
     }
 
     fn lookup_or_err(&self, id: &str) -> Result<usize> {
@@ -375,31 +301,20 @@ impl ContainerSet {
             .ok_or_else(|| Error::new(ErrorKind::ContainerUnknown))
     }
 
-    fn data_dir(&self, id: &str) -> Result<PathBuf> {
-        check_component(id)?;
-        Ok(self.dir.join(id))
-    }
-
-    fn data_path(&self, id: &str, key: &str) -> Result<PathBuf> {
-        Ok(self
-            .data_dir(id)?
-            .join(storage_types::big_data_file_name(key)?))
-    }
-
     /// All container records: those of `containers.json`, then those of
     /// `volatile-containers.json` (each in file order).
     pub fn containers(&self) -> &[Container] {
-        &self.containers
+        self.records.as_slice()
     }
 
     /// The container with this ID, name, layer ID or unique ID prefix.
     pub fn get(&self, id: &str) -> Result<&Container> {
-        Ok(&self.containers[self.lookup_or_err(id)?])
+        Ok(self.container(self.lookup_or_err(id)?))
     }
 
     /// Like [`ContainerSet::get`], but `None` when not found.
     pub fn lookup_container(&self, id: &str) -> Option<&Container> {
-        self.lookup(id).map(|n| &self.containers[n])
+        self.lookup(id).map(|n| self.container(n))
     }
 
     /// Whether a container with this ID, name, layer ID or unique prefix exists.
@@ -414,7 +329,8 @@ impl ContainerSet {
 
     /// The keys of a container's big-data items, in insertion order.
     pub fn big_data_names(&self, id: &str) -> Result<Vec<String>> {
-        Ok(self.containers[self.lookup_or_err(id)?]
+        Ok(self
+            .container(self.lookup_or_err(id)?)
             .big_data_names
             .clone())
     }
@@ -422,41 +338,36 @@ impl ContainerSet {
     /// The bytes of a big-data item (missing item: `open <path>: no such file
     /// or directory`).
     pub fn big_data(&self, id: &str, key: &str) -> Result<Vec<u8>> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve container big data value for empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve container big data value for empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
-        let path = self.data_path(&self.containers[n].id, key)?;
+        let path = storage_records::big_data_path(&self.dir, WHAT, &self.container(n).id, key)?;
         std::fs::read(&path).map_err(|e| Error::io("open", &path, e))
     }
 
     /// The recorded size of a big-data item, else the length of its file
     /// (without recording it; see [`ContainersWrite::big_data_size`]).
     pub fn big_data_size(&self, id: &str, key: &str) -> Result<i64> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve size of container big data with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve size of container big data with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
-        if let Some(size) = self.containers[n].big_data_sizes.get(key) {
-            return Ok(*size);
-        }
-        match self.big_data(id, key) {
-            Ok(data) => Ok(len_i64(&data)),
-            Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
-        }
+        let recorded = self.container(n).big_data_sizes.get(key).copied();
+        storage_records::size_or_length(recorded, || self.big_data(id, key))
     }
 
     /// The recorded digest of a big-data item, else the sha256 of its file
     /// (without recording it; see [`ContainersWrite::big_data_digest`]).
     pub fn big_data_digest(&self, id: &str, key: &str) -> Result<Digest> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve digest of container big data value with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve digest of container big data value with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
-        if let Some(d) = self.containers[n].big_data_digests.get(key) {
+        if let Some(d) = self.container(n).big_data_digests.get(key) {
             return d.parse();
         }
         match self.big_data(id, key) {
@@ -469,42 +380,26 @@ impl ContainerSet {
     /// (resolved by ID, name, layer or prefix), created (0700) on demand.
     pub fn container_dir(&self, id: &str) -> Result<PathBuf> {
         let n = self.lookup_or_err(id)?;
-        let dir = self.data_dir(&self.containers[n].id)?.join("userdata");
-        mkdir(&dir)?;
-        Ok(dir)
+        storage_records::userdata_dir(&self.dir, WHAT, &self.container(n).id)
     }
 
     /// `<runroot>/<driver>-containers/<id>/userdata` of the container,
     /// created (0700) on demand.
     pub fn container_run_dir(&self, id: &str) -> Result<PathBuf> {
         let n = self.lookup_or_err(id)?;
-        let full = &self.containers[n].id;
-        check_component(full)?;
-        let dir = self.run_dir.join(full).join("userdata");
-        mkdir(&dir)?;
-        Ok(dir)
+        storage_records::userdata_dir(&self.run_dir, WHAT, &self.container(n).id)
     }
 }
 
-/// Shared access to the container store (lock held shared until dropped).
-pub struct ContainersRead<'a> {
-    state: RwLockReadGuard<'a, ContainerSet>,
-    _file: ReadGuard,
-}
-
-impl Deref for ContainersRead<'_> {
-    type Target = ContainerSet;
-    fn deref(&self) -> &ContainerSet {
-        &self.state
-    }
-}
+/// Shared access to the container store (lock held shared until dropped);
+/// dereferences to [`ContainerSet`].
+pub type ContainersRead<'a> = Shared<'a, ContainerSet>;
 
 /// Exclusive access to the container store (lock held exclusively until
 /// dropped). Every modification is saved before the method returns, the lock
 /// token being rewritten first.
 pub struct ContainersWrite<'a> {
-    state: RwLockWriteGuard<'a, ContainerSet>,
-    file: WriteGuard,
+    state: Exclusive<'a, ContainerSet>,
     store: &'a ContainerStore,
 }
 
@@ -519,31 +414,30 @@ impl ContainersWrite<'_> {
     /// Writes the token, then the requested files (`containers.json` with
     /// `fdatasync`, `volatile-containers.json` without).
     fn save(&mut self, stable: bool, volatile: bool) -> Result<()> {
-        self.state.token = None;
-        let token = self.file.record_write().map_err(lock_error)?;
-        for (wanted, is_volatile, path) in [
-            (stable, false, &self.store.stable_path),
-            (volatile, true, &self.store.volatile_path),
-        ] {
-            if !wanted {
-                continue;
+        let store = self.store;
+        self.state.save(|set| {
+            for (wanted, is_volatile, path) in [
+                (stable, false, &store.stable_path),
+                (volatile, true, &store.volatile_path),
+            ] {
+                if !wanted {
+                    continue;
+                }
+                if let Some(parent) = path.parent() {
+                    mkdir(parent)?;
+                }
+                let subset: Vec<&Container> = set
+                    .containers()
+                    .iter()
+                    .zip(&set.volatile)
+                    .filter(|(_, v)| **v == is_volatile)
+                    .map(|(c, _)| c)
+                    .collect();
+                let data = storage_types::to_go_json(&subset);
+                storage_records::write_file("open", path, &data, !is_volatile)?;
             }
-            if let Some(parent) = path.parent() {
-                mkdir(parent)?;
-            }
-            let subset: Vec<&Container> = self
-                .state
-                .containers
-                .iter()
-                .zip(&self.state.volatile)
-                .filter(|(_, v)| **v == is_volatile)
-                .map(|(c, _)| c)
-                .collect();
-            let data = storage_types::to_go_json(&subset);
-            write_file(path, &data, !is_volatile)?;
-        }
-        self.state.token = Some(token);
-        Ok(())
+            Ok(())
+        })
     }
 
     fn save_for(&mut self, n: usize) -> Result<()> {
@@ -559,23 +453,15 @@ impl ContainersWrite<'_> {
     /// [`ErrorKind::InvalidInput`] for overlapping ID-map ranges or a lone
     /// `MountLabel`/`ProcessLabel` flag.
     pub fn create(&mut self, new: NewContainer) -> Result<Container> {
-        let id = match new.id {
-            Some(id) if !id.is_empty() => {
-                if self.state.by_id.contains_key(&id) {
-                    return Err(Error::new(ErrorKind::DuplicateId));
-                }
-                id
-            }
-            _ => storage_types::generate_unique_id(|id| self.state.by_id.contains_key(id)),
-        };
-        check_component(&id)?;
+        let records = &self.state.records;
+        let id = storage_records::new_id(WHAT, new.id, |id| records.by_id(id).is_some())?;
         let names = storage_types::dedup_names(&new.names);
         for name in &names {
-            if let Some(&n) = self.state.by_name.get(name) {
+            if let Some(n) = self.state.records.by_name(name) {
                 return Err(Error::new(ErrorKind::DuplicateName).context(format!(
                     "the container name {} is already in use by {}. You have to remove that container to be able to reuse that name",
                     go_quote(name),
-                    self.state.containers[n].id
+                    self.state.container(n).id
                 )));
             }
         }
@@ -620,10 +506,10 @@ impl ContainersWrite<'_> {
             flags,
             ..Container::default()
         };
-        self.state.containers.push(record);
+        let layer = record.layer.clone();
+        let n = self.state.records.push(record);
         self.state.volatile.push(volatile);
-        self.state.reindex();
-        let n = self.state.containers.len() - 1;
+        self.state.by_layer.insert(layer, n);
         let result = self.save_for(n).and_then(|()| {
             for (key, data) in &new.big_data {
                 self.set_big_data(&id, key, data)?;
@@ -642,29 +528,17 @@ impl ContainersWrite<'_> {
     /// new names.
     pub fn update_names(&mut self, id: &str, names: &[String], op: NamesOp) -> Result<Vec<String>> {
         let n = self.state.lookup_or_err(id)?;
-        let old = &self.state.containers[n].names;
-        let new_names = storage_types::dedup_names(&match op {
-            NamesOp::Set => names.to_vec(),
-            NamesOp::Add => names.iter().chain(old).cloned().collect(),
-            NamesOp::Remove => old.iter().filter(|x| !names.contains(x)).cloned().collect(),
-        });
+        let new_names = storage_records::names_op(&self.state.container(n).names, names, op);
+        let mut changed = self.state.records.take_names(n, &new_names);
+        changed.push(n);
         let (mut stable, mut volatile) = (false, false);
-        let state = &mut *self.state;
-        for (m, other) in state.containers.iter_mut().enumerate() {
-            let before = other.names.len();
-            if m != n {
-                other.names.retain(|x| !new_names.contains(x));
-            }
-            if m == n || other.names.len() != before {
-                if state.volatile[m] {
-                    volatile = true;
-                } else {
-                    stable = true;
-                }
+        for m in changed {
+            if self.state.volatile[m] {
+                volatile = true;
+            } else {
+                stable = true;
             }
         }
-        state.containers[n].names = new_names.clone();
-        state.reindex();
         self.save(stable, volatile)?;
         Ok(new_names)
     }
@@ -672,14 +546,15 @@ impl ContainersWrite<'_> {
     /// Sets the metadata of a container and saves.
     pub fn set_metadata(&mut self, id: &str, metadata: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.containers[n].metadata = metadata.to_owned();
+        self.state.container_mut(n).metadata = metadata.to_owned();
         self.save_for(n)
     }
 
     /// Sets a flag of a container and saves.
     pub fn set_flag(&mut self, id: &str, flag: &str, value: Value) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.containers[n]
+        self.state
+            .container_mut(n)
             .flags
             .insert(flag.to_owned(), value);
         self.save_for(n)
@@ -688,32 +563,19 @@ impl ContainersWrite<'_> {
     /// Removes a flag of a container and saves.
     pub fn clear_flag(&mut self, id: &str, flag: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.containers[n].flags.remove(flag);
+        self.state.container_mut(n).flags.remove(flag);
         self.save_for(n)
     }
 
     /// Stores a big-data item (`<dir>/<id>/<file name>`, 0600, directory
     /// 0700) and records its size and sha256; saves only if something changed.
     pub fn set_big_data(&mut self, id: &str, key: &str, data: &[u8]) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't set empty name for container big data item"));
-        }
+        storage_records::check_key(key, "can't set empty name for container big data item")?;
         let n = self.state.lookup_or_err(id)?;
-        let full_id = self.state.containers[n].id.clone();
-        let dir = self.state.data_dir(&full_id)?;
-        let path = self.state.data_path(&full_id, key)?;
-        mkdir(&dir)?;
-        write_file(&path, data, true)?;
-        let size = len_i64(data);
+        let full_id = self.state.container(n).id.clone();
+        let size = storage_records::write_big_data(&self.store.dir, WHAT, &full_id, key, data)?;
         let digest = Digest::sha256(data).to_string();
-        let c = &mut self.state.containers[n];
-        let mut changed = c.big_data_sizes.insert(key.to_owned(), size) != Some(size);
-        changed |= c.big_data_digests.insert(key.to_owned(), digest.clone()) != Some(digest);
-        if !c.big_data_names.iter().any(|k| k == key) {
-            c.big_data_names.push(key.to_owned());
-            changed = true;
-        }
+        let changed = self.state.container_mut(n).note_big_data(key, size, digest);
         if changed {
             self.save_for(n)?;
         }
@@ -724,7 +586,7 @@ impl ContainersWrite<'_> {
     /// stored again to record its size and digest (Go's behaviour).
     pub fn big_data_size(&mut self, id: &str, key: &str) -> Result<i64> {
         let n = self.state.lookup_or_err(id)?;
-        if let Some(size) = self.state.containers[n].big_data_sizes.get(key) {
+        if let Some(size) = self.state.container(n).big_data_sizes.get(key) {
             return Ok(*size);
         }
         self.refill(id, key, ErrorKind::SizeUnknown)?;
@@ -735,7 +597,7 @@ impl ContainersWrite<'_> {
     /// stored again to record its size and digest (Go's behaviour).
     pub fn big_data_digest(&mut self, id: &str, key: &str) -> Result<Digest> {
         let n = self.state.lookup_or_err(id)?;
-        if self.state.containers[n].big_data_digests.contains_key(key) {
+        if self.state.container(n).big_data_digests.contains_key(key) {
             return self.state.big_data_digest(id, key);
         }
         self.refill(id, key, ErrorKind::DigestUnknown)?;
@@ -757,30 +619,26 @@ impl ContainersWrite<'_> {
     /// `<runroot>/<driver>-containers/<id>`. The layer is the caller's.
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        let full_id = self.state.containers[n].id.clone();
+        let full_id = self.state.container(n).id.clone();
         let volatile = self.state.volatile[n];
-        self.state.containers.remove(n);
+        self.state.records.remove(n);
         self.state.volatile.remove(n);
-        self.state.reindex();
+        self.state.index_layers();
         self.save(!volatile, volatile)?;
-        if check_component(&full_id).is_ok() {
-            for base in [&self.store.dir, &self.store.run_dir] {
-                let dir = base.join(&full_id);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("unlinkat", &dir, e)),
-                }
-            }
-        }
-        Ok(())
+        storage_records::remove_record_dir(&self.store.dir, &full_id)?;
+        storage_records::remove_record_dir(&self.store.run_dir, &full_id)
     }
 
     /// Deletes every container (records and directories).
     pub fn wipe(&mut self) -> Result<()> {
-        let ids: Vec<String> = self.state.containers.iter().map(|c| c.id.clone()).collect();
+        let ids: Vec<String> = self
+            .state
+            .containers()
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
         for id in ids {
-            if self.state.by_id.contains_key(&id) {
+            if self.state.records.by_id(&id).is_some() {
                 self.delete(&id)?;
             }
         }
@@ -809,36 +667,4 @@ fn check_overlaps(maps: &[IdMap]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn len_i64(data: &[u8]) -> i64 {
-    i64::try_from(data.len()).unwrap_or(i64::MAX)
-}
-
-/// Refuses IDs that are not a single path component (Go does not check; a
-/// `/` or `..` would let deletion escape the store directory).
-fn check_component(id: &str) -> Result<()> {
-    if !storage_types::is_path_component(id) {
-        return Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!(
-                "container ID {} cannot be used as a directory name",
-                go_quote(id)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn mkdir(dir: &Path) -> Result<()> {
-    storage_io::mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))
-}
-
-fn write_file(path: &Path, data: &[u8], sync: bool) -> Result<()> {
-    storage_io::atomic_write(path, data, storage_io::WriteOptions { mode: 0o600, sync })
-        .map_err(|e| Error::io("open", path, e))
-}
-
-fn lock_error(err: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, err.to_string())
 }

@@ -47,16 +47,13 @@ fn go_written_records_round_trip_and_go_reads_ours() {
     let Some(cli) = common::go_cli() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
-    common::go(&cli, root, &["create-image", "-n", "img"], None);
-    let c1 = common::first_line(&common::go(
-        &cli,
-        root,
+    let go = |args: &[&str], stdin: Option<&[u8]>| common::go(&cli, root, args, stdin);
+    go(&["create-image", "-n", "img"], None);
+    let c1 = common::first_line(&go(
         &["create-container", "-n", "c1", "-m", "ctr-meta", "img"],
         None,
     ));
-    let c2 = common::first_line(&common::go(
-        &cli,
-        root,
+    let c2 = common::first_line(&go(
         &[
             "create-container",
             "--volatile",
@@ -70,19 +67,9 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         ],
         None,
     ));
-    common::go(
-        &cli,
-        root,
-        &["set-container-data", "c1", "config.json"],
-        Some(b"data"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["set-container-data", "c1", "ConfigX"],
-        Some(b"data"),
-    );
-    common::go(&cli, root, &["add-names", "-n", "c1-alias", "c1"], None);
+    go(&["set-container-data", "c1", "config.json"], Some(b"data"));
+    go(&["set-container-data", "c1", "ConfigX"], Some(b"data"));
+    go(&["add-names", "-n", "c1-alias", "c1"], None);
     let json_path = root.join("G/vfs-containers/containers.json");
     let original = std::fs::read(&json_path).expect("read containers.json");
 
@@ -96,14 +83,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         layer1 = first.layer.clone();
         assert_eq!(ctrs.get(&layer1).expect("by layer").id, c1);
         let second = ctrs.get(&c2).expect("c2");
-        assert_eq!(
-            second.uidmap,
-            vec![IdMap {
-                container_id: 0,
-                host_id: 100_000,
-                size: 65_536
-            }]
-        );
+        assert_eq!(second.uidmap, vec![IdMap::new(0, 100_000, 65_536)]);
         assert!(second.is_volatile(), "Volatile flag");
         assert!(
             !ctrs.is_volatile(&c2).expect("c2"),
@@ -148,7 +128,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         })
         .expect("create volatile");
     }
-    let listing = common::go(&cli, root, &["containers", "--json"], None);
+    let listing = go(&["containers", "--json"], None);
     let parsed: Vec<Container> = serde_json::from_str(&listing).expect("Go output parses");
     let go1 = parsed.iter().find(|c| c.id == c1).expect("c1 listed");
     // 1.43's add-names appended "c1-alias"; ours puts the new name first.
@@ -170,18 +150,10 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             .any(|c| c.names.contains(&"rust-volatile".to_owned())),
         "1.43 does not read volatile-containers.json"
     );
-    assert_eq!(
-        common::go(&cli, root, &["get-container-data", &c1, "from-rust"], None),
-        "rust"
-    );
+    assert_eq!(go(&["get-container-data", &c1, "from-rust"], None), "rust");
 
     // Go's change is picked up (token changed).
-    common::go(
-        &cli,
-        root,
-        &["set-metadata", "-m", "from go", &ours.id],
-        None,
-    );
+    go(&["set-metadata", "-m", "from go", &ours.id], None);
     assert_eq!(
         store
             .read()
@@ -222,18 +194,7 @@ fn create_rules_names_maps_labels() {
     );
 
     let mut overlapping = new_ctr("c4", &[], "l4");
-    overlapping.uid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 5,
-            host_id: 2000,
-            size: 10,
-        },
-    ];
+    overlapping.uid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(5, 2000, 10)];
     let err = ctrs.create(overlapping).expect_err("overlap");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(
@@ -241,32 +202,10 @@ fn create_rules_names_maps_labels() {
         "{err}"
     );
     let mut host_overlap = new_ctr("c5", &[], "l5");
-    host_overlap.gid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 100,
-            host_id: 1009,
-            size: 1,
-        },
-    ];
+    host_overlap.gid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(100, 1009, 1)];
     assert!(ctrs.create(host_overlap).is_err());
     let mut fine = new_ctr("c6", &[], "l6");
-    fine.uid_map = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 10,
-        },
-        IdMap {
-            container_id: 10,
-            host_id: 1010,
-            size: 10,
-        },
-    ];
+    fine.uid_map = vec![IdMap::new(0, 1000, 10), IdMap::new(10, 1010, 10)];
     ctrs.create(fine).expect("adjacent ranges are fine");
 
     let mut lone = new_ctr("c7", &[], "l7");
@@ -621,21 +560,12 @@ fn duplicate_names_are_repaired_exactly_like_go() {
     let damaged = "[{\"id\":\"c1\",\"names\":[\"x\",\"z\"],\"image\":\"\",\"layer\":\"l1\",\"created\":\"2026-11-27T19:55:58.532080079Z\"},\
 {\"id\":\"c2\",\"names\":[\"x\",\"y\"],\"image\":\"i\",\"layer\":\"l2\",\"created\":\"2026-11-27T19:55:58.532080079Z\",\"flags\":{\"MountLabel\":\"\",\"ProcessLabel\":\"\"}},\
 {\"id\":\"c3\",\"names\":[\"z\"],\"image\":\"\",\"layer\":\"l3\",\"created\":\"2026-11-27T19:55:58Z\"}]";
-    let go_root = tmp.path().join("go");
-    let rust_root = tmp.path().join("rust");
-    for root in [&go_root, &rust_root] {
-        let dir = root.join("G/vfs-containers");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("containers.json"), damaged).expect("write");
-    }
-    common::go(&cli, &go_root, &["containers", "--json"], None);
-    drop(open(&rust_root, false));
-    let go_bytes = std::fs::read(go_root.join("G/vfs-containers/containers.json")).expect("go");
-    let rust_bytes =
-        std::fs::read(rust_root.join("G/vfs-containers/containers.json")).expect("rust");
-    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
-    assert_eq!(
-        String::from_utf8_lossy(&rust_bytes),
-        String::from_utf8_lossy(&go_bytes)
+    common::assert_repaired_like_go(
+        &cli,
+        tmp.path(),
+        "vfs-containers/containers.json",
+        damaged,
+        &["containers", "--json"],
+        |root| drop(open(root, false)),
     );
 }

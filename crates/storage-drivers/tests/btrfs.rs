@@ -71,14 +71,12 @@ impl LoopBtrfs {
     }
 
     fn opts(&self, options: Vec<String>) -> DriverOptions {
-        DriverOptions {
-            home: self.graph().join("btrfs"),
-            run_home: self.tmp.path().join("run/btrfs"),
-            graph_root: self.graph(),
-            run_root: self.tmp.path().join("run"),
-            image_store: None,
+        common::options_in(
+            &self.graph(),
+            &self.tmp.path().join("run"),
+            "btrfs",
             options,
-        }
+        )
     }
 
     fn open(&mut self, options: Vec<String>) -> &dyn Driver {
@@ -116,24 +114,6 @@ impl Drop for LoopBtrfs {
     }
 }
 
-fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        if name.ends_with('/') {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-        }
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 fn subvolume_list(mnt: &Path) -> String {
     let out = Command::new("btrfs")
         .args(["subvolume", "list"])
@@ -146,14 +126,7 @@ fn subvolume_list(mnt: &Path) -> String {
 #[test]
 fn refuses_non_btrfs_home() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        home: tmp.path().join("graph/btrfs"),
-        run_home: tmp.path().join("run/btrfs"),
-        graph_root: tmp.path().join("graph"),
-        run_root: tmp.path().join("run"),
-        image_store: None,
-        options: vec![],
-    };
+    let opts = common::options_for(tmp.path(), "btrfs", vec![]);
     std::fs::create_dir_all(tmp.path().join("graph")).unwrap();
     let e = open_driver("btrfs", &opts).err().unwrap();
     assert_eq!(e.kind(), storage_types::ErrorKind::NotSupported);
@@ -193,7 +166,7 @@ fn subvolumes_snapshots_and_removal() {
     let md = std::fs::metadata(&base).unwrap();
     assert_eq!(md.ino(), 256, "a subvolume root");
     assert_eq!(md.mode() & 0o7777, 0o555);
-    let tar1 = tar(&[
+    let tar1 = common::tar_of(&[
         ("etc/", b""),
         ("etc/passwd", b"root"),
         ("bin/", b""),
@@ -244,12 +217,7 @@ fn subvolumes_snapshots_and_removal() {
     );
     let mut out = Vec::new();
     d.diff("child", Some("base"), &[], &[], &mut out).unwrap();
-    let mut a = tar::Archive::new(&out[..]);
-    let names: Vec<String> = a
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect();
+    let names = common::entry_names(&out);
     assert!(names.contains(&"bin/.wh.sh".to_owned()), "{names:?}");
     assert_eq!(d.diff_size("child", Some("base")).unwrap(), 7 + 3);
     let mut g = d.diff_getter("base").unwrap();
@@ -377,20 +345,12 @@ fn layout_equals_go() {
         return;
     };
     let Some(go) = common::go_cs() else {
-        require(false, "Go containers-storage is not installed");
         return;
     };
     let g = fx.tmp.path().join("mnt/go");
     let r = fx.tmp.path().join("go-run");
     std::fs::create_dir_all(&g).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("btrfs").args(args);
-        String::from_utf8_lossy(&common::run(&mut c))
-            .trim()
-            .to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "btrfs");
     let l1 = cs(&["create-layer"]);
     let l2 = cs(&["create-layer", &l1]);
     // The 1.43 CLI prints the status on stderr.
@@ -434,14 +394,7 @@ fn layout_equals_go() {
         shape(&ours.join("subvolumes/l2"))
     );
     // Our driver reads and removes Go's layers.
-    let go_opts = DriverOptions {
-        home: go_home.clone(),
-        run_home: r.join("btrfs"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let go_opts = common::options_in(&g, &r, "btrfs", vec![]);
     let gd = open_driver("btrfs", &go_opts).unwrap();
     assert_eq!(gd.list_layers().unwrap().len(), 2);
     gd.remove(&l2).unwrap();
@@ -465,16 +418,8 @@ fn mapped_child_compares_through_each_layers_maps() {
     std::fs::write(b.join("d/f"), b"x\n").unwrap();
     common::lchown(&b.join("d/f"), 1000, 1000);
     d.put("base").unwrap();
-    let uid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let gid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 65536,
-    }];
+    let uid = [storage_types::IdMap::new(0, 100000, 65536)];
+    let gid = [storage_types::IdMap::new(0, 200000, 65536)];
     let opts = CreateOpts {
         uid_map: uid.to_vec(),
         gid_map: gid.to_vec(),

@@ -11,17 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use storage_testsupport::unmount_all_under;
 
-use common::{get_xattr, go_cs, is_root, require, run};
+use common::{apply, get_xattr, is_root, require};
 use storage_drivers::{
     ApplyDiffOpts, ChangeKind, CreateOpts, Driver, DriverOptions, MountOpts, open_driver,
 };
 
 fn mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| p == want)
+    common::mountinfo_line(path).is_some()
 }
 
 /// A scratch store with an overlay driver; unmounts everything on drop.
@@ -67,14 +63,7 @@ impl Drop for Fixture {
 }
 
 fn opts_for(tmp: &Path, options: Vec<String>) -> DriverOptions {
-    DriverOptions {
-        home: tmp.join("graph/overlay"),
-        run_home: tmp.join("run/overlay"),
-        graph_root: tmp.join("graph"),
-        run_root: tmp.join("run"),
-        image_store: None,
-        options,
-    }
+    common::options_for(tmp, "overlay", options)
 }
 
 fn open(tmp: &tempfile::TempDir, options: Vec<String>) -> Box<dyn Driver> {
@@ -156,11 +145,6 @@ fn child_tar() -> Vec<u8> {
         .file("newdir/.wh..wh..opq", b"")
         .file("newdir/f", b"f")
         .finish()
-}
-
-fn apply(d: &dyn Driver, id: &str, parent: Option<&str>, tar: &[u8]) -> i64 {
-    d.apply_diff(id, parent, &mut &tar[..], &ApplyDiffOpts::default())
-        .expect("apply_diff")
 }
 
 /// `(name, typeflag, mode, size, linkname)` of every entry of a tar.
@@ -270,19 +254,13 @@ fn layout_equals_go_created_layers() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     // Go creates two layers in its own store.
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let l1 = cs(&["create-layer"]);
     let l2 = cs(&["create-layer", &l1]);
     cs(&["shutdown"]);
@@ -347,14 +325,7 @@ fn layout_equals_go_created_layers() {
         tmp: tempfile::tempdir().unwrap(),
         driver: None,
     };
-    let go_opts = DriverOptions {
-        home: gh.clone(),
-        run_home: r.join("overlay"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let go_opts = common::options_in(&g, &r, "overlay", vec![]);
     other.driver = Some(open_driver("overlay", &go_opts).unwrap());
     let m = other.d().get(&l2, &MountOpts::default()).unwrap();
     assert!(mounted(&m));
@@ -601,8 +572,7 @@ fn apply_matches_go_on_disk() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
@@ -611,12 +581,7 @@ fn apply_matches_go_on_disk() {
     let child_path = fx.tmp.path().join("child.tar");
     std::fs::write(&base_path, base_tar()).unwrap();
     std::fs::write(&child_path, child_tar()).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let gb = cs(&["import-layer", "-f", base_path.to_str().unwrap()]);
     let gc = cs(&["import-layer", "-f", child_path.to_str().unwrap(), &gb]);
     cs(&["shutdown"]);
@@ -774,11 +739,7 @@ fn update_layer_id_map_rotates_diff() {
     d.create("base", None, &CreateOpts::default()).unwrap();
     apply(d, "base", None, &base_tar());
     d.create("c", Some("base"), &CreateOpts::default()).unwrap();
-    let map = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
+    let map = [storage_types::IdMap::new(0, 100_000, 65536)];
     d.update_layer_id_map("c", &[], &[], &map, &map).unwrap();
     let dir = fx.home().join("c");
     assert!(dir.join("diff1").is_dir());
@@ -930,20 +891,14 @@ fn native_diff_and_changes_match_go() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
     let base_path = fx.tmp.path().join("base.tar");
     std::fs::write(&base_path, base_tar()).unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        run(&mut c)
-    };
+    let cs = common::go_store(&go, &g, &r, "overlay");
     let id = |out: Vec<u8>| String::from_utf8_lossy(&out).trim().to_owned();
     let b = id(cs(&["import-layer", "-f", base_path.to_str().unwrap()]));
     let c = id(cs(&["create-layer", &b]));
@@ -961,14 +916,7 @@ fn native_diff_and_changes_match_go() {
     cs(&["shutdown"]);
     unmount_all_under(&g);
 
-    let opts = DriverOptions {
-        home: g.join("overlay"),
-        run_home: r.join("overlay"),
-        graph_root: g.clone(),
-        run_root: r.clone(),
-        image_store: None,
-        options: vec![],
-    };
+    let opts = common::options_in(&g, &r, "overlay", vec![]);
     let d = open_driver("overlay", &opts).unwrap();
     let mut ours = Vec::new();
     let diff = d.diff(&c, Some(&b), &[], &[], &mut ours);
@@ -1047,18 +995,12 @@ fn id_mapped_layers_match_go() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let g = fx.tmp.path().join("go/graph");
     let r = fx.tmp.path().join("go/run");
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     // Make Go's overlay believe idmapped mounts are unusable (its cached probe), so that
     // its store hands the maps to the driver instead of shifting at mount time.
     std::fs::create_dir_all(r.join("overlay")).unwrap();
@@ -1081,16 +1023,8 @@ fn id_mapped_layers_match_go() {
     cs(&["shutdown"]);
     unmount_all_under(&g);
     let maps = CreateOpts {
-        uid_map: vec![storage_types::IdMap {
-            container_id: 0,
-            host_id: 100_000,
-            size: 65536,
-        }],
-        gid_map: vec![storage_types::IdMap {
-            container_id: 0,
-            host_id: 200_000,
-            size: 65536,
-        }],
+        uid_map: vec![storage_types::IdMap::new(0, 100_000, 65536)],
+        gid_map: vec![storage_types::IdMap::new(0, 200_000, 65536)],
         ..CreateOpts::default()
     };
     let d = fx.d();
@@ -1147,16 +1081,8 @@ fn mount_time_shifting() {
         return;
     };
     let d = fx.d();
-    let uid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
-    let gid = [storage_types::IdMap {
-        container_id: 0,
-        host_id: 200_000,
-        size: 65536,
-    }];
+    let uid = [storage_types::IdMap::new(0, 100_000, 65536)];
+    let gid = [storage_types::IdMap::new(0, 200_000, 65536)];
     let disabled = std::env::var("_CONTAINERS_OVERLAY_DISABLE_IDMAP").as_deref() == Ok("yes");
     let status = d
         .status()
@@ -1289,8 +1215,7 @@ fn go_mounts_our_layers() {
     let Some(fx) = Fixture::new(vec![]) else {
         return;
     };
-    let Some(go) = go_cs() else {
-        require(false, "Go containers-storage is not installed");
+    let Some(go) = common::go_cs() else {
         return;
     };
     let d = fx.d();
@@ -1312,12 +1237,7 @@ fn go_mounts_our_layers() {
         ),
     )
     .unwrap();
-    let cs = |args: &[&str]| {
-        let mut c = Command::new(&go);
-        c.arg("--graph").arg(&g).arg("--run").arg(&r);
-        c.arg("--storage-driver").arg("overlay").args(args);
-        String::from_utf8_lossy(&run(&mut c)).trim().to_owned()
-    };
+    let cs = common::go_store_text(&go, &g, &r, "overlay");
     let m = PathBuf::from(cs(&["mount", &child]));
     let seen = (
         m.join("etc/group").exists(),

@@ -10,32 +10,15 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use storage_testsupport::unmount_all_under;
 
 use common::{is_root, require};
-use storage_drivers::{CreateOpts, Driver, DriverOptions, MountOpts, open_driver};
+use storage_drivers::{CreateOpts, Driver, MountOpts, open_driver};
 
 const METHOD_ENV: &str = "CONTAINERS_STORAGE_RS_OVERLAY_MOUNT";
 
 /// The mountinfo super options of the mount at `path`.
 fn super_options(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.to_string_lossy();
-    info.lines()
-        .find(|l| l.split(' ').nth(4) == Some(want.as_ref()))
-        .and_then(|l| l.split(" - ").nth(1))
-        .map(|s| s.split(' ').nth(2).unwrap_or_default().to_owned())
-}
-
-struct Cleanup<'a>(&'a Path, Option<Box<dyn Driver>>);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = self.1.take() {
-            let _ = d.cleanup();
-        }
-        unmount_all_under(self.0);
-    }
+    common::mount_field(path, 2)
 }
 
 /// Builds a chain of `depth` layers (each adds `f<i>` and rewrites `top`), mounts the
@@ -87,17 +70,10 @@ fn chain_mounts() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        home: tmp.path().join("graph/overlay"),
-        run_home: tmp.path().join("run/overlay"),
-        graph_root: tmp.path().join("graph"),
-        run_root: tmp.path().join("run"),
-        image_store: None,
-        options: vec![],
-    };
-    let mut guard = Cleanup(tmp.path(), None);
-    guard.1 = Some(open_driver("overlay", &opts).unwrap());
-    let d = guard.1.as_deref().unwrap();
+    let opts = common::options_for(tmp.path(), "overlay", vec![]);
+    let mut guard = common::Cleanup::new(tmp.path());
+    guard.driver = Some(open_driver("overlay", &opts).unwrap());
+    let d = guard.driver.as_deref().unwrap();
     let home = tmp.path().join("graph/overlay");
     let method = std::env::var(METHOD_ENV).unwrap_or_default();
     let o130 = chain(d, &home, "a", 130);

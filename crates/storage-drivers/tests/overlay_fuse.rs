@@ -5,50 +5,15 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use storage_testsupport::unmount_all_under;
+use std::path::Path;
 
 use common::{is_root, require};
-use storage_drivers::{ApplyDiffOpts, CreateOpts, Driver, DriverOptions, MountOpts, open_driver};
+use storage_drivers::{ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, open_driver};
 
 const FUSE_OVERLAYFS: &str = "/usr/bin/fuse-overlayfs";
 
 fn fs_type(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.to_string_lossy();
-    info.lines()
-        .find(|l| l.split(' ').nth(4) == Some(want.as_ref()))
-        .and_then(|l| l.split(" - ").nth(1))
-        .map(|s| s.split(' ').next().unwrap_or_default().to_owned())
-}
-
-struct Guard(PathBuf, Option<Box<dyn Driver>>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(d) = self.1.take() {
-            let _ = d.cleanup();
-        }
-        unmount_all_under(&self.0);
-    }
-}
-
-fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        if name.ends_with('/') {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-        }
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
+    common::mount_field(path, 0)
 }
 
 #[test]
@@ -58,17 +23,14 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        home: tmp.path().join("graph/overlay"),
-        run_home: tmp.path().join("run/overlay"),
-        graph_root: tmp.path().join("graph"),
-        run_root: tmp.path().join("run"),
-        image_store: None,
-        options: vec![format!("overlay.mount_program={FUSE_OVERLAYFS}")],
-    };
-    let mut g = Guard(tmp.path().to_path_buf(), None);
-    g.1 = Some(open_driver("overlay", &opts).unwrap());
-    let d = g.1.as_deref().unwrap();
+    let opts = common::options_for(
+        tmp.path(),
+        "overlay",
+        vec![format!("overlay.mount_program={FUSE_OVERLAYFS}")],
+    );
+    let mut g = common::Cleanup::new(tmp.path());
+    g.driver = Some(open_driver("overlay", &opts).unwrap());
+    let d = g.driver.as_deref().unwrap();
     let home = tmp.path().join("graph/overlay");
     assert_eq!(
         std::fs::read(home.join(".has-mount-program")).unwrap(),
@@ -82,7 +44,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
     assert_eq!(native.1, "false");
 
     d.create("base", None, &CreateOpts::default()).unwrap();
-    let base = tar(&[
+    let base = common::tar_of(&[
         ("etc/", b""),
         ("etc/passwd", b"root"),
         ("etc/group", b"g"),
@@ -93,20 +55,14 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
         .unwrap();
     d.create("child", Some("base"), &CreateOpts::default())
         .unwrap();
-    let child = tar(&[
+    let child = common::tar_of(&[
         ("etc/", b""),
         ("etc/.wh.passwd", b""),
         ("bin/", b""),
         ("bin/.wh..wh..opq", b""),
         ("bin/new", b"n"),
     ]);
-    d.apply_diff(
-        "child",
-        Some("base"),
-        &mut &child[..],
-        &ApplyDiffOpts::default(),
-    )
-    .unwrap();
+    common::apply(d, "child", Some("base"), &child);
 
     // Stored verbatim as empty regular files, no opaque xattr.
     let diff = home.join("child/diff");
@@ -142,32 +98,15 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
     // The (naive) diff of the container layer shows the deletion as a `.wh.` entry.
     let mut out = Vec::new();
     d.diff("rw", Some("child"), &[], &[], &mut out).unwrap();
-    let mut a = tar::Archive::new(&out[..]);
-    let names: Vec<String> = a
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect();
+    let names = common::entry_names(&out);
     assert!(names.contains(&"etc/.wh.group".to_owned()), "{names:?}");
 
     // Contiguous maps are shifted by fuse-overlayfs itself.
-    let uid = vec![storage_types::IdMap {
-        container_id: 0,
-        host_id: 100_000,
-        size: 65536,
-    }];
+    let uid = vec![storage_types::IdMap::new(0, 100_000, 65536)];
     assert!(d.supports_shifting(&uid, &uid));
     let split = [
-        storage_types::IdMap {
-            container_id: 0,
-            host_id: 1000,
-            size: 1,
-        },
-        storage_types::IdMap {
-            container_id: 1,
-            host_id: 100_000,
-            size: 65535,
-        },
+        storage_types::IdMap::new(0, 1000, 1),
+        storage_types::IdMap::new(1, 100_000, 65535),
     ];
     assert!(!d.supports_shifting(&split, &split));
     let m = d
@@ -192,7 +131,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
 
     // Reopening without the option keeps using a mount program (the store needs one).
     d.cleanup().unwrap();
-    g.1 = None;
+    g.driver = None;
     let plain = DriverOptions {
         options: vec![],
         ..opts
@@ -205,7 +144,7 @@ fn fuse_overlayfs_keeps_aufs_whiteouts() {
                 .find(|(k, _)| k == "Native Overlay Diff")
                 .unwrap();
             assert_eq!(native.1, "false");
-            g.1 = Some(d2);
+            g.driver = Some(d2);
         }
         Err(e) => assert!(e.message().contains("mount-program"), "{e}"),
     }

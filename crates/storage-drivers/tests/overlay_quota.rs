@@ -4,11 +4,13 @@
 //! the guest a scratch disk in `VMTEST_XFS_DEV` (this host's kernel is built without
 //! `CONFIG_XFS_QUOTA`, so outside the VM the test says so and returns).
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use storage_drivers::{CreateOpts, DriverOptions, MountOpts, open_driver};
+use storage_drivers::{CreateOpts, MountOpts, open_driver};
 
 struct Mounted(std::path::PathBuf);
 
@@ -54,14 +56,7 @@ fn overlay_size_quota_limits_a_container_layer() {
     let graph = mnt.path().join("root");
     let run = mnt.path().join("run");
     std::fs::create_dir_all(&graph).unwrap();
-    let opts = DriverOptions {
-        home: graph.join("overlay"),
-        run_home: run.join("overlay"),
-        graph_root: graph.clone(),
-        run_root: run.clone(),
-        image_store: None,
-        options: vec!["overlay.size=8M".into()],
-    };
+    let opts = common::options_in(&graph, &run, "overlay", vec!["overlay.size=8M".into()]);
     let driver = open_driver("overlay", &opts).expect("overlay with a size quota on XFS");
     driver.create("base", None, &CreateOpts::default()).unwrap();
     driver

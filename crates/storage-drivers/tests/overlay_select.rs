@@ -9,14 +9,7 @@ use common::{is_root, require};
 use storage_drivers::{DriverOptions, choose_driver};
 
 fn options(root: &Path) -> impl Fn(&str) -> DriverOptions + '_ {
-    move |name: &str| DriverOptions {
-        home: root.join("graph").join(name),
-        run_home: root.join("run").join(name),
-        graph_root: root.join("graph"),
-        run_root: root.join("run"),
-        image_store: None,
-        options: vec![],
-    }
+    move |name: &str| common::options_for(root, name, vec![])
 }
 
 #[test]

@@ -133,16 +133,8 @@ fn mapped_root_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let d = vfs(tmp.path());
     let opts = CreateOpts {
-        uid_map: vec![IdMap {
-            container_id: 0,
-            host_id: 100000,
-            size: 65536,
-        }],
-        gid_map: vec![IdMap {
-            container_id: 0,
-            host_id: 200000,
-            size: 65536,
-        }],
+        uid_map: vec![IdMap::new(0, 100000, 65536)],
+        gid_map: vec![IdMap::new(0, 200000, 65536)],
         ..Default::default()
     };
     d.create("m", None, &opts).unwrap();
@@ -398,12 +390,8 @@ fn split_image_store() {
     let d = open_driver(
         "vfs",
         &DriverOptions {
-            home: tmp.path().join("graph/vfs"),
-            run_home: tmp.path().join("run/vfs"),
-            graph_root: tmp.path().join("graph"),
-            run_root: tmp.path().join("run"),
             image_store: Some(is.clone()),
-            options: vec![],
+            ..common::options_for(tmp.path(), "vfs", vec![])
         },
     )
     .unwrap();

@@ -236,14 +236,6 @@ fn normalise(tar: &[u8], go143: bool) -> Vec<u8> {
     out
 }
 
-fn entry_names(tar: &[u8]) -> Vec<String> {
-    let mut ar = tar::Archive::new(tar);
-    ar.entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect()
-}
-
 fn parse_go_changes(out: &[u8]) -> Vec<Change> {
     let mut v: Vec<Change> = String::from_utf8_lossy(out)
         .lines()
@@ -293,8 +285,7 @@ impl GoStore {
 
 #[test]
 fn export_bytes_match_go() {
-    let Some(bin) = go_cs() else {
-        require(false, "Go's containers-storage is not installed");
+    let Some(bin) = common::go_cs() else {
         return;
     };
     if !require(is_root(), "Go's CLI store needs root") {
@@ -329,7 +320,7 @@ fn export_bytes_match_go() {
     let cdir = go.graph.join("vfs/dir").join(&child);
     let mut ours = Vec::new();
     tar_dir(&bdir, &[], &[], &mut ours).unwrap();
-    assert_eq!(entry_names(&ours), entry_names(&go_base));
+    assert_eq!(common::entry_names(&ours), common::entry_names(&go_base));
     assert!(
         normalise(&ours, false) == normalise(&go_base, true),
         "base layer tar differs from Go's"
@@ -341,7 +332,10 @@ fn export_bytes_match_go() {
     assert_eq!(changes_size(&cdir, &changes), go_size);
     let mut ours_child = Vec::new();
     export_changes(&cdir, &changes, &[], &[], &mut ours_child).unwrap();
-    assert_eq!(entry_names(&ours_child), entry_names(&go_child));
+    assert_eq!(
+        common::entry_names(&ours_child),
+        common::entry_names(&go_child)
+    );
     assert!(
         normalise(&ours_child, false) == normalise(&go_child, true),
         "child diff differs from Go's"
@@ -517,13 +511,7 @@ fn apply_diff_and_diff_getter() {
     // Applying that diff on top of a copy removes the file (whiteouts are applied).
     d.create("replay", Some("dst"), &CreateOpts::default())
         .unwrap();
-    d.apply_diff(
-        "replay",
-        Some("dst"),
-        &mut &diff[..],
-        &ApplyDiffOpts::default(),
-    )
-    .unwrap();
+    common::apply(d.as_ref(), "replay", Some("dst"), &diff);
     let r = d.get("replay", &MountOpts::default()).unwrap();
     assert!(!r.join("top").exists());
     assert!(r.join("a/b/file").exists());
@@ -536,16 +524,8 @@ fn diff_with_id_maps() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = vfs(tmp.path());
-    let uid_map = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 1000,
-    }];
-    let gid_map = vec![IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 1000,
-    }];
+    let uid_map = vec![IdMap::new(0, 100000, 1000)];
+    let gid_map = vec![IdMap::new(0, 200000, 1000)];
     d.create("m", None, &CreateOpts::default()).unwrap();
     let m = d.get("m", &MountOpts::default()).unwrap();
     std::fs::write(m.join("mapped"), b"m").unwrap();
@@ -603,16 +583,8 @@ fn update_layer_id_map_rechowns() {
     chmod(&l.join("suid"), 0o4755);
     std::fs::hard_link(l.join("dir/file"), l.join("hl")).unwrap();
     std::os::unix::fs::symlink("dir/file", l.join("sym")).unwrap();
-    let new_uid = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let new_gid = vec![IdMap {
-        container_id: 0,
-        host_id: 300000,
-        size: 65536,
-    }];
+    let new_uid = vec![IdMap::new(0, 100000, 65536)];
+    let new_gid = vec![IdMap::new(0, 300000, 65536)];
     d.update_layer_id_map("l", &[], &[], &new_uid, &new_gid)
         .unwrap();
     let own = |p: &str| {
@@ -656,8 +628,7 @@ fn update_layer_id_map_rechowns() {
 
 #[test]
 fn mapped_child_matches_go() {
-    let Some(bin) = go_cs() else {
-        require(false, "Go's containers-storage is not installed");
+    let Some(bin) = common::go_cs() else {
         return;
     };
     if !require(is_root(), "Go's CLI store needs root") {
@@ -692,16 +663,8 @@ fn mapped_child_matches_go() {
     let go_changes = go.cs(&["changes", &child]);
     let go_diff = go.cs(&["diff", "-u", &child]);
 
-    let uid = [IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
-    let gid = [IdMap {
-        container_id: 0,
-        host_id: 200000,
-        size: 65536,
-    }];
+    let uid = [IdMap::new(0, 100000, 65536)];
+    let gid = [IdMap::new(0, 200000, 65536)];
     let d = vfs_with_home(&go.graph);
     let opts = CreateOpts {
         uid_map: uid.to_vec(),

@@ -51,18 +51,23 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use storage_lock::{LockFile, ReadGuard, Token, WriteGuard};
-use storage_types::{Digest, Error, ErrorKind, FastMap, Image, Result, Timestamp, go_quote};
+use storage_lock::LockFile;
+use storage_records::{Cache, Exclusive, Loaded, Record, Records, Shared, lock_error};
+use storage_types::{Digest, Error, ErrorKind, Image, Result, Timestamp, go_quote};
+
+pub use storage_records::NamesOp;
 
 /// File name of the records file.
 pub const IMAGES_JSON: &str = "images.json";
 /// File name of the lock file.
 pub const IMAGES_LOCK: &str = "images.lock";
+
+/// What the shared messages call an image.
+const WHAT: &str = "image";
 
 /// Go's `ErrDuplicateImageNames` text (a read-only store assigns one name twice).
 const DUPLICATE_IMAGE_NAMES: &str =
@@ -102,24 +107,12 @@ pub struct BigDataItem {
     pub digest: Option<Digest>,
 }
 
-/// How [`ImagesWrite::update_names`] changes the names of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NamesOp {
-    /// Replace the names.
-    Set,
-    /// Put the given names first, then the old ones.
-    Add,
-    /// Remove the given names.
-    Remove,
-}
-
 /// The image store of one `<root>/<driver>-images` directory.
 pub struct ImageStore {
     dir: PathBuf,
     run_dir: PathBuf,
-    lock: Arc<LockFile>,
     read_only: bool,
-    state: RwLock<ImageSet>,
+    cache: Cache<ImageSet>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -143,9 +136,8 @@ impl ImageStore {
         let store = ImageStore {
             dir: dir.to_owned(),
             run_dir: run_dir.to_owned(),
-            lock,
             read_only: false,
-            state: RwLock::new(ImageSet::default()),
+            cache: Cache::new(lock),
         };
         drop(store.write()?);
         Ok(store)
@@ -167,9 +159,8 @@ impl ImageStore {
         let store = ImageStore {
             dir: dir.to_owned(),
             run_dir: run_dir.to_owned(),
-            lock,
             read_only: true,
-            state: RwLock::new(ImageSet::default()),
+            cache: Cache::new(lock),
         };
         drop(store.read()?);
         Ok(Some(store))
@@ -194,12 +185,12 @@ impl ImageStore {
     /// used verbatim (not resolved); IDs that are not a single path component
     /// are refused.
     pub fn image_dir(&self, id: &str) -> Result<PathBuf> {
-        userdata_dir(&self.dir, id)
+        storage_records::userdata_dir(&self.dir, WHAT, id)
     }
 
     /// `<run_dir>/<id>/userdata`, created (0700) on demand (ID used verbatim).
     pub fn image_run_dir(&self, id: &str) -> Result<PathBuf> {
-        userdata_dir(&self.run_dir, id)
+        storage_records::userdata_dir(&self.run_dir, WHAT, id)
     }
 
     /// Go's refusal of a write to a read-only store, for the action Go names
@@ -218,43 +209,18 @@ impl ImageStore {
     /// reload needs a repair (duplicate names) a read-write store briefly takes
     /// the exclusive lock to save it, a read-only store fails.
     pub fn read(&self) -> Result<ImagesRead<'_>> {
-        let mut repaired = false;
-        loop {
-            let file = self.lock.rlock().map_err(lock_error)?;
-            let current = file.token().map_err(lock_error)?;
-            {
-                let state = read_state(&self.state);
-                if state.token.as_ref() == Some(&current) {
-                    return Ok(ImagesRead { _file: file, state });
+        self.cache.read(
+            || load(&self.dir, self.read_only),
+            || {
+                if self.read_only {
+                    return Err(Error::msg(ErrorKind::Corrupt, DUPLICATE_IMAGE_NAMES));
                 }
-            }
-            let mut state = write_state(&self.state);
-            if state.token.as_ref() != Some(&current) {
-                let loaded = load(&self.dir, self.read_only)?;
-                if loaded.needs_save {
-                    if self.read_only {
-                        return Err(Error::msg(ErrorKind::Corrupt, DUPLICATE_IMAGE_NAMES));
-                    }
-                    if repaired {
-                        return Err(Error::msg(
-                            ErrorKind::Corrupt,
-                            "image store is inconsistent and the current caller does not hold a write lock",
-                        ));
-                    }
-                    // Repair under the exclusive lock, then look again.
-                    drop(state);
-                    drop(file);
-                    drop(self.write()?);
-                    repaired = true;
-                    continue;
-                }
-                *state = loaded.state;
-                state.token = Some(current);
-            }
-            drop(state);
-            let state = read_state(&self.state);
-            return Ok(ImagesRead { _file: file, state });
-        }
+                // Repair under the exclusive lock, then look again.
+                drop(self.write()?);
+                Ok(())
+            },
+            "image store is inconsistent and the current caller does not hold a write lock",
+        )
     }
 
     /// Takes the lock exclusively and returns the (fresh) records for
@@ -264,36 +230,13 @@ impl ImageStore {
         if self.read_only {
             return Err(self.read_only_error("modify the image store"));
         }
-        let file = self.lock.lock().map_err(lock_error)?;
-        let current = file.token().map_err(lock_error)?;
-        let mut state = write_state(&self.state);
-        let mut guard_needs_save = false;
-        if state.token.as_ref() != Some(&current) {
-            let loaded = load(&self.dir, false)?;
-            *state = loaded.state;
-            state.token = Some(current);
-            guard_needs_save = loaded.needs_save;
-        }
-        let mut guard = ImagesWrite {
-            store: self,
-            file,
-            state,
-        };
-        if guard_needs_save {
+        let (state, repair) = self.cache.write(|| load(&self.dir, false))?;
+        let mut guard = ImagesWrite { store: self, state };
+        if repair.is_some() {
             guard.save()?;
         }
         Ok(guard)
     }
-}
-
-fn read_state(lock: &RwLock<ImageSet>) -> RwLockReadGuard<'_, ImageSet> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_state(lock: &RwLock<ImageSet>) -> RwLockWriteGuard<'_, ImageSet> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The records of an image store and their indexes: the read API, reached
@@ -301,43 +244,15 @@ fn write_state(lock: &RwLock<ImageSet>) -> RwLockWriteGuard<'_, ImageSet> {
 #[derive(Default)]
 pub struct ImageSet {
     dir: PathBuf,
-    images: Vec<Image>,
-    by_id: FastMap<String, usize>,
-    by_name: FastMap<String, usize>,
-    /// Token seen at the last load or save; `None` before the first load.
-    token: Option<Token>,
+    records: Records<Image>,
 }
 
-struct Loaded {
-    state: ImageSet,
-    needs_save: bool,
-}
-
-fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
+fn load(dir: &Path, read_only: bool) -> Result<Loaded<ImageSet, ()>> {
     let path = dir.join(IMAGES_JSON);
     // Absent, empty or `null` = no images; errors name the file and position.
     let mut images: Vec<Image> = storage_io::load_records(&path)?;
     // Later records win duplicate names (Go's load-time repair).
-    let mut needs_save = false;
-    // Borrowed names first, removals after: no copy of every name for the common case
-    // of no duplicates.
-    let mut taken: Vec<(usize, String)> = Vec::new();
-    {
-        let mut owner: FastMap<&str, usize> = FastMap::default();
-        for (n, image) in images.iter().enumerate() {
-            for name in &image.names {
-                if let Some(other) = owner.insert(name, n)
-                    && other != n
-                {
-                    taken.push((other, name.clone()));
-                }
-            }
-        }
-    }
-    for (other, name) in taken {
-        images[other].names.retain(|x| *x != name);
-        needs_save = true;
-    }
+    let repaired = !storage_records::repair_duplicate_names(&mut images).is_empty();
     for image in &mut images {
         image.recompute_digests().map_err(|e| {
             Error::wrap(ErrorKind::Corrupt, e).context(format!(
@@ -349,106 +264,60 @@ fn load(dir: &Path, read_only: bool) -> Result<Loaded> {
         })?;
         image.read_only = read_only;
     }
-    let mut state = ImageSet {
+    let set = ImageSet {
         dir: dir.to_owned(),
-        images,
-        ..ImageSet::default()
+        records: Records::new(images),
     };
-    state.reindex();
-    Ok(Loaded { state, needs_save })
+    Ok(Loaded {
+        set,
+        repair: repaired.then_some(()),
+    })
 }
 
 impl ImageSet {
-    fn reindex(&mut self) {
-        self.by_id.clear();
-        self.by_name.clear();
-        for (n, image) in self.images.iter().enumerate() {
-            // First occurrence of an ID wins.
-            self.by_id.entry(image.id.clone()).or_insert(n);
-            for name in &image.names {
-                self.by_name.insert(name.clone(), n);
-            }
-        }
-    }
-
-    /// Adds the last record to the indexes, as [`ImageSet::reindex`] would.
-    fn index_last(&mut self) {
-        let Some(image) = self.images.last() else {
-            return;
-        };
-        let n = self.images.len() - 1;
-        self.by_id.entry(image.id.clone()).or_insert(n);
-        for name in &image.names {
-            self.by_name.insert(name.clone(), n);
-        }
-    }
-
-    fn lookup(&self, id: &str) -> Option<usize> {
-        if let Some(&n) = self.by_id.get(id) {
-            return Some(n);
-        }
-        if let Some(&n) = self.by_name.get(id) {
-            return Some(n);
-        }
-        let full = storage_types::unique_prefix(self.images.iter().map(|i| i.id.as_str()), id)?;
-        self.by_id.get(full).copied()
-    }
-
     fn lookup_or_err(&self, id: &str) -> Result<usize> {
-        self.lookup(id).ok_or_else(|| unknown_image(id))
+        self.records.lookup(id).ok_or_else(|| unknown_image(id))
     }
 
-    fn data_dir(&self, id: &str) -> Result<PathBuf> {
-        if !storage_types::is_path_component(id) {
-            return Err(Error::msg(
-                ErrorKind::InvalidInput,
-                format!(
-                    "image ID {} cannot be used as a directory name",
-                    go_quote(id)
-                ),
-            ));
-        }
-        Ok(self.dir.join(id))
+    fn image(&self, n: usize) -> &Image {
+        &self.records.as_slice()[n]
     }
 
-    fn data_path(&self, id: &str, key: &str) -> Result<PathBuf> {
-        let name = storage_types::big_data_file_name(key)?;
-        // `big_data_file_name` drops a trailing '/' of the encoding like Go's
-        // path joining, and refuses keys Go could not store either.
-        Ok(self.data_dir(id)?.join(name))
+    fn image_mut(&mut self, n: usize) -> &mut Image {
+        &mut self.records.items_mut()[n]
     }
 }
 
 impl ImageSet {
     /// All image records, in file order.
     pub fn images(&self) -> &[Image] {
-        &self.images
+        self.records.as_slice()
     }
 
     /// The image with this ID, name or unique ID prefix.
     pub fn get(&self, id: &str) -> Result<&Image> {
-        Ok(&self.images[self.lookup_or_err(id)?])
+        Ok(self.image(self.lookup_or_err(id)?))
     }
 
     /// Like [`ImageSet::get`], but `None` when not found.
     pub fn lookup_image(&self, id: &str) -> Option<&Image> {
-        self.lookup(id).map(|n| &self.images[n])
+        self.records.lookup(id).map(|n| self.image(n))
     }
 
     /// Whether an image with this ID, name or unique ID prefix exists.
     pub fn exists(&self, id: &str) -> bool {
-        self.lookup(id).is_some()
+        self.records.lookup(id).is_some()
     }
 
     /// The derived digest list of an image: its `digest`, then the digests of
     /// its manifest big-data items, without duplicates.
     pub fn digests(&self, id: &str) -> Result<&[Digest]> {
-        Ok(&self.images[self.lookup_or_err(id)?].digests)
+        Ok(&self.image(self.lookup_or_err(id)?).digests)
     }
 
     /// Every image whose derived digest list contains `digest`.
     pub fn by_digest(&self, digest: &Digest) -> Vec<&Image> {
-        self.images
+        self.images()
             .iter()
             .filter(|image| image.digests.contains(digest))
             .collect()
@@ -456,17 +325,14 @@ impl ImageSet {
 
     /// The keys of an image's big-data items, in insertion order.
     pub fn big_data_names(&self, id: &str) -> Result<Vec<String>> {
-        Ok(self.images[self.lookup_or_err(id)?].big_data_names.clone())
+        Ok(self.image(self.lookup_or_err(id)?).big_data_names.clone())
     }
 
     /// The bytes of a big-data item.
     pub fn big_data(&self, id: &str, key: &str) -> Result<Vec<u8>> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve image big data value for empty name"));
-        }
+        storage_records::check_key(key, "can't retrieve image big data value for empty name")?;
         let n = self.lookup_or_err(id)?;
-        let path = self.data_path(&self.images[n].id, key)?;
+        let path = storage_records::big_data_path(&self.dir, WHAT, &self.image(n).id, key)?;
         match std::fs::read(&path) {
             Ok(data) => Ok(data),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::msg(
@@ -483,28 +349,20 @@ impl ImageSet {
 
     /// The size of a big-data item: the recorded size, else the file length.
     pub fn big_data_size(&self, id: &str, key: &str) -> Result<i64> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve size of image big data with empty name"));
-        }
+        storage_records::check_key(key, "can't retrieve size of image big data with empty name")?;
         let n = self.lookup_or_err(id)?;
-        if let Some(size) = self.images[n].big_data_sizes.get(key) {
-            return Ok(*size);
-        }
-        match self.big_data(id, key) {
-            Ok(data) => Ok(i64::try_from(data.len()).unwrap_or(i64::MAX)),
-            Err(_) => Err(Error::new(ErrorKind::SizeUnknown)),
-        }
+        let recorded = self.image(n).big_data_sizes.get(key).copied();
+        storage_records::size_or_length(recorded, || self.big_data(id, key))
     }
 
     /// The recorded digest of a big-data item.
     pub fn big_data_digest(&self, id: &str, key: &str) -> Result<Digest> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't retrieve digest of image big data value with empty name"));
-        }
+        storage_records::check_key(
+            key,
+            "can't retrieve digest of image big data value with empty name",
+        )?;
         let n = self.lookup_or_err(id)?;
-        match self.images[n].big_data_digests.get(key) {
+        match self.image(n).big_data_digests.get(key) {
             Some(text) => text.parse(),
             None => Err(Error::new(ErrorKind::DigestUnknown)),
         }
@@ -521,7 +379,7 @@ impl ImageSet {
     /// instead of failing); the rename pull-up creates it with these names.
     pub fn pull_up_options(&self, id: &str) -> Result<NewImage> {
         let n = self.lookup_or_err(id)?;
-        let image = &self.images[n];
+        let image = self.image(n);
         let mut big_data = Vec::with_capacity(image.big_data_names.len());
         for key in &image.big_data_names {
             let data = self.big_data(&image.id, key)?;
@@ -546,25 +404,15 @@ impl ImageSet {
     }
 }
 
-/// Shared access to an image store (the lock is held shared until dropped).
-pub struct ImagesRead<'a> {
-    state: RwLockReadGuard<'a, ImageSet>,
-    _file: ReadGuard,
-}
-
-impl Deref for ImagesRead<'_> {
-    type Target = ImageSet;
-    fn deref(&self) -> &ImageSet {
-        &self.state
-    }
-}
+/// Shared access to an image store (the lock is held shared until dropped);
+/// dereferences to [`ImageSet`].
+pub type ImagesRead<'a> = Shared<'a, ImageSet>;
 
 /// Exclusive access to a read-write image store (the lock is held
 /// exclusively until dropped). Every modification is saved before the method
 /// returns, the lock token being rewritten first.
 pub struct ImagesWrite<'a> {
-    state: RwLockWriteGuard<'a, ImageSet>,
-    file: WriteGuard,
+    state: Exclusive<'a, ImageSet>,
     store: &'a ImageStore,
 }
 
@@ -579,23 +427,12 @@ impl ImagesWrite<'_> {
     /// Writes the token, then `images.json`.
     fn save(&mut self) -> Result<()> {
         let dir = &self.store.dir;
-        storage_io::mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))?;
+        storage_records::mkdir(dir)?;
         let path = self.store.json_path();
-        let data = storage_types::to_go_json(&self.state.images);
-        // Until the save completed, the in-memory copy must not be trusted.
-        self.state.token = None;
-        let token = self.file.record_write().map_err(lock_error)?;
-        storage_io::atomic_write(
-            &path,
-            &data,
-            storage_io::WriteOptions {
-                mode: 0o600,
-                sync: true,
-            },
-        )
-        .map_err(|e| Error::io("write", &path, e))?;
-        self.state.token = Some(token);
-        Ok(())
+        self.state.save(|set| {
+            let data = storage_types::to_go_json(set.images());
+            storage_records::write_file("write", &path, &data, true)
+        })
     }
 
     /// Creates an image record (and its initial big data) and saves it.
@@ -606,31 +443,15 @@ impl ImagesWrite<'_> {
     /// (`validating digests for new image: validating image digest "bogus":
     /// invalid checksum digest format`).
     pub fn create(&mut self, new: NewImage) -> Result<Image> {
-        let id = match new.id {
-            Some(id) if !id.is_empty() => {
-                if self.state.by_id.contains_key(&id) {
-                    return Err(Error::new(ErrorKind::DuplicateId));
-                }
-                id
-            }
-            _ => storage_types::generate_unique_id(|id| self.state.by_id.contains_key(id)),
-        };
-        if !storage_types::is_path_component(&id) {
-            return Err(Error::msg(
-                ErrorKind::InvalidInput,
-                format!(
-                    "image ID {} cannot be used as a directory name",
-                    go_quote(&id)
-                ),
-            ));
-        }
-        let names = dedupe(&new.names);
+        let records = &self.state.records;
+        let id = storage_records::new_id(WHAT, new.id, |id| records.by_id(id).is_some())?;
+        let names = storage_types::dedup_names(&new.names);
         for name in &names {
-            if let Some(&n) = self.state.by_name.get(name) {
+            if let Some(n) = self.state.records.by_name(name) {
                 return Err(Error::new(ErrorKind::DuplicateName).context(format!(
                     "image name {} is already associated with image {}",
                     go_quote(name),
-                    go_quote(&self.state.images[n].id)
+                    go_quote(&self.state.image(n).id)
                 )));
             }
         }
@@ -648,9 +469,8 @@ impl ImagesWrite<'_> {
         image
             .recompute_digests()
             .map_err(|e| e.context("validating digests for new image"))?;
-        self.state.images.push(image);
         // The ID and the names are new (checked above): index the one record, not all.
-        self.state.index_last();
+        self.state.records.push(image);
         let result = self.create_rest(&id, new.big_data);
         if let Err(err) = result {
             // The in-memory state knows the record: remove it the regular way.
@@ -674,22 +494,9 @@ impl ImagesWrite<'_> {
     /// Returns the new names.
     pub fn update_names(&mut self, id: &str, names: &[String], op: NamesOp) -> Result<Vec<String>> {
         let n = self.state.lookup_or_err(id)?;
-        let old = &self.state.images[n].names;
-        let new_names = apply_names_op(old, names, op);
-        for (m, other) in self.state.images.iter_mut().enumerate() {
-            if m != n {
-                other.names.retain(|x| !new_names.contains(x));
-            }
-        }
-        let image = &mut self.state.images[n];
-        image.names = new_names.clone();
-        for name in &new_names {
-            let mut history = Vec::with_capacity(image.names_history.len() + 1);
-            history.push(name.clone());
-            history.extend(image.names_history.iter().filter(|x| *x != name).cloned());
-            image.names_history = dedupe(&history);
-        }
-        self.state.reindex();
+        let new_names = storage_records::names_op(&self.state.image(n).names, names, op);
+        self.state.records.take_names(n, &new_names);
+        self.state.image_mut(n).add_names_to_history(&new_names);
         self.save()?;
         Ok(new_names)
     }
@@ -697,35 +504,35 @@ impl ImagesWrite<'_> {
     /// Sets the metadata of an image and saves.
     pub fn set_metadata(&mut self, id: &str, metadata: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.images[n].metadata = metadata.to_owned();
+        self.state.image_mut(n).metadata = metadata.to_owned();
         self.save()
     }
 
     /// Sets a flag of an image and saves.
     pub fn set_flag(&mut self, id: &str, flag: &str, value: serde_json::Value) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.images[n].flags.insert(flag.to_owned(), value);
+        self.state.image_mut(n).flags.insert(flag.to_owned(), value);
         self.save()
     }
 
     /// Removes a flag of an image and saves.
     pub fn clear_flag(&mut self, id: &str, flag: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.images[n].flags.remove(flag);
+        self.state.image_mut(n).flags.remove(flag);
         self.save()
     }
 
     /// Records an ID-mapped copy of the image's top layer and saves.
     pub fn add_mapped_layer(&mut self, id: &str, layer: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        self.state.images[n].mapped_layers.push(layer.to_owned());
+        self.state.image_mut(n).mapped_layers.push(layer.to_owned());
         self.save()
     }
 
     /// Forgets an ID-mapped copy of the top layer (saves only if it was listed).
     pub fn remove_mapped_layer(&mut self, id: &str, layer: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        let list = &mut self.state.images[n].mapped_layers;
+        let list = &mut self.state.image_mut(n).mapped_layers;
         let before = list.len();
         list.retain(|x| x != layer);
         if list.len() == before {
@@ -749,10 +556,7 @@ impl ImagesWrite<'_> {
         data: &[u8],
         manifest_digest: Option<Digest>,
     ) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidBigDataName)
-                .context("can't set empty name for image big data item"));
-        }
+        storage_records::check_key(key, "can't set empty name for image big data item")?;
         let n = self.state.lookup_or_err(id)?;
         let digest = if is_manifest_key(key) {
             manifest_digest.ok_or_else(|| {
@@ -762,7 +566,7 @@ impl ImagesWrite<'_> {
         } else {
             Digest::sha256(data)
         };
-        let full_id = self.state.images[n].id.clone();
+        let full_id = self.state.image(n).id.clone();
         self.store_big_data(&full_id, key, data, digest, true)
     }
 
@@ -775,30 +579,9 @@ impl ImagesWrite<'_> {
         save: bool,
     ) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        let dir = self.state.data_dir(id)?;
-        let path = self.state.data_path(id, key)?;
-        storage_io::mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
-        storage_io::atomic_write(
-            &path,
-            data,
-            storage_io::WriteOptions {
-                mode: 0o600,
-                sync: true,
-            },
-        )
-        .map_err(|e| Error::io("open", &path, e))?;
-        let size = i64::try_from(data.len()).unwrap_or(i64::MAX);
-        let image = &mut self.state.images[n];
-        let mut changed = image.big_data_sizes.insert(key.to_owned(), size) != Some(size);
-        let digest = digest.to_string();
-        changed |= image
-            .big_data_digests
-            .insert(key.to_owned(), digest.clone())
-            != Some(digest);
-        if !image.big_data_names.iter().any(|k| k == key) {
-            image.big_data_names.push(key.to_owned());
-            changed = true;
-        }
+        let size = storage_records::write_big_data(&self.store.dir, WHAT, id, key, data)?;
+        let image = self.state.image_mut(n);
+        let changed = image.note_big_data(key, size, digest.to_string());
         image.recompute_digests().map_err(|e| {
             e.context(format!(
                 "loading recomputed image digest information for {id}"
@@ -813,26 +596,17 @@ impl ImagesWrite<'_> {
     /// Deletes an image record (saved), then its data directory `<dir>/<id>`.
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let n = self.state.lookup_or_err(id)?;
-        let full_id = self.state.images[n].id.clone();
-        self.state.images.remove(n);
-        self.state.reindex();
+        let full_id = self.state.image(n).id.clone();
+        self.state.records.remove(n);
         self.save()?;
-        if storage_types::is_path_component(&full_id) {
-            let dir = self.state.dir.join(&full_id);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("unlinkat", &dir, e)),
-            }
-        }
-        Ok(())
+        storage_records::remove_record_dir(&self.store.dir, &full_id)
     }
 
     /// Deletes every image (records and data directories).
     pub fn wipe(&mut self) -> Result<()> {
-        let ids: Vec<String> = self.state.images.iter().map(|i| i.id.clone()).collect();
+        let ids: Vec<String> = self.state.images().iter().map(|i| i.id.clone()).collect();
         for id in ids {
-            if self.state.by_id.contains_key(&id) {
+            if self.state.records.by_id(&id).is_some() {
                 self.delete(&id)?;
             }
         }
@@ -842,50 +616,13 @@ impl ImagesWrite<'_> {
 
 pub use storage_types::is_manifest_key;
 
-fn apply_names_op(old: &[String], given: &[String], op: NamesOp) -> Vec<String> {
-    let result: Vec<String> = match op {
-        NamesOp::Set => given.to_vec(),
-        NamesOp::Add => given.iter().chain(old).cloned().collect(),
-        NamesOp::Remove => old.iter().filter(|n| !given.contains(n)).cloned().collect(),
-    };
-    dedupe(&result)
-}
-
-/// De-duplicates keeping the first occurrence.
-fn dedupe(list: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    list.iter()
-        .filter(|x| seen.insert(x.as_str()))
-        .cloned()
-        .collect()
-}
-
 fn unknown_image(id: &str) -> Error {
     Error::new(ErrorKind::ImageUnknown).context(format!("locating image with ID {}", go_quote(id)))
-}
-
-fn userdata_dir(base: &Path, id: &str) -> Result<PathBuf> {
-    if !storage_types::is_path_component(id) {
-        return Err(Error::msg(
-            ErrorKind::InvalidInput,
-            format!(
-                "image ID {} cannot be used as a directory name",
-                go_quote(id)
-            ),
-        ));
-    }
-    let dir = base.join(id).join("userdata");
-    storage_io::mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
-    Ok(dir)
 }
 
 /// Go's `%v` formatting of a string slice: `[a b]`.
 fn go_list(list: &[String]) -> String {
     format!("[{}]", list.join(" "))
-}
-
-fn lock_error(err: storage_lock::LockError) -> Error {
-    Error::msg(ErrorKind::Io, err.to_string())
 }
 
 fn lock_error_errno(err: &storage_lock::LockError) -> Option<i32> {

@@ -35,9 +35,8 @@ fn go_written_records_round_trip_and_go_reads_ours() {
     let Some(cli) = common::go_cli() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
-    let img1 = common::first_line(&common::go(
-        &cli,
-        root,
+    let go = |args: &[&str], stdin: Option<&[u8]>| common::go(&cli, root, args, stdin);
+    let img1 = common::first_line(&go(
         &[
             "create-image",
             "-n",
@@ -51,36 +50,14 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         ],
         None,
     ));
-    let img2 = common::first_line(&common::go(
-        &cli,
-        root,
-        &["create-image", "-n", "img2"],
-        None,
-    ));
-    common::go(
-        &cli,
-        root,
+    let img2 = common::first_line(&go(&["create-image", "-n", "img2"], None));
+    go(
         &["set-image-data", "img2", "manifest-sha256:aa"],
         Some(b"hello"),
     );
-    common::go(
-        &cli,
-        root,
-        &["set-image-data", "img2", "config.json"],
-        Some(b"cfg"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["set-image-data", "img2", "Lower.Key-1"],
-        Some(b"x"),
-    );
-    common::go(
-        &cli,
-        root,
-        &["add-names", "-n", "img1", "-n", "extra", "img2"],
-        None,
-    );
+    go(&["set-image-data", "img2", "config.json"], Some(b"cfg"));
+    go(&["set-image-data", "img2", "Lower.Key-1"], Some(b"x"));
+    go(&["add-names", "-n", "img1", "-n", "extra", "img2"], None);
     let json_path = root.join("G/vfs-images/images.json");
     let original = std::fs::read(&json_path).expect("read images.json");
 
@@ -137,7 +114,7 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             })
             .expect("create");
     }
-    let listing = common::go(&cli, root, &["images", "--json"], None);
+    let listing = go(&["images", "--json"], None);
     let parsed: Vec<Image> = serde_json::from_str(&listing).expect("Go output parses");
     let go1 = parsed
         .iter()
@@ -151,21 +128,11 @@ fn go_written_records_round_trip_and_go_reads_ours() {
         .expect("new image listed by Go");
     assert_eq!(go3.names, names(&["rust-image"]));
     assert_eq!(go3.metadata, "made by rust");
-    let data = common::go(&cli, root, &["get-image-data", &img1, "from-rust"], None);
+    let data = go(&["get-image-data", &img1, "from-rust"], None);
     assert_eq!(data, "rust data");
-    let size = common::go(
-        &cli,
-        root,
-        &["get-image-data-size", &img1, "from-rust"],
-        None,
-    );
+    let size = go(&["get-image-data-size", &img1, "from-rust"], None);
     assert_eq!(size.trim(), "9");
-    let digest = common::go(
-        &cli,
-        root,
-        &["get-image-data-digest", &img1, "from-rust"],
-        None,
-    );
+    let digest = go(&["get-image-data-digest", &img1, "from-rust"], None);
     assert_eq!(digest.trim(), Digest::sha256(b"rust data").to_string());
     // A manifest stored by us feeds Go's digest lookup.
     let m = Digest::sha256(b"{\"schemaVersion\":2}");
@@ -179,21 +146,11 @@ fn go_written_records_round_trip_and_go_reads_ours() {
             Some(m.clone()),
         )
         .expect("manifest");
-    let by_digest = common::go(
-        &cli,
-        root,
-        &["images-by-digest", "-q", &m.to_string()],
-        None,
-    );
+    let by_digest = go(&["images-by-digest", "-q", &m.to_string()], None);
     assert_eq!(by_digest.trim(), created.id);
 
     // And Go's later changes are visible to us (token changed).
-    common::go(
-        &cli,
-        root,
-        &["set-metadata", "-m", "go again", &created.id],
-        None,
-    );
+    go(&["set-metadata", "-m", "go again", &created.id], None);
     let images = store.read().expect("read");
     assert_eq!(
         images.get(&created.id).expect("created").metadata,
@@ -783,18 +740,6 @@ fn delete_wipe_mapped_layers_flags_and_dirs() {
     assert_eq!(std::fs::read(store.json_path()).expect("json"), b"[]");
 }
 
-/// Whether this process runs as root (needed to mount a read-only tmpfs).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn run(cmd: &str, args: &[&str]) -> bool {
     std::process::Command::new(cmd)
         .args(args)
@@ -822,7 +767,7 @@ fn read_only_file_system_without_lock_file_is_skipped() {
         }
         eprintln!("SKIPPING read_only_file_system test: needs {why}");
     };
-    if !is_root() {
+    if !storage_testsupport::is_root() {
         return need("root");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -938,20 +883,12 @@ fn duplicate_names_are_repaired_exactly_like_go() {
     let damaged = "[{\"id\":\"aaaa\",\"names\":[\"n1\",\"n3\"],\"created\":\"2026-11-27T21:39:47.964336689Z\"},\
 {\"id\":\"bbbb\",\"names\":[\"n1\",\"n2\"],\"created\":\"2026-11-27T21:39:48.02841432Z\"},\
 {\"id\":\"cccc\",\"names\":[\"n3\"],\"created\":\"0001-01-01T00:00:00Z\"}]";
-    let go_root = tmp.path().join("go");
-    let rust_root = tmp.path().join("rust");
-    for root in [&go_root, &rust_root] {
-        let dir = root.join("G/vfs-images");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("images.json"), damaged).expect("write");
-    }
-    common::go(&cli, &go_root, &["images", "--json"], None);
-    drop(open(&rust_root));
-    let go_bytes = std::fs::read(go_root.join("G/vfs-images/images.json")).expect("go");
-    let rust_bytes = std::fs::read(rust_root.join("G/vfs-images/images.json")).expect("rust");
-    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
-    assert_eq!(
-        String::from_utf8_lossy(&rust_bytes),
-        String::from_utf8_lossy(&go_bytes)
+    common::assert_repaired_like_go(
+        &cli,
+        tmp.path(),
+        "vfs-images/images.json",
+        damaged,
+        &["images", "--json"],
+        |root| drop(open(root)),
     );
 }

@@ -21,11 +21,6 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn writes_replace_and_set_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -149,7 +144,7 @@ impl Drop for Umount<'_> {
 
 #[test]
 fn full_filesystem_keeps_old_content() {
-    if !is_root() || Command::new("mount").arg("--version").output().is_err() {
+    if !storage_testsupport::is_root() || Command::new("mount").arg("--version").output().is_err() {
         assert!(!in_ci(), "CI=true: this test needs root and mount(8)");
         eprintln!("SKIPPED full_filesystem_keeps_old_content: needs root and mount(8)");
         return;
@@ -178,7 +173,7 @@ fn full_filesystem_keeps_old_content() {
 
 #[test]
 fn read_only_directory_fails_cleanly() {
-    if is_root() {
+    if storage_testsupport::is_root() {
         // Root ignores permission bits; use a read-only bind mount instead.
         if Command::new("mount").arg("--version").output().is_err() {
             assert!(

@@ -124,6 +124,18 @@ pub(crate) enum Location {
 impl Location {
     const ALL: [Location; 3] = [Location::Stable, Location::ImageStore, Location::Volatile];
 
+    /// Where a new layer created with `opts` is recorded: volatile layers in
+    /// `volatile-layers.json`, read-only ones in the image store when there is one.
+    pub(crate) fn for_new(ctx: &Ctx, opts: &CreateLayerOptions) -> Location {
+        if opts.volatile {
+            Location::Volatile
+        } else if !opts.writeable && ctx.image_store_dir.is_some() {
+            Location::ImageStore
+        } else {
+            Location::Stable
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
@@ -397,6 +409,50 @@ impl LayerStore {
         Ok(())
     }
 
+    /// Brings the records up to date after the lock file said whether another writer came
+    /// by: the mount records alone or everything reloaded (the latter followed by
+    /// [`Self::after_full_load`]). Returns whether the load asks for a repair.
+    fn refresh(
+        &self,
+        st: &mut Layers,
+        modified: bool,
+        token: impl FnOnce() -> std::result::Result<Token, storage_lock::LockError>,
+        exclusive: bool,
+    ) -> Result<bool> {
+        match self.staleness(st, modified)? {
+            Staleness::Fresh => Ok(false),
+            Staleness::Mounts => {
+                self.reload_mounts(st)?;
+                Ok(false)
+            }
+            Staleness::Full => {
+                let repair = self.reload(st, token().map_err(lock_error)?)?;
+                self.after_full_load(exclusive);
+                Ok(repair)
+            }
+        }
+    }
+
+    /// The clean-ups of a full load of a read-write store. Go loads with the exclusive
+    /// lock at start-up and removes abandoned staging dirs then; the staging locks make
+    /// that safe under the shared lock too. Under the exclusive lock we also remove the
+    /// tar-split temporaries of interrupted writes, and abandoned staged layers.
+    fn after_full_load(&self, exclusive: bool) {
+        if self.ctx.read_only {
+            return;
+        }
+        write::cleanup_staging_dirs(&self.ctx);
+        if !exclusive {
+            return;
+        }
+        if let Err(e) = write::remove_temporaries(&self.ctx) {
+            tracing::warn!("removing temporary tar-split files: {e}");
+        }
+        if let Err(e) = self.ctx.driver.recover_staging() {
+            tracing::warn!("cleaning up abandoned staged layers: {e}");
+        }
+    }
+
     /// Takes the layers lock(s) shared and returns a fresh view of the records.
     ///
     /// If loading finds something Go repairs on load (incomplete layers, duplicate names) in a
@@ -422,19 +478,7 @@ impl LayerStore {
             }
             let mut st = self.state_write();
             let modified = guard.modified_since(&st.last_write).map_err(lock_error)?;
-            let mut repair = false;
-            match self.staleness(&st, modified)? {
-                Staleness::Fresh => {}
-                Staleness::Mounts => self.reload_mounts(&mut st)?,
-                Staleness::Full => {
-                    repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
-                    if !self.ctx.read_only {
-                        // Go loads with the exclusive lock at start-up and cleans up then;
-                        // the staging locks make it safe under the shared one too.
-                        write::cleanup_staging_dirs(&self.ctx);
-                    }
-                }
-            }
+            let repair = self.refresh(&mut st, modified, || guard.token(), false)?;
             if repair && !self.ctx.read_only {
                 // Forget the unrepaired state and let a writer load, repair and save.
                 st.loaded = false;
@@ -474,24 +518,7 @@ impl LayerStore {
         };
         let mut st = self.state_write();
         let modified = guard.modified_since(&st.last_write).map_err(lock_error)?;
-        let mut repair = false;
-        match self.staleness(&st, modified)? {
-            Staleness::Fresh => {}
-            Staleness::Mounts => self.reload_mounts(&mut st)?,
-            Staleness::Full => {
-                repair = self.reload(&mut st, guard.token().map_err(lock_error)?)?;
-                // A full load under the exclusive lock is also when Go cleans up abandoned
-                // staging dirs, and when we remove the tar-split temporaries of interrupted
-                // writes; abandoned staged layers go too.
-                write::cleanup_staging_dirs(&self.ctx);
-                if let Err(e) = write::remove_temporaries(&self.ctx) {
-                    tracing::warn!("removing temporary tar-split files: {e}");
-                }
-                if let Err(e) = self.ctx.driver.recover_staging() {
-                    tracing::warn!("cleaning up abandoned staged layers: {e}");
-                }
-            }
-        }
+        let repair = self.refresh(&mut st, modified, || guard.token(), true)?;
         let mut w = LayersWrite::new(st, guard, is_guard, self.mounts_lock.clone());
         if repair {
             w.repair()?;

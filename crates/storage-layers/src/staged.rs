@@ -27,7 +27,7 @@ use crate::view::layer_parent;
 use crate::write::{
     EarlyWriteback, INCOMPLETE, KnownDigests, io_err, layer_maps, record_diff, sync_filesystem,
 };
-use crate::{CreateLayerOptions, Entry, LayerStore, LayersWrite, Location};
+use crate::{CreateLayerOptions, LayerStore, LayersWrite, Location};
 
 /// The tar-split file's name inside a staging area.
 const TAR_SPLIT: &str = "tar-split.gz";
@@ -382,28 +382,10 @@ impl LayerStore {
             ));
         }
         let (uid_map, gid_map) = layer_maps(&self.ctx, maps_parent, opts);
-        let driver = self.ctx.driver.clone();
-        let area = driver.stage(
-            StageBase::NewLayer {
-                parent: base_parent,
-            },
-            &StageOpts {
-                uid_map: uid_map.clone(),
-                gid_map: gid_map.clone(),
-                read_only: !opts.writeable,
-            },
-        )?;
-        let mut staged = StagedLayer {
-            area: Some(area),
-            driver,
-            target: Target::New {
-                parent: parent_spec,
-            },
-            uid_map,
-            gid_map,
-            writeable: opts.writeable,
-            applied: Applied::Differ(DifferOutput::default()),
+        let base = StageBase::NewLayer {
+            parent: base_parent,
         };
+        let mut staged = self.stage_new(base, parent_spec, (uid_map, gid_map), opts)?;
         let aopts = ApplyDiffOpts {
             uid_map: staged.uid_map.clone(),
             gid_map: staged.gid_map.clone(),
@@ -414,6 +396,35 @@ impl LayerStore {
         let (stats, size) = self.extract(&staged, diff, &aopts, &known, sync)?;
         staged.applied = Applied::Tar { stats, known, size };
         Ok(staged)
+    }
+
+    /// A driver staging area for a new layer with these maps, as a [`StagedLayer`] with
+    /// nothing applied yet.
+    fn stage_new(
+        &self,
+        base: StageBase<'_>,
+        parent: ParentSpec,
+        (uid_map, gid_map): (Vec<IdMap>, Vec<IdMap>),
+        opts: &CreateLayerOptions,
+    ) -> Result<StagedLayer> {
+        let driver = self.ctx.driver.clone();
+        let area = driver.stage(
+            base,
+            &StageOpts {
+                uid_map: uid_map.clone(),
+                gid_map: gid_map.clone(),
+                read_only: !opts.writeable,
+            },
+        )?;
+        Ok(StagedLayer {
+            area: Some(area),
+            driver,
+            target: Target::New { parent },
+            uid_map,
+            gid_map,
+            writeable: opts.writeable,
+            applied: Applied::Differ(DifferOutput::default()),
+        })
     }
 
     /// Extracts `diff` into the staged area, recording the tar-split beside it.
@@ -464,33 +475,15 @@ impl LayerStore {
         differ: &mut dyn Differ,
     ) -> Result<StagedLayer> {
         let (uid_map, gid_map) = layer_maps(&self.ctx, parent, opts);
-        let driver = self.ctx.driver.clone();
         let aopts = ApplyDiffOpts {
             uid_map: uid_map.clone(),
             gid_map: gid_map.clone(),
             mount_label: opts.mount_label.clone(),
             ..ApplyDiffOpts::default()
         };
-        let unpack = driver.differ_unpack_options(&aopts)?;
-        let area = driver.stage(
-            StageBase::Differ,
-            &StageOpts {
-                uid_map: uid_map.clone(),
-                gid_map: gid_map.clone(),
-                read_only: !opts.writeable,
-            },
-        )?;
-        let mut staged = StagedLayer {
-            area: Some(area),
-            driver,
-            target: Target::New {
-                parent: ParentSpec::of(parent),
-            },
-            uid_map,
-            gid_map,
-            writeable: opts.writeable,
-            applied: Applied::Differ(DifferOutput::default()),
-        };
+        let unpack = self.ctx.driver.differ_unpack_options(&aopts)?;
+        let parent = ParentSpec::of(parent);
+        let mut staged = self.stage_new(StageBase::Differ, parent, (uid_map, gid_map), opts)?;
         let area = staged.area()?;
         let out = differ.apply_diff(&area.content(), &unpack)?;
         if let Some(ts) = &out.tar_split {
@@ -652,13 +645,7 @@ impl LayersWrite<'_> {
             ));
         }
         let (id, names) = self.new_id_and_names(&ctx, opts)?;
-        let location = if opts.volatile {
-            Location::Volatile
-        } else if !opts.writeable && ctx.image_store_dir.is_some() {
-            Location::ImageStore
-        } else {
-            Location::Stable
-        };
+        let location = Location::for_new(&ctx, opts);
         let mut flags = opts.flags.clone();
         flags.insert(INCOMPLETE.to_string(), Value::Bool(true));
         let layer = Layer {
@@ -672,13 +659,7 @@ impl LayersWrite<'_> {
             flags,
             ..Default::default()
         };
-        self.state.entries.push(Entry {
-            layer,
-            location,
-            mount_point: None,
-            mount_count: 0,
-        });
-        self.state.reindex(false)?;
+        self.state.push_new(layer, location)?;
         let copts = CreateOpts {
             mount_label: opts.mount_label.clone(),
             storage_opt: opts.storage_opt.clone(),

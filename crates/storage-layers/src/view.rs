@@ -106,6 +106,17 @@ impl Layers {
         Ok(self.dirty != 0 || self.entries.iter().any(|e| e.layer.is_incomplete()))
     }
 
+    /// Appends the record of a new layer (not mounted) and re-indexes.
+    pub(crate) fn push_new(&mut self, layer: Layer, location: Location) -> Result<()> {
+        self.entries.push(Entry {
+            layer,
+            location,
+            mount_point: None,
+            mount_count: 0,
+        });
+        self.reindex(false)
+    }
+
     /// Rebuilds the ID and name indexes. With `repair`, a name found on two records is taken
     /// away from the earlier one (later wins) and the location marked dirty; a read-only store
     /// fails instead.

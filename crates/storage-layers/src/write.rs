@@ -14,7 +14,7 @@ use storage_lock::{LockFile, TempDir, WriteGuard};
 use storage_types::{Digest, Error, ErrorKind, IdMap, Layer, MountPoint, Result, Timestamp};
 
 use crate::view::{Layers, layer_parent};
-use crate::{Entry, Location, lock_error};
+use crate::{Location, lock_error};
 
 mod mount;
 
@@ -598,13 +598,7 @@ impl<'a> LayersWrite<'a> {
             None => None,
         };
         let (uidmap, gidmap) = layer_maps(&ctx, parent, opts);
-        let location = if opts.volatile {
-            Location::Volatile
-        } else if !opts.writeable && ctx.image_store_dir.is_some() {
-            Location::ImageStore
-        } else {
-            Location::Stable
-        };
+        let location = Location::for_new(&ctx, opts);
         let mut flags = opts.flags.clone();
         flags.insert(INCOMPLETE.to_string(), Value::Bool(true));
         let mut layer = Layer {
@@ -640,13 +634,7 @@ impl<'a> LayersWrite<'a> {
                 .map_or(parent_gid, |(t, _)| t.gidmap.clone()),
             template: template.map(|(t, ts)| (t.id, ts)),
         };
-        self.state.entries.push(Entry {
-            layer,
-            location,
-            mount_point: None,
-            mount_count: 0,
-        });
-        self.state.reindex(false)?;
+        self.state.push_new(layer, location)?;
 
         let known = KnownDigests::of(opts);
         let result = self.finish_create(&plan, opts, diff, &known);

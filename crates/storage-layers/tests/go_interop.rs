@@ -30,24 +30,18 @@ fn have_go() -> bool {
 
 /// Runs the Go CLI on the scratch store; returns stdout, failing on a non-zero exit.
 fn go(s: &Scratch, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(GO)
-        .arg("--storage-driver")
-        .arg(s.driver_name())
-        .arg("--graph")
-        .arg(s.graph())
-        .arg("--run")
-        .arg(s.run())
-        .args(args)
-        .env_remove("STORAGE_OPTS")
-        .env_remove("STORAGE_DRIVER")
-        .output()
-        .expect("run Go containers-storage");
-    assert!(
-        out.status.success(),
-        "Go {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    storage_testsupport::stdout_of(
+        Command::new(GO)
+            .arg("--storage-driver")
+            .arg(s.driver_name())
+            .arg("--graph")
+            .arg(s.graph())
+            .arg("--run")
+            .arg(s.run())
+            .args(args)
+            .env_remove("STORAGE_OPTS")
+            .env_remove("STORAGE_DRIVER"),
+    )
 }
 
 fn go_layers(s: &Scratch) -> Vec<serde_json::Value> {

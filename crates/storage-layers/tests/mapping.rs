@@ -22,11 +22,7 @@ fn is_root() -> bool {
 }
 
 fn map(host: u32) -> Vec<IdMap> {
-    vec![IdMap {
-        container_id: 0,
-        host_id: host,
-        size: 65536,
-    }]
+    vec![IdMap::new(0, host, 65536)]
 }
 
 fn plain_diff(l: &storage_layers::Layers, id: &str) -> Vec<u8> {

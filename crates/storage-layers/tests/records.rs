@@ -32,6 +32,14 @@ fn child_of(parent: &str, names: &[&str]) -> CreateLayerOptions {
     }
 }
 
+/// Options for a layer with this ID and names.
+fn with_id(id: &str, names: &[&str]) -> CreateLayerOptions {
+    CreateLayerOptions {
+        id: Some(id.to_string()),
+        ..named(names)
+    }
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -130,24 +138,9 @@ fn ambiguous_prefix_is_not_found_and_names_shadow_prefixes() {
     let store = s.store();
     let mut w = store.write().unwrap();
     for id in ["abc1", "abc2"] {
-        w.create(
-            &CreateLayerOptions {
-                id: Some(id.into()),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
+        w.create(&with_id(id, &[]), None).unwrap();
     }
-    w.create(
-        &CreateLayerOptions {
-            id: Some("zzz".into()),
-            names: strings(&["abc"]),
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    w.create(&with_id("zzz", &["abc"]), None).unwrap();
     assert!(w.lookup("ab").is_none(), "ambiguous prefix");
     assert_eq!(w.get("abc1").unwrap().id, "abc1");
     assert_eq!(
@@ -526,24 +519,8 @@ fn duplicate_names_are_repaired_later_record_wins() {
     let s = Scratch::new();
     let store = s.store();
     let mut w = store.write().unwrap();
-    w.create(
-        &CreateLayerOptions {
-            id: Some("first".into()),
-            names: strings(&["n", "f"]),
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
-    w.create(
-        &CreateLayerOptions {
-            id: Some("second".into()),
-            names: strings(&["m"]),
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    w.create(&with_id("first", &["n", "f"]), None).unwrap();
+    w.create(&with_id("second", &["m"]), None).unwrap();
     drop(w);
     drop(store); // one process cannot hold a lock file both read-only and read-write
     let mut json = s.layers_json();

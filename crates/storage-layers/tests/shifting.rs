@@ -17,11 +17,7 @@ use storage_layers::{CreateLayerOptions, LayerStore, LayerStoreOptions};
 use storage_types::{ErrorKind, IdMap};
 
 fn map(host: u32) -> Vec<IdMap> {
-    vec![IdMap {
-        container_id: 0,
-        host_id: host,
-        size: 65536,
-    }]
+    vec![IdMap::new(0, host, 65536)]
 }
 
 fn skip(why: &str) -> bool {
@@ -199,18 +195,7 @@ fn layers_stay_canonical_and_maps_apply_at_mount() {
 
     // Non-contiguous maps: 1.59+ leaves contiguity to the driver, and idmapped lowers take
     // any map (1.43 refused to shift them and re-owned the layer instead).
-    let split = vec![
-        IdMap {
-            container_id: 0,
-            host_id: 300000,
-            size: 1000,
-        },
-        IdMap {
-            container_id: 1000,
-            host_id: 400000,
-            size: 64536,
-        },
-    ];
+    let split = vec![IdMap::new(0, 300000, 1000), IdMap::new(1000, 400000, 64536)];
     assert!(w.can_use_shifting(&split, &split));
     let odd = CreateLayerOptions {
         parent: Some(base.id.clone()),

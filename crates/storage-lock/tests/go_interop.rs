@@ -25,17 +25,6 @@ struct Go {
     conf: PathBuf,
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The Go peer, or `None` (after a loud message) when it cannot run here.
 fn go() -> Option<Go> {
     let bin = std::env::var_os("CONTAINERS_STORAGE_GO")
@@ -46,7 +35,7 @@ fn go() -> Option<Go> {
             "Go containers-storage binary {} not found",
             bin.display()
         ))
-    } else if !is_root() {
+    } else if !storage_testsupport::is_root() {
         Some("not running as root (needed for Go's vfs store)".to_owned())
     } else {
         None

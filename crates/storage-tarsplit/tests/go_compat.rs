@@ -14,7 +14,7 @@ const GO_BIN: &str = "/usr/bin/containers-storage";
 
 /// Whether the Go peer is usable; fails under CI=true when it is not.
 fn go_available() -> bool {
-    let ok = Path::new(GO_BIN).exists() && rustix_is_root();
+    let ok = Path::new(GO_BIN).exists() && storage_testsupport::is_root();
     if !ok {
         let why = format!("{GO_BIN} missing or not running as root");
         if ci() {
@@ -25,40 +25,22 @@ fn go_available() -> bool {
     ok
 }
 
-fn rustix_is_root() -> bool {
-    // /proc/self/status "Uid:\t<real>\t<effective>…"
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
 /// Imports `tar` with Go; returns (layer id, gunzipped tar-split JSON).
 fn go_import(store: &Path, tar_path: &Path) -> (String, Vec<u8>) {
-    let out = Command::new(GO_BIN)
-        .arg("--graph")
-        .arg(store.join("G"))
-        .arg("--run")
-        .arg(store.join("R"))
-        .args(["--storage-driver", "vfs", "import-layer", "-f"])
-        .arg(tar_path)
-        .output()
-        .expect("run containers-storage");
-    assert!(
-        out.status.success(),
-        "go import-layer failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out_stdout = storage_testsupport::stdout_of(
+        Command::new(GO_BIN)
+            .arg("--graph")
+            .arg(store.join("G"))
+            .arg("--run")
+            .arg(store.join("R"))
+            .args(["--storage-driver", "vfs", "import-layer", "-f"])
+            .arg(tar_path),
     );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let id = String::from_utf8_lossy(&out_stdout).trim().to_owned();
     let gz = std::fs::read(
         store
             .join("G/vfs-layers")

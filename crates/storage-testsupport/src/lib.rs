@@ -92,6 +92,68 @@ pub fn go(cli: &Path, root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Strin
     String::from_utf8(out.stdout).expect("utf8 output")
 }
 
+/// Runs `cmd` (stdin from `/dev/null` unless set), asserts that it exits with 0 (the
+/// panic shows the command, its stdout and stderr) and returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Checks that we repair a damaged records file exactly as Go does: `damaged` is written
+/// to `G/<file>` (e.g. `vfs-images/images.json`) of two scratch stores under `tmp`; Go's
+/// CLI `cli` loads the one with `args` (a listing), `ours` the other (given its root, as
+/// for [`go`]); then both files must have changed the same way.
+pub fn assert_repaired_like_go(
+    cli: &Path,
+    tmp: &Path,
+    file: &str,
+    damaged: &str,
+    args: &[&str],
+    ours: impl FnOnce(&Path),
+) {
+    let go_root = tmp.join("go");
+    let rust_root = tmp.join("rust");
+    for root in [&go_root, &rust_root] {
+        let path = root.join("G").join(file);
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(&path, damaged).expect("write");
+    }
+    go(cli, &go_root, args, None);
+    ours(&rust_root);
+    let go_bytes = std::fs::read(go_root.join("G").join(file)).expect("Go's file");
+    let rust_bytes = std::fs::read(rust_root.join("G").join(file)).expect("our file");
+    assert_ne!(go_bytes, damaged.as_bytes(), "Go repaired the file");
+    assert_eq!(
+        String::from_utf8_lossy(&rust_bytes),
+        String::from_utf8_lossy(&go_bytes)
+    );
+}
+
+/// Sets the access and modification times of `path` (not following a symbolic link).
+pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .expect("utimensat");
+}
+
 /// The first line of a command's output, trimmed (the new ID of `create-*`).
 pub fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()

@@ -16,6 +16,17 @@ pub struct IdMap {
     pub size: u32,
 }
 
+impl IdMap {
+    /// The range of `size` IDs from `container_id` inside to `host_id` outside.
+    pub const fn new(container_id: u32, host_id: u32, size: u32) -> IdMap {
+        IdMap {
+            container_id,
+            host_id,
+            size,
+        }
+    }
+}
+
 /// Maps a container ID to the host: first matching range wins; an empty slice is
 /// the identity; `None` when no range covers `id`.
 pub fn to_host(maps: &[IdMap], id: u32) -> Option<u32> {

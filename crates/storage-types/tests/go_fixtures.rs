@@ -220,30 +220,20 @@ fn go_rewrites_our_records_identically() {
     let g = dir.path().join("g");
     let r = dir.path().join("r");
     let cs = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .arg("--graph")
-            .arg(&g)
-            .arg("--run")
-            .arg(&r)
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .output()
-            .expect("run containers-storage");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        storage_testsupport::stdout_of(
+            std::process::Command::new(bin)
+                .arg("--graph")
+                .arg(&g)
+                .arg("--run")
+                .arg(&r)
+                .args(["--storage-driver", "vfs"])
+                .args(args),
+        )
     };
     cs(&["layers"]);
 
     let weird = "w <>&\"\\ \u{1}\u{7f}\u{8}\u{c}\r\n\t \u{2028}\u{2029} é 中 😀";
-    let map = vec![IdMap {
-        container_id: 0,
-        host_id: 100000,
-        size: 65536,
-    }];
+    let map = vec![IdMap::new(0, 100000, 65536)];
     let mut flags = BTreeMap::new();
     flags.insert(
         "b".to_owned(),

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use containers_storage::types::to_go_json_line;
 use containers_storage::{NamesOp, RecordKind};
 
-use super::{Ctx, out};
+use super::{Ctx, open_error, out};
 
 fn out_bytes(b: &[u8]) -> Result<(), String> {
     out(&String::from_utf8_lossy(b))
 }
 
 /// `get-names ID`.
-pub fn get_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let names = ctx.store.names(&ctx.args[0]).map_err(|e| e.to_string())?;
     if ctx.json() {
         out_bytes(&to_go_json_line(&names))?;
@@ -35,22 +35,22 @@ fn update(ctx: &mut Ctx<'_>, op: NamesOp) -> Result<i32, String> {
 }
 
 /// `add-names -n NAME… ID`.
-pub fn add_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn add_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     update(ctx, NamesOp::Add)
 }
 
 /// `set-names -n NAME… ID`.
-pub fn set_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn set_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     update(ctx, NamesOp::Set)
 }
 
 /// `remove-names -n NAME… ID`.
-pub fn remove_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn remove_names(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     update(ctx, NamesOp::Remove)
 }
 
 /// `metadata ID…`.
-pub fn metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut found: BTreeMap<String, String> = BTreeMap::new();
     let mut missed = false;
     for arg in ctx.args {
@@ -81,16 +81,11 @@ pub fn metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `set-metadata -m TEXT | -f FILE ID`.
-pub fn set_metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn set_metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let file = ctx.flags.str("-metadata-file");
     let mut metadata = ctx.flags.str("-metadata");
     if !file.is_empty() {
-        metadata = std::fs::read_to_string(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?;
+        metadata = std::fs::read_to_string(&file).map_err(open_error(&file))?;
     }
     if metadata.is_empty() {
         return Err("no new metadata provided".into());
@@ -102,7 +97,7 @@ pub fn set_metadata(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `exists [-l|-i|-c] ID…`.
-pub fn exists(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn exists(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut dict: BTreeMap<String, bool> = BTreeMap::new();
     let mut order = Vec::new();
     let mut any_missing = false;

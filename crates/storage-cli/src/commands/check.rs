@@ -2,18 +2,17 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use containers_storage::config::StoreOptions;
-use containers_storage::{CheckOptions, DedupOptions, HashMethod, RepairOptions};
+use containers_storage::gocompat::json;
+use containers_storage::{CheckOptions, CheckReport, DedupOptions, HashMethod, RepairOptions};
 
 use super::{Ctx, JSON, err, out};
-use crate::flags::{FlagSet, FlagSpec, Kind};
-
-const fn flag(names: &'static [&'static str], kind: Kind, usage: &'static str) -> FlagSpec {
-    FlagSpec { names, kind, usage }
-}
+use crate::flags::{FlagSet, FlagSpec, Kind, flag};
 
 /// Flags of `check`.
-pub const CHECK_FLAGS: &[FlagSpec] = &[
+pub(crate) const CHECK_FLAGS: &[FlagSpec] = &[
     JSON,
     flag(
         &["-max", "m"],
@@ -30,10 +29,10 @@ pub const CHECK_FLAGS: &[FlagSpec] = &[
 ];
 
 /// Flags of `gc`.
-pub const GC_FLAGS: &[FlagSpec] = &[JSON];
+pub(crate) const GC_FLAGS: &[FlagSpec] = &[JSON];
 
 /// Flags of `dedup`.
-pub const DEDUP_FLAGS: &[FlagSpec] = &[
+pub(crate) const DEDUP_FLAGS: &[FlagSpec] = &[
     flag(
         &["-hash-method"],
         Kind::Str,
@@ -43,7 +42,7 @@ pub const DEDUP_FLAGS: &[FlagSpec] = &[
 ];
 
 /// Parses a Go `time.Duration` string (`24h`, `1h30m`, `90s`, `0`, `-1.5h`, `300ms`).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let (neg, mut rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
@@ -89,7 +88,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 
 /// Before the store is opened: `check` looks for record files that cannot be loaded (which
 /// would make opening fail). Returns `Some(exit status)` when the command is done.
-pub fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Option<i32> {
+pub(crate) fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Option<i32> {
     if command != "check" {
         return None;
     }
@@ -120,8 +119,8 @@ pub fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Optio
                 .map(|d| {
                     format!(
                         "{}:[{}]",
-                        containers_storage::gocompat::json::string(&d.path.display().to_string()),
-                        containers_storage::gocompat::json::string(&d.error)
+                        json::string(&d.path.display().to_string()),
+                        json::string(&d.error)
                     )
                 })
                 .collect();
@@ -150,7 +149,7 @@ pub fn before_open(command: &str, flags: &FlagSet, opts: &StoreOptions) -> Optio
 }
 
 /// `check [-q] [-r] [-f] [-m DURATION]`.
-pub fn check(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn check(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let max = ctx.flags.str("-max");
     let max_age = if max.is_empty() {
         None
@@ -172,6 +171,70 @@ pub fn check(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     result
 }
 
+/// Object ID → error messages: one section of a report.
+type Findings = BTreeMap<String, Vec<String>>;
+
+/// The sections of a report in Go's order, with the word Go's text names their objects by
+/// and the key of Go's JSON.
+fn sections(r: &CheckReport) -> [(&str, &str, &Findings); 5] {
+    [
+        ("layer", "Layers", &r.layers),
+        ("read-only layer", "ROLayers", &r.ro_layers),
+        ("image", "Images", &r.images),
+        ("read-only image", "ROImages", &r.ro_images),
+        ("container", "Containers", &r.containers),
+    ]
+}
+
+/// The report as Go's CLI prints it: `layer ID:` then one ` error` line per finding, for
+/// layers, read-only layers, images, read-only images and containers.
+fn report_text(r: &CheckReport) -> String {
+    let mut text = String::new();
+    for (what, _, map) in sections(r) {
+        for (id, errs) in map.iter().filter(|(_, errs)| !errs.is_empty()) {
+            text.push_str(&format!("{what} {id}:\n"));
+            for e in errs {
+                text.push_str(&format!(" {e}\n"));
+            }
+        }
+    }
+    text
+}
+
+/// The report as Go's `json.Encoder` writes it (errors encode as `{}`), with a newline.
+fn report_json(r: &CheckReport) -> String {
+    let fields: Vec<String> = sections(r)
+        .into_iter()
+        .map(|(_, key, map)| {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(id, errs)| {
+                    let list = if errs.is_empty() {
+                        "null".to_string()
+                    } else {
+                        format!("[{}]", vec!["{}"; errs.len()].join(","))
+                    };
+                    format!("{}:{list}", json::string(id))
+                })
+                .collect();
+            format!("\"{key}\":{{{}}}", items.join(","))
+        })
+        .collect();
+    format!("{{{}}}\n", fields.join(","))
+}
+
+/// Go's error when a check found damage: counts of damaged objects per section.
+fn report_summary(r: &CheckReport) -> String {
+    format!(
+        "{} layer errors, {} read-only layer errors, {} image errors, {} read-only image errors, {} container errors",
+        r.layers.len(),
+        r.ro_layers.len(),
+        r.images.len(),
+        r.ro_images.len(),
+        r.containers.len()
+    )
+}
+
 fn run_check(
     ctx: &mut Ctx<'_>,
     opts: &CheckOptions,
@@ -180,15 +243,15 @@ fn run_check(
 ) -> Result<i32, String> {
     let report = ctx.store.check(opts).map_err(|e| e.to_string())?;
     if ctx.json() {
-        out(&report.to_go_json())?;
+        out(&report_json(&report))?;
     } else {
-        out(&report.to_text())?;
+        out(&report_text(&report))?;
     }
     if !repair {
         if report.is_clean() {
             return Ok(0);
         }
-        return Err(report.summary());
+        return Err(report_summary(&report));
     }
     let errs = ctx.store.repair(
         &report,
@@ -228,28 +291,15 @@ fn run_check(
 }
 
 /// `gc`.
-pub fn gc(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn gc(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let result = ctx.store.garbage_collect();
     let _ = ctx.store.shutdown(true);
-    match (result, ctx.json()) {
-        (Ok(()), true) => {
-            out("\"\"\n")?;
-            Ok(0)
-        }
-        (Ok(()), false) => Ok(0),
-        (Err(e), true) => {
-            out(&format!(
-                "{}\n",
-                containers_storage::gocompat::json::string(&e.to_string())
-            ))?;
-            Ok(1)
-        }
-        (Err(e), false) => Err(format!("gc: {e}")),
-    }
+    let shown = result.map(|()| ("\"\"\n".to_string(), String::new()));
+    finish(ctx, "gc", shown)
 }
 
 /// `dedup [--hash-method crc|size|sha256]`.
-pub fn dedup(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn dedup(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let method = ctx.flags.str("-hash-method");
     let method = if method.is_empty() {
         "crc".to_string()
@@ -259,29 +309,61 @@ pub fn dedup(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let hash_method: HashMethod = method
         .parse()
         .map_err(|e: containers_storage::types::Error| e.to_string())?;
-    match (ctx.store.dedup(&DedupOptions { hash_method }), ctx.json()) {
-        (Ok(r), true) => {
-            out(&format!("{{\"Deduped\":{}}}\n", r.deduped))?;
-            Ok(0)
-        }
-        (Ok(r), false) => {
-            out(&format!("Deduplicated {} bytes\n", r.deduped))?;
-            Ok(0)
-        }
-        (Err(e), true) => {
-            out(&format!(
-                "{}\n",
-                containers_storage::gocompat::json::string(&e.to_string())
-            ))?;
-            Ok(1)
-        }
-        (Err(e), false) => Err(format!("dedup: {e}")),
+    let shown = ctx.store.dedup(&DedupOptions { hash_method }).map(|r| {
+        (
+            format!("{{\"Deduped\":{}}}\n", r.deduped),
+            format!("Deduplicated {} bytes\n", r.deduped),
+        )
+    });
+    finish(ctx, "dedup", shown)
+}
+
+/// The end of `gc` and `dedup`: on success the JSON or text output (`shown`); a failure
+/// is, with `--json`, the message as a JSON string and exit status 1, else `command: error`.
+fn finish(
+    ctx: &Ctx<'_>,
+    command: &str,
+    shown: containers_storage::types::Result<(String, String)>,
+) -> Result<i32, String> {
+    match (shown, ctx.json()) {
+        (Ok((json, _)), true) => out(&json).map(|()| 0),
+        (Ok((_, text)), false) => out(&text).map(|()| 0),
+        (Err(e), true) => out(&format!("{}\n", json::string(&e.to_string()))).map(|()| 1),
+        (Err(e), false) => Err(format!("{command}: {e}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_text_and_json_follow_go() {
+        let mut r = CheckReport::default();
+        assert!(r.is_clean());
+        assert_eq!(
+            report_json(&r),
+            "{\"Layers\":{},\"ROLayers\":{},\"Images\":{},\"ROImages\":{},\"Containers\":{}}\n"
+        );
+        assert_eq!(report_text(&r), "");
+        r.layers.insert("L".into(), vec!["layer L: x".into()]);
+        r.images
+            .insert("I".into(), vec!["image I: x".into(), "image I: y".into()]);
+        r.containers.insert("C".into(), vec![]);
+        assert_eq!(
+            report_text(&r),
+            "layer L:\n layer L: x\nimage I:\n image I: x\n image I: y\n"
+        );
+        assert_eq!(
+            report_json(&r),
+            "{\"Layers\":{\"L\":[{}]},\"ROLayers\":{},\"Images\":{\"I\":[{},{}]},\
+             \"ROImages\":{},\"Containers\":{\"C\":null}}\n"
+        );
+        assert_eq!(
+            report_summary(&r),
+            "1 layer errors, 0 read-only layer errors, 1 image errors, 0 read-only image errors, 1 container errors"
+        );
+    }
 
     #[test]
     fn go_durations() {

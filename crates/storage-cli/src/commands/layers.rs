@@ -8,24 +8,26 @@ use containers_storage::drivers::{ChangeKind, CreateOpts, MountOpts};
 use containers_storage::types::{IdMap, Layer, parse_id_maps, to_go_json, to_go_json_line};
 use containers_storage::{CreateLayerOptions, DiffOptions};
 
-use super::{Ctx, err, out};
+use containers_storage::Store;
+
+use super::{Ctx, err, open_error, out};
 use crate::progress::{ProgressReader, ProgressWriter};
 
 /// ID mappings requested with `--uidmap`, `--gidmap`, `--subuidmap`, `--subgidmap`,
 /// `--hostuidmap`, `--hostgidmap`.
-pub struct Mappings {
+pub(crate) struct Mappings {
     /// UID map.
-    pub uid_map: Vec<IdMap>,
+    pub(crate) uid_map: Vec<IdMap>,
     /// GID map.
-    pub gid_map: Vec<IdMap>,
+    pub(crate) gid_map: Vec<IdMap>,
     /// `--hostuidmap`.
-    pub host_uid: bool,
+    pub(crate) host_uid: bool,
     /// `--hostgidmap`.
-    pub host_gid: bool,
+    pub(crate) host_gid: bool,
 }
 
 /// Go's CLI mapping logic (`getIDMappingOptions`).
-pub fn mappings(ctx: &Ctx<'_>) -> Result<Mappings, String> {
+pub(crate) fn mappings(ctx: &Ctx<'_>) -> Result<Mappings, String> {
     let f = ctx.flags;
     let mut uid_map = Vec::new();
     let mut gid_map = Vec::new();
@@ -95,7 +97,7 @@ fn out_bytes(b: &[u8]) -> Result<(), String> {
 }
 
 /// `create-layer [parent]`.
-pub fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let opts = layer_options(ctx)?;
     let (layer, _) = ctx
         .store
@@ -107,12 +109,7 @@ pub fn create_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// Opens `file`, failing with Go's `open FILE: TEXT`.
 fn open_file(file: &str) -> Result<std::fs::File, String> {
-    std::fs::File::open(file).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })
+    std::fs::File::open(file).map_err(open_error(file))
 }
 
 fn open_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
@@ -134,7 +131,7 @@ fn open_data_input(file: &str) -> Result<Box<dyn Read + Send>, String> {
 }
 
 /// `import-layer [parent]`.
-pub fn import_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn import_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let opts = layer_options(ctx)?;
     let input = open_input(&ctx.flags.str("-file"))?;
     let (layer, _) = ctx
@@ -147,7 +144,7 @@ pub fn import_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 
 /// `import-layers [--parent LAYER] TAR…`: the tars applied as a chain through
 /// [`containers_storage::Store::import_layers`] (prepared in parallel, committed in order).
-pub fn import_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn import_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let jobs = match ctx.flags.str("-jobs") {
         j if j.is_empty() => 0,
         j => j
@@ -240,7 +237,7 @@ fn summary(committed: usize, later: usize) -> String {
 }
 
 /// `create-storage-layer [parent]`.
-pub fn create_storage_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn create_storage_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let m = mappings(ctx)?;
     let mut id = ctx.flags.str("-id");
     if id.is_empty() {
@@ -327,7 +324,7 @@ fn print_tree(mut nodes: Vec<TreeNode>) -> String {
 }
 
 /// `layers`.
-pub fn layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let layers = ctx.store.layers().map_err(|e| e.to_string())?;
     if ctx.json() {
         let list: Vec<&Layer> = layers.iter().map(|(l, _)| l).collect();
@@ -414,7 +411,7 @@ pub fn layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `storage-layers`.
-pub fn storage_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn storage_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let ids = ctx.store.driver_layers().map_err(|e| e.to_string())?;
     if ctx.json() {
         out_bytes(&to_go_json_line(&ids))?;
@@ -425,7 +422,7 @@ pub fn storage_layers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `layer ID…`.
-pub fn layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut matched: Vec<(Layer, bool)> = Vec::new();
     for arg in ctx.args {
         if let Ok(l) = ctx.store.layer(arg) {
@@ -479,21 +476,21 @@ fn go_int_list(v: &[u32]) -> String {
 type Owners = containers_storage::types::Result<(Vec<u32>, Vec<u32>)>;
 
 /// How `layer-parent-owners` and `container-parent-owners` differ.
-pub struct OwnersCommand<'a> {
+pub(crate) struct OwnersCommand<'a> {
     /// Prefix of the error (`LayerParentOwner`, `ContainerParentOwner`).
-    pub what: &'a str,
+    pub(crate) what: &'a str,
     /// Print `UIDs:`/`GIDs:` even when empty (the container variant).
-    pub always_both: bool,
+    pub(crate) always_both: bool,
     /// Resolves an argument to an ID (`None`: unknown, skipped) …
-    pub resolve: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) resolve: &'a dyn Fn(&str) -> Option<String>,
     /// … and computes its owners.
-    pub owners: &'a dyn Fn(&str) -> Owners,
+    pub(crate) owners: &'a dyn Fn(&str) -> Owners,
 }
 
 /// `layer-parent-owners`/`container-parent-owners`: one record per resolved argument,
 /// printed as it is computed (`--json`: one object per line). Unknown arguments are skipped
 /// (exit 1 at the end); the first failure stops the command after what was printed.
-pub fn parent_owners(ctx: &Ctx<'_>, cmd: &OwnersCommand<'_>) -> Result<i32, String> {
+pub(crate) fn parent_owners(ctx: &Ctx<'_>, cmd: &OwnersCommand<'_>) -> Result<i32, String> {
     #[derive(serde::Serialize)]
     struct Rec<'a> {
         #[serde(rename = "ID")]
@@ -531,7 +528,7 @@ pub fn parent_owners(ctx: &Ctx<'_>, cmd: &OwnersCommand<'_>) -> Result<i32, Stri
 }
 
 /// `layer-parent-owners ID…`.
-pub fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let store = ctx.store;
     parent_owners(
         ctx,
@@ -545,7 +542,7 @@ pub fn layer_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `list-layer-data ID`.
-pub fn list_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn list_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let names = ctx
         .store
         .layer_big_data_names(&ctx.args[0])
@@ -563,18 +560,13 @@ pub fn list_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-layer-data ID KEY`.
-pub fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (layer, _) = ctx.store.layer(&ctx.args[0]).map_err(|e| e.to_string())?;
     let file = ctx.flags.str("-file");
     let mut output: Box<dyn Write> = if file.is_empty() {
         Box::new(std::io::stdout())
     } else {
-        Box::new(std::fs::File::create(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?)
+        Box::new(std::fs::File::create(&file).map_err(open_error(&file))?)
     };
     let data = ctx
         .store
@@ -586,7 +578,7 @@ pub fn get_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `set-layer-data ID KEY`.
-pub fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut input = open_data_input(&ctx.flags.str("-file"))?;
     ctx.store
         .set_layer_big_data(&ctx.args[0], &ctx.args[1], &mut input)
@@ -595,7 +587,7 @@ pub fn set_layer_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `delete-layer ID…`.
-pub fn delete_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn delete_layer(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let store = ctx.store;
     super::records::delete_each(ctx, |a| store.delete_layer(a))
 }
@@ -605,7 +597,7 @@ fn from_to(ctx: &Ctx<'_>) -> (Option<String>, String) {
 }
 
 /// `changes LAYER [REF]`.
-pub fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (from, to) = from_to(ctx);
     let changes = ctx
         .store
@@ -644,7 +636,7 @@ pub fn changes(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `diffsize LAYER [REF]`.
-pub fn diff_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn diff_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (from, to) = from_to(ctx);
     let n = ctx
         .store
@@ -655,7 +647,7 @@ pub fn diff_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `diff LAYER [REF]`.
-pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (from, to) = from_to(ctx);
     let file = ctx.flags.str("-file");
     let mut output: Box<dyn Write> = if file.is_empty() {
@@ -667,12 +659,7 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
             Err(_) => Box::new(std::io::stdout().lock()),
         }
     } else {
-        Box::new(std::fs::File::create(&file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?)
+        Box::new(std::fs::File::create(&file).map_err(open_error(&file))?)
     };
     let mut compression = None;
     if ctx.flags.bool("-uncompressed") {
@@ -698,7 +685,7 @@ pub fn diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `applydiff LAYER`.
-pub fn apply_diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn apply_diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let input = open_input(&ctx.flags.str("-file"))?;
     ctx.store
         .apply_diff(&ctx.args[0], input)
@@ -707,7 +694,7 @@ pub fn apply_diff(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `applydiff-using-staging-dir LAYER DIR`: silent on success.
-pub fn apply_diff_using_staging_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn apply_diff_using_staging_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     ctx.store
         .apply_diff_using_staging_dir(&ctx.args[0], std::path::Path::new(&ctx.args[1]))
         .map_err(|e| e.to_string())?;
@@ -715,7 +702,7 @@ pub fn apply_diff_using_staging_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `mount ID…`.
-pub fn mount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn mount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let label = ctx.flags.str("-label");
     let read_only = ctx.flags.bool("-read-only");
     let mut results: Vec<(String, String, String)> = Vec::new();
@@ -767,71 +754,68 @@ fn json(s: &str) -> String {
     String::from_utf8_lossy(&to_go_json(s)).into_owned()
 }
 
-fn id_error_json(results: &[(String, String)]) -> String {
-    let items: Vec<String> = results
-        .iter()
-        .map(|(id, e)| format!("{{\"id\":{},\"error\":{}}}", json(id), json(e)))
-        .collect();
-    format!("[{}]\n", items.join(","))
+/// Runs `op` on every argument: `Ok(Some(line))` prints `line`, `Err(e)` prints
+/// `"{e} {doing(arg)}"` on stderr; with `--json`, Go's `[{"id":…,"error":…}]` list follows.
+/// Exit status 1 when any failed.
+fn for_each_id(
+    ctx: &mut Ctx<'_>,
+    doing: fn(&str) -> String,
+    mut op: impl FnMut(&Store, &str) -> containers_storage::types::Result<Option<String>>,
+) -> Result<i32, String> {
+    let mut results = Vec::new();
+    let mut failed = false;
+    for arg in ctx.args {
+        let error = match op(ctx.store, arg) {
+            Ok(line) => {
+                if let Some(line) = line {
+                    out(&line)?;
+                }
+                String::new()
+            }
+            Err(e) => {
+                err(&format!("{e} {}\n", doing(arg)));
+                failed = true;
+                e.to_string()
+            }
+        };
+        results.push(format!(
+            "{{\"id\":{},\"error\":{}}}",
+            json(arg),
+            json(&error)
+        ));
+    }
+    if ctx.json() {
+        out(&format!("[{}]\n", results.join(",")))?;
+    }
+    Ok(i32::from(failed))
 }
 
 /// `unmount ID…`.
-pub fn unmount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn unmount(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let force = ctx.flags.bool("-force");
-    let mut results = Vec::new();
-    for arg in ctx.args {
-        let r = match ctx.store.unmount(arg, force) {
-            Ok(still) => Ok(still),
-            Err(e) => ctx.store.unmount_image(arg, force).map_err(|_| e),
-        };
-        match r {
-            Ok(still) => {
-                if !still {
-                    out(&format!("{arg} mountpoint unmounted\n"))?;
-                }
-                results.push((arg.clone(), String::new()));
-            }
-            Err(e) => {
-                err(&format!("{e} while unmounting {arg}\n"));
-                results.push((arg.clone(), e.to_string()));
-            }
-        }
-    }
-    if ctx.json() {
-        out(&id_error_json(&results))?;
-    }
-    Ok(if results.iter().any(|r| !r.1.is_empty()) {
-        1
-    } else {
-        0
-    })
+    for_each_id(
+        ctx,
+        |arg| format!("while unmounting {arg}"),
+        |store, arg| {
+            let still = match store.unmount(arg, force) {
+                Ok(still) => still,
+                Err(e) => store.unmount_image(arg, force).map_err(|_| e)?,
+            };
+            Ok((!still).then(|| format!("{arg} mountpoint unmounted\n")))
+        },
+    )
 }
 
 /// `mounted ID…`.
-pub fn mounted(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let mut results = Vec::new();
-    for arg in ctx.args {
-        match ctx.store.mounted(arg) {
-            Ok(n) => {
-                if n > 0 {
-                    out(&format!("{arg} mounted\n"))?;
-                }
-                results.push((arg.clone(), String::new()));
-            }
-            Err(e) => {
-                err(&format!("{e} checking if {arg} is mounted\n"));
-                results.push((arg.clone(), e.to_string()));
-            }
-        }
-    }
-    if ctx.json() {
-        out(&id_error_json(&results))?;
-    }
-    Ok(if results.iter().any(|r| !r.1.is_empty()) {
-        1
-    } else {
-        0
-    })
+pub(crate) fn mounted(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    for_each_id(
+        ctx,
+        |arg| format!("checking if {arg} is mounted"),
+        |store, arg| {
+            let n = store.mounted(arg)?;
+            Ok((n > 0).then(|| format!("{arg} mounted\n")))
+        },
+    )
 }
 
 #[cfg(test)]

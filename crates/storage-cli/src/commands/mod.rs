@@ -1,81 +1,73 @@
 //! The command table and the handlers.
 
-pub mod any;
-pub mod check;
-pub mod copy;
-pub mod layers;
-pub mod records;
-pub mod transfer;
+pub(crate) mod any;
+pub(crate) mod check;
+pub(crate) mod copy;
+pub(crate) mod layers;
+pub(crate) mod records;
+pub(crate) mod transfer;
 
 use std::io::Write;
 
 use containers_storage::Store;
-use containers_storage::config::StoreOptions;
 use containers_storage::gocompat::json::string as json_string;
 
-use crate::flags::{FlagSet, FlagSpec, Kind};
+use crate::flags::{FlagSet, FlagSpec, Kind, flag};
 
 /// What a handler sees.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The parsed command flags (command flags and global options).
-    pub flags: &'a FlagSet,
+    pub(crate) flags: &'a FlagSet,
     /// The open store.
-    pub store: &'a Store,
+    pub(crate) store: &'a Store,
     /// Positional arguments.
-    pub args: &'a [String],
-    /// The store options in effect.
-    pub options: &'a StoreOptions,
+    pub(crate) args: &'a [String],
 }
 
 impl Ctx<'_> {
     /// Whether `--json`/`-j` was given.
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.flags.bool("-json")
     }
 }
 
 /// A handler: returns the exit status, or an error printed on stderr (exit 1).
-pub type Handler = fn(&mut Ctx<'_>) -> Result<i32, String>;
+pub(crate) type Handler = fn(&mut Ctx<'_>) -> Result<i32, String>;
 
 /// One command of the tool.
 pub struct Command {
     /// Name, then aliases.
     pub names: &'static [&'static str],
     /// Text after the name in the per-command usage line.
-    pub options_help: &'static str,
+    pub(crate) options_help: &'static str,
     /// One-line description (global usage).
     pub description: &'static str,
     /// Description in the per-command usage.
-    pub usage: &'static str,
+    pub(crate) usage: &'static str,
     /// Minimum number of positional arguments.
-    pub min_args: usize,
+    pub(crate) min_args: usize,
     /// Maximum number of positional arguments (`None` = unlimited).
-    pub max_args: Option<usize>,
+    pub(crate) max_args: Option<usize>,
     /// The command's own flags.
     pub flags: &'static [FlagSpec],
     /// The action.
-    pub handler: Handler,
+    pub(crate) handler: Handler,
+}
+
+/// The error of opening or creating `file`, as Go words it (`open FILE: no such file or
+/// directory`).
+pub(crate) fn open_error(file: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| {
+        format!(
+            "open {file}: {}",
+            containers_storage::types::go_io_error_text(&e)
+        )
+    }
 }
 
 /// `-j/--json`.
-pub const JSON: FlagSpec = FlagSpec {
-    names: &["-json", "j"],
-    kind: Kind::Bool,
-    usage: "Prefer JSON output",
-};
-const FORCE_SHUTDOWN: FlagSpec = FlagSpec {
-    names: &["-force", "f"],
-    kind: Kind::Bool,
-    usage: "Unmount mounted layers first",
-};
-
-pub(crate) const fn flag(
-    names: &'static [&'static str],
-    kind: Kind,
-    usage: &'static str,
-) -> FlagSpec {
-    FlagSpec { names, kind, usage }
-}
+pub(crate) const JSON: FlagSpec = flag(&["-json", "j"], Kind::Bool, "Prefer JSON output");
+const FORCE_SHUTDOWN: FlagSpec = flag(&["-force", "f"], Kind::Bool, "Unmount mounted layers first");
 
 const LAYER_NAME: FlagSpec = flag(&["-name", "n"], Kind::List, "Layer name");
 const LAYER_ID: FlagSpec = flag(&["-id", "i"], Kind::Str, "Layer ID");
@@ -830,7 +822,7 @@ pub static COMMANDS: &[Command] = &[
 ];
 
 /// Writes `text` to stdout.
-pub fn out(text: &str) -> Result<(), String> {
+pub(crate) fn out(text: &str) -> Result<(), String> {
     std::io::stdout()
         .lock()
         .write_all(text.as_bytes())
@@ -838,7 +830,7 @@ pub fn out(text: &str) -> Result<(), String> {
 }
 
 /// Writes `text` to stderr.
-pub fn err(text: &str) {
+pub(crate) fn err(text: &str) {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
@@ -882,7 +874,7 @@ fn status(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// Our version, in Go's `Version: X` format.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn version(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let pairs = vec![("Version".to_string(), VERSION.to_string())];

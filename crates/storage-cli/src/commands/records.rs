@@ -7,7 +7,7 @@ use containers_storage::types::{Container, Digest, Image, to_go_json_line};
 use containers_storage::{ContainerOptions, NewImage};
 
 use super::layers::mappings;
-use super::{Ctx, err, out};
+use super::{Ctx, err, open_error, out};
 
 fn out_bytes(b: &[u8]) -> Result<(), String> {
     std::io::stdout()
@@ -23,12 +23,7 @@ fn read_input(file: &str) -> Result<Vec<u8>, String> {
             .read_to_end(&mut data)
             .map_err(|e| e.to_string())?;
     } else {
-        data = std::fs::read(file).map_err(|e| {
-            format!(
-                "open {file}: {}",
-                containers_storage::types::go_io_error_text(&e)
-            )
-        })?;
+        data = std::fs::read(file).map_err(open_error(file))?;
     }
     Ok(data)
 }
@@ -37,12 +32,7 @@ fn write_output(file: &str, data: &[u8]) -> Result<(), String> {
     if file.is_empty() {
         return out_bytes(data);
     }
-    std::fs::write(file, data).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })
+    std::fs::write(file, data).map_err(open_error(file))
 }
 
 fn metadata_arg(ctx: &Ctx<'_>) -> Result<String, String> {
@@ -71,7 +61,7 @@ pub(crate) fn print_id_and_names(
 }
 
 /// `create-image [topLayer]`.
-pub fn create_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn create_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let id = ctx.flags.str("-id");
     let digest = ctx.flags.str("-digest");
     let image = ctx
@@ -122,7 +112,7 @@ fn print_images<I: std::borrow::Borrow<Image> + serde::Serialize>(
 }
 
 /// `images`.
-pub fn images(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn images(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     ctx.store
         .with_images(|images| print_images(ctx, images, "null\n"))
         .map_err(|e| e.to_string())??;
@@ -130,7 +120,7 @@ pub fn images(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `images-by-digest DIGEST`.
-pub fn images_by_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn images_by_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let d: Digest = ctx.args[0]
         .parse()
         .map_err(|e: containers_storage::types::Error| e.to_string())?;
@@ -140,7 +130,7 @@ pub fn images_by_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `image ID…`.
-pub fn image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut matched = Vec::new();
     for arg in ctx.args {
         if let Ok(i) = ctx.store.image(arg) {
@@ -203,7 +193,7 @@ fn image_id(ctx: &Ctx<'_>, key: &str) -> Result<String, String> {
 }
 
 /// `list-image-data IMAGE`.
-pub fn list_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn list_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let id = image_id(ctx, &ctx.args[0])?;
     let names = ctx
         .store
@@ -217,16 +207,13 @@ fn create_output(file: &str) -> Result<(), String> {
     if file.is_empty() {
         return Ok(());
     }
-    std::fs::File::create(file).map(|_| ()).map_err(|e| {
-        format!(
-            "open {file}: {}",
-            containers_storage::types::go_io_error_text(&e)
-        )
-    })
+    std::fs::File::create(file)
+        .map(|_| ())
+        .map_err(open_error(file))
 }
 
 /// `get-image-data IMAGE KEY`.
-pub fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     // Like Go: the image is resolved, then the output file created, then the item read.
     let id = image_id(ctx, &ctx.args[0])?;
     create_output(&ctx.flags.str("-file"))?;
@@ -239,7 +226,7 @@ pub fn get_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-image-data-size IMAGE KEY`.
-pub fn get_image_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_image_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let id = image_id(ctx, &ctx.args[0])?;
     let n = ctx
         .store
@@ -250,7 +237,7 @@ pub fn get_image_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-image-data-digest IMAGE KEY`.
-pub fn get_image_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_image_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let id = image_id(ctx, &ctx.args[0])?;
     let d = ctx
         .store
@@ -261,7 +248,7 @@ pub fn get_image_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `set-image-data IMAGE KEY`.
-pub fn set_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn set_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let id = image_id(ctx, &ctx.args[0])?;
     let data = read_input(&ctx.flags.str("-file"))?;
     ctx.store
@@ -270,28 +257,25 @@ pub fn set_image_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     Ok(0)
 }
 
-/// `get-image-dir IMAGE`.
-pub fn get_image_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .image_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
+/// Prints the directory the Store named, one line (the `get-*-dir` commands).
+fn print_dir(dir: containers_storage::types::Result<std::path::PathBuf>) -> Result<i32, String> {
+    let dir = dir.map_err(|e| e.to_string())?;
+    out(&format!("{}\n", dir.display()))?;
     Ok(0)
+}
+
+/// `get-image-dir IMAGE`.
+pub(crate) fn get_image_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    print_dir(ctx.store.image_dir(&ctx.args[0]))
 }
 
 /// `get-image-run-dir IMAGE`.
-pub fn get_image_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .image_run_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+pub(crate) fn get_image_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    print_dir(ctx.store.image_run_dir(&ctx.args[0]))
 }
 
 /// `delete-image IMAGE…`.
-pub fn delete_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn delete_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     #[derive(serde::Serialize, Default)]
     struct Res {
         #[serde(rename = "deleted-layers", skip_serializing_if = "Vec::is_empty")]
@@ -339,7 +323,7 @@ pub fn delete_image(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `create-container IMAGE`.
-pub fn create_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn create_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let m = mappings(ctx)?;
     let id = ctx.flags.str("-id");
     let c = ctx
@@ -362,7 +346,7 @@ pub fn create_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `containers`.
-pub fn containers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn containers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let list = ctx.store.containers_list().map_err(|e| e.to_string())?;
     if ctx.json() {
         out_bytes(&to_go_json_line(&list))?;
@@ -383,7 +367,7 @@ pub fn containers(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `container ID…`.
-pub fn container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let mut matched: Vec<Container> = Vec::new();
     for arg in ctx.args {
         if let Ok(c) = ctx.store.container(arg) {
@@ -424,7 +408,7 @@ pub fn container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `list-container-data CONTAINER`.
-pub fn list_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn list_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let names = ctx
         .store
         .container_big_data_names(&ctx.args[0])
@@ -434,7 +418,7 @@ pub fn list_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-container-data CONTAINER KEY`.
-pub fn get_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     ctx.store
         .container_big_data_names(&ctx.args[0])
         .map_err(|e| e.to_string())?;
@@ -448,7 +432,7 @@ pub fn get_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-container-data-size CONTAINER KEY`.
-pub fn get_container_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_container_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let n = ctx
         .store
         .container_big_data_size(&ctx.args[0], &ctx.args[1])
@@ -458,7 +442,7 @@ pub fn get_container_data_size(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-container-data-digest CONTAINER KEY`.
-pub fn get_container_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn get_container_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let d = ctx
         .store
         .container_big_data_digest(&ctx.args[0], &ctx.args[1])
@@ -468,7 +452,7 @@ pub fn get_container_data_digest(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `set-container-data CONTAINER KEY`.
-pub fn set_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn set_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let data = read_input(&ctx.flags.str("-file"))?;
     ctx.store
         .set_container_big_data(&ctx.args[0], &ctx.args[1], &data)
@@ -477,27 +461,17 @@ pub fn set_container_data(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `get-container-dir CONTAINER`.
-pub fn get_container_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .container_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+pub(crate) fn get_container_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    print_dir(ctx.store.container_dir(&ctx.args[0]))
 }
 
 /// `get-container-run-dir CONTAINER`.
-pub fn get_container_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
-    let p = ctx
-        .store
-        .container_run_dir(&ctx.args[0])
-        .map_err(|e| e.to_string())?;
-    out(&format!("{}\n", p.display()))?;
-    Ok(0)
+pub(crate) fn get_container_run_dir(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+    print_dir(ctx.store.container_run_dir(&ctx.args[0]))
 }
 
 /// `container-parent-owners CONTAINER…`.
-pub fn container_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn container_parent_owners(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let store = ctx.store;
     super::layers::parent_owners(
         ctx,
@@ -546,13 +520,13 @@ pub(crate) fn delete_each(
 }
 
 /// `delete-container CONTAINER…`.
-pub fn delete_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn delete_container(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let store = ctx.store;
     delete_each(ctx, |a| store.delete_container(a))
 }
 
 /// `delete ID…` (no safety checks).
-pub fn delete(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn delete(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let store = ctx.store;
     delete_each(ctx, |a| store.delete_any(a))
 }

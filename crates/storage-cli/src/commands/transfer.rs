@@ -9,17 +9,17 @@ use containers_storage::oci::{
 };
 
 use super::{Ctx, out};
-use crate::flags::{FlagSpec, Kind};
+use crate::flags::{FlagSpec, Kind, flag};
 use crate::progress::LayerBars;
 
 /// Flags of `import-image`.
-pub const IMPORT_FLAGS: &[FlagSpec] = &[
-    super::flag(
+pub(crate) const IMPORT_FLAGS: &[FlagSpec] = &[
+    flag(
         &["-name", "n"],
         Kind::List,
         "Image name (default: a docker-archive's RepoTags)",
     ),
-    super::flag(
+    flag(
         &["-platform"],
         Kind::Str,
         "Platform to pick from an index, OS/ARCH[/VARIANT] (default: this host's)",
@@ -28,13 +28,13 @@ pub const IMPORT_FLAGS: &[FlagSpec] = &[
 ];
 
 /// Flags of `export-image`.
-pub const EXPORT_FLAGS: &[FlagSpec] = &[
-    super::flag(
+pub(crate) const EXPORT_FLAGS: &[FlagSpec] = &[
+    flag(
         &["-format", "f"],
         Kind::Str,
         "Format of a DESTINATION given without transport: oci, oci-archive or docker-archive (default: oci)",
     ),
-    super::flag(
+    flag(
         &["-compress", "c"],
         Kind::Str,
         "Layer compression: none, gzip or zstd (default: none)",
@@ -47,7 +47,7 @@ fn progress() -> Option<Arc<dyn Progress>> {
 }
 
 /// `import-image [--name NAME…] [--platform OS/ARCH] SOURCE`.
-pub fn import(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn import(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let src = &ctx.args[0];
     let source = ImageRef::parse(src).map_err(|e| e.to_string())?;
     let platform = match ctx.flags.str("-platform") {
@@ -67,7 +67,7 @@ pub fn import(ctx: &mut Ctx<'_>) -> Result<i32, String> {
 }
 
 /// `export-image [--format F] [--compress C] IMAGE DESTINATION`.
-pub fn export(ctx: &mut Ctx<'_>) -> Result<i32, String> {
+pub(crate) fn export(ctx: &mut Ctx<'_>) -> Result<i32, String> {
     let (key, dst) = (&ctx.args[0], &ctx.args[1]);
     let format = ctx.flags.str("-format");
     let given = match format.as_str() {

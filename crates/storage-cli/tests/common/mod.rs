@@ -44,18 +44,24 @@ pub fn go_available() -> bool {
 }
 
 impl Store {
+    /// `--graph G --run R --storage-driver vfs ARGS`.
+    pub fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "--graph",
+            &self.graph,
+            "--run",
+            &self.run,
+            "--storage-driver",
+            "vfs",
+        ];
+        v.extend_from_slice(rest);
+        v
+    }
+
     pub fn exec(&self, bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
         let mut cmd = Command::new(bin);
         cmd.arg0("containers-storage")
-            .args([
-                "--graph",
-                &self.graph,
-                "--run",
-                &self.run,
-                "--storage-driver",
-                "vfs",
-            ])
-            .args(args)
+            .args(self.args(args))
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(if stdin.is_some() {

@@ -55,6 +55,8 @@ const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "dmsetup",
+    // `script` (a terminal for the progress-bar tests); essential on Debian, listed anyway.
+    "bsdutils",
     // The man page and shell completion tests.
     "man-db",
     "bash-completion",

@@ -148,7 +148,10 @@ fn old_gnu_sparse_layers_are_refused() {
             .stdin(f)
             .output()
             .unwrap();
-        assert_eq!(g.status.code(), Some(1));
+        // Go 1.43 fails with exit 1, or — about one run in six here — reports the same
+        // error and then panics in a goroutine still reading the closed input (a nil
+        // `bufio.Reader`), exit 2. Either way it refuses the layer with this error.
+        assert!(matches!(g.status.code(), Some(1 | 2)), "Go: {:?}", g.status);
         assert!(String::from_utf8_lossy(&g.stderr).contains("unhandled tar header type 83"));
     }
 }

@@ -7,9 +7,10 @@
 //! both versions agree it creates containers that reuse our mapped copies (and we reuse its).
 //! Where 1.43 and 1.60 differ the test follows 1.60 and says so in a comment.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Output, Stdio};
+use storage_testsupport::owner;
 
 use serde_json::Value;
 use storage_tests::fs::DriverStore;
@@ -125,11 +126,6 @@ fn map_args(cmd: &str, uid: u32, gid: u32, arg: &str) -> Vec<String> {
         format!("0:{gid}:6"),
         arg.to_string(),
     ]
-}
-
-fn owner(p: &Path) -> (u32, u32) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (md.uid(), md.gid())
 }
 
 /// The base layer's files seen with container root at `uid`/`gid` on the host: `fN` owned

@@ -6,8 +6,9 @@
 //! Needs root (chown, mounts); fails without it when CI=true, skipped loudly otherwise.
 
 use std::io::Cursor;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use storage_testsupport::owner;
 
 use containers_storage::{ContainerOptions, CreateLayerOptions, NewImage, Store};
 use storage_config::StoreOptions;
@@ -47,11 +48,6 @@ fn base_tar(extra: &[(&str, u64)]) -> Vec<u8> {
         add(name, false, (*id, *id));
     }
     b.into_inner().expect("tar")
-}
-
-fn owner(p: &Path) -> (u32, u32) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (md.uid(), md.gid())
 }
 
 #[track_caller]

@@ -10,7 +10,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
+use storage_testsupport::owner;
 
 use serde_json::Value;
 
@@ -179,11 +181,6 @@ fn layer_tar(dir: &Path) -> String {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
-}
-
-fn owner(p: &Path) -> (u32, u32) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (md.uid(), md.gid())
 }
 
 /// layers.json + images.json + the container's maps with random IDs replaced by their order

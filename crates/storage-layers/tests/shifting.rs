@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
 use std::sync::Arc;
+use storage_testsupport::owner;
 use storage_testsupport::unmount_all_under;
 
 use common::{in_ci, reader, sample_tar};
@@ -114,11 +115,6 @@ impl Drop for Overlay {
         }
         unmount_all_under(self.dir.path());
     }
-}
-
-fn owner(p: &Path) -> (u32, u32) {
-    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (md.uid(), md.gid())
 }
 
 fn maps(uid: Vec<IdMap>, gid: Vec<IdMap>) -> MountOpts {

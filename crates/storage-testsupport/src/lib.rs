@@ -206,6 +206,14 @@ pub fn prng_bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The owner (uid, gid) of `p` itself, not following a final symlink; panics with the path
+/// when it cannot be read.
+pub fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (md.uid(), md.gid())
+}
+
 /// The names in a directory, sorted (empty when it is missing).
 pub fn list_dir(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(p) {
